@@ -1,0 +1,1 @@
+"""Analysis domain: cleaned snapshots (declarative spec) and a DuckDB warehouse per tenant."""

@@ -1,0 +1,104 @@
+"""``memories_clean`` -> ``warehouse``: the cleaned snapshot and a DuckDB file to query it.
+
+``memories_clean`` runs ``longmem_etl.transforms.clean_snapshot`` on the tenant's latest backup with
+a TOML spec (run config; default ``sample_data/specs/migration-hygiene.toml``), writing a new
+snapshot under the *clean* root; rows a step removed are in its ``rejected.parquet``.
+``warehouse`` (re)builds the tenant's own DuckDB file with ``longmem_etl.warehouse.connect`` views
+over the snapshots: one file per tenant, so parallel tenant runs never share a DuckDB writer.
+"""
+
+from pathlib import Path
+
+from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+
+from pipelines.backup.assets import memories_snapshot
+from pipelines.partitions import tenants_partitions
+from pipelines.resources import SnapshotRoot, WarehouseResource, sample_data_dir
+from pipelines.utils import latest_path, md_table, read_sql, snapshot_metadata
+
+
+def default_spec() -> str:
+    return str(sample_data_dir() / "specs" / "migration-hygiene.toml")
+
+
+class CleanConfig(Config):
+    """Which transform spec to apply (a TOML file path)."""
+
+    spec: str = ""
+    """Path of the spec; empty means sample_data/specs/migration-hygiene.toml."""
+
+
+@asset(
+    partitions_def=tenants_partitions,
+    group_name="analysis",
+    deps=[memories_snapshot],
+    kinds={"duckdb", "parquet"},
+    description="The latest backup cleaned by a declarative spec; removed rows kept as rejected.",
+)
+def memories_clean(
+    context: AssetExecutionContext,
+    config: CleanConfig,
+    snapshot_root: SnapshotRoot,
+    clean_root: SnapshotRoot,
+) -> MaterializeResult:
+    from longmem_etl.transforms import clean_snapshot
+
+    tenant = context.partition_key
+    source = latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
+    if source is None:
+        raise RuntimeError(f"memories_snapshot has no materialization for tenant {tenant}")
+    spec = config.spec or default_spec()
+    report = clean_snapshot(source, spec, clean_root.root())
+    out = Path(report["snapshot"])
+    meta = snapshot_metadata(out)
+    steps = report.get("steps", [])
+    meta.update(
+        {
+            "source_snapshot": MetadataValue.path(str(source)),
+            "spec": MetadataValue.path(str(spec)),
+            "rows_in": int(report["rows_in"]),
+            "rows_out": int(report["rows_out"]),
+            "removed": int(report["rows_in"]) - int(report["rows_out"]),
+            "steps": md_table(
+                ["step", "kind", "in", "out"],
+                [
+                    (s.get("name"), s.get("kind"), s.get("rows_in"), s.get("rows_out"))
+                    for s in steps
+                ],
+            ),
+        }
+    )
+    return MaterializeResult(metadata=meta)
+
+
+@asset(
+    partitions_def=tenants_partitions,
+    group_name="analysis",
+    deps=[memories_clean],
+    kinds={"duckdb"},
+    description="The tenant's DuckDB file: views over its backups and cleaned snapshots.",
+)
+def warehouse(
+    context: AssetExecutionContext,
+    snapshot_root: SnapshotRoot,
+    clean_root: SnapshotRoot,
+    warehouse: WarehouseResource,
+) -> MaterializeResult:
+    from longmem_etl.warehouse import connect
+
+    tenant = context.partition_key
+    path = warehouse.database_path(tenant)
+    con = connect(clean_root.root(), database=str(path))
+    try:
+        rows = con.execute(read_sql("analysis", "warehouse_summary"), {"tenant": tenant}).fetchall()
+        views = [r[0] for r in con.execute(read_sql("analysis", "views")).fetchall()]
+    finally:
+        con.close()
+    return MaterializeResult(
+        metadata={
+            "database": MetadataValue.path(str(path)),
+            "bytes": path.stat().st_size,
+            "views": ", ".join(views),
+            "snapshots": md_table(["snapshot", "memories", "collections"], rows),
+        }
+    )

@@ -1,0 +1,48 @@
+"""The whole code location: backup, analysis and migration domains, shared resources.
+
+Runs on the multiprocess executor by default (one process per step, ``$LONGMEM_ETL_MAX_CONCURRENT``
+at once); a deployment swaps the executor/run launcher in its own config without touching this
+file (docs/dagster.md).
+"""
+
+from __future__ import annotations
+
+import os
+
+from dagster import Definitions, multiprocess_executor
+
+from pipelines.analysis.assets import memories_clean, warehouse
+from pipelines.analysis.checks import analysis_checks
+from pipelines.backup.assets import account_dump, memories_snapshot
+from pipelines.backup.checks import backup_checks
+from pipelines.backup.schedules import backup_job, daily_backup
+from pipelines.backup.sensors import tenant_registry
+from pipelines.migration.assets import tenant_migration
+from pipelines.migration.checks import migration_checks
+from pipelines.migration.sensors import migrate_after_backup, migration_job
+from pipelines.resources import default_resources
+
+ASSETS = [account_dump, memories_snapshot, memories_clean, warehouse, tenant_migration]
+CHECKS = [*backup_checks, *analysis_checks, *migration_checks]
+
+
+def build_defs() -> Definitions:
+    """Build the Definitions (resources are read from the environment at this point)."""
+    max_concurrent = int(os.environ.get("LONGMEM_ETL_MAX_CONCURRENT", "0")) or None
+    executor = (
+        multiprocess_executor.configured({"max_concurrent": max_concurrent})
+        if max_concurrent
+        else multiprocess_executor
+    )
+    return Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[backup_job, migration_job],
+        schedules=[daily_backup],
+        sensors=[tenant_registry, migrate_after_backup],
+        resources=default_resources(),
+        executor=executor,
+    )
+
+
+defs = build_defs()

@@ -1,0 +1,1 @@
+"""Migration domain: resumable, exactly-once tenant migrations, verified exactly."""

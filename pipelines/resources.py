@@ -1,0 +1,155 @@
+"""Shared Dagster resources: where tenants live, where snapshots go, where the warehouse is.
+
+Every value is a *template* resolved at run time, so one set of definitions serves every tenant and
+every deployment:
+
+- ``{home}``   the local state directory: ``$LONGMEM_ETL_HOME``, else ``./.longmem-etl``;
+- ``{tenant}`` the run's tenant partition key.
+
+Each field can be set per deployment through an environment variable (see ``docs/dagster.md``). When
+the variable is set the field is bound with ``EnvVar`` (resolved in the run worker, shown as such in
+the UI, never baked into the definitions); when it is not, the offline default points at embedded
+``local:`` tenants under ``{home}`` seeded from ``sample_data`` on first use. Keys are never a field:
+``key_env_var`` holds the *name* of the variable, read by ``open_endpoint`` inside the library.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from dagster import ConfigurableResource, EnvVar
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DATA = REPO_ROOT / "sample_data"
+
+DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
+DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
+DEFAULT_ROOT = "{home}/snapshots"
+DEFAULT_CLEAN_ROOT = "{home}/clean"
+DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
+DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
+
+
+def state_home() -> Path:
+    """The local state directory: ``$LONGMEM_ETL_HOME`` or ``./.longmem-etl`` (git-ignored)."""
+    return Path(os.environ.get("LONGMEM_ETL_HOME") or ".longmem-etl").resolve()
+
+
+def sample_data_dir() -> Path:
+    """Where the sample tenants' dumps are: ``$LONGMEM_ETL_SAMPLE_DATA`` or the repo's sample_data."""
+    return Path(os.environ.get("LONGMEM_ETL_SAMPLE_DATA") or SAMPLE_DATA)
+
+
+def render(template: str, tenant: str | None = None) -> str:
+    """Fill ``{home}`` and ``{tenant}`` in a template (other text is left alone)."""
+    out = template.replace("{home}", str(state_home()))
+    if tenant is not None:
+        out = out.replace("{tenant}", tenant)
+    return out
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|passw|auth", re.IGNORECASE)
+
+
+def safe_uri(uri: str) -> str:
+    """The URI without user-info or secret-looking query parameters: fit for logs and metadata."""
+    if uri.startswith("local:") or "://" not in uri:
+        base, _, query = uri.partition("?")
+        kept = [(k, v) for k, v in parse_qsl(query) if not _SECRET_PARAM.search(k)]
+        return base + ("?" + urlencode(kept) if kept else "")
+    parts = urlsplit(uri)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    kept = [(k, v) for k, v in parse_qsl(parts.query) if not _SECRET_PARAM.search(k)]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(kept), ""))
+
+
+def env_or(var: str, default: str) -> Any:
+    """``EnvVar(var)`` when the deployment sets ``var``, else the offline ``default``."""
+    return EnvVar(var) if os.environ.get(var) else default
+
+
+class LongmemEndpoint(ConfigurableResource):
+    """A Longmem endpoint per tenant: a URI template and the *name* of the env var holding its key.
+
+    ``local:`` URIs whose SQLite file does not exist yet are seeded from ``sample_data/<tenant>.json``
+    when that file exists (idempotent), so the offline default has data to back up.
+    """
+
+    uri_template: str = DEFAULT_SOURCE_URI
+    key_env_var: str = DEFAULT_KEY_ENV
+    seed_from_sample_data: bool = True
+
+    def uri(self, tenant: str) -> str:
+        return render(self.uri_template, tenant)
+
+    def key_env(self, tenant: str) -> str:
+        """The key variable's name for this tenant (a ``{tenant}`` placeholder is upper-cased)."""
+        name = self.key_env_var.replace("{tenant}", re.sub(r"\W", "_", tenant).upper())
+        return name
+
+    def display_uri(self, tenant: str) -> str:
+        return safe_uri(self.uri(tenant))
+
+    def prepare(self, tenant: str) -> str:
+        """The tenant's URI, after seeding an embedded tenant from sample data if it is missing."""
+        uri = self.uri(tenant)
+        if self.seed_from_sample_data:
+            from pipelines.seeding import seed_local_tenant
+
+            seed_local_tenant(uri, tenant)
+        return uri
+
+    def open(self, tenant: str):
+        """A ``LongmemAPI`` for the tenant (the library resolves the key from the env var)."""
+        from longmem_etl.api.endpoints import open_endpoint
+
+        return open_endpoint(self.prepare(tenant), key_env=self.key_env(tenant))
+
+
+class SnapshotRoot(ConfigurableResource):
+    """A snapshot root directory (``ROOT/tenant=<t>/snapshot=<ts>/``); local path or shared mount."""
+
+    path: str = DEFAULT_ROOT
+
+    def root(self) -> Path:
+        p = Path(render(self.path))
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+class WarehouseResource(ConfigurableResource):
+    """One DuckDB file per tenant (``{tenant}`` in the path) holding views over the snapshots.
+
+    One file per tenant keeps DuckDB's one-writer-per-file rule under the multiprocess executor.
+    """
+
+    database: str = DEFAULT_WAREHOUSE
+
+    def database_path(self, tenant: str) -> Path:
+        p = Path(render(self.database, tenant))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+
+def default_resources() -> dict[str, Any]:
+    """The resources ``pipelines.defs`` binds: offline defaults, overridable by env vars."""
+    return {
+        "source": LongmemEndpoint(
+            uri_template=env_or("LONGMEM_ETL_SOURCE_URI", DEFAULT_SOURCE_URI),
+            key_env_var=env_or("LONGMEM_ETL_SOURCE_KEY_ENV", DEFAULT_KEY_ENV),
+        ),
+        "target": LongmemEndpoint(
+            uri_template=env_or("LONGMEM_ETL_TARGET_URI", DEFAULT_TARGET_URI),
+            key_env_var=env_or("LONGMEM_ETL_TARGET_KEY_ENV", DEFAULT_KEY_ENV),
+            seed_from_sample_data=False,
+        ),
+        "snapshot_root": SnapshotRoot(path=env_or("LONGMEM_ETL_ROOT", DEFAULT_ROOT)),
+        "clean_root": SnapshotRoot(path=env_or("LONGMEM_ETL_CLEAN_ROOT", DEFAULT_CLEAN_ROOT)),
+        "warehouse": WarehouseResource(database=env_or("LONGMEM_ETL_WAREHOUSE", DEFAULT_WAREHOUSE)),
+    }
