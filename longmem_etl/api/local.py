@@ -1,0 +1,909 @@
+"""The embedded Longmem store: one tenant in one SQLite file (``local:PATH``).
+
+It is what quickstart, the Dagster defaults, the tests and the benchmarks run against, and what a
+user restores a backup into to look at it offline, so it behaves like the hosted API where the
+toolkit can observe it: SDK method names, keyword-only arguments and return shapes; new ids on every
+write (``add_many`` never deduplicates — exactly-once is the toolkit's job); at most 100 items per
+``add_many`` (422 otherwise); list order pinned first, then newest first; errors as ``APIError`` with
+an HTTP-like status (404 unknown id, 422 invalid input, 503 store busy).
+
+Storage (see ``localrows`` for the lossless row codec):
+
+- ``memories``: a column per known field, ``extra`` (unknown fields, JSON), ``fidelity`` (absent keys,
+  odd-typed values, key order), derived epoch columns for ordering; ``seq`` keeps insertion order;
+- ``memories_fts``: an FTS5 index over ``text`` kept in step by triggers (search/forget use BM25);
+- ``collections``: the collection list exactly as given (strings or objects), in order;
+- ``header``: the seeded dump's top-level keys in order (tenant, exported_at, unknown keys ...);
+- ``meta``: store format, tenant, whether the store was seeded.
+
+``seed_dump`` loads a dump verbatim, so ``export_account()`` returns it key for key; for a store that
+was never seeded, the export is ``{tenant, exported_at, collections, memories}``.
+
+Concurrency: one connection per thread, WAL, ``busy_timeout``, writes in ``BEGIN IMMEDIATE``
+transactions committed (``synchronous=FULL``) before the call returns — so a write is durable when it
+returns and 8 uploader threads (or processes) can share one store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from longmem_etl.api import localrows
+from longmem_etl.api.faults import FaultConfig, FaultInjector
+from longmem_etl.errors import AmbiguousError, APIError, BadInput, Unsupported
+
+STORE_FORMAT = "longmem-etl-local/1"
+MAX_BATCH = 100
+MAX_TEXT_CHARS = 100_000
+BUSY_TIMEOUT_S = 30.0
+OPEN_TIMEOUT_S = 2.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS header (position INTEGER PRIMARY KEY, key TEXT NOT NULL UNIQUE, value TEXT);
+CREATE TABLE IF NOT EXISTS collections (position INTEGER PRIMARY KEY, name TEXT, raw TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS memories (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT, collection TEXT, text, importance, category, metadata, source, container_tag,
+    pinned INTEGER, archived INTEGER, created_at, updated_at, expires_at, superseded_by,
+    extra TEXT, fidelity TEXT, created_ts REAL, updated_ts REAL, expires_ts REAL
+);
+CREATE INDEX IF NOT EXISTS memories_id ON memories(id);
+CREATE INDEX IF NOT EXISTS memories_order ON memories(collection, pinned, created_ts, seq);
+CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
+    text, content='memories', content_rowid='seq', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
+    INSERT INTO memories_fts(rowid, text) VALUES (new.seq, new.text);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_ad AFTER DELETE ON memories BEGIN
+    INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+END;
+CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF text ON memories BEGIN
+    INSERT INTO memories_fts(memories_fts, rowid, text) VALUES ('delete', old.seq, old.text);
+    INSERT INTO memories_fts(rowid, text) VALUES (new.seq, new.text);
+END;
+"""
+
+_ORDER = "ORDER BY coalesce(pinned, 0) DESC, created_ts DESC, seq DESC"
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _api(*, write: bool) -> Callable[[F], F]:
+    """Wrap a protocol method: injected faults first, SQLite trouble as 503, ambiguity after commit."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(self: LocalStore, *args: Any, **kwargs: Any) -> Any:
+            ambiguous = (
+                self._faults.before(fn.__name__, write=write) if self._faults is not None else False
+            )
+            try:
+                result = fn(self, *args, **kwargs)
+            except sqlite3.OperationalError as exc:
+                raise APIError(503, f"{fn.__name__}: local store busy: {exc}") from exc
+            if ambiguous:
+                raise AmbiguousError(
+                    f"{fn.__name__}: timed out waiting for the response "
+                    "(injected fault; the write was committed)"
+                )
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco
+
+
+def _unprocessable(msg: str) -> APIError:
+    return APIError(422, msg)
+
+
+def _collection_name(raw: Any) -> str | None:
+    if isinstance(raw, str):
+        return raw
+    if isinstance(raw, dict):
+        for key in ("name", "id", "collection"):
+            if isinstance(raw.get(key), str):
+                return raw[key]
+    return None
+
+
+class LocalStore:
+    """One tenant in one SQLite file. Implements ``LongmemAPI``; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        faults: FaultConfig | None = None,
+        create: bool = True,
+        tenant: str | None = None,
+    ) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.uri = f"local:{self.path}"
+        self._faults = FaultInjector(faults) if faults is not None and faults.active else None
+        self.fault_config = faults
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
+        self._open(create=create, tenant=tenant)
+
+    # -- connections ------------------------------------------------------------------------------
+
+    def _open(self, *, create: bool, tenant: str | None) -> None:
+        where = f"local:{self.path}"
+        if self.path.is_dir():
+            raise BadInput(f"{where}: is a directory, expected a SQLite file")
+        exists = self.path.exists()
+        if not exists and not create:
+            raise BadInput(f"{where}: no such local store")
+        if not exists:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise BadInput(f"{where}: cannot create directory: {exc.strerror}") from None
+        try:
+            conn = self._connect(timeout=OPEN_TIMEOUT_S)
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if tables and "meta" not in tables:
+                raise BadInput(f"{where}: is a SQLite database but not a longmem-etl local store")
+            if "meta" in tables:
+                fmt = conn.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+                if not fmt or fmt[0] != STORE_FORMAT:
+                    raise BadInput(
+                        f"{where}: unsupported local store format {fmt[0] if fmt else None!r}"
+                    )
+            else:
+                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                    [
+                        ("format", STORE_FORMAT),
+                        ("tenant", tenant or self.path.stem or "local"),
+                        ("seeded", "0"),
+                    ],
+                )
+                conn.execute("COMMIT")
+            conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        except sqlite3.DatabaseError as exc:
+            msg = str(exc)
+            if "locked" in msg or "busy" in msg:
+                raise BadInput(f"{where}: database is locked by another process") from None
+            if "not a database" in msg or "malformed" in msg or "encrypted" in msg:
+                raise BadInput(f"{where}: not a SQLite database") from None
+            if "unable to open" in msg or "readonly" in msg:
+                raise BadInput(f"{where}: cannot open ({msg})") from None
+            raise BadInput(f"{where}: {msg}") from None
+        self._local.conn = conn
+        with self._conns_lock:
+            self._conns.append(conn)
+
+    def _connect(self, *, timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            str(self.path), timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect(timeout=BUSY_TIMEOUT_S)
+            self._local.conn = conn
+            with self._conns_lock:
+                self._conns.append(conn)
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction, committed (durably) before the caller returns."""
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        """A read transaction: one consistent view for multi-statement reads."""
+        conn = self._conn()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._conns_lock:
+            conns, self._conns = self._conns, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):  # closing is best effort
+                conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> LocalStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.path)!r})"
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _meta(self, conn: sqlite3.Connection, key: str) -> str | None:
+        row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    @property
+    def tenant(self) -> str:
+        return self._meta(self._conn(), "tenant") or self.path.stem
+
+    def _insert(self, conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
+        cols = localrows.COLUMNS
+        sql = f"INSERT INTO memories({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        conn.executemany(sql, ([r[c] for c in cols] for r in rows))
+
+    def _ensure_collection(self, conn: sqlite3.Connection, name: str) -> None:
+        if conn.execute("SELECT 1 FROM collections WHERE name=?", (name,)).fetchone():
+            return
+        first = conn.execute("SELECT raw FROM collections ORDER BY position LIMIT 1").fetchone()
+        style_is_str = bool(first) and isinstance(json.loads(first[0]), str)
+        raw = name if style_is_str else {"name": name}
+        conn.execute(
+            "INSERT INTO collections(position, name, raw) VALUES "
+            "((SELECT coalesce(max(position), -1) + 1 FROM collections), ?, ?)",
+            (name, localrows.dumps(raw)),
+        )
+
+    def _row(self, conn: sqlite3.Connection, memory_id: str, collection: str) -> sqlite3.Row:
+        if not isinstance(memory_id, str) or not memory_id:
+            raise _unprocessable("memory_id must be a non-empty string")
+        row = conn.execute(
+            "SELECT * FROM memories WHERE id=? AND collection=? ORDER BY seq LIMIT 1",
+            (memory_id, collection),
+        ).fetchone()
+        if row is None:
+            raise APIError(404, f"memory {memory_id!r} not found in collection {collection!r}")
+        return row
+
+    def _get_seq(self, conn: sqlite3.Connection, seq: int) -> dict[str, Any]:
+        return localrows.decode(
+            conn.execute("SELECT * FROM memories WHERE seq=?", (seq,)).fetchone()
+        )
+
+    def _new_memory(
+        self,
+        text: Any,
+        *,
+        collection: Any,
+        importance: Any,
+        category: Any,
+        metadata: Any,
+        source: Any,
+        container_tag: Any,
+        where: str,
+        now: str,
+    ) -> dict[str, Any]:
+        """Validate like the server (422 on bad input) and build a new memory with a fresh id."""
+        if not isinstance(text, str) or not text.strip():
+            raise _unprocessable(f"{where}: text must be a non-empty string")
+        if len(text) > MAX_TEXT_CHARS:
+            raise _unprocessable(f"{where}: text longer than {MAX_TEXT_CHARS} characters")
+        if not isinstance(collection, str) or not collection:
+            raise _unprocessable(f"{where}: collection must be a non-empty string")
+        if (
+            isinstance(importance, bool)
+            or not isinstance(importance, (int, float))
+            or not 0 <= importance <= 1
+        ):
+            raise _unprocessable(f"{where}: importance must be a number between 0 and 1")
+        if not isinstance(category, str) or not category:
+            raise _unprocessable(f"{where}: category must be a non-empty string")
+        if metadata is not None and not isinstance(metadata, dict):
+            raise _unprocessable(f"{where}: metadata must be an object")
+        try:
+            json.dumps(metadata, allow_nan=False)
+        except (TypeError, ValueError):
+            raise _unprocessable(f"{where}: metadata is not valid JSON") from None
+        if not isinstance(source, str):
+            raise _unprocessable(f"{where}: source must be a string")
+        if container_tag is not None and not isinstance(container_tag, str):
+            raise _unprocessable(f"{where}: container_tag must be a string")
+        return {
+            "id": str(uuid.uuid4()),
+            "collection": collection,
+            "text": text,
+            "importance": importance,
+            "category": category,
+            "metadata": metadata if metadata is not None else {},
+            "source": source,
+            "container_tag": container_tag,
+            "pinned": False,
+            "archived": False,
+            "created_at": now,
+            "updated_at": now,
+            "expires_at": None,
+            "superseded_by": None,
+        }
+
+    def _set(
+        self, conn: sqlite3.Connection, row: sqlite3.Row, values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Set typed fields (plus updated_at) on one row and return the memory."""
+        values = dict(values)
+        values["updated_at"] = _now()
+        cols = dict(values)
+        if "metadata" in cols:
+            cols["metadata"] = localrows.dumps(cols["metadata"])
+        for b in ("pinned", "archived"):
+            if b in cols:
+                cols[b] = int(cols[b])
+        cols["updated_ts"] = localrows.to_epoch(values["updated_at"])
+        cols["fidelity"] = localrows.set_fields(row["fidelity"], list(values))
+        assign = ", ".join(f"{c}=?" for c in cols)
+        conn.execute(f"UPDATE memories SET {assign} WHERE seq=?", [*cols.values(), row["seq"]])
+        return self._get_seq(conn, row["seq"])
+
+    # -- writes -----------------------------------------------------------------------------------
+
+    @_api(write=True)
+    def add(
+        self,
+        text: str,
+        *,
+        collection: str = "default",
+        importance: float = 0.7,
+        category: str = "other",
+        metadata: dict[str, Any] | None = None,
+        source: str = "sdk",
+        container_tag: str | None = None,
+    ) -> dict[str, Any]:
+        mem = self._new_memory(
+            text,
+            collection=collection,
+            importance=importance,
+            category=category,
+            metadata=metadata,
+            source=source,
+            container_tag=container_tag,
+            where="add",
+            now=_now(),
+        )
+        with self._write() as conn:
+            self._ensure_collection(conn, collection)
+            self._insert(conn, [localrows.encode(mem)])
+        return mem
+
+    @_api(write=True)
+    def add_many(
+        self,
+        items: list[str | dict[str, Any]],
+        *,
+        collection: str = "default",
+        container_tag: str | None = None,
+        importance: float = 0.7,
+        category: str = "other",
+        source: str = "sdk",
+    ) -> dict[str, Any]:
+        if not isinstance(items, list):
+            raise _unprocessable("add_many: items must be a list")
+        if len(items) > MAX_BATCH:
+            raise _unprocessable(
+                f"add_many: at most {MAX_BATCH} items per request (got {len(items)})"
+            )
+        now = _now()
+        mems = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                item = {"text": item}
+            if not isinstance(item, dict):
+                raise _unprocessable(f"items[{i}]: must be a string or an object")
+            unknown = sorted(
+                set(item)
+                - {"text", "container_tag", "importance", "category", "metadata", "source"}
+            )
+            if unknown:
+                raise _unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
+            mems.append(
+                self._new_memory(
+                    item.get("text"),
+                    collection=collection,
+                    importance=item.get("importance", importance),
+                    category=item.get("category", category),
+                    metadata=item.get("metadata"),
+                    source=item.get("source", source),
+                    container_tag=item.get("container_tag", container_tag),
+                    where=f"items[{i}]",
+                    now=now,
+                )
+            )
+        if mems:
+            with self._write() as conn:
+                self._ensure_collection(conn, collection)
+                self._insert(conn, [localrows.encode(m) for m in mems])
+        return {"created": len(mems), "ids": [m["id"] for m in mems]}
+
+    @_api(write=True)
+    def import_memories(
+        self,
+        memories: list[dict[str, Any]],
+        *,
+        collections: list[Any] | None = None,
+        into_collection: str | None = None,
+    ) -> dict[str, Any]:
+        """Re-ingest dump memories. New ids (like the API, which re-embeds); fields kept otherwise.
+
+        Skipped (counted, not an error): entries that are not objects or whose ``text`` is missing,
+        not a string or blank. ``collections`` (names or objects, as in a dump) are created if
+        missing. Returns ``{"imported", "skipped", "collections"}`` with the names of the collections
+        that received memories or were created, in first-seen order.
+        """
+        if not isinstance(memories, list):
+            raise _unprocessable("import_memories: memories must be a list")
+        if into_collection is not None and (
+            not isinstance(into_collection, str) or not into_collection
+        ):
+            raise _unprocessable("import_memories: into_collection must be a non-empty string")
+        now = _now()
+        rows = []
+        touched: dict[str, None] = {}
+        skipped = 0
+        for mem in memories:
+            text = mem.get("text") if isinstance(mem, dict) else None
+            if not isinstance(text, str) or not text.strip():
+                skipped += 1
+                continue
+            new = dict(mem)
+            new["id"] = str(uuid.uuid4())
+            coll = into_collection or mem.get("collection")
+            if not isinstance(coll, str) or not coll:
+                coll = "default"
+            new["collection"] = coll
+            for key, default in (
+                ("importance", 0.7),
+                ("category", "other"),
+                ("metadata", {}),
+                ("source", "import"),
+                ("container_tag", None),
+                ("pinned", False),
+                ("archived", False),
+                ("created_at", now),
+                ("expires_at", None),
+                ("superseded_by", None),
+            ):
+                new.setdefault(key, default)
+            new["updated_at"] = now
+            touched[coll] = None
+            rows.append(localrows.encode(new))
+        wanted = []
+        for c in collections or []:
+            name = _collection_name(c)
+            if name:
+                wanted.append(name)
+                touched.setdefault(name, None)
+        with self._write() as conn:
+            for name in touched:
+                self._ensure_collection(conn, name)
+            self._insert(conn, rows)
+        return {"imported": len(rows), "skipped": skipped, "collections": list(touched)}
+
+    @_api(write=True)
+    def update(
+        self,
+        memory_id: str,
+        *,
+        collection: str = "default",
+        text: str | None = None,
+        importance: float | None = None,
+        category: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        if text is not None:
+            if not isinstance(text, str) or not text.strip():
+                raise _unprocessable("update: text must be a non-empty string")
+            values["text"] = text
+        if importance is not None:
+            if isinstance(importance, bool) or not isinstance(importance, (int, float)):
+                raise _unprocessable("update: importance must be a number between 0 and 1")
+            if not 0 <= importance <= 1:
+                raise _unprocessable("update: importance must be a number between 0 and 1")
+            values["importance"] = importance
+        if category is not None:
+            if not isinstance(category, str) or not category:
+                raise _unprocessable("update: category must be a non-empty string")
+            values["category"] = category
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise _unprocessable("update: metadata must be an object")
+            values["metadata"] = metadata
+        with self._write() as conn:
+            row = self._row(conn, memory_id, collection)
+            if not values:
+                return localrows.decode(row)
+            return self._set(conn, row, values)
+
+    @_api(write=True)
+    def move(
+        self, memory_id: str, *, collection: str = "default", to_collection: str
+    ) -> dict[str, Any]:
+        if not isinstance(to_collection, str) or not to_collection:
+            raise _unprocessable("move: to_collection must be a non-empty string")
+        with self._write() as conn:
+            row = self._row(conn, memory_id, collection)
+            self._ensure_collection(conn, to_collection)
+            self._set(conn, row, {"collection": to_collection})
+        return {"moved": True, "id": memory_id, "collection": to_collection}
+
+    @_api(write=True)
+    def delete(self, memory_id: str, *, collection: str = "default") -> dict[str, Any]:
+        with self._write() as conn:
+            row = self._row(conn, memory_id, collection)
+            conn.execute("DELETE FROM memories WHERE seq=?", (row["seq"],))
+        return {}
+
+    @_api(write=True)
+    def delete_collection(self, collection: str) -> dict[str, Any]:
+        with self._write() as conn:
+            listed = conn.execute(
+                "SELECT 1 FROM collections WHERE name=?", (collection,)
+            ).fetchone()
+            cur = conn.execute("DELETE FROM memories WHERE collection=?", (collection,))
+            if not listed and cur.rowcount == 0:
+                raise APIError(404, f"collection {collection!r} not found")
+            conn.execute("DELETE FROM collections WHERE name=?", (collection,))
+        return {}
+
+    @_api(write=True)
+    def pin(
+        self, memory_id: str, *, collection: str = "default", pinned: bool = True
+    ) -> dict[str, Any]:
+        with self._write() as conn:
+            return self._set(conn, self._row(conn, memory_id, collection), {"pinned": bool(pinned)})
+
+    @_api(write=True)
+    def archive(
+        self, memory_id: str, *, collection: str = "default", archived: bool = True
+    ) -> dict[str, Any]:
+        with self._write() as conn:
+            return self._set(
+                conn, self._row(conn, memory_id, collection), {"archived": bool(archived)}
+            )
+
+    @_api(write=True)
+    def forget(
+        self, query: str, *, collection: str = "default", min_score: float = 0.5, limit: int = 10
+    ) -> dict[str, Any]:
+        """Delete up to ``limit`` memories of ``collection`` whose FTS match scores >= min_score."""
+        with self._write() as conn:
+            hits = self._search(
+                conn, query, collection=collection, limit=limit, min_score=min_score
+            )
+            conn.executemany("DELETE FROM memories WHERE seq=?", [(seq,) for seq, _ in hits])
+        return {"deleted": len(hits)}
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    @_api(write=False)
+    def export_account(self) -> dict[str, Any]:
+        with self._read() as conn:
+            memories = [
+                localrows.decode(r) for r in conn.execute("SELECT * FROM memories ORDER BY seq")
+            ]
+            collections = [
+                json.loads(r[0])
+                for r in conn.execute("SELECT raw FROM collections ORDER BY position")
+            ]
+            seeded = self._meta(conn, "seeded") == "1"
+            tenant = self._meta(conn, "tenant")
+            header = conn.execute("SELECT key, value FROM header ORDER BY position").fetchall()
+        if not seeded:
+            return {
+                "tenant": tenant,
+                "exported_at": _now(),
+                "collections": collections,
+                "memories": memories,
+            }
+        out: dict[str, Any] = {}
+        for key, value in header:
+            if key == "collections":
+                out[key] = collections
+            elif key == "memories":
+                out[key] = memories
+            else:
+                out[key] = json.loads(value)
+        return out
+
+    @_api(write=False)
+    def collections(self) -> list[dict[str, Any]]:
+        """Listed collections (objects as stored; names given as strings become ``{"name": ...}``),
+        then any collection that holds memories but is not listed."""
+        with self._read() as conn:
+            listed = conn.execute("SELECT name, raw FROM collections ORDER BY position").fetchall()
+            used = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT collection FROM memories WHERE collection IS NOT NULL "
+                    "GROUP BY collection ORDER BY min(seq)"
+                )
+            ]
+        out: list[dict[str, Any]] = []
+        seen = set()
+        for name, raw in listed:
+            value = json.loads(raw)
+            out.append(
+                dict(value) if isinstance(value, dict) else {"name": _collection_name(value)}
+            )
+            seen.add(name)
+        out.extend({"name": c} for c in used if c not in seen)
+        return out
+
+    @_api(write=False)
+    def list_memories(
+        self,
+        *,
+        collection: str = "default",
+        limit: int = 50,
+        offset: int = 0,
+        include_archived: bool = False,
+    ) -> list[dict[str, Any]]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise _unprocessable("list_memories: limit must be a non-negative integer")
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise _unprocessable("list_memories: offset must be a non-negative integer")
+        archived = "" if include_archived else "AND coalesce(archived, 0) = 0"
+        rows = self._conn().execute(
+            f"SELECT * FROM memories WHERE collection=? {archived} {_ORDER} LIMIT ? OFFSET ?",
+            (collection, limit, offset),
+        )
+        return [localrows.decode(r) for r in rows]
+
+    @_api(write=False)
+    def get(self, memory_id: str, *, collection: str = "default") -> dict[str, Any]:
+        return localrows.decode(self._row(self._conn(), memory_id, collection))
+
+    @_api(write=False)
+    def health(self, *, collection: str = "default", stale_days: int = 90) -> dict[str, Any]:
+        """Counts for one collection. ``total`` includes archived memories (as the API's
+        ``admin_memory_health`` splits total into current + archived); ``stale``, ``expired``,
+        ``needs_attention`` and ``categories`` look at non-archived memories only."""
+        now = time.time()
+        cutoff = now - float(stale_days) * 86400.0
+        conn = self._conn()
+        row = conn.execute(
+            """
+            SELECT count(*) AS total,
+                   sum(coalesce(archived, 0) = 1) AS archived,
+                   sum(coalesce(archived, 0) = 0 AND coalesce(updated_ts, created_ts) < :cutoff) AS stale,
+                   sum(coalesce(archived, 0) = 0 AND expires_ts < :now) AS expired,
+                   sum(coalesce(archived, 0) = 0 AND superseded_by IS NOT NULL) AS supersessions,
+                   sum(coalesce(archived, 0) = 0 AND (
+                       coalesce(updated_ts, created_ts) < :cutoff OR expires_ts < :now
+                       OR superseded_by IS NOT NULL)) AS needs_attention
+            FROM memories WHERE collection = :c
+            """,
+            {"c": collection, "cutoff": cutoff, "now": now},
+        ).fetchone()
+        cats = conn.execute(
+            "SELECT category, count(*) FROM memories WHERE collection=? "
+            "AND coalesce(archived, 0) = 0 GROUP BY category ORDER BY count(*) DESC, category",
+            (collection,),
+        ).fetchall()
+        total = row["total"] or 0
+        archived = row["archived"] or 0
+        needs = row["needs_attention"] or 0
+        return {
+            "collection": collection,
+            "total": total,
+            "current": total - archived - needs,
+            "archived": archived,
+            "stale": row["stale"] or 0,
+            "expired": row["expired"] or 0,
+            "supersessions": row["supersessions"] or 0,
+            "needs_attention": needs,
+            "categories": {(c if c is not None else "null"): n for c, n in cats},
+        }
+
+    def _search(
+        self,
+        conn: sqlite3.Connection,
+        query: str,
+        *,
+        collection: str | None,
+        limit: int,
+        min_score: float,
+        category: str | None = None,
+        container_tag: str | None = None,
+    ) -> list[tuple[int, float]]:
+        """(seq, score) of the best matches. Ranked by BM25; ``score`` is the share of the query's
+        distinct words found in the text (0..1), which is what ``min_score`` compares against."""
+        if not isinstance(query, str):
+            raise _unprocessable("query must be a string")
+        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+        if not words or limit <= 0:
+            return []
+        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
+        where = ["memories_fts MATCH ?", "coalesce(m.archived, 0) = 0"]
+        params: list[Any] = [match]
+        for col, val in (
+            ("collection", collection),
+            ("category", category),
+            ("container_tag", container_tag),
+        ):
+            if val is not None:
+                where.append(f"m.{col} = ?")
+                params.append(val)
+        cur = conn.execute(
+            "SELECT m.seq, m.text FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid "
+            f"WHERE {' AND '.join(where)} ORDER BY bm25(memories_fts), m.seq",
+            params,
+        )
+        hits: list[tuple[int, float]] = []
+        wanted = set(words)
+        for seq, text in cur:
+            found = {w.lower() for w in _WORD.findall(text or "")} & wanted
+            score = len(found) / len(wanted)
+            if score >= min_score:
+                hits.append((seq, round(score, 6)))
+                if len(hits) >= limit:
+                    break
+        return hits
+
+    @_api(write=False)
+    def search(
+        self,
+        query: str,
+        *,
+        collection: str | None = None,
+        limit: int = 5,
+        min_score: float = 0.3,
+        mode: str = "hybrid",
+        category: str | None = None,
+        container_tag: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Full-text search (FTS5/BM25) standing in for the API's semantic/hybrid search: every
+        ``mode`` is keyword search here. Results are memory dicts with a ``score`` (0..1)."""
+        with self._read() as conn:
+            hits = self._search(
+                conn,
+                query,
+                collection=collection,
+                limit=limit,
+                min_score=min_score,
+                category=category,
+                container_tag=container_tag,
+            )
+            return [{**self._get_seq(conn, seq), "score": score} for seq, score in hits]
+
+    # -- what an offline store cannot do ----------------------------------------------------------
+
+    def _unsupported(
+        self, name: str, why: str = "needs the hosted service's models"
+    ) -> Unsupported:
+        return Unsupported(
+            f"{name}() is not available on the embedded local store ({self.uri}): it {why}; "
+            "use an https:// endpoint"
+        )
+
+    def remember(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("remember", "extracts facts with an LLM")
+
+    def summary(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("summary", "writes a briefing with an LLM")
+
+    def profile(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("profile", "builds a profile with an LLM")
+
+    def related(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("related", "needs embeddings")
+
+    def dedup(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("dedup", "needs embeddings; use a transform spec's dedup step")
+
+    def contradictions(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("contradictions", "needs an LLM")
+
+    def archive_stale(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("archive_stale", "is not implemented offline")
+
+    def _connections(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("connections", "syncs managed connectors server-side")
+
+    create_connection = list_connections = get_connection = sync_connection = _connections
+    connection_runs = delete_connection = _connections
+
+    def _admin(self, *a: Any, **k: Any) -> Any:
+        raise self._unsupported("admin", "is a cross-tenant admin call")
+
+    connector_health = connector_status = admin_memory_health = _admin
+
+    # -- seeding (not part of the API) ------------------------------------------------------------
+
+    def seed_dump(self, dump: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Load a dump exactly as it is: ids, timestamps, every field (unknown ones too), the
+        collection list and the top-level keys, so ``export_account()`` gives the same dump back.
+
+        Refuses a store that already holds data unless ``replace`` (which empties it first, in the
+        same transaction). Not subject to injected faults. Returns counts.
+        """
+        if not isinstance(dump, dict):
+            raise BadInput(f"{self.uri}: a dump must be a JSON object")
+        memories = dump.get("memories", [])
+        collections = dump.get("collections", [])
+        if not isinstance(memories, list):
+            raise BadInput(f"{self.uri}: dump 'memories' must be a list")
+        if not isinstance(collections, list):
+            raise BadInput(f"{self.uri}: dump 'collections' must be a list")
+        rows = []
+        for i, mem in enumerate(memories):
+            if not isinstance(mem, dict):
+                raise BadInput(f"dump: memories[{i}]: not an object")
+            rows.append(localrows.encode(mem))
+        header = [
+            (pos, key, None if key in ("memories", "collections") else localrows.dumps(value))
+            for pos, (key, value) in enumerate(dump.items())
+        ]
+        tenant = dump.get("tenant")
+        with self._write() as conn:
+            busy = conn.execute(
+                "SELECT (SELECT count(*) FROM memories) + (SELECT count(*) FROM collections)"
+            ).fetchone()[0]
+            if (busy or self._meta(conn, "seeded") == "1") and not replace:
+                raise BadInput(
+                    f"{self.uri}: store already holds data; seed an empty store or pass replace"
+                )
+            conn.execute("DELETE FROM memories")
+            conn.execute("DELETE FROM collections")
+            conn.execute("DELETE FROM header")
+            conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('delete-all')")
+            conn.execute("DELETE FROM sqlite_sequence WHERE name='memories'")
+            self._insert(conn, rows)
+            conn.executemany(
+                "INSERT INTO collections(position, name, raw) VALUES (?, ?, ?)",
+                [(i, _collection_name(c), localrows.dumps(c)) for i, c in enumerate(collections)],
+            )
+            conn.executemany("INSERT INTO header(position, key, value) VALUES (?, ?, ?)", header)
+            conn.execute("UPDATE meta SET value='1' WHERE key='seeded'")
+            if isinstance(tenant, str) and tenant:
+                conn.execute("UPDATE meta SET value=? WHERE key='tenant'", (tenant,))
+        return {"tenant": self.tenant, "memories": len(rows), "collections": len(collections)}
+
+    def count(self, collection: str | None = None) -> int:
+        """Number of memories (all, or in one collection). For tests and verification."""
+        conn = self._conn()
+        if collection is None:
+            return conn.execute("SELECT count(*) FROM memories").fetchone()[0]
+        return conn.execute(
+            "SELECT count(*) FROM memories WHERE collection=?", (collection,)
+        ).fetchone()[0]

@@ -1,0 +1,165 @@
+"""Dump memory dict <-> row of the embedded store's ``memories`` table, losslessly.
+
+Why a codec and not just a JSON blob: the store must be queryable (list order, collection, pinned,
+archived, FTS on text) *and* give back exactly what was seeded (every unknown field, absent keys,
+dirty values, key order). So every known field has a column holding the value when it has the
+expected JSON type; anything the columns cannot say goes into ``fidelity``:
+
+- ``absent``: known fields the memory did not have (so export does not invent ``"expires_at": null``);
+- ``raw``: known fields whose value has an unexpected type (e.g. ``"pinned": "yes"``), kept verbatim;
+- ``order``: the original key order, only when it is not the canonical one.
+
+Unknown fields live in ``extra`` (a JSON object, NULL when none), values exactly as given.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any
+
+from longmem_etl.schema import MEMORY_FIELDS
+
+KNOWN: tuple[str, ...] = tuple(MEMORY_FIELDS)
+_KNOWN_SET = frozenset(KNOWN)
+_STR_FIELDS = frozenset(
+    {
+        "id",
+        "collection",
+        "text",
+        "category",
+        "source",
+        "container_tag",
+        "superseded_by",
+        "created_at",
+        "updated_at",
+        "expires_at",
+    }
+)
+_BOOL_FIELDS = frozenset({"pinned", "archived"})
+_INT64 = (-(2**63), 2**63 - 1)
+
+# Columns of the memories table written by encode(), in insert order.
+COLUMNS: tuple[str, ...] = KNOWN + ("extra", "fidelity", "created_ts", "updated_ts", "expires_ts")
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON text; ``json.loads(dumps(v)) == v`` for every value a dump can hold."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def to_epoch(value: Any) -> float | None:
+    """Best-effort seconds since the epoch, for ordering and health only (never exported)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        v = float(value)
+        return v / 1000.0 if abs(v) > 1e11 else v
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        try:
+            dt = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)
+        return dt.timestamp()
+    return None
+
+
+def _typed(field: str, value: Any) -> tuple[bool, Any]:
+    """(fits the column, column value)."""
+    if field == "metadata":
+        return True, dumps(value)
+    if value is None:
+        return True, None
+    if field in _STR_FIELDS:
+        return isinstance(value, str), value if isinstance(value, str) else None
+    if field in _BOOL_FIELDS:
+        return isinstance(value, bool), int(value) if isinstance(value, bool) else None
+    if field == "importance":
+        if isinstance(value, bool):
+            return False, None
+        if isinstance(value, float) or (isinstance(value, int) and _INT64[0] <= value <= _INT64[1]):
+            return True, value
+        return False, None
+    return False, None  # pragma: no cover - every known field is handled above
+
+
+def encode(mem: dict[str, Any]) -> dict[str, Any]:
+    """A memory dict -> column values for the memories table (see COLUMNS)."""
+    row: dict[str, Any] = {}
+    absent: list[str] = []
+    raw: dict[str, Any] = {}
+    for field in KNOWN:
+        if field not in mem:
+            absent.append(field)
+            row[field] = None
+            continue
+        ok, col = _typed(field, mem[field])
+        row[field] = col
+        if not ok:
+            raw[field] = mem[field]
+    extra = {k: v for k, v in mem.items() if k not in _KNOWN_SET}
+    row["extra"] = dumps(extra) if extra else None
+    keys = list(mem)
+    canonical = [k for k in KNOWN if k in mem] + list(extra)
+    fidelity: dict[str, Any] = {}
+    if absent:
+        fidelity["absent"] = absent
+    if raw:
+        fidelity["raw"] = raw
+    if keys != canonical:
+        fidelity["order"] = keys
+    row["fidelity"] = dumps(fidelity) if fidelity else None
+    row["created_ts"] = to_epoch(mem.get("created_at"))
+    row["updated_ts"] = to_epoch(mem.get("updated_at"))
+    row["expires_ts"] = to_epoch(mem.get("expires_at"))
+    return row
+
+
+def decode(row: Any) -> dict[str, Any]:
+    """A memories-table row (sqlite3.Row with the COLUMNS names) -> the memory dict."""
+    fidelity = json.loads(row["fidelity"]) if row["fidelity"] else {}
+    absent = set(fidelity.get("absent", ()))
+    raw = fidelity.get("raw", {})
+    out: dict[str, Any] = {}
+    for field in KNOWN:
+        if field in absent:
+            continue
+        if field in raw:
+            out[field] = raw[field]
+            continue
+        value = row[field]
+        if field == "metadata":
+            value = json.loads(value) if value is not None else None
+        elif field in _BOOL_FIELDS and value is not None:
+            value = bool(value)
+        out[field] = value
+    if row["extra"]:
+        out.update(json.loads(row["extra"]))
+    order = fidelity.get("order")
+    if order:
+        ordered = {k: out[k] for k in order if k in out}
+        ordered.update((k, v) for k, v in out.items() if k not in ordered)
+        out = ordered
+    return out
+
+
+def set_fields(fidelity_text: str | None, fields: list[str]) -> str | None:
+    """Fidelity after the API set ``fields`` to typed values: they are neither absent nor raw."""
+    if not fidelity_text:
+        return None
+    fidelity = json.loads(fidelity_text)
+    if "absent" in fidelity:
+        fidelity["absent"] = [f for f in fidelity["absent"] if f not in fields]
+        if not fidelity["absent"]:
+            del fidelity["absent"]
+    if "raw" in fidelity:
+        for f in fields:
+            fidelity["raw"].pop(f, None)
+        if not fidelity["raw"]:
+            del fidelity["raw"]
+    return dumps(fidelity) if fidelity else None
