@@ -1,0 +1,39 @@
+"""What a step compiles to. The runner (`run.py`) turns these into DuckDB statements.
+
+- `Reject`: rows whose ``reason`` SQL expression is not NULL leave the data and go to ``rejected``.
+- `Rewrite`: column expressions replacing columns (other columns pass through), optional helper layers
+  computed first (for multi-stage rewrites such as redact), and per-row counters summed for the report.
+
+Expressions may use ``{input}`` for the step's input table (e.g. in a subquery).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Reject:
+    reason: str
+    field: str | None = None
+    materialize: bool = False  # window functions / subqueries: compute once into a temp table
+
+
+@dataclass
+class Rewrite:
+    exprs: dict[str, str]
+    layers: list[dict[str, str]] = field(default_factory=list)
+    counters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Custom:
+    """A step that needs its own statements: ``run(con, input_table, output_table, rejected_table,
+    stage) -> dict`` (extra report entries)."""
+
+    run: Callable[..., dict[str, Any]]
+
+
+Plan = Reject | Rewrite | Custom

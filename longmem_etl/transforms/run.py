@@ -1,0 +1,152 @@
+"""Run a spec over a snapshot and write the result as a NEW snapshot (the source is never touched).
+
+`clean_snapshot` is what ``longmem-etl clean`` and ``migrate --spec`` call. The new snapshot's parent
+is the source snapshot; its manifest's ``transform`` entry records the spec path, its sha256, the
+``now`` used, the steps and the per-step report. ``rejected.parquet`` holds exactly the rows the
+spec removed (stage = step name). The source's own convert-stage rejected rows are *not* copied:
+they were never part of the memories the spec saw, and they stay in the parent snapshot, which the
+manifest names.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from longmem_etl.transforms.engine import Applied, Report, apply_spec
+from longmem_etl.transforms.spec import Spec, load_spec
+from longmem_etl.transforms.steps import describe
+
+BATCH_ROWS = 100_000
+
+__all__ = ["CleanResult", "apply_spec", "clean_snapshot", "load_spec", "rewrite_collections"]
+
+
+@dataclass
+class CleanResult:
+    source: Path
+    path: Path | None  # the new snapshot; None on a dry run
+    tenant: str
+    spec_path: str
+    spec_sha256: str
+    report: Report
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "snapshot": str(self.path) if self.path else None,
+            "tenant": self.tenant,
+            "spec": self.spec_path,
+            "spec_sha256": self.spec_sha256,
+            "dry_run": self.dry_run,
+            **self.report.to_dict(),
+        }
+
+
+def rewrite_collections(collections: list[Any] | None, spec: Spec) -> list[Any] | None:
+    """Apply the spec's `rename_collections` steps to a dump's collections list.
+
+    Strings are renamed; objects get their ``name`` renamed. When a rename merges two collections the
+    first entry (by position) is kept and later ones with the same name are dropped.
+    """
+    if collections is None:
+        return None
+    out = list(collections)
+    for step in spec.steps:
+        if step.kind != "rename_collections":
+            continue
+        mapping: dict[str, str] = step.options["map"]
+        renamed: list[Any] = []
+        seen: set[str] = set()
+        for item in out:
+            name = None
+            if isinstance(item, str):
+                item = mapping.get(item, item)
+                name = item
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                if item["name"] in mapping:
+                    item = {**item, "name": mapping[item["name"]]}
+                name = item["name"]
+            if name is not None:
+                if name in seen:
+                    continue
+                seen.add(name)
+            renamed.append(item)
+        out = renamed
+    return out
+
+
+def clean_snapshot(
+    snapshot_path: str | os.PathLike,
+    spec_path: str | os.PathLike | Spec,
+    root: str | os.PathLike,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    tenant: str | None = None,
+) -> CleanResult:
+    """Apply a spec to a snapshot and write the cleaned snapshot under ``root``.
+
+    The spec is loaded and validated first (BadInput, nothing read or written); ``dry_run`` runs every
+    step and reports counts but writes nothing. ``tenant`` defaults to the source's tenant.
+    """
+    from longmem_etl.snapshots.reader import open_snapshot
+    from longmem_etl.snapshots.writer import SnapshotWriter
+
+    spec = spec_path if isinstance(spec_path, Spec) else load_spec(spec_path)
+    snap = open_snapshot(snapshot_path)
+    con = duckdb.connect()
+    try:
+        applied = apply_spec(con, spec, snap.memories_path, now=now)
+        result = CleanResult(
+            source=snap.path,
+            path=None,
+            tenant=tenant or snap.tenant,
+            spec_path=spec.path,
+            spec_sha256=spec.sha256,
+            report=applied.report,
+            dry_run=dry_run,
+        )
+        if dry_run:
+            return result
+        extra = {
+            "transform": {
+                "spec": spec.path,
+                "spec_sha256": spec.sha256,
+                "now": applied.report.now.isoformat(),
+                "steps": [describe(s) for s in spec.steps],
+                "report": applied.report.to_dict(),
+            }
+        }
+        source = {"kind": "clean", "snapshot": str(snap.path), "spec": spec.path}
+        with SnapshotWriter(
+            root,
+            result.tenant,
+            source=source,
+            parent=snap.path,
+            extra_manifest=extra,
+            exported_at=snap.manifest.get("exported_at"),
+        ) as writer:
+            writer.set_header(snap.header())
+            writer.set_collections(
+                rewrite_collections(snap.collections() if snap.has_collections else None, spec)
+            )
+            _write(applied, writer)
+        result.path = writer.path
+        return result
+    finally:
+        con.close()
+
+
+def _write(applied: Applied, writer: Any) -> None:
+    reader = applied.output.to_arrow_reader(BATCH_ROWS)
+    for batch in reader:
+        writer.write_memories(batch)
+    for batch in applied.rejected.to_arrow_reader(BATCH_ROWS):
+        writer.write_rejected(batch)

@@ -1,0 +1,164 @@
+"""SQL building blocks shared by the steps: the column list, helper functions registered on the DuckDB
+connection, and the dump-form JSON of a row (for ``rejected.raw``).
+
+The helpers are vectorised where they run on every row (the dedup key is an Arrow UDF over whole
+vectors using pyarrow's RE2/utf8proc kernels; Luhn is pure SQL). The one plain-Python helper,
+`lm_fidelity_forget`, only ever sees the rare rows whose ``fidelity`` is set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from longmem_etl.schema import MEMORIES_SCHEMA, MEMORY_FIELDS, TIMESTAMP_FIELDS
+
+MEM_COLS: list[str] = list(MEMORIES_SCHEMA.names)
+ROW = "_row"  # position of the row in the transform's input, carried through every step
+_TYPES = {
+    "string": "VARCHAR",
+    "double": "DOUBLE",
+    "bool": "BOOLEAN",
+    "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
+}
+SQL_TYPES: dict[str, str] = {f.name: _TYPES[str(f.type)] for f in MEMORIES_SCHEMA}
+ZERO_WIDTH = r"\x{200B}\x{200C}\x{200D}\x{2060}\x{FEFF}"
+
+# Luhn over the digits of `s` (separators ignored), 13-19 digits. Pure SQL, so it runs vectorised.
+LUHN_MACRO = """
+CREATE OR REPLACE TEMP MACRO lm_luhn_digits(d) AS
+  length(d) BETWEEN 13 AND 19 AND list_sum(list_transform(range(length(d)), lambda i:
+    CASE WHEN i % 2 = 1
+         THEN CAST(substr(reverse(d), i + 1, 1) AS INTEGER) * 2
+              - CASE WHEN CAST(substr(reverse(d), i + 1, 1) AS INTEGER) >= 5 THEN 9 ELSE 0 END
+         ELSE CAST(substr(reverse(d), i + 1, 1) AS INTEGER) END)) % 10 = 0;
+CREATE OR REPLACE TEMP MACRO lm_luhn(s) AS lm_luhn_digits(regexp_replace(s, '[^0-9]', '', 'g'));
+"""
+
+
+def dedup_key(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Normalised text for exact dedup: NFKC, lowercase, zero-width removed, whitespace collapsed, trimmed."""
+    x = pc.utf8_normalize(texts, form="NFKC")
+    x = pc.utf8_lower(x)
+    x = pc.replace_substring_regex(x, pattern=f"[{ZERO_WIDTH}]", replacement="")
+    x = pc.replace_substring_regex(x, pattern=r"[\s\p{Z}]+", replacement=" ")
+    return pc.utf8_trim_whitespace(x)
+
+
+_FLOAT_MARK = "\x00lmF"
+_FLOAT_RE = re.compile(r'"\\u0000lmF([^"\\]*)"')
+
+
+def fidelity_forget(fidelity: str | None, changed: list[str] | None) -> str | None:
+    """Drop ``changed`` fields from a fidelity object's ``raw`` and ``absent`` (their new value wins).
+
+    Numbers are carried as their original text so nothing is rounded; NULL when nothing is left.
+    """
+    if fidelity is None or not changed:
+        return fidelity
+    doc = json.loads(
+        fidelity, parse_float=lambda s: _FLOAT_MARK + s, parse_int=lambda s: _FLOAT_MARK + s
+    )
+    if not isinstance(doc, dict):
+        return fidelity
+    raw = doc.get("raw")
+    if isinstance(raw, dict):
+        for f in changed:
+            raw.pop(f, None)
+        if not raw:
+            doc.pop("raw")
+    absent = doc.get("absent")
+    if isinstance(absent, list):
+        doc["absent"] = [a for a in absent if a not in changed]
+        if not doc["absent"]:
+            doc.pop("absent")
+    if not doc:
+        return None
+    text = json.dumps(doc, ensure_ascii=False, separators=(",", ":"))
+    return _FLOAT_RE.sub(lambda m: m.group(1), text)
+
+
+def register(con: duckdb.DuckDBPyConnection) -> None:
+    """Install the helper functions on ``con`` (idempotent)."""
+    for name in ("lm_dedup_key", "lm_fidelity_forget"):
+        with contextlib.suppress(Exception):
+            con.remove_function(name)
+    con.create_function(
+        "lm_dedup_key", dedup_key, ["VARCHAR"], "VARCHAR", type="arrow", side_effects=False
+    )
+    con.create_function(
+        "lm_fidelity_forget",
+        fidelity_forget,
+        ["VARCHAR", "VARCHAR[]"],
+        "VARCHAR",
+        null_handling="special",
+        side_effects=False,
+    )
+    con.execute(LUHN_MACRO)
+
+
+def ts_iso(expr: str) -> str:
+    """ISO-8601 UTC text of a TIMESTAMPTZ expression, independent of the session time zone, in the
+    snapshot reader's canonical form (``...SSZ``; a fraction only when it is not zero)."""
+    return f"replace(strftime(timezone('UTC', {expr}), '%Y-%m-%dT%H:%M:%S.%fZ'), '.000000Z', 'Z')"
+
+
+def _field_json(name: str) -> str:
+    col = f'"{name}"'
+    if name == "metadata":
+        return f"coalesce({col}, 'null')"  # already JSON text: spliced verbatim
+    if name in TIMESTAMP_FIELDS:
+        return f"coalesce(to_json({ts_iso(col)})::VARCHAR, 'null')"
+    return f"coalesce(to_json({col})::VARCHAR, 'null')"
+
+
+def dump_json_sql() -> str:
+    """SQL expression: the row as its dump-form JSON object text.
+
+    Known fields in dump order (metadata and unknown fields spliced verbatim), then the unknown fields
+    from ``extra``; for rows with ``fidelity``, absent fields are left out and raw originals win.
+    (``id`` is never absent, so the known part is never empty.)
+    """
+    parts = []
+    for name in MEMORY_FIELDS:
+        key = json.dumps(name)
+        value = _field_json(name)
+        part = (
+            f"CASE WHEN fidelity IS NULL THEN '{key}:' || {value} "
+            f"WHEN list_contains(coalesce(json_extract_string(fidelity, '$.absent[*]'), []), '{name}') "
+            f"THEN NULL "
+            f"WHEN json_exists(fidelity, '$.raw.{name}') "
+            f"THEN '{key}:' || json_extract(fidelity, '$.raw.{name}')::VARCHAR "
+            f"ELSE '{key}:' || {value} END"
+        )
+        parts.append(part)
+    known = "concat_ws(',', " + ", ".join(parts) + ")"
+    extra = "trim(extra)"
+    return (
+        f"'{{' || {known} || CASE WHEN extra IS NULL OR regexp_matches({extra}, '^\\{{\\s*\\}}$') THEN '' "
+        f"ELSE ',' || substr({extra}, 2, length({extra}) - 2) END || '}}'"
+    )
+
+
+def fidelity_sql(changed: dict[str, tuple[str, str]], fid: str = "fidelity") -> str:
+    """SQL for the new ``fidelity`` after a rewrite: fields whose value changed (new IS DISTINCT FROM
+    old) lose their ``raw``/``absent`` entries so the new value is what a dump shows.
+
+    ``changed`` maps field -> (new expression, old expression); only evaluated on rows with fidelity.
+    """
+    typed = {f: pair for f, pair in changed.items() if f in MEMORY_FIELDS}
+    if not typed:
+        return fid
+    items = ", ".join(
+        f"CASE WHEN ({new}) IS DISTINCT FROM ({old}) THEN '{f}' END"
+        for f, (new, old) in typed.items()
+    )
+    return (
+        f"CASE WHEN {fid} IS NULL THEN NULL "
+        f"ELSE lm_fidelity_forget({fid}, list_filter([{items}], lambda x: x IS NOT NULL)) END"
+    )
