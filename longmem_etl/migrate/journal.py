@@ -1,0 +1,370 @@
+"""The migration's checkpoint: a SQLite journal (WAL, synchronous=FULL) that survives any kill.
+
+Tables
+- ``migration(k, v)``: the bound identities (source, spec, target, mode), options, the frozen source
+  snapshot, ``planned`` once the whole plan is in (the plan is written in one transaction).
+- ``chunks(chunk_no, collection, n_items, n_bytes, state, attempts, last_error, updated_at)`` with
+  state ``planned -> in_flight -> done | failed -> dead``.
+- ``items(source_id, seq, chunk_no, collection, container_tag, fp, nbytes, payload, target_id, state)``
+  with state ``planned | done | dead``; ``payload`` is the exact JSON sent, so a resumed run re-sends
+  byte-identical items without re-reading the source.
+- ``dead_letters(source_id, chunk_no, status, message, at)``.
+
+A chunk becomes ``done`` in the same transaction that records its items' target ids, and only after
+the target call returned: a kill before that commit leaves it ``in_flight``, which the next run
+reconciles against the target before re-sending anything. One connection serves all worker threads
+behind a lock; every state change is its own committed transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from longmem_etl.errors import BadInput
+from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS, PlannedItem, assign_chunks
+
+CHUNK_STATES = ("planned", "in_flight", "done", "failed", "dead")
+BINDING_KEYS = ("source", "spec", "target", "mode")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS migration (k TEXT PRIMARY KEY, v TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS chunks (
+    chunk_no INTEGER PRIMARY KEY, collection TEXT NOT NULL, n_items INTEGER NOT NULL,
+    n_bytes INTEGER NOT NULL, state TEXT NOT NULL DEFAULT 'planned',
+    attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS items (
+    source_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, chunk_no INTEGER,
+    collection TEXT NOT NULL, container_tag TEXT, sort_key TEXT, fp TEXT NOT NULL,
+    nbytes INTEGER NOT NULL, payload TEXT NOT NULL, target_id TEXT,
+    state TEXT NOT NULL DEFAULT 'planned'
+);
+CREATE INDEX IF NOT EXISTS items_chunk ON items(chunk_no, state);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    source_id TEXT PRIMARY KEY, chunk_no INTEGER, status INTEGER, message TEXT, at REAL
+);
+"""
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Journal:
+    """Thread-safe handle on one migration's journal file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30
+        )
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    # -- plumbing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _tx(self):
+        return _Tx(self._db, self._lock)
+
+    def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # -- binding and metadata ---------------------------------------------------------------
+    def get(self, key: str, default: Any = None) -> Any:
+        rows = self._q("SELECT v FROM migration WHERE k = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+    def put(self, **values: Any) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO migration(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+                [(k, json.dumps(v, default=str)) for k, v in values.items()],
+            )
+
+    def bind(self, binding: dict[str, Any]) -> bool:
+        """Bind a new journal to its identities, or check an existing one. True if resuming.
+
+        Refuses (BadInput, exit 2) a journal made for another source, spec, target or mode, naming
+        which one differs: resuming someone else's plan against this target could duplicate or lose.
+        """
+        existing = self.get("binding")
+        if existing is None:
+            self.put(binding=binding, created_at=_now())
+            return False
+        for key in BINDING_KEYS:
+            old, new = existing.get(key), binding.get(key)
+            if old != new:
+                raise BadInput(
+                    f"{self.path}: journal is bound to another {key} "
+                    f"(journal: {_describe(old)}; this run: {_describe(new)}); "
+                    "use --restart to discard it, or another --journal"
+                )
+        return True
+
+    @property
+    def planned(self) -> bool:
+        return bool(self.get("planned", False))
+
+    # -- the plan ---------------------------------------------------------------------------
+    def write_plan(
+        self,
+        items: Iterable[PlannedItem],
+        *,
+        chunk_size: int = MAX_CHUNK_ITEMS,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
+        """Store every item, order them, cut chunks — all in one transaction, then mark ``planned``."""
+        with self._tx() as db:
+            db.execute("DELETE FROM items")
+            db.execute("DELETE FROM chunks")
+            db.execute("DELETE FROM dead_letters")
+            db.executemany(
+                "INSERT INTO items(source_id, seq, collection, container_tag, sort_key, fp, nbytes, payload)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        i.source_id,
+                        n,
+                        i.collection,
+                        i.container_tag,
+                        i.sort_key,
+                        i.fp,
+                        i.nbytes,
+                        i.payload,
+                    )
+                    for n, i in enumerate(items)
+                ),
+            )
+            cur = db.execute(
+                "SELECT source_id, collection, nbytes FROM items"
+                " ORDER BY collection, coalesce(container_tag, ''), sort_key, source_id"
+            )
+            assignments = list(assign_chunks(cur, chunk_size=chunk_size, max_bytes=max_bytes))
+            db.executemany(
+                "UPDATE items SET chunk_no = ? WHERE source_id = ?",
+                ((chunk_no, sid) for sid, chunk_no in assignments),
+            )
+            db.execute(
+                "INSERT INTO chunks(chunk_no, collection, n_items, n_bytes, updated_at)"
+                " SELECT chunk_no, min(collection), count(*), sum(nbytes), ? FROM items GROUP BY chunk_no",
+                (_now(),),
+            )
+            db.execute(
+                "INSERT INTO migration(k, v) VALUES ('planned', 'true')"
+                " ON CONFLICT(k) DO UPDATE SET v = 'true'"
+            )
+
+    # -- reading work -----------------------------------------------------------------------
+    def chunks_in(self, *states: str) -> list[int]:
+        marks = ",".join("?" * len(states))
+        return [
+            r[0]
+            for r in self._q(
+                f"SELECT chunk_no FROM chunks WHERE state IN ({marks}) ORDER BY chunk_no", states
+            )
+        ]
+
+    def chunk_collection(self, chunk_no: int) -> str:
+        return self._q("SELECT collection FROM chunks WHERE chunk_no = ?", (chunk_no,))[0][0]
+
+    def pending_items(self, chunk_no: int) -> list[tuple[str, str, str]]:
+        """``(source_id, payload, fp)`` of the chunk's items not yet done or dead, in plan order."""
+        return self._q(
+            "SELECT source_id, payload, fp FROM items WHERE chunk_no = ? AND state = 'planned'"
+            " ORDER BY coalesce(container_tag, ''), sort_key, source_id",
+            (chunk_no,),
+        )
+
+    def claimed_target_ids(self) -> set[str]:
+        return {r[0] for r in self._q("SELECT target_id FROM items WHERE target_id IS NOT NULL")}
+
+    # -- state changes (each one committed) ------------------------------------------------
+    def mark_in_flight(self, chunk_no: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE chunks SET state = 'in_flight', updated_at = ? WHERE chunk_no = ?",
+                (_now(), chunk_no),
+            )
+
+    def mark_planned(self, chunk_no: int) -> None:
+        """Back to the queue (e.g. after reconciliation found items still missing)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE chunks SET state = 'planned', updated_at = ? WHERE chunk_no = ?",
+                (_now(), chunk_no),
+            )
+
+    def record_done(self, chunk_no: int, pairs: Iterable[tuple[str, str | None]]) -> bool:
+        """Record landed items (target id may be unknown, e.g. import mode); close the chunk if
+        nothing is left. Returns True when the chunk became ``done``."""
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE items SET state = 'done', target_id = coalesce(?, target_id)"
+                " WHERE source_id = ? AND state = 'planned'",
+                ((tid, sid) for sid, tid in pairs),
+            )
+            return _close_if_finished(db, chunk_no)
+
+    def record_dead_items(self, chunk_no: int, dead: Iterable[tuple[str, int | None, str]]) -> bool:
+        """Dead-letter items the server refused (``(source_id, status, message)``)."""
+        with self._tx() as db:
+            for sid, status, message in dead:
+                db.execute(
+                    "UPDATE items SET state = 'dead' WHERE source_id = ? AND state = 'planned'",
+                    (sid,),
+                )
+                db.execute(
+                    "INSERT INTO dead_letters(source_id, chunk_no, status, message, at) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT(source_id) DO UPDATE SET status = excluded.status, message = excluded.message",
+                    (sid, chunk_no, status, message, _now()),
+                )
+            return _close_if_finished(db, chunk_no)
+
+    def note_error(self, chunk_no: int, message: str) -> None:
+        """Remember the latest (transient) error for `status`; does not count as an attempt."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE chunks SET last_error = ?, updated_at = ? WHERE chunk_no = ?",
+                (message[:500], _now(), chunk_no),
+            )
+
+    def record_failure(self, chunk_no: int, message: str, *, max_attempts: int) -> str:
+        """A non-transient failure: count it; at ``max_attempts`` the chunk's remaining items die.
+
+        Returns the chunk's new state (``failed`` or ``dead``)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE chunks SET attempts = attempts + 1, last_error = ?, state = 'failed', updated_at = ?"
+                " WHERE chunk_no = ?",
+                (message[:500], _now(), chunk_no),
+            )
+            attempts = db.execute(
+                "SELECT attempts FROM chunks WHERE chunk_no = ?", (chunk_no,)
+            ).fetchone()[0]
+            if attempts < max_attempts:
+                return "failed"
+            rows = db.execute(
+                "SELECT source_id FROM items WHERE chunk_no = ? AND state = 'planned'", (chunk_no,)
+            ).fetchall()
+            for (sid,) in rows:
+                db.execute(
+                    "INSERT INTO dead_letters(source_id, chunk_no, status, message, at) VALUES (?, ?, NULL, ?, ?)"
+                    " ON CONFLICT(source_id) DO NOTHING",
+                    (sid, chunk_no, f"gave up after {attempts} attempts: {message}"[:2000], _now()),
+                )
+            db.execute(
+                "UPDATE items SET state = 'dead' WHERE chunk_no = ? AND state = 'planned'",
+                (chunk_no,),
+            )
+            db.execute("UPDATE chunks SET state = 'dead' WHERE chunk_no = ?", (chunk_no,))
+            return "dead"
+
+    # -- reporting --------------------------------------------------------------------------
+    def counts(self) -> dict[str, Any]:
+        chunk_states = dict.fromkeys(CHUNK_STATES, 0)
+        chunk_states.update(dict(self._q("SELECT state, count(*) FROM chunks GROUP BY state")))
+        item_states = dict(self._q("SELECT state, count(*) FROM items GROUP BY state"))
+        return {
+            "chunks": chunk_states,
+            "chunks_total": sum(chunk_states.values()),
+            "items_total": sum(item_states.values()),
+            "items_done": item_states.get("done", 0),
+            "items_dead": item_states.get("dead", 0),
+            "items_pending": item_states.get("planned", 0),
+        }
+
+    def last_errors(self, limit: int = 5) -> list[dict[str, Any]]:
+        rows = self._q(
+            "SELECT chunk_no, state, attempts, last_error FROM chunks WHERE last_error IS NOT NULL"
+            " ORDER BY updated_at DESC LIMIT ?",
+            (limit,),
+        )
+        return [{"chunk": c, "state": s, "attempts": a, "error": e} for c, s, a, e in rows]
+
+    def iter_items(self) -> Iterator[tuple]:
+        """``(source_id, target_id, collection, container_tag, fp, chunk_no, state)`` for every item."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT source_id, target_id, collection, container_tag, fp, chunk_no, state FROM items ORDER BY seq"
+            ).fetchall()
+        yield from rows
+
+    def set_target_ids(self, pairs: Iterable[tuple[str, str]]) -> None:
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE items SET target_id = ? WHERE source_id = ? AND target_id IS NULL",
+                ((t, s) for s, t in pairs),
+            )
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        rows = self._q(
+            "SELECT d.source_id, d.chunk_no, d.status, d.message, i.collection, i.payload"
+            " FROM dead_letters d JOIN items i USING (source_id) ORDER BY i.seq"
+        )
+        return [
+            {
+                "source_id": s,
+                "chunk": c,
+                "status": st,
+                "message": m,
+                "collection": coll,
+                "item": json.loads(p),
+            }
+            for s, c, st, m, coll, p in rows
+        ]
+
+
+def _close_if_finished(db: sqlite3.Connection, chunk_no: int) -> bool:
+    left = db.execute(
+        "SELECT count(*) FROM items WHERE chunk_no = ? AND state = 'planned'", (chunk_no,)
+    ).fetchone()[0]
+    if left == 0:
+        db.execute(
+            "UPDATE chunks SET state = 'done', updated_at = ? WHERE chunk_no = ? AND state != 'dead'",
+            (_now(), chunk_no),
+        )
+        return True
+    return False
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` under the journal lock; rollback on error."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self.db, self.lock = db, lock
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.lock.acquire()
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self.lock.release()

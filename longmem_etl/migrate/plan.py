@@ -1,0 +1,201 @@
+"""The migration plan: which payload each source memory becomes, in what order, in which chunk.
+
+Deterministic on purpose: the same frozen source always gives the same payloads, order and chunks,
+so a resumed run (or a `--dry-run` before the real one) describes exactly what gets uploaded.
+
+- Order: collection, container_tag, created_at, source id (NULLs first, as text).
+- A chunk never spans two collections (``add_many`` takes one collection per call), holds at most
+  ``chunk_size`` (<= 100) items and at most ``max_bytes`` of item JSON (an item bigger than the cap
+  travels alone; if the server refuses it, bisection dead-letters just that item).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from longmem_etl.errors import BadInput
+from longmem_etl.migrate.keys import fingerprint, with_marker
+
+MAX_CHUNK_ITEMS = 100
+DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB of item JSON per request
+MODES = ("add", "import")
+
+# Fields add_many accepts per item (DESIGN §6 "add keeps container_tag/importance/category/metadata").
+ADD_FIELDS = ("text", "metadata", "importance", "category", "source", "container_tag")
+
+
+@dataclass(frozen=True)
+class PlannedItem:
+    """One source memory, ready to send: ``payload`` is the exact JSON text of the item."""
+
+    source_id: str
+    collection: str
+    container_tag: str | None
+    sort_key: str
+    fp: str
+    payload: str
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.payload.encode("utf-8"))
+
+
+def _encode(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def build_payload(
+    memory: dict[str, Any], *, mode: str, source_id: str, migration_id: str | None
+) -> dict[str, Any]:
+    """The item as the target receives it. ``migration_id=None`` means no provenance marker."""
+    if mode == "add":
+        item = {k: memory[k] for k in ADD_FIELDS if memory.get(k) is not None}
+        item.setdefault("text", "")
+    elif mode == "import":
+        item = dict(memory)
+    else:  # pragma: no cover - guarded by argument parsing
+        raise BadInput(f"--mode {mode!r}: must be one of {', '.join(MODES)}")
+    if migration_id is not None:
+        item["metadata"] = with_marker(memory.get("metadata"), source_id, migration_id)
+    return item
+
+
+def plan_items(
+    memories: Iterable[dict[str, Any]],
+    *,
+    mode: str,
+    migration_id: str | None,
+    provenance: bool = True,
+) -> Iterator[PlannedItem]:
+    """Turn dump-form memories into planned items (in input order; `assign_chunks` orders them).
+
+    Duplicate source ids (dirty dumps have them) stay distinct memories: the second becomes
+    ``id#2`` so every source memory has one journal row and one provenance marker.
+    """
+    seen: dict[str, int] = {}
+    for memory in memories:
+        raw_id = memory.get("id")
+        sid = "" if raw_id is None else str(raw_id)
+        n = seen.get(sid, 0) + 1
+        seen[sid] = n
+        if n > 1:
+            sid = f"{sid}#{n}"
+        collection = memory.get("collection") or "default"
+        tag = memory.get("container_tag")
+        payload = build_payload(
+            memory, mode=mode, source_id=sid, migration_id=migration_id if provenance else None
+        )
+        yield PlannedItem(
+            source_id=sid,
+            collection=str(collection),
+            container_tag=None if tag is None else str(tag),
+            sort_key=str(memory.get("created_at") or ""),
+            fp=fingerprint(collection, tag, memory.get("text")),
+            payload=_encode(payload),
+        )
+
+
+def order_key(collection: str, container_tag: str | None, sort_key: str, source_id: str) -> tuple:
+    return (collection, container_tag or "", sort_key, source_id)
+
+
+def assign_chunks(
+    rows: Iterable[tuple[str, str, int]],
+    *,
+    chunk_size: int = MAX_CHUNK_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Iterator[tuple[str, int]]:
+    """``(source_id, collection, nbytes)`` rows in plan order -> ``(source_id, chunk_no)``.
+
+    Streaming, so a million-item plan never sits in memory twice.
+    """
+    if not 1 <= chunk_size <= MAX_CHUNK_ITEMS:
+        raise BadInput(f"--chunk-size {chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
+    chunk_no, n, size, current = -1, 0, 0, None
+    for source_id, collection, nbytes in rows:
+        if (
+            chunk_no < 0
+            or collection != current
+            or n >= chunk_size
+            or (n > 0 and size + nbytes + 1 > max_bytes)
+        ):
+            chunk_no, n, size, current = chunk_no + 1, 0, 2, collection
+        n += 1
+        size += nbytes + 1
+        yield source_id, chunk_no
+
+
+@dataclass
+class PlanSummary:
+    """What a plan will send: per collection items, chunks and bytes (the `--dry-run` output)."""
+
+    mode: str
+    chunk_size: int
+    max_bytes: int
+    collections: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def items(self) -> int:
+        return sum(c["items"] for c in self.collections.values())
+
+    @property
+    def chunks(self) -> int:
+        return sum(c["chunks"] for c in self.collections.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(c["bytes"] for c in self.collections.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "chunk_size": self.chunk_size,
+            "max_bytes": self.max_bytes,
+            "items": self.items,
+            "chunks": self.chunks,
+            "bytes": self.bytes,
+            "collections": self.collections,
+        }
+
+    def render(self) -> str:
+        lines = [f"{'collection':<30} {'items':>9} {'chunks':>7} {'bytes':>12}"]
+        for name, c in sorted(self.collections.items()):
+            lines.append(f"{name:<30} {c['items']:>9} {c['chunks']:>7} {c['bytes']:>12}")
+        lines.append(f"{'TOTAL':<30} {self.items:>9} {self.chunks:>7} {self.bytes:>12}")
+        return "\n".join(lines)
+
+
+def summarise(
+    items: Iterable[PlannedItem],
+    *,
+    mode: str,
+    chunk_size: int = MAX_CHUNK_ITEMS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> PlanSummary:
+    """Plan in memory (no journal) and count: what `--dry-run` prints."""
+    rows = sorted(
+        (
+            order_key(i.collection, i.container_tag, i.sort_key, i.source_id),
+            i.source_id,
+            i.collection,
+            i.nbytes,
+        )
+        for i in items
+    )
+    summary = PlanSummary(mode=mode, chunk_size=chunk_size, max_bytes=max_bytes)
+    sizes = {sid: (coll, nb) for _, sid, coll, nb in rows}
+    last_chunk: dict[str, int] = {}
+    for sid, chunk_no in assign_chunks(
+        ((sid, coll, nb) for _, sid, coll, nb in rows), chunk_size=chunk_size, max_bytes=max_bytes
+    ):
+        coll, nb = sizes[sid]
+        c = summary.collections.setdefault(coll, {"items": 0, "chunks": 0, "bytes": 0})
+        c["items"] += 1
+        c["bytes"] += nb
+        if last_chunk.get(coll) != chunk_no:
+            last_chunk[coll] = chunk_no
+            c["chunks"] += 1
+    return summary

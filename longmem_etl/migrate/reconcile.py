@@ -1,0 +1,111 @@
+"""Reconciliation: before re-sending anything that may already have landed, ask the target.
+
+Chunks left ``in_flight`` by a killed run, ``failed`` ones, and chunks whose call ended ambiguously
+(the write may have committed) are never re-sent blindly. Instead the uploader collects them and, once
+per resume and once per pass for ambiguities, builds a `TargetIndex` from ONE export of the target and
+marks every item it finds as done (recording its target id); only the missing items are re-sent.
+
+Cost choice: one ``export_account()`` per reconciliation round, not a lookup per chunk. At 20k items
+that is one call; at 1M it is one large download (the same one verification makes) instead of
+thousands of paged ``list_memories`` calls, and ambiguous chunks are deferred to the end of a pass so
+a run with many ambiguities still pays for one export per round, not per chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from typing import Any
+
+from longmem_etl.errors import AmbiguousError, APIError, LongmemETLError
+from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.keys import fingerprint, marker_of
+from longmem_etl.migrate.limiter import backoff
+
+
+def export_target(
+    target: Any, *, stop: threading.Event | None = None, max_retries: int = 30
+) -> dict[str, Any]:
+    """``target.export_account()`` retried through transient errors (5xx, 429, ambiguous reads)."""
+    attempt = 0
+    while True:
+        try:
+            return target.export_account()
+        except (APIError, AmbiguousError, OSError) as exc:
+            retryable = isinstance(exc, AmbiguousError | OSError) or exc.retryable
+            if not retryable or attempt >= max_retries:
+                raise
+            delay = backoff(attempt, retry_after=getattr(exc, "retry_after", None))
+            attempt += 1
+            if stop is not None:
+                if stop.wait(delay):
+                    raise LongmemETLError("interrupted while exporting the target") from exc
+            else:
+                threading.Event().wait(delay)
+
+
+class TargetIndex:
+    """Where each migrated memory sits in the target, by provenance marker and by fingerprint."""
+
+    def __init__(self, memories: Iterable[dict[str, Any]], migration_id: str) -> None:
+        self.by_source: dict[str, list[str]] = defaultdict(list)
+        self.by_fp: dict[str, list[str]] = defaultdict(list)
+        self.size = 0
+        for m in memories:
+            self.size += 1
+            tid = None if m.get("id") is None else str(m["id"])
+            sid, mig = marker_of(m.get("metadata"))
+            if sid is not None and mig == migration_id:
+                self.by_source[sid].append(tid)
+            self.by_fp[
+                fingerprint(m.get("collection"), m.get("container_tag"), m.get("text"))
+            ].append(tid)
+
+    @classmethod
+    def from_target(
+        cls, target: Any, migration_id: str, *, stop: threading.Event | None = None
+    ) -> TargetIndex:
+        dump = export_target(target, stop=stop)
+        return cls(dump.get("memories") or [], migration_id)
+
+
+def reconcile_chunks(
+    journal: Journal, index: TargetIndex, chunk_nos: Iterable[int], *, provenance: bool
+) -> dict[int, int]:
+    """Mark every item of ``chunk_nos`` found in the target as done. Returns missing counts per chunk.
+
+    Provenance mode matches the marker exactly. Fingerprint mode counts: a target copy of content
+    ``fp`` is "ours and not yet accounted for" only beyond the items already done with that ``fp``.
+    """
+    missing: dict[int, int] = {}
+    if provenance:
+        for chunk_no in chunk_nos:
+            found = []
+            pending = journal.pending_items(chunk_no)
+            for sid, _payload, _fp in pending:
+                tids = index.by_source.get(sid)
+                if tids:
+                    found.append((sid, tids[0]))
+            journal.record_done(chunk_no, found)
+            missing[chunk_no] = len(pending) - len(found)
+        return missing
+
+    done_fp: Counter[str] = Counter()
+    claimed = journal.claimed_target_ids()
+    for _sid, _tid, _c, _t, fp, _chunk, state in journal.iter_items():
+        if state == "done":
+            done_fp[fp] += 1
+    available = {fp: len(tids) - done_fp.get(fp, 0) for fp, tids in index.by_fp.items()}
+    free_ids = {fp: [t for t in tids if t not in claimed] for fp, tids in index.by_fp.items()}
+    for chunk_no in chunk_nos:
+        found = []
+        pending = journal.pending_items(chunk_no)
+        for sid, _payload, fp in pending:
+            if available.get(fp, 0) > 0:
+                available[fp] -= 1
+                ids = free_ids.get(fp) or []
+                found.append((sid, ids.pop(0) if ids else None))
+        journal.record_done(chunk_no, found)
+        missing[chunk_no] = len(pending) - len(found)
+    return missing

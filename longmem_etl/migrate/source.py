@@ -1,0 +1,147 @@
+"""Migration sources and targets: identify them, and freeze a source as a snapshot.
+
+A migration must upload exactly what its first run planned, even if the source account keeps
+changing or the dump file is replaced. So the first run *freezes* the source into the migration's
+working directory — an endpoint is backed up into it, a dump file converted into it, a snapshot
+directory referenced by path and pinned by its manifest's sha256 — and ``--spec`` cleans that frozen
+snapshot into ``frozen/cleaned``. The plan is then made from the frozen (cleaned) snapshot only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from longmem_etl.api.endpoints import classify_source, endpoint_identity, is_endpoint, open_endpoint
+from longmem_etl.errors import BadInput
+
+READ_BATCH = 2000
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
+    """Secret-free identity: endpoint identity, dump path + content sha256, or snapshot path +
+    manifest sha256. Part of the migration id and the journal binding."""
+    kind = classify_source(source)
+    if kind == "endpoint":
+        return {"kind": "endpoint", **endpoint_identity(source, key_env)}
+    path = Path(source).expanduser().resolve()
+    if kind == "dump":
+        return {"kind": "dump", "path": str(path), "sha256": _file_sha256(path)}
+    return {
+        "kind": "snapshot",
+        "path": str(path),
+        "manifest_sha256": _file_sha256(path / "manifest.json"),
+    }
+
+
+def check_target_uri(target: str) -> None:
+    if not is_endpoint(target):
+        raise BadInput(f"--target {target}: not an endpoint URI; use local:PATH or https://HOST")
+
+
+def target_identity(target: str, *, key_env: str) -> dict[str, Any]:
+    check_target_uri(target)
+    return endpoint_identity(target, key_env)
+
+
+def open_target(target: str, *, key_env: str, create: bool = True) -> Any:
+    """The target's API. ``create=False`` (verify) refuses a ``local:`` store that does not exist."""
+    check_target_uri(target)
+    return open_endpoint(target, key_env=key_env, create=create)
+
+
+@dataclass
+class Frozen:
+    """A frozen source: a snapshot directory the plan (and verification) read from."""
+
+    path: Path
+    identity: dict[str, Any] = field(default_factory=dict)
+
+    def memories(self) -> Iterator[dict[str, Any]]:
+        """Dump-form memories, exactly as the source holds them (the snapshot reader rebuilds them)."""
+        from longmem_etl.snapshots import open_snapshot
+
+        snap = open_snapshot(self.path)
+        for chunk in snap.iter_dump_memories(batch_size=READ_BATCH):
+            if isinstance(chunk, list):
+                yield from chunk
+            else:
+                yield chunk
+
+    def collection_defs(self) -> dict[str, Any]:
+        """Collection name -> its dump value (string or object), for ``import_memories(collections=)``."""
+        path = self.path / "collections.parquet"
+        if not path.is_file():
+            return {}
+        out: dict[str, Any] = {}
+        for row in pq.read_table(path).to_pylist():
+            if row.get("name"):
+                out[row["name"]] = json.loads(row["raw"])
+        return out
+
+
+def _only_snapshot_under(root: Path) -> Path:
+    found = sorted(p.parent for p in root.rglob("manifest.json"))
+    if len(found) != 1:
+        raise RuntimeError(f"{root}: expected one snapshot, found {len(found)}")
+    return found[0]
+
+
+def _as_path(result: Any) -> Path:
+    """Snapshot-producing calls return a path or an object with ``path``/``snapshot``."""
+    for attr in ("path", "snapshot", "snapshot_path", "output"):
+        value = getattr(result, attr, None)
+        if value is not None and not callable(value):
+            return Path(value)
+    if isinstance(result, dict):
+        for key in ("path", "snapshot", "snapshot_path", "output"):
+            if result.get(key):
+                return Path(result[key])
+    return Path(result)
+
+
+def freeze(source: str, dest: Path, *, spec: str | None, key_env: str) -> Frozen:
+    """Freeze ``source`` under ``dest`` (replacing any half-made earlier attempt); apply ``spec``."""
+    kind = classify_source(source)
+    identity = source_identity(source, key_env=key_env)
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    if kind == "endpoint":
+        from longmem_etl.backup import backup
+
+        snap = _as_path(backup(source, root=dest / "source", key_env=key_env))
+    elif kind == "dump":
+        from longmem_etl.snapshots import convert_dump
+
+        snap = _as_path(convert_dump(source, dest / "source"))
+    else:
+        snap = Path(source).expanduser().resolve()
+    if spec:
+        from longmem_etl.transforms import clean_snapshot
+
+        snap = _as_path(clean_snapshot(snap, spec, dest / "cleaned"))
+    return Frozen(path=snap, identity=identity)
+
+
+@contextmanager
+def frozen_temporarily(source: str, *, spec: str | None, key_env: str) -> Iterator[Frozen]:
+    """Freeze into a temporary directory that is removed afterwards (for `--dry-run` and `verify`)."""
+    with tempfile.TemporaryDirectory(prefix="longmem-etl-") as tmp:
+        yield freeze(source, Path(tmp) / "frozen", spec=spec, key_env=key_env)

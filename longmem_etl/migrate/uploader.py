@@ -1,0 +1,333 @@
+"""The uploader: N workers sending planned chunks, surviving 429s, 5xx, ambiguity and bad items.
+
+Per call outcome (the one error model of `longmem_etl.errors`):
+- success -> items done with their target ids, chunk ``done`` (one committed transaction);
+- 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt;
+- 5xx / 408 -> backoff and retry; never an attempt (a target down for good stops the run after
+  ``max_transient`` retries of one chunk, leaving it resumable, not dead);
+- ambiguous (timeout after sending, dropped connection) -> the chunk stays ``in_flight`` and is
+  deferred: at the end of the pass one export of the target reconciles all such chunks, and only
+  the missing items are queued again (see `reconcile`);
+- 401/403 -> the whole run stops (wrong key or read-only key: nothing item-specific about it);
+- other 4xx -> bisect: halves are re-sent until single items fail; those are dead-lettered with the
+  server's status and message, everything else lands;
+- anything else -> an attempt; after ``max_attempts`` the chunk's remaining items are dead.
+
+Stopping (Ctrl-C/SIGTERM -> ``stop``): workers take no new chunk, and calls in progress finish
+(their results are journaled); chunks interrupted during backoff go back to ``planned``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from longmem_etl.errors import AmbiguousError, APIError
+from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.limiter import AdaptiveLimit, backoff
+from longmem_etl.migrate.reconcile import TargetIndex, reconcile_chunks
+
+Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
+"""``send(collection, items) -> target ids (None where the API does not say)``; raises the toolkit's errors."""
+
+FATAL_STATUSES = frozenset({401, 403})
+TRANSIENT_STATUSES = frozenset({408})
+
+
+def make_sender(target: Any, mode: str, collection_defs: dict[str, Any] | None = None) -> Sender:
+    """The call one chunk becomes: ``add_many`` (ids returned) or ``import_memories`` (no ids)."""
+    collection_defs = collection_defs or {}
+
+    def send_add(collection: str, items: list[dict[str, Any]]) -> list[str | None]:
+        res = target.add_many(items, collection=collection)
+        ids = list((res or {}).get("ids") or [])
+        ids += [None] * (len(items) - len(ids))
+        return [None if i is None else str(i) for i in ids[: len(items)]]
+
+    def send_import(collection: str, items: list[dict[str, Any]]) -> list[str | None]:
+        defs = collection_defs.get(collection)
+        res = target.import_memories(items, collections=[defs] if defs is not None else None)
+        skipped = int((res or {}).get("skipped") or 0)
+        if skipped:
+            raise SkippedItems(skipped)
+        return [None] * len(items)
+
+    return send_add if mode == "add" else send_import
+
+
+@dataclass
+class UploadStats:
+    calls: int = 0
+    rate_limited: int = 0
+    transient_errors: int = 0
+    ambiguous: int = 0
+    bisections: int = 0
+    reconciled_items: int = 0
+    reconcile_rounds: int = 0
+    dead_items: int = 0
+    items_sent: int = 0
+    fatal: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+class _Stopped(Exception):
+    pass
+
+
+class SkippedItems(Exception):
+    """``import_memories`` answered 2xx but skipped some items without saying which.
+
+    The rest landed; reconciliation finds them, and whatever is still missing afterwards is what
+    the server refused: it is dead-lettered (re-sending would be skipped again)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__(f"import_memories skipped {n} item(s) of the call (e.g. blank text)")
+        self.n = n
+
+
+class Uploader:
+    """Runs the journal's remaining chunks to completion (or until stopped)."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        target: Any,
+        send: Sender,
+        *,
+        migration_id: str,
+        provenance: bool = True,
+        concurrency: int = 4,
+        max_attempts: int = 5,
+        max_transient: int = 60,
+        backoff_base: float = 0.1,
+        settle_timeout: float = 30.0,
+        stop: threading.Event | None = None,
+        on_items: Callable[[int], None] | None = None,
+    ) -> None:
+        self.journal = journal
+        self.target = target
+        self.send = send
+        self.migration_id = migration_id
+        self.provenance = provenance
+        self.concurrency = concurrency
+        self.limit = AdaptiveLimit(concurrency)
+        self.max_attempts = max_attempts
+        self.max_transient = max_transient
+        self.backoff_base = backoff_base
+        self.settle_timeout = settle_timeout
+        self.stop = stop or threading.Event()
+        self.on_items = on_items or (lambda n: None)
+        self.stats = UploadStats()
+        self._lock = threading.Lock()
+        self._ambiguous: set[int] = set()
+        self._skipped: set[int] = set()
+        self._queue: queue.Queue[int] = queue.Queue()
+
+    # -- top level ---------------------------------------------------------------------------
+    def run(self, *, max_rounds: int = 50) -> UploadStats:
+        """Reconcile leftovers of a previous run, then send passes until nothing is pending."""
+        suspects = self.journal.chunks_in("in_flight", "failed")
+        if suspects:
+            self._reconcile(suspects)
+        for _ in range(max_rounds):
+            if self.stop.is_set():
+                break
+            pending = self.journal.chunks_in("planned", "failed")
+            if not pending:
+                break
+            self._pass(pending)
+            if self.stop.is_set():
+                break
+            with self._lock:
+                ambiguous, self._ambiguous = sorted(self._ambiguous), set()
+                skipped, self._skipped = set(self._skipped), set()
+            if ambiguous:
+                self._reconcile(ambiguous, skipped=skipped)
+        return self.stats
+
+    def _reconcile(self, chunk_nos: list[int], *, skipped: set[int] = frozenset()) -> None:
+        index = TargetIndex.from_target(self.target, self.migration_id, stop=self.stop)
+        before = self.journal.counts()["items_done"]
+        missing = reconcile_chunks(self.journal, index, chunk_nos, provenance=self.provenance)
+        found = self.journal.counts()["items_done"] - before
+        self.stats.reconcile_rounds += 1
+        self.stats.reconciled_items += found
+        self.on_items(found)
+        for chunk_no, n in missing.items():
+            if n and chunk_no in skipped:
+                rows = self.journal.pending_items(chunk_no)
+                self.journal.record_dead_items(
+                    chunk_no,
+                    [
+                        (sid, None, "import_memories skipped it (2xx with skipped > 0)")
+                        for sid, _, _ in rows
+                    ],
+                )
+                self.stats.dead_items += len(rows)
+                self.on_items(len(rows))
+            elif n:
+                self.journal.mark_planned(chunk_no)
+
+    def _pass(self, chunk_nos: list[int]) -> None:
+        for c in chunk_nos:
+            self._queue.put(c)
+        workers = [
+            threading.Thread(target=self._worker, name=f"upload-{i}", daemon=True)
+            for i in range(self.concurrency)
+        ]
+        for w in workers:
+            w.start()
+        while any(w.is_alive() for w in workers):
+            if self.stop.is_set():
+                # Let calls in progress settle (bounded); whatever is still out stays in_flight
+                # in the journal and is reconciled by the next run.
+                wait_settle(workers, self.settle_timeout)
+                return
+            self.stop.wait(0.1)
+
+    # -- workers -----------------------------------------------------------------------------
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            try:
+                chunk_no = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._chunk(chunk_no)
+            except Exception as exc:  # a bug or a journal failure: stop everything, keep state
+                self.stats.fatal = f"{type(exc).__name__}: {exc}"
+                self.stop.set()
+
+    def _chunk(self, chunk_no: int) -> None:
+        rows = self.journal.pending_items(chunk_no)
+        if not rows:
+            self.journal.record_done(chunk_no, [])
+            return
+        collection = self.journal.chunk_collection(chunk_no)
+        items = [(sid, json.loads(payload)) for sid, payload, _fp in rows]
+        self.journal.mark_in_flight(chunk_no)
+        try:
+            outcome = self._send_bisecting(chunk_no, collection, items)
+        except _Stopped:
+            self.journal.mark_planned(chunk_no)
+            return
+        if isinstance(outcome, SkippedItems):
+            with self._lock:
+                self._ambiguous.add(chunk_no)
+                self._skipped.add(chunk_no)
+        elif outcome == "ambiguous":
+            with self._lock:
+                self._ambiguous.add(chunk_no)
+                self.stats.ambiguous += 1
+        elif isinstance(outcome, Exception):
+            state = self.journal.record_failure(
+                chunk_no, f"{type(outcome).__name__}: {outcome}", max_attempts=self.max_attempts
+            )
+            if state == "failed":
+                self.stop.wait(backoff(1, base=self.backoff_base))
+                self._queue.put(chunk_no)
+            else:
+                with self._lock:
+                    self.stats.dead_items += len(items)
+
+    def _send_bisecting(self, chunk_no: int, collection: str, items: list[tuple[str, dict]]):
+        """ "ok", "ambiguous" or an exception (to count as an attempt). Raises _Stopped."""
+        result = self._call(chunk_no, collection, items)
+        if isinstance(result, list):
+            self.journal.record_done(
+                chunk_no, list(zip((s for s, _ in items), result, strict=True))
+            )
+            self.on_items(len(items))
+            return "ok"
+        if (
+            result == "ambiguous"
+            or isinstance(result, Exception)
+            and not isinstance(result, APIError)
+        ):
+            return result
+        exc: APIError = result
+        if len(items) == 1:
+            self.journal.record_dead_items(chunk_no, [(items[0][0], exc.status, exc.message)])
+            with self._lock:
+                self.stats.dead_items += 1
+            self.on_items(1)
+            return "ok"
+        with self._lock:
+            self.stats.bisections += 1
+        mid = len(items) // 2
+        for half in (items[:mid], items[mid:]):
+            outcome = self._send_bisecting(chunk_no, collection, half)
+            if outcome != "ok":
+                return outcome
+        return "ok"
+
+    def _call(self, chunk_no: int, collection: str, items: list[tuple[str, dict]]):
+        """One logical send with transient retries. Returns ids, "ambiguous", an APIError to
+        bisect on, or another exception (an attempt). Raises _Stopped."""
+        transient = 0
+        payloads = [p for _, p in items]
+        while True:
+            if self.stop.is_set() or not self.limit.acquire(self.stop):
+                raise _Stopped
+            try:
+                with self._lock:
+                    self.stats.calls += 1
+                ids = self.send(collection, payloads)
+            except APIError as exc:
+                self.limit.release()
+                if exc.status in FATAL_STATUSES:
+                    self.stats.fatal = f"target refused: {exc}"
+                    self.stop.set()
+                    raise _Stopped from exc
+                if not (exc.retryable or exc.status in TRANSIENT_STATUSES):
+                    return exc
+                with self._lock:
+                    if exc.status == 429:
+                        self.stats.rate_limited += 1
+                    else:
+                        self.stats.transient_errors += 1
+                if exc.status == 429:
+                    self.limit.on_rate_limited(exc.retry_after)
+                self.journal.note_error(chunk_no, str(exc))
+                if transient >= self.max_transient:
+                    self.stats.fatal = (
+                        f"chunk {chunk_no}: target still failing after {transient} retries: {exc}"
+                    )
+                    self.stop.set()
+                    raise _Stopped from exc
+                delay = backoff(transient, base=self.backoff_base, retry_after=exc.retry_after)
+                transient += 1
+                if self.stop.wait(delay):
+                    raise _Stopped from exc
+                continue
+            except SkippedItems as exc:
+                self.limit.release()
+                self.journal.note_error(chunk_no, str(exc))
+                return exc
+            except (AmbiguousError, OSError) as exc:
+                self.limit.release()
+                self.journal.note_error(chunk_no, f"ambiguous: {exc}")
+                return "ambiguous"
+            except Exception as exc:  # noqa: BLE001 - counted as an attempt, then dead
+                self.limit.release()
+                return exc
+            self.limit.release()
+            self.limit.on_success()
+            with self._lock:
+                self.stats.items_sent += len(items)
+            if len(ids) != len(items):
+                return "ambiguous"
+            return ids
+
+
+def wait_settle(threads: list[threading.Thread], timeout: float) -> bool:
+    """Join threads for at most ``timeout`` seconds in total; True if all finished."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in threads)

@@ -1,0 +1,189 @@
+"""Verification: does the target hold every source memory exactly once? (missing / extra / duplicated)
+
+The target is exported once; both sides become Arrow tables of keys and DuckDB does the counting,
+per collection and container tag:
+
+- a target memory carrying a provenance marker is matched to the source memory with that id
+  (``n`` copies: 1 is present, the other ``n-1`` are duplicated; a marker naming no source memory is
+  extra);
+- everything else is matched by content fingerprint as a multiset: per fingerprint, ``min(s, t)``
+  present, ``s - t`` missing, ``t - s`` duplicated (or extra when the source has no such content).
+
+``migration_id`` scopes the check to one migration: only markers of that migration count, and target
+memories that have nothing to do with the source (other markers, or content the source does not have)
+are reported as ``unrelated`` instead of ``extra`` — a migration into a non-empty account can still
+verify exactly. Without it (plain ``verify``) every target memory counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from longmem_etl.migrate.keys import fingerprint, marker_of
+
+SOURCE_KEYS = pa.schema(
+    [
+        ("source_id", pa.string()),
+        ("collection", pa.string()),
+        ("container_tag", pa.string()),
+        ("fp", pa.string()),
+    ]
+)
+TARGET_KEYS = pa.schema(
+    [
+        ("target_id", pa.string()),
+        ("collection", pa.string()),
+        ("container_tag", pa.string()),
+        ("fp", pa.string()),
+        ("prov_source_id", pa.string()),
+        ("prov_migration", pa.string()),
+    ]
+)
+
+
+def source_keys(memories: Iterable[dict[str, Any]]) -> pa.Table:
+    """Keys of dump-form source memories (duplicate ids become ``id#2``… exactly as the planner does)."""
+    seen: dict[str, int] = {}
+    cols: dict[str, list] = {n: [] for n in SOURCE_KEYS.names}
+    for m in memories:
+        sid = "" if m.get("id") is None else str(m["id"])
+        seen[sid] = seen.get(sid, 0) + 1
+        if seen[sid] > 1:
+            sid = f"{sid}#{seen[sid]}"
+        coll = m.get("collection") or "default"
+        tag = m.get("container_tag")
+        cols["source_id"].append(sid)
+        cols["collection"].append(str(coll))
+        cols["container_tag"].append(None if tag is None else str(tag))
+        cols["fp"].append(fingerprint(coll, tag, m.get("text")))
+    return pa.table(cols, schema=SOURCE_KEYS)
+
+
+def target_keys(memories: Iterable[dict[str, Any]]) -> pa.Table:
+    """Keys of exported target memories, provenance markers pulled out of metadata."""
+    cols: dict[str, list] = {n: [] for n in TARGET_KEYS.names}
+    for m in memories:
+        coll = m.get("collection") or "default"
+        tag = m.get("container_tag")
+        sid, mig = marker_of(m.get("metadata"))
+        cols["target_id"].append(None if m.get("id") is None else str(m["id"]))
+        cols["collection"].append(str(coll))
+        cols["container_tag"].append(None if tag is None else str(tag))
+        cols["fp"].append(fingerprint(coll, tag, m.get("text")))
+        cols["prov_source_id"].append(sid)
+        cols["prov_migration"].append(mig)
+    return pa.table(cols, schema=TARGET_KEYS)
+
+
+@dataclass
+class VerificationReport:
+    exact: bool
+    totals: dict[str, int]
+    groups: list[dict[str, Any]] = field(default_factory=list)
+    id_pairs: pa.Table | None = None  # source_id -> target_id found through markers
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"exact": self.exact, "totals": self.totals, "groups": self.groups}
+
+    def render(self) -> str:
+        t = self.totals
+        head = "EXACT" if self.exact else "MISMATCH"
+        lines = [
+            f"verification: {head} — source {t['source']}, target {t['target']}, present {t['present']}, "
+            f"missing {t['missing']}, duplicated {t['duplicated']}, extra {t['extra']}"
+            + (f", unrelated {t['unrelated']}" if t.get("unrelated") else "")
+        ]
+        bad = [g for g in self.groups if g["missing"] or g["duplicated"] or g["extra"]]
+        for g in bad[:20]:
+            lines.append(
+                f"  {g['collection']} / {g['container_tag'] if g['container_tag'] is not None else '-'}: "
+                f"source {g['source']}, missing {g['missing']}, duplicated {g['duplicated']}, extra {g['extra']}"
+            )
+        if len(bad) > 20:
+            lines.append(f"  … and {len(bad) - 20} more groups")
+        return "\n".join(lines)
+
+
+_SQL = """
+WITH
+t_mark AS (
+    SELECT * FROM t WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_migration = $mig)
+),
+marker_n AS (SELECT prov_source_id AS sid, count(*) AS n FROM t_mark GROUP BY 1),
+s_m AS (SELECT s.*, coalesce(marker_n.n, 0) AS n FROM s LEFT JOIN marker_n ON s.source_id = marker_n.sid),
+t_free AS (SELECT * FROM t WHERE prov_source_id IS NULL),
+s_fp AS (SELECT fp, any_value(collection) AS collection, any_value(container_tag) AS container_tag,
+                count(*) AS sn FROM s_m WHERE n = 0 GROUP BY fp),
+s_all_fp AS (SELECT DISTINCT fp FROM s),
+t_fp AS (SELECT fp, any_value(collection) AS collection, any_value(container_tag) AS container_tag,
+                count(*) AS tn FROM t_free GROUP BY fp),
+fp_rows AS (
+    SELECT coalesce(a.collection, b.collection) AS collection,
+           coalesce(a.container_tag, b.container_tag) AS container_tag,
+           coalesce(a.sn, 0) AS sn, coalesce(b.tn, 0) AS tn,
+           (b.fp IS NOT NULL AND b.fp IN (SELECT fp FROM s_all_fp)) AS t_known
+    FROM s_fp a FULL OUTER JOIN t_fp b ON a.fp = b.fp
+),
+rows AS (
+    -- source memories matched by marker
+    SELECT collection, container_tag, 1 AS source, 1 AS present, 0 AS missing,
+           n - 1 AS duplicated, 0 AS extra, 0 AS unrelated, n AS target
+    FROM s_m WHERE n > 0
+    UNION ALL
+    -- content-matched multisets
+    SELECT collection, container_tag, sn, least(sn, tn), greatest(sn - tn, 0),
+           CASE WHEN sn > 0 OR t_known THEN greatest(tn - sn, 0) ELSE 0 END,
+           CASE WHEN sn = 0 AND NOT t_known AND $mig IS NULL THEN tn ELSE 0 END,
+           CASE WHEN sn = 0 AND NOT t_known AND $mig IS NOT NULL THEN tn ELSE 0 END,
+           tn
+    FROM fp_rows
+    UNION ALL
+    -- markers naming no source memory
+    SELECT collection, container_tag, 0, 0, 0, 0, 1, 0, 1
+    FROM t_mark WHERE prov_source_id NOT IN (SELECT source_id FROM s)
+    UNION ALL
+    -- other migrations' markers (scoped check only)
+    SELECT collection, container_tag, 0, 0, 0, 0, 0, 1, 1
+    FROM t WHERE prov_source_id IS NOT NULL AND $mig IS NOT NULL AND prov_migration IS DISTINCT FROM $mig
+)
+SELECT collection, container_tag,
+       sum(source)::BIGINT AS source, sum(target)::BIGINT AS target, sum(present)::BIGINT AS present,
+       sum(missing)::BIGINT AS missing, sum(duplicated)::BIGINT AS duplicated,
+       sum(extra)::BIGINT AS extra, sum(unrelated)::BIGINT AS unrelated
+FROM rows GROUP BY ALL ORDER BY collection, container_tag NULLS FIRST
+"""
+
+
+def compare(
+    source: pa.Table, target: pa.Table, *, migration_id: str | None = None
+) -> VerificationReport:
+    """Compare key tables (see `source_keys`/`target_keys`). Exact = nothing missing, duplicated or extra."""
+    con = duckdb.connect()
+    try:
+        con.register("s", source)
+        con.register("t", target)
+        cur = con.execute(_SQL, {"mig": migration_id})
+        names = [d[0] for d in cur.description]
+        groups = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        rows = con.execute(
+            "SELECT prov_source_id, min(target_id) FROM t"
+            " WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_migration = $mig) GROUP BY 1",
+            {"mig": migration_id},
+        ).fetchall()
+        pairs = pa.table(
+            {"source_id": [r[0] for r in rows], "target_id": [r[1] for r in rows]},
+            schema=pa.schema([("source_id", pa.string()), ("target_id", pa.string())]),
+        )
+    finally:
+        con.close()
+    keys = ("source", "target", "present", "missing", "duplicated", "extra", "unrelated")
+    totals = {k: int(sum(g[k] for g in groups)) for k in keys}
+    totals["source"] = source.num_rows
+    totals["target"] = target.num_rows
+    exact = totals["missing"] == 0 and totals["duplicated"] == 0 and totals["extra"] == 0
+    return VerificationReport(exact=exact, totals=totals, groups=groups, id_pairs=pairs)

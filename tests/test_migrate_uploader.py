@@ -1,0 +1,189 @@
+"""The uploader against the real embedded store with injected faults (and two tiny in-test targets
+for behaviours the store cannot be asked for: a 403 and a non-API exception)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from longmem_etl.api.endpoints import open_endpoint
+from longmem_etl.errors import APIError
+from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.keys import marker_of
+from longmem_etl.migrate.limiter import AdaptiveLimit, backoff
+from longmem_etl.migrate.plan import plan_items
+from longmem_etl.migrate.uploader import Uploader, make_sender
+
+MID = "test-migration"
+
+
+def _mems(n: int) -> list[dict]:
+    return [
+        {
+            "id": f"m{i}",
+            "collection": f"c{i % 3}",
+            "text": f"memory number {i}",
+            "container_tag": f"u{i % 5}",
+            "metadata": {"k": i},
+            "importance": 0.5,
+            "category": "fact",
+            "source": "crm",
+            "created_at": f"2024-01-01T00:{i % 60:02d}:00Z",
+        }
+        for i in range(n)
+    ]
+
+
+def _setup(
+    tmp_path: Path, mems: list[dict], mode: str, faults: str = "", chunk_size: int = 50
+) -> tuple[Journal, object]:
+    j = Journal(tmp_path / f"j-{mode}.sqlite")
+    j.bind({"source": 1, "spec": None, "target": 2, "mode": mode})
+    j.write_plan(plan_items(mems, mode=mode, migration_id=MID), chunk_size=chunk_size)
+    target = open_endpoint(f"local:{tmp_path / f't-{mode}.db'}{faults}")
+    return j, target
+
+
+def _exported(target) -> list[dict]:
+    """The target's contents through a fault-free handle on the same store file."""
+    return open_endpoint(f"local:{target.path}").export_account()["memories"]
+
+
+def _landed(target) -> Counter:
+    return Counter(marker_of(m["metadata"])[0] for m in _exported(target))
+
+
+@pytest.mark.parametrize("mode", ["add", "import"])
+def test_faults_still_land_everything_exactly_once(tmp_path: Path, mode: str) -> None:
+    mems = _mems(1200)
+    j, target = _setup(
+        tmp_path, mems, mode, "?latency_ms=2&fail_rate=0.15&ambiguous_rate=0.1&seed=3"
+    )
+    up = Uploader(
+        j, target, make_sender(target, mode), migration_id=MID, concurrency=6, backoff_base=0.01
+    )
+    stats = up.run()
+    landed = _landed(target)
+    assert set(landed) == {m["id"] for m in mems}
+    assert max(landed.values()) == 1
+    assert stats.transient_errors > 0 and stats.ambiguous > 0 and stats.reconciled_items > 0
+    c = j.counts()
+    assert c["items_done"] == 1200 and c["chunks"]["done"] == c["chunks_total"]
+    if mode == "add":  # add_many returns ids: every done item has its target id
+        ids = {m["id"] for m in _exported(target)}
+        assert j.claimed_target_ids() == ids
+
+
+def test_bisection_dead_letters_exactly_the_bad_item(tmp_path: Path) -> None:
+    mems = _mems(300)
+    mems[137]["text"] = "   "  # the store refuses blank text with 422
+    j, target = _setup(tmp_path, mems, "add")
+    up = Uploader(j, target, make_sender(target, "add"), migration_id=MID, concurrency=3)
+    stats = up.run()
+    assert stats.bisections >= 1
+    dead = j.dead_letters()
+    assert [d["source_id"] for d in dead] == ["m137"]
+    assert dead[0]["status"] == 422 and "non-empty" in dead[0]["message"]
+    assert json.loads(json.dumps(dead[0]["item"]))["text"] == "   "
+    assert set(_landed(target)) == {m["id"] for m in mems} - {"m137"}
+
+
+def test_import_skips_are_dead_lettered_not_retried_forever(tmp_path: Path) -> None:
+    mems = _mems(120)
+    mems[5]["text"] = ""
+    j, target = _setup(tmp_path, mems, "import")
+    Uploader(j, target, make_sender(target, "import"), migration_id=MID, concurrency=2).run()
+    assert [d["source_id"] for d in j.dead_letters()] == ["m5"]
+    assert len(_landed(target)) == 119
+
+
+def test_rate_limits_lower_concurrency_and_everything_lands(tmp_path: Path) -> None:
+    mems = _mems(300)
+    j, target = _setup(tmp_path, mems, "add", "?latency_ms=5&rate_limit_rps=30", chunk_size=5)
+    up = Uploader(
+        j, target, make_sender(target, "add"), migration_id=MID, concurrency=8, backoff_base=0.01
+    )
+    stats = up.run()
+    assert stats.rate_limited > 0
+    assert up.limit.lowest < 8 and up.limit.cuts >= 1
+    assert j.counts()["items_done"] == 300 and j.counts()["items_dead"] == 0  # 429s never kill
+    assert max(_landed(target).values()) == 1
+
+
+def test_adaptive_limit_halves_once_per_burst_and_recovers() -> None:
+    lim = AdaptiveLimit(8, cooldown=60)
+    for _ in range(5):  # one burst of simultaneous 429s
+        lim.on_rate_limited()
+    assert lim.limit == 4 and lim.cuts == 1
+    for _ in range(200):
+        lim.on_success()
+    assert lim.limit == 8  # back up, never above the maximum
+    assert backoff(0, retry_after=2.5) >= 2.5 and backoff(10, base=0.1, cap=1) <= 1
+
+
+def test_in_flight_chunk_found_at_resume_is_reconciled_not_resent(tmp_path: Path) -> None:
+    mems = _mems(200)
+    j, target = _setup(tmp_path, mems, "add")
+    # A previous run sent chunk 0 and was killed before journaling the answer.
+    rows = j.pending_items(0)
+    j.mark_in_flight(0)
+    target.add_many([json.loads(p) for _, p, _ in rows], collection=j.chunk_collection(0))
+    stats = Uploader(j, target, make_sender(target, "add"), migration_id=MID).run()
+    assert stats.reconciled_items == len(rows) and stats.reconcile_rounds == 1
+    landed = _landed(target)
+    assert len(landed) == 200 and max(landed.values()) == 1
+
+
+def test_fingerprint_mode_reconciles_without_markers(tmp_path: Path) -> None:
+    mems = _mems(200)
+    j = Journal(tmp_path / "j.sqlite")
+    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
+    j.write_plan(plan_items(mems, mode="add", migration_id=MID, provenance=False), chunk_size=50)
+    target = open_endpoint(f"local:{tmp_path / 't.db'}?ambiguous_rate=0.3&seed=5")
+    stats = Uploader(
+        j, target, make_sender(target, "add"), migration_id=MID, provenance=False
+    ).run()
+    exported = _exported(target)
+    assert stats.ambiguous > 0
+    assert sorted(m["text"] for m in exported) == sorted(m["text"] for m in mems)
+    assert all(marker_of(m["metadata"]) == (None, None) for m in exported)
+
+
+class _Refusing:
+    """A target whose key is read-only: every write is a 403."""
+
+    def add_many(self, items, **kw):
+        raise APIError(403, "read-only key")
+
+
+class _Broken:
+    """A target whose client raises something that is not an API error."""
+
+    calls = 0
+
+    def add_many(self, items, **kw):
+        self.calls += 1
+        raise ValueError("unexpected response shape")
+
+
+def test_403_stops_the_run_without_dead_letters(tmp_path: Path) -> None:
+    j, _ = _setup(tmp_path, _mems(100), "add")
+    t = _Refusing()
+    stop = threading.Event()
+    stats = Uploader(j, t, make_sender(t, "add"), migration_id=MID, stop=stop).run()
+    assert stats.fatal and "403" in stats.fatal and stop.is_set()
+    assert j.counts()["items_dead"] == 0 and j.counts()["items_pending"] == 100
+
+
+def test_other_errors_count_attempts_then_dead(tmp_path: Path) -> None:
+    j, _ = _setup(tmp_path, _mems(60), "add")
+    t = _Broken()
+    Uploader(
+        j, t, make_sender(t, "add"), migration_id=MID, max_attempts=3, backoff_base=0.001
+    ).run()
+    c = j.counts()
+    assert c["chunks"]["dead"] == 3 and c["items_dead"] == 60 and t.calls == 9
