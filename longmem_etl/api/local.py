@@ -28,13 +28,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import re
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -114,6 +113,22 @@ def _api(*, write: bool) -> Callable[[F], F]:
 
 def _unprocessable(msg: str) -> APIError:
     return APIError(422, msg)
+
+
+def _tenant_name(value: Any) -> str | None:
+    """A dump's tenant as a name: a string, or an object's id/slug/name."""
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, dict):
+        for key in ("id", "slug", "name"):
+            v = value.get(key)
+            if isinstance(v, str) and v.strip():
+                return v
+            if isinstance(v, int) and not isinstance(v, bool):
+                return str(v)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
 
 
 def _collection_name(raw: Any) -> str | None:
@@ -278,7 +293,7 @@ class LocalStore:
         if conn.execute("SELECT 1 FROM collections WHERE name=?", (name,)).fetchone():
             return
         first = conn.execute("SELECT raw FROM collections ORDER BY position LIMIT 1").fetchone()
-        style_is_str = bool(first) and isinstance(json.loads(first[0]), str)
+        style_is_str = bool(first) and isinstance(localrows.loads(first[0]), str)
         raw = name if style_is_str else {"name": name}
         conn.execute(
             "INSERT INTO collections(position, name, raw) VALUES "
@@ -333,8 +348,8 @@ class LocalStore:
         if metadata is not None and not isinstance(metadata, dict):
             raise _unprocessable(f"{where}: metadata must be an object")
         try:
-            json.dumps(metadata, allow_nan=False)
-        except (TypeError, ValueError):
+            localrows.dumps(metadata)
+        except (TypeError, ValueError, OverflowError):
             raise _unprocessable(f"{where}: metadata is not valid JSON") from None
         if not isinstance(source, str):
             raise _unprocessable(f"{where}: source must be a string")
@@ -622,7 +637,7 @@ class LocalStore:
                 localrows.decode(r) for r in conn.execute("SELECT * FROM memories ORDER BY seq")
             ]
             collections = [
-                json.loads(r[0])
+                localrows.loads(r[0])
                 for r in conn.execute("SELECT raw FROM collections ORDER BY position")
             ]
             seeded = self._meta(conn, "seeded") == "1"
@@ -642,7 +657,7 @@ class LocalStore:
             elif key == "memories":
                 out[key] = memories
             else:
-                out[key] = json.loads(value)
+                out[key] = localrows.loads(value)
         return out
 
     @_api(write=False)
@@ -661,7 +676,7 @@ class LocalStore:
         out: list[dict[str, Any]] = []
         seen = set()
         for name, raw in listed:
-            value = json.loads(raw)
+            value = localrows.loads(raw)
             out.append(
                 dict(value) if isinstance(value, dict) else {"name": _collection_name(value)}
             )
@@ -852,7 +867,8 @@ class LocalStore:
 
     def seed_dump(self, dump: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         """Load a dump exactly as it is: ids, timestamps, every field (unknown ones too), the
-        collection list and the top-level keys, so ``export_account()`` gives the same dump back.
+        collection list and the top-level keys in order, so ``export_account()`` gives the same dump
+        back key for key.
 
         Refuses a store that already holds data unless ``replace`` (which empties it first, in the
         same transaction). Not subject to injected faults. Returns counts.
@@ -865,16 +881,39 @@ class LocalStore:
             raise BadInput(f"{self.uri}: dump 'memories' must be a list")
         if not isinstance(collections, list):
             raise BadInput(f"{self.uri}: dump 'collections' must be a list")
-        rows = []
-        for i, mem in enumerate(memories):
-            if not isinstance(mem, dict):
-                raise BadInput(f"dump: memories[{i}]: not an object")
-            rows.append(localrows.encode(mem))
+        return self._seed(list(dump.items()), collections, [memories], replace=replace)
+
+    def seed_source(
+        self,
+        header: dict[str, Any],
+        collections: list[Any] | None,
+        batches: Iterable[list[dict[str, Any]]],
+        *,
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        """``seed_dump`` for a dump read in batches (bounded memory): ``header`` is every top-level
+        key but memories/collections, ``collections`` None when the dump had none. The export puts
+        ``collections`` and ``memories`` after the header keys."""
+        items = list(header.items())
+        if collections is not None:
+            items.append(("collections", None))
+        items.append(("memories", None))
+        return self._seed(items, collections or [], batches, replace=replace)
+
+    def _seed(
+        self,
+        top: list[tuple[str, Any]],
+        collections: list[Any],
+        batches: Iterable[list[Any]],
+        *,
+        replace: bool,
+    ) -> dict[str, Any]:
         header = [
             (pos, key, None if key in ("memories", "collections") else localrows.dumps(value))
-            for pos, (key, value) in enumerate(dump.items())
+            for pos, (key, value) in enumerate(top)
         ]
-        tenant = dump.get("tenant")
+        tenant = _tenant_name(dict(top).get("tenant"))
+        count = 0
         with self._write() as conn:
             busy = conn.execute(
                 "SELECT (SELECT count(*) FROM memories) + (SELECT count(*) FROM collections)"
@@ -888,16 +927,23 @@ class LocalStore:
             conn.execute("DELETE FROM header")
             conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('delete-all')")
             conn.execute("DELETE FROM sqlite_sequence WHERE name='memories'")
-            self._insert(conn, rows)
+            for batch in batches:
+                rows = []
+                for mem in batch:
+                    if not isinstance(mem, dict):
+                        raise BadInput(f"dump: memories[{count}]: not an object")
+                    rows.append(localrows.encode(mem))
+                    count += 1
+                self._insert(conn, rows)
             conn.executemany(
                 "INSERT INTO collections(position, name, raw) VALUES (?, ?, ?)",
                 [(i, _collection_name(c), localrows.dumps(c)) for i, c in enumerate(collections)],
             )
             conn.executemany("INSERT INTO header(position, key, value) VALUES (?, ?, ?)", header)
             conn.execute("UPDATE meta SET value='1' WHERE key='seeded'")
-            if isinstance(tenant, str) and tenant:
+            if tenant:
                 conn.execute("UPDATE meta SET value=? WHERE key='tenant'", (tenant,))
-        return {"tenant": self.tenant, "memories": len(rows), "collections": len(collections)}
+        return {"tenant": self.tenant, "memories": count, "collections": len(collections)}
 
     def count(self, collection: str | None = None) -> int:
         """Number of memories (all, or in one collection). For tests and verification."""

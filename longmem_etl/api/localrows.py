@@ -14,10 +14,10 @@ Unknown fields live in ``extra`` (a JSON object, NULL when none), values exactly
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from typing import Any
 
+from longmem_etl import jsonio
 from longmem_etl.schema import MEMORY_FIELDS
 
 KNOWN: tuple[str, ...] = tuple(MEMORY_FIELDS)
@@ -44,8 +44,12 @@ COLUMNS: tuple[str, ...] = KNOWN + ("extra", "fidelity", "created_ts", "updated_
 
 
 def dumps(value: Any) -> str:
-    """Compact JSON text; ``json.loads(dumps(v)) == v`` for every value a dump can hold."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text, numbers exact (``jsonio``: big ints, Decimal literals)."""
+    return jsonio.dumps_str(value)
+
+
+def loads(text: str) -> Any:
+    return jsonio.loads(text)
 
 
 def to_epoch(value: Any) -> float | None:
@@ -122,7 +126,7 @@ def encode(mem: dict[str, Any]) -> dict[str, Any]:
 
 def decode(row: Any) -> dict[str, Any]:
     """A memories-table row (sqlite3.Row with the COLUMNS names) -> the memory dict."""
-    fidelity = json.loads(row["fidelity"]) if row["fidelity"] else {}
+    fidelity = loads(row["fidelity"]) if row["fidelity"] else {}
     absent = set(fidelity.get("absent", ()))
     raw = fidelity.get("raw", {})
     out: dict[str, Any] = {}
@@ -134,12 +138,12 @@ def decode(row: Any) -> dict[str, Any]:
             continue
         value = row[field]
         if field == "metadata":
-            value = json.loads(value) if value is not None else None
+            value = loads(value) if value is not None else None
         elif field in _BOOL_FIELDS and value is not None:
             value = bool(value)
         out[field] = value
     if row["extra"]:
-        out.update(json.loads(row["extra"]))
+        out.update(loads(row["extra"]))
     order = fidelity.get("order")
     if order:
         ordered = {k: out[k] for k in order if k in out}
@@ -152,7 +156,7 @@ def set_fields(fidelity_text: str | None, fields: list[str]) -> str | None:
     """Fidelity after the API set ``fields`` to typed values: they are neither absent nor raw."""
     if not fidelity_text:
         return None
-    fidelity = json.loads(fidelity_text)
+    fidelity = loads(fidelity_text)
     if "absent" in fidelity:
         fidelity["absent"] = [f for f in fidelity["absent"] if f not in fields]
         if not fidelity["absent"]:
