@@ -79,11 +79,8 @@ class Frozen:
         from longmem_etl.snapshots import open_snapshot
 
         snap = open_snapshot(self.path)
-        for chunk in snap.iter_dump_memories(batch_size=READ_BATCH):
-            if isinstance(chunk, list):
-                yield from chunk
-            else:
-                yield chunk
+        for batch in snap.iter_dump_memories(batch_size=READ_BATCH):
+            yield from batch
 
     def collection_defs(self) -> dict[str, Any]:
         """Collection name -> its dump value (string or object), for ``import_memories(collections=)``."""
@@ -130,11 +127,11 @@ def freeze(source: str, dest: Path, *, spec: str | None, key_env: str) -> Frozen
     elif kind == "dump":
         from longmem_etl.snapshots import convert_dump
 
-        snap = _as_path(convert_dump(source, dest / "source"))
+        snap = _as_path(convert_dump(source, dest / "source", progress=False))
     else:
         snap = Path(source).expanduser().resolve()
     if spec:
-        from longmem_etl.transforms import clean_snapshot
+        from longmem_etl.transforms.run import clean_snapshot
 
         snap = _as_path(clean_snapshot(snap, spec, dest / "cleaned"))
     return Frozen(path=snap, identity=identity)
