@@ -1,0 +1,492 @@
+"""Raw memory JSON -> typed Arrow rows (+ ``extra`` and ``fidelity``), or a rejection with a reason.
+
+Fast path: a batch is decoded in one msgspec call into a Struct of the known fields with unknown
+fields forbidden; ``metadata`` and ``importance`` stay ``msgspec.Raw`` (the exact bytes), timestamps
+are cast to ``timestamp[us, UTC]`` by Arrow in one vectorised call. Only when a batch does not fit
+(an unknown field, a wrong type, a non-object) is it redone row by row, and only the rows that fail
+the typed decode take the slow, key-by-key path. Columns are built from lists, never row dicts.
+
+What counts as a rejected row (stage ``convert``): not an object; no ``id`` or an ``id`` that is not
+a non-empty string; a duplicate ``id`` (the first one wins); ``text`` missing or not a string; a known
+field of the wrong JSON type (strings must be strings, ``pinned``/``archived`` booleans,
+``importance`` a number and not a boolean; any of them may be null); a timestamp that is not an
+ISO-8601 string. ``good + rejected == input`` always.
+
+``fidelity`` (NULL for ordinary rows) records what the typed columns cannot: known fields absent
+from the row, and the original JSON of values a column cannot reproduce exactly (an integer or
+over-precise ``importance``, a timestamp with sub-microsecond digits or without an offset).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import msgspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from msgspec import UNSET, Raw, UnsetType
+
+from longmem_etl import jsonio
+from longmem_etl.schema import (
+    KNOWN_MEMORY_FIELDS,
+    MEMORIES_SCHEMA,
+    MEMORY_FIELDS,
+    REJECTED_SCHEMA,
+    TIMESTAMP,
+    TIMESTAMP_FIELDS,
+)
+
+STAGE = "convert"
+_EMPTY = Raw(b"")
+
+
+class _Mem(msgspec.Struct, forbid_unknown_fields=True):
+    """The known fields, typed as strictly as the snapshot columns (UNSET = absent from the row)."""
+
+    id: str
+    text: str
+    collection: str | None | UnsetType = UNSET
+    importance: Raw = _EMPTY
+    category: str | None | UnsetType = UNSET
+    metadata: Raw = _EMPTY
+    source: str | None | UnsetType = UNSET
+    container_tag: str | None | UnsetType = UNSET
+    pinned: bool | None | UnsetType = UNSET
+    archived: bool | None | UnsetType = UNSET
+    created_at: str | None | UnsetType = UNSET
+    updated_at: str | None | UnsetType = UNSET
+    expires_at: str | None | UnsetType = UNSET
+    superseded_by: str | None | UnsetType = UNSET
+
+
+_DEC_ONE = msgspec.json.Decoder(_Mem)
+_DEC_LIST = msgspec.json.Decoder(list[_Mem])
+_DEC_OBJ = msgspec.json.Decoder(dict[str, Raw])
+_DEC_ANY = msgspec.json.Decoder()
+
+_STR_FIELDS = tuple(
+    n for n, t in MEMORY_FIELDS.items() if t == pa.string() and n not in ("metadata",)
+)
+_BOOL_FIELDS = tuple(n for n, t in MEMORY_FIELDS.items() if t == pa.bool_())
+_TYPED_STR_FIELDS = tuple(n for n in _STR_FIELDS if n not in ("id", "text"))
+
+
+class _Bad(Exception):
+    """A row-level problem: which field and why."""
+
+    def __init__(self, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _raw_kind(raw: Raw | bytes) -> str:
+    first = bytes(raw)[:1]
+    return {
+        b"{": "an object",
+        b"[": "an array",
+        b'"': "a string",
+        b"n": "null",
+        b"t": "a boolean",
+        b"f": "a boolean",
+    }.get(first, "a number")
+
+
+def _key_json(key: str) -> bytes:
+    return msgspec.json.encode(key)
+
+
+# --------------------------------------------------------------------------------------------------
+# Slow path: one row, key by key
+
+
+def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
+    """Decode a row the typed decoder refused; return the struct and ``extra`` JSON, or raise _Bad."""
+    try:
+        obj = _DEC_OBJ.decode(raw)
+    except msgspec.ValidationError:
+        raise _Bad(None, f"row is {_raw_kind(raw)}, expected an object") from None
+    known: dict[str, Any] = {}
+    extra_parts: list[bytes] = []
+    for key, value in obj.items():
+        if key in KNOWN_MEMORY_FIELDS:
+            known[key] = value
+        else:
+            extra_parts.append(_key_json(key) + b":" + bytes(value))
+    fields: dict[str, Any] = {}
+    if "id" not in known:
+        raise _Bad("id", "missing id")
+    ident = _DEC_ANY.decode(known["id"])
+    if not isinstance(ident, str) or not ident:
+        raise _Bad(
+            "id",
+            f"id is {_kind(ident) if ident != '' else 'an empty string'}, expected a non-empty string",
+        )
+    fields["id"] = ident
+    if "text" not in known:
+        raise _Bad("text", "missing text")
+    text = _DEC_ANY.decode(known["text"])
+    if not isinstance(text, str):
+        raise _Bad("text", f"text is {_kind(text)}, expected a string")
+    fields["text"] = text
+    for name in _TYPED_STR_FIELDS + TIMESTAMP_FIELDS:
+        if name in known:
+            v = _DEC_ANY.decode(known[name])
+            if v is not None and not isinstance(v, str):
+                what = "an ISO-8601 timestamp string" if name in TIMESTAMP_FIELDS else "a string"
+                raise _Bad(name, f"{name} is {_kind(v)}, expected {what}")
+            fields[name] = v
+    for name in _BOOL_FIELDS:
+        if name in known:
+            v = _DEC_ANY.decode(known[name])
+            if v is not None and not isinstance(v, bool):
+                raise _Bad(name, f"{name} is {_kind(v)}, expected a boolean")
+            fields[name] = v
+    for name in ("importance", "metadata"):
+        if name in known:
+            fields[name] = known[name]
+    extra = None
+    if extra_parts:
+        extra = (b"{" + b",".join(extra_parts) + b"}").decode("utf-8")
+    return _Mem(**fields), extra
+
+
+# --------------------------------------------------------------------------------------------------
+# Timestamps
+
+_TS_RE = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})"
+    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
+    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+
+
+def parse_timestamp(text: str) -> tuple[int, bool]:
+    """``(microseconds since epoch UTC, exact)`` for an ISO-8601 string; ValueError if it is not one.
+
+    ``exact`` is False when rendering the instant back could not give the same meaning: digits below
+    the microsecond, or no UTC offset (read as UTC).
+    """
+    m = _TS_RE.match(text)
+    if not m:
+        raise ValueError(text)
+    y, mo, d, hh, mi, ss, frac, off = m.groups()
+    exact = off is not None and hh is not None
+    micro = 0
+    if frac:
+        micro = int((frac + "000000")[:6])
+        if frac[6:].strip("0"):
+            exact = False
+    dt = datetime(
+        int(y),
+        int(mo),
+        int(d),
+        int(hh or 0),
+        int(mi or 0),
+        int(ss or 0),
+        micro,
+        tzinfo=timezone.utc,
+    )
+    if off and off not in ("Z", "z"):
+        sign = -1 if off[0] == "-" else 1
+        digits = off[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
+        if delta >= timedelta(hours=24):
+            raise ValueError(text)
+        dt = dt - sign * delta
+    return (dt - _EPOCH) // _US, exact
+
+
+def _timestamps(
+    values: list[Any], bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]], name: str
+) -> pa.Array:
+    """Typed column for one timestamp field; fills ``bad`` and ``raws`` (fidelity) by row."""
+    clean = [None if v is UNSET else v for v in values]
+    arr = pa.array(clean, pa.string())
+    try:
+        return arr.cast(TIMESTAMP)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    out: list[int | None] = []
+    for i, v in enumerate(clean):
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            us, exact = parse_timestamp(v)
+        except (ValueError, OverflowError):
+            bad.setdefault(i, _Bad(name, f"{name} is not an ISO-8601 timestamp: {v[:60]!r}"))
+            out.append(None)
+            continue
+        if not exact:
+            raws.setdefault(i, {})[name] = jsonio.dumps(v)
+        out.append(us)
+    return pa.array(out, pa.int64()).cast(TIMESTAMP)
+
+
+# --------------------------------------------------------------------------------------------------
+# importance: exact number or a rejection
+
+
+def _importance(
+    values: list[Raw], bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]]
+) -> list[float | None]:
+    out: list[float | None] = []
+    append = out.append
+    for i, r in enumerate(values):
+        if not len(r):
+            append(None)
+            continue
+        b = bytes(r)
+        try:
+            f = float(b)
+        except ValueError:
+            if b == b"null":
+                append(None)
+            else:
+                bad.setdefault(
+                    i, _Bad("importance", f"importance is {_raw_kind(b)}, expected a number")
+                )
+                append(None)
+            continue
+        if b == repr(f).encode():
+            append(f)
+            continue
+        if not math.isfinite(f):
+            raws.setdefault(i, {})["importance"] = b
+            append(None)
+            continue
+        if b"." not in b and b"e" not in b and b"E" not in b:
+            exact = False  # an integer literal: keep it an integer on the way back
+        else:
+            try:
+                exact = Decimal(repr(f)) == Decimal(b.decode())
+            except InvalidOperation:  # pragma: no cover
+                exact = False
+        if not exact:
+            raws.setdefault(i, {})["importance"] = b
+        append(f)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Raw JSON -> Arrow string column without per-row decode
+
+
+def _raw_strings(values: Sequence[Raw | bytes]) -> pa.Array:
+    """Arrow string array of raw JSON slices; empty slices and JSON null become NULL."""
+    n = len(values)
+    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = b"".join(values)
+    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
+    mask = pa.array((lengths == 0) | (lengths == 4), pa.bool_())
+    if pc.any(mask).as_py():
+        is_null = pc.or_(pa.array(lengths == 0), pc.equal(arr, "null"))
+        arr = pc.if_else(is_null, pa.scalar(None, pa.large_string()), arr)
+    return arr.cast(pa.string())
+
+
+# --------------------------------------------------------------------------------------------------
+# A batch
+
+
+class Normalizer:
+    """Turns batches of raw memories into Arrow, remembering ids across batches (first id wins)."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.good = 0
+        self.rejected = 0
+
+    def batch(self, raws: Sequence[Raw | bytes], start: int = 0) -> tuple[pa.RecordBatch, pa.Table]:
+        """``(good rows, rejected rows)`` for ``raws`` whose first row has index ``start``."""
+        n = len(raws)
+        bad: dict[int, _Bad] = {}
+        extras: list[str | None] | None = None
+        mems: list[_Mem | None]
+        try:
+            mems = _DEC_LIST.decode(b"[" + b",".join(raws) + b"]")  # type: ignore[assignment]
+            if len(mems) != n:
+                raise ValueError("row count")
+        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+            mems, extras = [], [None] * n
+            for i, raw in enumerate(raws):
+                try:
+                    mems.append(_DEC_ONE.decode(raw))
+                except (msgspec.ValidationError, msgspec.DecodeError):
+                    try:
+                        mem, extras[i] = _slow_row(raw)
+                        mems.append(mem)
+                    except _Bad as exc:
+                        bad[i] = exc
+                        mems.append(None)
+                    except msgspec.DecodeError as exc:
+                        bad[i] = _Bad(None, f"not valid JSON: {exc}")
+                        mems.append(None)
+        return self._columns(raws, mems, extras, bad, start)
+
+    def _columns(
+        self,
+        raws: Sequence[Raw | bytes],
+        mems: list[_Mem | None],
+        extras: list[str | None] | None,
+        bad: dict[int, _Bad],
+        start: int,
+    ) -> tuple[pa.RecordBatch, pa.Table]:
+        n = len(mems)
+        if bad:  # placeholders keep positions; their columns are dropped below
+            placeholder = _Mem(id="", text="")
+            mems = [placeholder if m is None else m for m in mems]
+        ids = [m.id for m in mems]  # type: ignore[union-attr]
+        seen = self.seen
+        if not bad and "" not in ids and seen.isdisjoint(ids) and len(set(ids)) == n:
+            seen.update(ids)
+        else:
+            for i, ident in enumerate(ids):
+                if i in bad:
+                    continue
+                if not ident:
+                    bad[i] = _Bad("id", "id is an empty string, expected a non-empty string")
+                elif ident in seen:
+                    bad[i] = _Bad("id", f"duplicate id {ident[:80]!r} (the first one is kept)")
+                else:
+                    seen.add(ident)
+
+        fid_raw: dict[int, dict[str, bytes]] = {}
+        absent: dict[int, list[str]] = {}
+        columns: dict[str, Any] = {"id": ids, "text": [m.text for m in mems]}  # type: ignore[union-attr]
+        for name in _TYPED_STR_FIELDS + _BOOL_FIELDS:
+            col = [getattr(m, name) for m in mems]
+            if UNSET in col:
+                for i, v in enumerate(col):
+                    if v is UNSET:
+                        absent.setdefault(i, []).append(name)
+                col = [None if v is UNSET else v for v in col]
+            columns[name] = col
+        for name in TIMESTAMP_FIELDS:
+            col = [getattr(m, name) for m in mems]
+            if UNSET in col:
+                for i, v in enumerate(col):
+                    if v is UNSET:
+                        absent.setdefault(i, []).append(name)
+            columns[name] = _timestamps(col, bad, fid_raw, name)
+        imp = [m.importance for m in mems]  # type: ignore[union-attr]
+        meta = [m.metadata for m in mems]  # type: ignore[union-attr]
+        for name, col in (("importance", imp), ("metadata", meta)):
+            for i, r in enumerate(col):
+                if not len(r):
+                    absent.setdefault(i, []).append(name)
+        columns["importance"] = _importance(imp, bad, fid_raw)
+        columns["metadata"] = _raw_strings(meta)
+        columns["extra"] = extras if extras is not None else pa.nulls(n, pa.string())
+
+        fidelity: list[str | None] | pa.Array
+        if absent or fid_raw:
+            order = {name: k for k, name in enumerate(MEMORY_FIELDS)}
+            fidelity = [None] * n
+            for i in set(absent) | set(fid_raw):
+                names = sorted(absent.get(i, ()), key=order.__getitem__)
+                raw = {k: Raw(v) for k, v in fid_raw.get(i, {}).items()}
+                fidelity[i] = jsonio.dumps_str({"absent": names, "raw": raw})
+        else:
+            fidelity = pa.nulls(n, pa.string())
+        columns["fidelity"] = fidelity
+
+        arrays = []
+        for f in MEMORIES_SCHEMA:
+            col = columns[f.name]
+            arrays.append(col if isinstance(col, pa.Array) else pa.array(col, f.type))
+        good = pa.RecordBatch.from_arrays(arrays, schema=MEMORIES_SCHEMA)
+        rejected = _rejected_table(raws, ids, bad, start)
+        if bad:
+            keep = np.ones(n, dtype=bool)
+            keep[list(bad)] = False
+            good = good.filter(pa.array(keep))
+        self.good += good.num_rows
+        self.rejected += rejected.num_rows
+        return good, rejected
+
+
+def _rejected_table(
+    raws: Sequence[Raw | bytes], ids: list[str], bad: dict[int, _Bad], start: int
+) -> pa.Table:
+    if not bad:
+        return REJECTED_SCHEMA.empty_table()
+    rows = sorted(bad)
+    return pa.Table.from_pydict(
+        {
+            "row_index": [start + i for i in rows],
+            "stage": [STAGE] * len(rows),
+            "reason": [bad[i].reason for i in rows],
+            "field": [bad[i].field for i in rows],
+            "id": [_rejected_id(raws[i], ids[i]) for i in rows],
+            "raw": [bytes(raws[i]).decode("utf-8", "replace") for i in rows],
+        },
+        schema=REJECTED_SCHEMA,
+    )
+
+
+def _rejected_id(raw: Raw | bytes, ident: str) -> str | None:
+    if ident:
+        return ident
+    try:
+        obj = _DEC_OBJ.decode(raw)
+        v = _DEC_ANY.decode(obj["id"]) if "id" in obj else None
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None
+    if isinstance(v, str):
+        return v or None
+    return jsonio.dumps_str(v) if v is not None else None
+
+
+def normalize_memories(
+    memories: Iterable[Any], *, batch_size: int = 50_000
+) -> tuple[pa.Table, pa.Table]:
+    """In-memory dump memories (dicts, as ``export_account`` returns) -> ``(good, rejected)`` tables."""
+    norm = Normalizer()
+    goods: list[pa.RecordBatch] = []
+    rejects: list[pa.Table] = []
+    batch: list[bytes] = []
+    start = 0
+    for mem in memories:
+        batch.append(jsonio.dumps(mem))
+        if len(batch) >= batch_size:
+            g, r = norm.batch(batch, start)
+            goods.append(g)
+            rejects.append(r)
+            start += len(batch)
+            batch = []
+    if batch or not goods:
+        g, r = norm.batch(batch, start)
+        goods.append(g)
+        rejects.append(r)
+    return (
+        pa.Table.from_batches(goods, schema=MEMORIES_SCHEMA),
+        pa.concat_tables(rejects).cast(REJECTED_SCHEMA),
+    )

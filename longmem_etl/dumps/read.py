@@ -1,0 +1,545 @@
+"""Reading dump files: formats, compression, BOM, whole-file validation, batches of raw memories.
+
+A reader yields each memory as the raw JSON bytes of that memory (a zero-copy ``msgspec.Raw`` slice
+where possible), in batches; ``dumps.normalize`` turns batches into Arrow. Keeping memories as raw
+bytes is what makes the conversion both fast and exact: nothing is decoded to Python objects that
+is not needed, and unknown values are copied verbatim.
+
+Formats (by file name): ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``, ``.jsonl.gz``,
+``.jsonl.zst``.
+
+Which inputs stream (bounded memory, whatever the size):
+- JSONL (plain or compressed) always streams, a batch of lines at a time.
+- ``.json`` streams with ijson (C backend, exact numbers) when ``stream=True`` or, with
+  ``stream=None``, when the file is bigger than ``STREAM_THRESHOLD_BYTES`` on disk (compressed
+  files: a quarter of it). Otherwise the whole file is decoded at once with msgspec, which is several
+  times faster but holds the decompressed bytes in memory.
+
+JSONL header rule: the first non-blank line is the dump header when it is an object with exactly one
+key, ``"__header__"``, whose value is an object (tenant, collections, format_version, other top-level
+keys). Every other line is one memory. ``write_dump`` writes JSONL that way.
+
+Whole-file problems raise ``BadInput("<file>: <problem>")``: unreadable compression, empty file, not
+JSON / truncated / trailing garbage (with the byte offset or line number), wrong top-level shape, no
+``memories`` list, ``collections`` not a list, unknown ``format_version``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import msgspec
+
+from longmem_etl import jsonio
+from longmem_etl.errors import BadInput
+from longmem_etl.schema import FORMAT_VERSION
+
+BOM = b"\xef\xbb\xbf"
+STREAM_THRESHOLD_BYTES = 1 << 30  # 1 GiB on disk; compressed files count four times their size
+DEFAULT_BATCH = 50_000
+
+_SUFFIXES = {
+    ".json": ("json", None),
+    ".json.gz": ("json", "gzip"),
+    ".json.zst": ("json", "zstd"),
+    ".jsonl": ("jsonl", None),
+    ".jsonl.gz": ("jsonl", "gzip"),
+    ".jsonl.zst": ("jsonl", "zstd"),
+    ".ndjson": ("jsonl", None),
+}
+
+
+def dump_format(path: str | os.PathLike) -> tuple[str, str | None]:
+    """``(kind, compression)`` from the file name: kind is ``json`` or ``jsonl``."""
+    name = Path(path).name.lower()
+    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            return _SUFFIXES[suffix]
+    raise BadInput(
+        f"{path}: unknown dump format (expected .json, .json.gz, .json.zst, .jsonl or .jsonl.gz)"
+    )
+
+
+def is_dump_path(path: str | os.PathLike) -> bool:
+    """True when the name has a dump extension (used by endpoint/URI dispatch)."""
+    try:
+        dump_format(path)
+    except BadInput:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------------------------------
+# Opening and decompression
+
+
+def open_binary(path: str | os.PathLike) -> BinaryIO:
+    """The decompressed byte stream of a dump file."""
+    p = Path(path)
+    if not p.exists():
+        raise BadInput(f"{path}: no such file")
+    if p.is_dir():
+        raise BadInput(f"{path}: is a directory, expected a dump file")
+    _kind, compression = dump_format(p)
+    raw = open(p, "rb")  # noqa: SIM115 - returned to the caller
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+    return raw
+
+
+def _compression_error(path: Any, exc: BaseException) -> BadInput:
+    kind = dump_format(path)[1] or "file"
+    if isinstance(exc, EOFError):
+        return BadInput(f"{path}: truncated {kind} stream (compressed data ends early)")
+    return BadInput(f"{path}: corrupt {kind} data ({exc})")
+
+
+_COMPRESSION_ERRORS: tuple[type[BaseException], ...] = (gzip.BadGzipFile, zlib.error, EOFError)
+try:  # zstandard is a dependency, but keep the reader importable without it
+    import zstandard as _zstd
+
+    _COMPRESSION_ERRORS += (_zstd.ZstdError,)
+except ImportError:  # pragma: no cover
+    pass
+
+
+def read_all_bytes(path: str | os.PathLike) -> bytes:
+    """The whole decompressed file, BOM removed; BadInput for corrupt compression or empty files."""
+    try:
+        with open_binary(path) as f:
+            data = f.read()
+    except _COMPRESSION_ERRORS as exc:
+        raise _compression_error(path, exc) from None
+    except OSError as exc:
+        raise BadInput(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if data.startswith(BOM):
+        data = data[len(BOM) :]
+    if not data.strip():
+        raise BadInput(f"{path}: empty file")
+    return data
+
+
+# --------------------------------------------------------------------------------------------------
+# The dump as the rest of the toolkit sees it
+
+
+@dataclass
+class DumpSource:
+    """A readable dump: its header, collections and batches of raw memories.
+
+    ``header`` holds every top-level key except ``memories`` and ``collections`` (values exact).
+    ``collections`` is None when the dump has no ``collections`` key. ``batches()`` yields
+    ``(start_row_index, [raw memory JSON, ...])`` and may be called once.
+    """
+
+    path: str
+    header: dict[str, Any]
+    collections: list[Any] | None
+    total: int | None  # memories, when known before reading them
+    streamed: bool
+    _batches: Iterator[tuple[int, list[Any]]] = field(repr=False)
+    size_hint: int | None = None  # bytes, for progress when total is unknown
+
+    def batches(self) -> Iterator[tuple[int, list[Any]]]:
+        return self._batches
+
+
+def _msgspec_problem(exc: Exception) -> str:
+    msg = str(exc)
+    if "truncated" in msg.lower():
+        return "not valid JSON: input is truncated (or holds an invalid \\u escape)"
+    if "trailing characters" in msg:
+        return f"not valid JSON: trailing garbage after the top-level value ({msg})"
+    return f"not valid JSON: {msg}"
+
+
+def check_header(path: Any, header: dict[str, Any], collections: Any) -> None:
+    """Refuse a dump whose format_version is unknown or whose collections is not a list."""
+    if "format_version" in header:
+        fv = header["format_version"]
+        if isinstance(fv, bool) or fv != FORMAT_VERSION:
+            raise BadInput(
+                f"{path}: unknown format_version {jsonio.dumps_str(fv)} (this tool reads {FORMAT_VERSION})"
+            )
+    if collections is not None and not isinstance(collections, list):
+        raise BadInput(f"{path}: 'collections' is {_kind_of(collections)}, expected a list")
+
+
+def _kind_of(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _raw_kind(raw: bytes | msgspec.Raw) -> str:
+    first = bytes(raw[:1]) if not isinstance(raw, msgspec.Raw) else bytes(raw)[:1]
+    return {
+        b"{": "an object",
+        b"[": "an array",
+        b'"': "a string",
+        b"n": "null",
+        b"t": "a boolean",
+        b"f": "a boolean",
+    }.get(first, "a number")
+
+
+_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_LIST_RAW = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _batched(items: list[Any], size: int, start: int = 0) -> Iterator[tuple[int, list[Any]]]:
+    for i in range(0, len(items), size):
+        yield start + i, items[i : i + size]
+
+
+def _read_json_whole(path: str, batch_size: int) -> DumpSource:
+    data = read_all_bytes(path)
+    stripped = data.lstrip()
+    if stripped[:1] != b"{":
+        try:
+            msgspec.json.decode(data)
+        except msgspec.DecodeError as exc:
+            raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
+        raise BadInput(
+            f"{path}: top level is {_raw_kind(stripped)}, expected an object with a 'memories' list"
+        )
+    try:
+        top = _TOP.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
+    if "memories" not in top:
+        raise BadInput(f"{path}: no 'memories' list at the top level")
+    try:
+        memories = _LIST_RAW.decode(top.pop("memories"))
+    except msgspec.ValidationError:
+        raise BadInput(f"{path}: 'memories' is not a list") from None
+    collections_raw = top.pop("collections", None)
+    collections = jsonio.loads(collections_raw) if collections_raw is not None else None
+    header = {k: jsonio.loads(v) for k, v in top.items()}
+    check_header(path, header, collections)
+    return DumpSource(
+        path=path,
+        header=header,
+        collections=collections,
+        total=len(memories),
+        streamed=False,
+        _batches=_batched(memories, batch_size),
+    )
+
+
+# --- JSONL -----------------------------------------------------------------------------------------
+
+_HEADER_DEC = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+def _jsonl_header(line: bytes) -> dict[str, Any] | None:
+    """The header dict when ``line`` is ``{"__header__": {...}}``, else None."""
+    if b"__header__" not in line:
+        return None
+    try:
+        obj = _HEADER_DEC.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    if list(obj) != ["__header__"] or bytes(obj["__header__"]).lstrip()[:1] != b"{":
+        return None
+    return jsonio.loads(obj["__header__"])
+
+
+def _line_problem(path: Any, lineno: int, line: bytes) -> BadInput:
+    try:
+        msgspec.json.decode(line)
+    except msgspec.DecodeError as exc:
+        return BadInput(f"{path}: line {lineno}: {_msgspec_problem(exc)}")
+    return BadInput(f"{path}: line {lineno}: not valid JSON")  # pragma: no cover
+
+
+def _read_jsonl(path: str, batch_size: int) -> DumpSource:
+    try:
+        f = open_binary(path)
+        first = f.readline()
+    except _COMPRESSION_ERRORS as exc:
+        raise _compression_error(path, exc) from None
+    if first.startswith(BOM):
+        first = first[len(BOM) :]
+    lineno = 1
+    # skip leading blank lines
+    while first and not first.strip():
+        try:
+            first = f.readline()
+        except _COMPRESSION_ERRORS as exc:
+            raise _compression_error(path, exc) from None
+        lineno += 1
+    if not first:
+        f.close()
+        raise BadInput(f"{path}: empty file")
+    header = _jsonl_header(first.strip())
+    collections = None
+    if header is not None:
+        collections = header.pop("collections", None)
+        if "memories" in header:
+            raise BadInput(f"{path}: line {lineno}: the __header__ line must not hold 'memories'")
+        check_header(path, header, collections)
+        pending: list[tuple[int, bytes]] = []
+    else:
+        pending = [(lineno, first.strip())]
+        header = {}
+    size = os.path.getsize(path)
+
+    def gen() -> Iterator[tuple[int, list[Any]]]:
+        nonlocal lineno
+        row = 0
+        batch: list[bytes] = [p[1] for p in pending]
+        lines: list[int] = [p[0] for p in pending]
+        with f:
+            while True:
+                try:
+                    line = f.readline()
+                except _COMPRESSION_ERRORS as exc:
+                    raise _compression_error(path, exc) from None
+                if not line:
+                    break
+                lineno += 1
+                stripped = line.strip()
+                if not stripped:
+                    continue
+                batch.append(stripped)
+                lines.append(lineno)
+                if len(batch) >= batch_size:
+                    _check_lines(path, batch, lines)
+                    yield row, batch
+                    row += len(batch)
+                    batch, lines = [], []
+        if batch:
+            _check_lines(path, batch, lines)
+            yield row, batch
+
+    return DumpSource(
+        path=path,
+        header=header,
+        collections=collections,
+        total=None,
+        streamed=True,
+        _batches=gen(),
+        size_hint=size,
+    )
+
+
+def _check_lines(path: Any, batch: list[bytes], lines: list[int]) -> None:
+    """Every line must be exactly one JSON value (a broken line is a whole-file problem)."""
+    try:
+        decoded = _LIST_RAW.decode(b"[" + b",".join(batch) + b"]")
+        if len(decoded) == len(batch):
+            return
+    except msgspec.DecodeError:
+        pass
+    for line, lineno in zip(batch, lines, strict=False):
+        try:
+            msgspec.json.decode(line)
+        except msgspec.DecodeError:
+            raise _line_problem(path, lineno, line) from None
+    raise BadInput(f"{path}: a line holds more than one JSON value")  # pragma: no cover
+
+
+# --- streaming .json with ijson --------------------------------------------------------------------
+
+
+def _ijson_problem(path: Any, exc: Exception) -> BadInput:
+    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0].strip()
+    if "premature" in msg.lower() or "incomplete" in msg.lower():
+        return BadInput(f"{path}: not valid JSON: input is truncated ({msg})")
+    if "trailing" in msg.lower() or "additional data" in msg.lower():
+        return BadInput(f"{path}: not valid JSON: trailing garbage after the top-level value")
+    return BadInput(f"{path}: not valid JSON: {msg}")
+
+
+class _Prefixed:
+    """A byte stream with a few already-read bytes put back in front (only ``read``, for ijson)."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n is None or n < 0:
+                out, self._head = self._head + self._rest.read(), b""
+                return out
+            out, self._head = self._head[:n], self._head[n:]
+            if len(out) < n:
+                out += self._rest.read(n - len(out))
+            return out
+        return self._rest.read(n)
+
+    def close(self) -> None:
+        self._rest.close()
+
+
+def _event_kind(event: str) -> str:
+    return {
+        "start_array": "an array",
+        "string": "a string",
+        "number": "a number",
+        "boolean": "a boolean",
+        "null": "null",
+    }.get(event, event)
+
+
+def _ensure_not_empty(path: str) -> None:
+    """BadInput("empty file") when the (decompressed) file holds only whitespace / a BOM."""
+    try:
+        with open_binary(path) as f:
+            head = f.read(3)
+            if head == BOM:
+                head = b""
+            while True:
+                if head.strip():
+                    return
+                head = f.read(1 << 16)
+                if not head:
+                    raise BadInput(f"{path}: empty file")
+    except _COMPRESSION_ERRORS as exc:
+        raise _compression_error(path, exc) from None
+
+
+def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
+    _ensure_not_empty(path)
+    header, collections, has_memories = _scan_top_level(path)
+    if not has_memories:
+        raise BadInput(f"{path}: no 'memories' list at the top level")
+    check_header(path, header, collections)
+
+    def gen() -> Iterator[tuple[int, list[Any]]]:
+        import ijson
+
+        row = 0
+        batch: list[bytes] = []
+        try:
+            with open_binary(path) as f:
+                head = f.read(3)
+                stream = f if head == BOM else _Prefixed(head, f)
+                for item in ijson.items(stream, "memories.item", use_float=False):
+                    batch.append(jsonio.dumps(item))
+                    if len(batch) >= batch_size:
+                        yield row, batch
+                        row += len(batch)
+                        batch = []
+        except _COMPRESSION_ERRORS as exc:
+            raise _compression_error(path, exc) from None
+        if batch:
+            yield row, batch
+
+    return DumpSource(
+        path=path,
+        header=header,
+        collections=collections,
+        total=None,
+        streamed=True,
+        _batches=gen(),
+        size_hint=os.path.getsize(path),
+    )
+
+
+def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
+    """One ijson pass over the whole file: validates it, builds every top-level value but memories.
+
+    Memory items are only parsed (events skipped), so memory use stays bounded.
+    """
+    import ijson
+
+    header: dict[str, Any] = {}
+    collections: Any = None
+    has_memories = False
+    try:
+        with open_binary(path) as f:
+            head = f.read(3)
+            stream = f if head == BOM else _Prefixed(head, f)
+            events = ijson.parse(stream, use_float=False)
+            try:
+                prefix, event, value = next(events)
+            except StopIteration:
+                raise BadInput(f"{path}: empty file") from None
+            if event != "start_map":
+                raise BadInput(
+                    f"{path}: top level is {_event_kind(event)}, expected an object with a 'memories' list"
+                )
+            key: str | None = None
+            builder: Any = None
+            for prefix, event, value in events:
+                if prefix == "":
+                    if event == "map_key":
+                        key = value
+                        builder = None
+                        continue
+                    if event == "end_map":
+                        break
+                if key == "memories":
+                    if prefix == "memories":
+                        if event == "start_array":
+                            has_memories = True
+                        elif event != "end_array":
+                            raise BadInput(f"{path}: 'memories' is not a list")
+                    continue
+                if builder is None:
+                    builder = ijson.ObjectBuilder()
+                builder.event(event, value)
+                if prefix == key and event not in ("start_map", "start_array"):
+                    # a finished top-level value (scalar, or the end of a container)
+                    if key == "collections":
+                        collections = builder.value
+                    else:
+                        header[key] = builder.value  # type: ignore[index]
+            # anything after the top-level object is trailing garbage
+            for _ in events:
+                raise BadInput(
+                    f"{path}: not valid JSON: trailing garbage after the top-level value"
+                )
+    except BadInput:
+        raise
+    except _COMPRESSION_ERRORS as exc:
+        raise _compression_error(path, exc) from None
+    except Exception as exc:  # ijson.JSONError, IncompleteJSONError
+        raise _ijson_problem(path, exc) from None
+    return _exactify(header), _exactify(collections), has_memories
+
+
+def _exactify(value: Any) -> Any:
+    """ijson gives Decimal for every non-integer; turn the ones a float holds exactly into floats."""
+    return jsonio.loads(jsonio.dumps(value)) if value is not None else None
+
+
+def open_dump(
+    path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH, stream: bool | None = None
+) -> DumpSource:
+    """Open a dump file for conversion; whole-file problems raise BadInput before any row is read."""
+    spath = str(path)
+    kind, compression = dump_format(spath)
+    if not Path(spath).exists():
+        raise BadInput(f"{spath}: no such file")
+    if kind == "jsonl":
+        return _read_jsonl(spath, batch_size)
+    if stream is None:
+        size = os.path.getsize(spath)
+        stream = size * (4 if compression else 1) > STREAM_THRESHOLD_BYTES
+    if stream:
+        return _read_json_streaming(spath, batch_size)
+    return _read_json_whole(spath, batch_size)

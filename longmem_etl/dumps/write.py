@@ -1,0 +1,111 @@
+"""Snapshot -> dump file, lossless and atomic (temp file in the target dir, then ``os.replace``).
+
+The format comes from the extension: ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
+``.jsonl.gz``, ``.jsonl.zst``. A written dump always has ``"format_version": 1`` first; JSONL starts
+with one ``{"__header__": {...}}`` line (header + collections), then one memory per line. Memories
+are encoded in batches straight from the snapshot's exact JSON (``msgspec.Raw``), never through
+Python floats.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from longmem_etl import jsonio
+from longmem_etl.dumps.read import dump_format
+from longmem_etl.errors import BadInput
+from longmem_etl.progress import progress as progress_bar
+
+
+def _open_out(path: Path, compression: str | None, fd: int) -> IO[bytes]:
+    raw = os.fdopen(fd, "wb")
+    if compression == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0)  # type: ignore[return-value]
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)  # type: ignore[return-value]
+    return raw
+
+
+def _line(memory: dict[str, Any]) -> bytes:
+    """One JSONL line: verbatim values may hold newlines (whitespace only), so compact those."""
+    enc = jsonio.dumps(memory)
+    if b"\n" in enc or b"\r" in enc:
+        enc = msgspec.json.format(enc, indent=0)
+    return enc
+
+
+def write_dump(
+    snapshot_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    *,
+    batch_size: int = 20_000,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Write the snapshot as a dump file; returns ``{path, memories, collections, format}``."""
+    from longmem_etl.snapshots.reader import open_snapshot
+
+    snap = open_snapshot(snapshot_path)
+    out = Path(out_path)
+    kind, compression = dump_format(out)
+    if out.is_dir():
+        raise BadInput(f"{out}: is a directory, expected a dump file name")
+    if not out.parent.exists():
+        raise BadInput(f"{out.parent}: no such directory")
+    top = snap.dump_top()
+    collections = snap.collections(raw=True) if snap.has_collections else None
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    tmp = Path(tmp_name)
+    count = 0
+    bar = progress_bar(snap.counts.get("memories"), desc="dump", unit="mem")
+    if not progress:
+        bar.disable = True
+    try:
+        f = _open_out(out, compression, fd)
+        with f, bar:
+            if kind == "jsonl":
+                header = dict(top)
+                if collections is not None:
+                    header["collections"] = collections
+                f.write(_line({"__header__": header}) + b"\n")
+                for batch in snap.iter_dump_memories(batch_size, raw=True):
+                    f.write(b"\n".join(_line(m) for m in batch) + b"\n")
+                    count += len(batch)
+                    bar.update(len(batch))
+            else:
+                body = dict(top)
+                if collections is not None:
+                    body["collections"] = collections
+                head = jsonio.dumps(body)
+                # reopen the object to append the memories array without holding it in memory
+                f.write(head[:-1] + (b',"memories":[' if len(head) > 2 else b'"memories":['))
+                first = True
+                for batch in snap.iter_dump_memories(batch_size, raw=True):
+                    if not batch:
+                        continue
+                    encoded = jsonio.dumps(batch)
+                    if not first:
+                        f.write(b",")
+                    f.write(encoded[1:-1])
+                    first = False
+                    count += len(batch)
+                    bar.update(len(batch))
+                f.write(b"]}\n")
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return {
+        "path": str(out),
+        "memories": count,
+        "collections": len(collections or []),
+        "format": kind + (f"+{compression}" if compression else ""),
+        "snapshot": str(snap.path),
+    }

@@ -1,0 +1,203 @@
+"""Dump (file or in-memory dict) -> snapshot: read, normalise in batches, write atomically.
+
+One pipeline for both entry points: ``convert_dump`` (a file, possibly streamed) and
+``snapshot_from_dump`` (the dict ``export_account`` returns, used by backup). Tenant: the explicit
+argument, else the dump's ``tenant`` (a string, or an object's id/slug/name), else the file stem.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from longmem_etl import jsonio
+from longmem_etl.dumps.normalize import Normalizer
+from longmem_etl.dumps.read import DEFAULT_BATCH, DumpSource, check_header, open_dump
+from longmem_etl.errors import BadInput
+from longmem_etl.progress import progress as progress_bar
+from longmem_etl.snapshots.layout import sanitize_tenant, tenant_from_header
+from longmem_etl.snapshots.writer import SnapshotWriter
+
+
+@dataclass
+class ConvertResult:
+    """What a conversion produced (``path`` is the committed snapshot dir)."""
+
+    path: Path
+    tenant: str
+    memories: int
+    rejected: int
+    collections: int
+    source: str | None = None
+    streamed: bool = False
+    seconds: float = 0.0
+    rejected_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.memories + self.rejected
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def _dump_stem(path: str | os.PathLike) -> str:
+    name = Path(path).name
+    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json"):
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+    return name or "default"
+
+
+def _strict_error(where: str, rejected: pa.Table) -> BadInput:
+    row = rejected.slice(0, 1).to_pylist()[0]
+    loc = f"row {row['row_index']}"
+    if row.get("field"):
+        loc += f" field {row['field']}"
+    more = f" (and {rejected.num_rows - 1} more)" if rejected.num_rows > 1 else ""
+    return BadInput(f"{where}: {loc}: {row['reason']}{more} [--strict]")
+
+
+def _run(
+    src: DumpSource,
+    root: str | os.PathLike,
+    tenant: str,
+    *,
+    source: dict[str, Any],
+    strict: bool,
+    show_progress: bool,
+    parent: str | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> ConvertResult:
+    t0 = time.perf_counter()
+    norm = Normalizer()
+    reasons: dict[str, int] = {}
+    if src.total is not None:
+        bar = progress_bar(src.total, desc=f"convert {tenant}", unit="mem")
+    else:
+        bar = progress_bar(None, desc=f"convert {tenant}", unit="mem")
+    if not show_progress:
+        bar.disable = True
+    with (
+        bar,
+        SnapshotWriter(
+            root, tenant, source=source, parent=parent, extra_manifest=extra_manifest
+        ) as writer,
+    ):
+        writer.set_header(src.header)
+        writer.set_collections(src.collections)
+        for start, raws in src.batches():
+            good, rejected = norm.batch(raws, start)
+            if rejected.num_rows:
+                if strict:
+                    raise _strict_error(src.path, rejected)
+                for r in rejected.column("reason").to_pylist():
+                    key = r.split(" ", 1)[0] if r.startswith("duplicate") else r.split(":")[0]
+                    reasons[key] = reasons.get(key, 0) + 1
+                writer.write_rejected(rejected)
+            writer.write_memories(good)
+            bar.update(len(raws))
+    assert writer.path is not None
+    return ConvertResult(
+        path=writer.path,
+        tenant=writer.tenant,
+        memories=writer.counts["memories"],
+        rejected=writer.counts["rejected"],
+        collections=writer.counts["collections"],
+        source=src.path,
+        streamed=src.streamed,
+        seconds=round(time.perf_counter() - t0, 3),
+        rejected_reasons=reasons,
+    )
+
+
+def convert_dump(
+    path: str | os.PathLike,
+    root: str | os.PathLike,
+    *,
+    tenant: str | None = None,
+    strict: bool = False,
+    progress: bool = True,
+    stream: bool | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    parent: str | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+) -> ConvertResult:
+    """Convert a dump file into a new snapshot under ``root``.
+
+    Whole-file problems raise BadInput before anything is visible; with ``strict`` so does the first
+    rejected row. ``stream`` forces (True) or forbids (False) the bounded-memory reader for .json
+    (JSONL always streams); None decides by size (see ``dumps.read``).
+    """
+    src = open_dump(path, batch_size=batch_size, stream=stream)
+    name = tenant or tenant_from_header(src.header) or _dump_stem(path)
+    source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
+    return _run(
+        src,
+        root,
+        sanitize_tenant(name),
+        source=source,
+        strict=strict,
+        show_progress=progress,
+        parent=parent,
+        extra_manifest=extra_manifest,
+    )
+
+
+def snapshot_from_dump(
+    dump: dict[str, Any],
+    root: str | os.PathLike,
+    *,
+    tenant: str | None = None,
+    source: dict[str, Any],
+    strict: bool = False,
+    parent: str | None = None,
+    extra_manifest: dict[str, Any] | None = None,
+    progress: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+) -> ConvertResult:
+    """Snapshot an in-memory dump (what ``export_account()`` returns)."""
+    where = str(source.get("uri") or source.get("name") or source.get("kind") or "dump")
+    if not isinstance(dump, dict):
+        raise BadInput(f"{where}: dump is not an object")
+    memories = dump.get("memories")
+    if not isinstance(memories, list):
+        raise BadInput(f"{where}: no 'memories' list at the top level")
+    header = {k: v for k, v in dump.items() if k not in ("memories", "collections")}
+    collections = dump.get("collections") if "collections" in dump else None
+    check_header(where, header, collections)
+    # exact copies: the caller's objects are re-read through jsonio so numbers stay exact
+    header = jsonio.loads(jsonio.dumps(header))
+    if collections is not None:
+        collections = jsonio.loads(jsonio.dumps(collections))
+
+    def batches():
+        for i in range(0, len(memories), batch_size):
+            yield i, [jsonio.dumps(m) for m in memories[i : i + batch_size]]
+
+    src = DumpSource(
+        path=where,
+        header=header,
+        collections=collections,
+        total=len(memories),
+        streamed=False,
+        _batches=batches(),
+    )
+    name = tenant or tenant_from_header(header) or "default"
+    return _run(
+        src,
+        root,
+        sanitize_tenant(name),
+        source=source,
+        strict=strict,
+        show_progress=progress,
+        parent=parent,
+        extra_manifest=extra_manifest,
+    )

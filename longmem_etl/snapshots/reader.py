@@ -1,0 +1,188 @@
+"""``Snapshot``: read a committed snapshot, and rebuild the exact dump form of its memories.
+
+``iter_dump_memories`` is the inverse of ``dumps.normalize``: typed columns back to JSON values
+(timestamps rendered ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z``, the same instant), ``metadata`` and every
+``extra`` value decoded exactly (``jsonio``: big ints as int, floats a double cannot hold as
+``Decimal``), and ``fidelity`` applied (absent keys dropped, original values restored). Everything
+downstream that needs dump-form memories (dump files, migration uploads, diffs) uses it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from longmem_etl import jsonio
+from longmem_etl.schema import FORMAT_VERSION, MEMORY_FIELDS, TIMESTAMP_FIELDS
+from longmem_etl.snapshots.layout import list_snapshots, snapshot_time
+from longmem_etl.snapshots.manifest import read_manifest, verify_files
+
+_DEC_OBJ = msgspec.json.Decoder(dict[str, msgspec.Raw])
+
+
+class _Fidelity(msgspec.Struct):
+    absent: list[str] = []
+    raw: dict[str, msgspec.Raw] = {}
+
+
+_DEC_FID = msgspec.json.Decoder(_Fidelity)
+_FIELD_NAMES = tuple(MEMORY_FIELDS)
+
+
+def render_timestamps(arr: pa.Array | pa.ChunkedArray) -> list[str | None]:
+    """Canonical ISO-8601 UTC strings (``...Z``; the fraction only when it is not zero)."""
+    text = pc.strftime(arr, format="%Y-%m-%dT%H:%M:%SZ")
+    text = pc.replace_substring(text, ".000000Z", "Z")
+    return text.to_pylist()
+
+
+def batch_to_dump_memories(batch: pa.RecordBatch, *, raw: bool = False) -> list[dict[str, Any]]:
+    """Dump-form memory dicts for one batch of ``memories`` rows.
+
+    With ``raw=True`` JSON values that came verbatim from the dump (metadata, extra values,
+    fidelity originals) are ``msgspec.Raw`` — for re-encoding with ``jsonio.dumps`` without a
+    decode/encode round trip; otherwise they are decoded exactly with ``jsonio.loads``.
+    """
+    names = batch.schema.names
+    cols: dict[str, list[Any]] = {}
+    for name in _FIELD_NAMES:
+        col = batch.column(names.index(name))
+        cols[name] = render_timestamps(col) if name in TIMESTAMP_FIELDS else col.to_pylist()
+    extras = batch.column(names.index("extra")).to_pylist()
+    fids = batch.column(names.index("fidelity")).to_pylist()
+    decode = (lambda s: msgspec.Raw(s.encode())) if raw else jsonio.loads
+    metadata = cols["metadata"]
+    cols["metadata"] = [None if m is None else decode(m) for m in metadata]
+    out: list[dict[str, Any]] = []
+    columns = [cols[n] for n in _FIELD_NAMES]
+    for i, values in enumerate(zip(*columns, strict=False)):
+        mem = dict(zip(_FIELD_NAMES, values, strict=False))
+        f = fids[i]
+        if f is not None:
+            fid = _DEC_FID.decode(f)
+            for name in fid.absent:
+                mem.pop(name, None)
+            for name, value in fid.raw.items():
+                mem[name] = value if raw else jsonio.loads(value)
+        e = extras[i]
+        if e is not None:
+            if raw:
+                mem.update(_DEC_OBJ.decode(e))
+            else:
+                mem.update(jsonio.loads(e))
+        out.append(mem)
+    return out
+
+
+@dataclass
+class Snapshot:
+    """A committed snapshot directory and its manifest."""
+
+    path: Path
+    manifest: dict[str, Any] = field(repr=False)
+
+    @property
+    def tenant(self) -> str:
+        return self.manifest.get("tenant") or self.path.parent.name.split("=", 1)[-1]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def created(self):  # -> datetime | None
+        return snapshot_time(self.path)
+
+    @property
+    def memories_path(self) -> Path:
+        return self.path / "memories.parquet"
+
+    @property
+    def collections_path(self) -> Path:
+        return self.path / "collections.parquet"
+
+    @property
+    def rejected_path(self) -> Path | None:
+        p = self.path / "rejected.parquet"
+        return p if p.exists() else None
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return dict(self.manifest.get("counts", {}))
+
+    def verify(self) -> None:
+        """Check every listed file's size and sha256; BadInput on any mismatch."""
+        verify_files(self.path, self.manifest, checksums=True)
+
+    def read_memories(self, columns: list[str] | None = None) -> pa.Table:
+        return pq.read_table(self.memories_path, columns=columns)
+
+    def read_rejected(self) -> pa.Table | None:
+        p = self.rejected_path
+        return pq.read_table(p) if p is not None else None
+
+    def iter_memory_batches(self, batch_size: int = 10_000) -> Iterator[pa.RecordBatch]:
+        pf = pq.ParquetFile(self.memories_path)
+        yield from pf.iter_batches(batch_size=batch_size)
+
+    def iter_dump_memories(
+        self, batch_size: int = 10_000, *, raw: bool = False
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Batches of dump-form memory dicts, in snapshot order (see ``batch_to_dump_memories``)."""
+        for batch in self.iter_memory_batches(batch_size):
+            yield batch_to_dump_memories(batch, raw=raw)
+
+    def collections(self, *, raw: bool = False) -> list[Any]:
+        """The dump's collections list, exactly (``[]`` when the dump had none)."""
+        table = pq.read_table(self.collections_path).sort_by("position")
+        values = table.column("raw").to_pylist()
+        if raw:
+            return [msgspec.Raw(v.encode()) for v in values]
+        return [jsonio.loads(v) for v in values]
+
+    @property
+    def has_collections(self) -> bool:
+        return bool(self.manifest.get("has_collections", True))
+
+    def header(self) -> dict[str, Any]:
+        """Top-level dump keys other than memories/collections, exactly as in the source dump."""
+        return dict(self.manifest.get("dump_header") or {})
+
+    def dump_top(self) -> dict[str, Any]:
+        """The header as a written dump has it: ``format_version`` first (added when absent)."""
+        header = self.header()
+        top: dict[str, Any] = {"format_version": FORMAT_VERSION}
+        top.update(header)
+        return top
+
+    def to_dump(self) -> dict[str, Any]:
+        """The whole dump in memory (small snapshots; use ``dumps.write_dump`` for big ones)."""
+        dump = self.dump_top()
+        if self.has_collections:
+            dump["collections"] = self.collections()
+        dump["memories"] = [m for batch in self.iter_dump_memories() for m in batch]
+        return dump
+
+
+def open_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
+    """Open a committed snapshot; BadInput when it has no manifest or its files do not match it.
+
+    ``verify`` checks sha256 of every file (cheap next to reading them); without it only sizes.
+    """
+    p = Path(path)
+    manifest = read_manifest(p)
+    verify_files(p, manifest, checksums=verify)
+    return Snapshot(path=p, manifest=manifest)
+
+
+def latest(root: str | os.PathLike, tenant: str) -> Snapshot | None:
+    snaps = list_snapshots(root, tenant)
+    return open_snapshot(snaps[-1], verify=False) if snaps else None

@@ -1,0 +1,238 @@
+"""``SnapshotWriter``: the one way a snapshot is written, atomically.
+
+Everything goes into ``ROOT/.tmp-XXXX/`` first; on a clean exit the Parquet files are closed, their
+sha256 computed, ``manifest.json`` written last, and the directory renamed into
+``ROOT/tenant=T/snapshot=TS/`` (one ``rename``, so readers see all of it or nothing). On any error the
+temp dir is removed. A directory without a manifest is never a snapshot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from longmem_etl import __version__, jsonio
+from longmem_etl.schema import (
+    COLLECTIONS_SCHEMA,
+    FORMAT_VERSION,
+    MEMORIES_SCHEMA,
+    REJECTED_SCHEMA,
+)
+from longmem_etl.snapshots.layout import next_free_snapshot_dir, sanitize_tenant, snapshot_name
+from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, write_manifest
+
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+
+
+def conform(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
+    """``data`` with exactly ``schema``'s columns in order (missing nullable ones as NULL), cast."""
+    table = data if isinstance(data, pa.Table) else pa.Table.from_batches([data])
+    if table.schema.equals(schema):
+        return table
+    cols = []
+    for field in schema:
+        if field.name in table.column_names:
+            col = table.column(field.name)
+            if not col.type.equals(field.type):
+                col = col.cast(field.type)
+            cols.append(col)
+        elif field.nullable:
+            cols.append(pa.nulls(table.num_rows, field.type))
+        else:
+            raise ValueError(f"missing required column {field.name!r}")
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+def collections_table(collections: list[Any] | None) -> pa.Table:
+    """collections.parquet rows: position, a name for SQL, and the exact JSON of each entry."""
+    names: list[str | None] = []
+    raws: list[str] = []
+    for item in collections or []:
+        if isinstance(item, str):
+            names.append(item)
+        elif isinstance(item, dict):
+            name = next(
+                (item[k] for k in ("name", "id", "slug") if isinstance(item.get(k), str)), None
+            )
+            names.append(name)
+        else:
+            names.append(None)
+        raws.append(jsonio.dumps_str(item))
+    return pa.Table.from_pydict(
+        {"position": list(range(len(raws))), "name": names, "raw": raws}, schema=COLLECTIONS_SCHEMA
+    )
+
+
+class SnapshotWriter:
+    """Context manager writing one snapshot; ``.path`` is the committed dir after a clean exit.
+
+    ``source`` describes where the data came from (never secrets); ``parent`` is the snapshot this
+    one derives from (a transform's input, the previous backup); ``extra_manifest`` entries are added
+    to the manifest's top level (they may not replace the standard keys). ``exported_at`` defaults to
+    the dump header's ``exported_at`` when it is a string, else the commit time.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        tenant: str,
+        *,
+        source: dict[str, Any],
+        parent: str | os.PathLike | None = None,
+        extra_manifest: dict[str, Any] | None = None,
+        exported_at: str | None = None,
+    ) -> None:
+        clash = RESERVED_KEYS & set(extra_manifest or {})
+        if clash:
+            raise ValueError(f"extra_manifest may not set {sorted(clash)}")
+        self.root = Path(root)
+        self.tenant = sanitize_tenant(tenant)
+        self.source = dict(source)
+        self.parent = str(parent) if parent is not None else None
+        self.extra_manifest = dict(extra_manifest or {})
+        self.exported_at = exported_at
+        self.path: Path | None = None
+        self.manifest: dict[str, Any] | None = None
+        self.counts = {"memories": 0, "collections": 0, "rejected": 0}
+        self._tmp: Path | None = None
+        self._mem_writer: pq.ParquetWriter | None = None
+        self._rej_writer: pq.ParquetWriter | None = None
+        self._collections: list[Any] | None = None
+        self._header: dict[str, Any] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> SnapshotWriter:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        if exc_type is not None:
+            self._abort()
+            return False
+        try:
+            self._commit()
+        except BaseException:
+            self._abort()
+            raise
+        return False
+
+    @property
+    def temp_path(self) -> Path | None:
+        """The temp dir being written (None outside the ``with`` block)."""
+        return self._tmp
+
+    # -- data --------------------------------------------------------------------------------------
+
+    def write_memories(self, data: pa.Table | pa.RecordBatch) -> None:
+        """Append memory rows (any column order; missing ``extra``/``fidelity`` become NULL)."""
+        table = conform(data, MEMORIES_SCHEMA)
+        if self._mem_writer is None:
+            self._mem_writer = pq.ParquetWriter(
+                self._require_tmp() / "memories.parquet", MEMORIES_SCHEMA, **PARQUET_OPTIONS
+            )
+        if table.num_rows:
+            self._mem_writer.write_table(table)
+        self.counts["memories"] += table.num_rows
+
+    def write_rejected(self, data: pa.Table | pa.RecordBatch) -> None:
+        """Append rejected rows (``rejected.parquet`` exists only if at least one row was written)."""
+        table = conform(data, REJECTED_SCHEMA)
+        if not table.num_rows:
+            return
+        if self._rej_writer is None:
+            self._rej_writer = pq.ParquetWriter(
+                self._require_tmp() / "rejected.parquet", REJECTED_SCHEMA, **PARQUET_OPTIONS
+            )
+        self._rej_writer.write_table(table)
+        self.counts["rejected"] += table.num_rows
+
+    def set_collections(self, collections: list[Any] | None) -> None:
+        """The dump's ``collections`` list (None: the dump had no ``collections`` key)."""
+        self._collections = None if collections is None else list(collections)
+
+    def set_header(self, header: dict[str, Any]) -> None:
+        """Top-level dump keys other than memories/collections (tenant, format_version, ...)."""
+        self._header = {k: v for k, v in header.items() if k not in ("memories", "collections")}
+
+    # -- commit ------------------------------------------------------------------------------------
+
+    def _require_tmp(self) -> Path:
+        if self._tmp is None:
+            raise RuntimeError("SnapshotWriter must be used as a context manager")
+        return self._tmp
+
+    def _close_writers(self) -> None:
+        for w in (self._mem_writer, self._rej_writer):
+            if w is not None:
+                w.close()
+        self._mem_writer = self._rej_writer = None
+
+    def _commit(self) -> None:
+        tmp = self._require_tmp()
+        if self._mem_writer is None:
+            self.write_memories(MEMORIES_SCHEMA.empty_table())
+        self._close_writers()
+        coll = collections_table(self._collections)
+        pq.write_table(coll, tmp / "collections.parquet", **PARQUET_OPTIONS)
+        self.counts["collections"] = coll.num_rows
+        files = {}
+        for name in ("memories.parquet", "collections.parquet", "rejected.parquet"):
+            if (tmp / name).exists():
+                digest, size = file_digest(tmp / name)
+                files[name] = {"sha256": digest, "bytes": size}
+        now = datetime.now(timezone.utc)
+        final = next_free_snapshot_dir(self.root, self.tenant, now)
+        exported_at = self.exported_at
+        if exported_at is None and isinstance(self._header.get("exported_at"), str):
+            exported_at = self._header["exported_at"]
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "tool": {"name": "longmem-etl", "version": __version__},
+            "tenant": self.tenant,
+            "snapshot": final.name,
+            "created_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "exported_at": exported_at or now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "source": self.source,
+            "parent": self.parent,
+            "counts": dict(self.counts),
+            "files": files,
+            "dump_header": self._header,
+            "has_collections": self._collections is not None,
+        }
+        manifest.update(self.extra_manifest)
+        write_manifest(tmp, manifest)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            try:
+                os.rename(tmp, final)
+                break
+            except OSError:
+                if not final.exists():
+                    raise
+                # someone committed the same second meanwhile: take the next free one
+                final = next_free_snapshot_dir(self.root, self.tenant, now)
+                manifest["snapshot"] = final.name
+                write_manifest(tmp, manifest)
+        self._tmp = None
+        self.path = final
+        self.manifest = manifest
+
+    def _abort(self) -> None:
+        with contextlib.suppress(Exception):  # cleaning up after an error already raised
+            self._close_writers()
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+
+__all__ = ["SnapshotWriter", "collections_table", "conform", "snapshot_name"]
