@@ -94,7 +94,8 @@ BAD_FILES = [
     ("badline.jsonl", b'{"id": "a", "text": "t"}\n{"id": "b",\n', "line 2"),
     ("trunc.jsonl", b'{"id": "a", "text": "t"}\n{"id": "b", "te', "line 2: not valid JSON"),
     ("empty.jsonl", b"\n\n", "empty file"),
-    ("version.jsonl", b'{"__header__": {"format_version": 9}}\n', "unknown format_version 9"),
+    ("version.jsonl", b'{"format_version": 9}\n', "unknown format_version 9"),
+    ("version2.jsonl", b'{"__header__": {"format_version": 9}}\n', "unknown format_version 9"),
     ("weird.txt", b"{}", "unknown dump format"),
 ]
 
@@ -130,15 +131,19 @@ def test_format_version_1_accepted_and_kept(tmp_path):
 
 def test_jsonl_header_rule(tmp_path):
     lines = [
-        {"__header__": {"tenant": "jl", "collections": ["a"], "other": [1, 2]}},
+        {"tenant": "jl", "collections": ["a"], "other": [1, 2]},
         {"id": "a", "text": "t"},
-        {"__header__": {"tenant": "late"}},  # not first: a memory without id -> rejected
+        {"tenant": "late"},  # not first: a memory without id -> rejected
     ]
     p = _write(tmp_path, "x.jsonl", b"\n".join(json.dumps(x).encode() for x in lines))
     src = open_dump(p)
     assert src.header == {"tenant": "jl", "other": [1, 2]} and src.collections == ["a"]
     res = convert_dump(p, tmp_path / "r", progress=False)
     assert (res.tenant, res.memories, res.rejected) == ("jl", 1, 1)
+    # a first line with an id is a memory, even with header-looking keys
+    q = _write(tmp_path, "m.jsonl", b'{"id": "m", "text": "t", "tenant": "x"}\n')
+    assert open_dump(q).header == {}
+    assert convert_dump(q, tmp_path / "r", progress=False).memories == 1
 
 
 def test_streaming_json_matches_whole_file(tmp_path):

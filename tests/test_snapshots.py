@@ -72,8 +72,8 @@ def load_any(path: Path):
         lines = [ln for ln in data.splitlines() if ln.strip()]
         first = jsonio.loads(lines[0])
         header = {}
-        if list(first) == ["__header__"]:
-            header = first["__header__"]
+        if "format_version" in first and "id" not in first:
+            header = first
             lines = lines[1:]
         return {**header, "memories": [jsonio.loads(x) for x in lines]}
     return jsonio.loads(data)

@@ -15,9 +15,11 @@ Which inputs stream (bounded memory, whatever the size):
   files: a quarter of it). Otherwise the whole file is decoded at once with msgspec, which is several
   times faster but holds the decompressed bytes in memory.
 
-JSONL header rule: the first non-blank line is the dump header when it is an object with exactly one
-key, ``"__header__"``, whose value is an object (tenant, collections, format_version, other top-level
-keys). Every other line is one memory. ``write_dump`` writes JSONL that way.
+JSONL header rule: the first non-blank line is the dump header (every top-level key except
+``memories``: format_version, tenant, collections, ...) when it is an object with no ``id`` key and
+with at least one of ``format_version``, ``tenant``, ``collections`` (also accepted: a line
+``{"__header__": {...}}``). Every other line is one memory. ``write_dump`` writes the header line
+with ``format_version`` first, so it is always recognised; ``sample_data/generate.py`` does the same.
 
 Whole-file problems raise ``BadInput("<file>: <problem>")``: unreadable compression, empty file, not
 JSON / truncated / trailing garbage (with the byte offset or line number), wrong top-level shape, no
@@ -253,16 +255,21 @@ _HEADER_DEC = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 def _jsonl_header(line: bytes) -> dict[str, Any] | None:
-    """The header dict when ``line`` is ``{"__header__": {...}}``, else None."""
-    if b"__header__" not in line:
+    """The header dict when ``line`` is a header line (see module docstring), else None."""
+    if line[:1] != b"{":
         return None
     try:
         obj = _HEADER_DEC.decode(line)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    if list(obj) != ["__header__"] or bytes(obj["__header__"]).lstrip()[:1] != b"{":
+    if list(obj) == ["__header__"] and bytes(obj["__header__"]).lstrip()[:1] == b"{":
+        return jsonio.loads(obj["__header__"])
+    if "id" in obj or not (_HEADER_KEYS & obj.keys()):
         return None
-    return jsonio.loads(obj["__header__"])
+    return {k: jsonio.loads(v) for k, v in obj.items()}
+
+
+_HEADER_KEYS = frozenset({"format_version", "tenant", "collections"})
 
 
 def _line_problem(path: Any, lineno: int, line: bytes) -> BadInput:

@@ -2,7 +2,8 @@
 
 The format comes from the extension: ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``. A written dump always has ``"format_version": 1`` first; JSONL starts
-with one ``{"__header__": {...}}`` line (header + collections), then one memory per line. Memories
+with one header line (every top-level key but memories, format_version first), then one memory per
+line. Memories
 are encoded in batches straight from the snapshot's exact JSON (``msgspec.Raw``), never through
 Python floats.
 """
@@ -74,7 +75,7 @@ def write_dump(
                 header = dict(top)
                 if collections is not None:
                     header["collections"] = collections
-                f.write(_line({"__header__": header}) + b"\n")
+                f.write(_line(header) + b"\n")
                 for batch in snap.iter_dump_memories(batch_size, raw=True):
                     f.write(b"\n".join(_line(m) for m in batch) + b"\n")
                     count += len(batch)
