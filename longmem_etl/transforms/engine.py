@@ -131,8 +131,15 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
-def _load_input(con: duckdb.DuckDBPyConnection, source: Any, name: str, names: _Names) -> None:
-    """Copy the source into temp table ``name`` with typed memories columns plus ``_row``."""
+def _load_input(
+    con: duckdb.DuckDBPyConnection, source: Any, name: str, names: _Names, keep: list[str]
+) -> str:
+    """Copy the source into temp table ``name`` with typed memories columns plus ``_row``.
+
+    Returns a SQL relation over the *original* input rows (typed, with ``_row``), used at the end to
+    write ``rejected.raw`` as the row was before any step touched it. Helper objects it needs are
+    appended to ``keep`` for cleanup.
+    """
     casts = ", ".join(f'CAST("{c}" AS {SQL_TYPES[c]}) AS "{c}"' for c in MEM_COLS)
     if isinstance(source, (pa.Table, pa.RecordBatchReader)):
         table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -144,28 +151,25 @@ def _load_input(con: duckdb.DuckDBPyConnection, source: Any, name: str, names: _
         )
         view = names("arrow")
         con.register(view, table)
-        try:
-            con.execute(f"CREATE TEMP TABLE {name} AS SELECT {casts}, {ROW} FROM {view}")
-        finally:
-            con.unregister(view)
-        return
-    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".parquet")):
-        con.execute(
-            f"CREATE TEMP TABLE {name} AS SELECT {casts}, file_row_number AS {ROW} "
-            f"FROM read_parquet({sql_str(str(source))}, file_row_number = true)"
+        keep.append(f"view:{view}")
+        original = f"(SELECT {casts}, {ROW} FROM {view})"
+    elif isinstance(source, Path) or (isinstance(source, str) and source.endswith(".parquet")):
+        original = (
+            f"(SELECT {casts}, file_row_number AS {ROW} "
+            f"FROM read_parquet({sql_str(str(source))}, file_row_number = true))"
         )
-        return
-    staging = names("src")
-    if isinstance(source, str):
-        con.execute(f"CREATE TEMP TABLE {staging} AS SELECT * FROM {source}")
-    elif isinstance(source, duckdb.DuckDBPyRelation):
-        source.create(staging)
     else:
-        raise TypeError(f"apply_spec: unsupported input {type(source).__name__}")
-    try:
-        con.execute(f"CREATE TEMP TABLE {name} AS SELECT {casts}, rowid AS {ROW} FROM {staging}")
-    finally:
-        con.execute(f"DROP TABLE IF EXISTS {staging}")
+        staging = names("src")
+        if isinstance(source, str):
+            con.execute(f"CREATE TEMP TABLE {staging} AS SELECT * FROM {source}")
+        elif isinstance(source, duckdb.DuckDBPyRelation):
+            source.create(staging)
+        else:
+            raise TypeError(f"apply_spec: unsupported input {type(source).__name__}")
+        keep.append(f"table:{staging}")
+        original = f"(SELECT {casts}, rowid AS {ROW} FROM {staging})"
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {original}")
+    return original
 
 
 def apply_spec(
@@ -183,15 +187,17 @@ def apply_spec(
     register(con)
     names = _Names()
     cur = names("in")
-    _load_input(con, source, cur, names)
-    rej = names("rejected")
+    helpers: list[str] = []
+    original = _load_input(con, source, cur, names, helpers)
+    rej = names(
+        "removed"
+    )  # (row_index, stage, reason, field); raw is joined from the input at the end
     con.execute(
         f"CREATE TEMP TABLE {rej} (row_index BIGINT, stage VARCHAR NOT NULL, reason VARCHAR NOT NULL, "
-        f"field VARCHAR, id VARCHAR, raw VARCHAR NOT NULL)"
+        f"field VARCHAR)"
     )
     total_in = rows = _count(con, cur)
     reports: list[StepReport] = []
-    raw_json = dump_json_sql()
     for step in spec.steps:
         rows_in = rows
         rejected = 0
@@ -210,8 +216,8 @@ def apply_spec(
                     src = tmp
                 field_sql = sql_str(plan.field) if plan.field else "NULL"
                 n = con.execute(
-                    f"INSERT INTO {rej} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
-                    f"{raw_json} FROM {src} WHERE _reason IS NOT NULL"
+                    f"INSERT INTO {rej} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql} "
+                    f"FROM {src} WHERE _reason IS NOT NULL"
                 ).fetchall()[0][0]
                 con.execute(
                     f"CREATE TEMP TABLE {nxt} AS SELECT {_COLS}, {ROW} FROM {src} WHERE _reason IS NULL"
@@ -260,6 +266,24 @@ def apply_spec(
     if total_in != rows + total_rej:
         raise InvariantBroken(f"{total_in} in != {rows} out + {total_rej} rejected")
     report = Report(total_in, rows, total_rej, now, reports)
+    # rejected.raw: the row exactly as it came in (dump form), whatever earlier steps did to it.
+    # Order: by step, then by input position.
+    final_rej = names("rejected")
+    con.execute(
+        f"CREATE TEMP TABLE {final_rej} AS SELECT r.row_index, r.stage, r.reason, r.field, o.id, "
+        f"{dump_json_sql()} AS raw FROM (SELECT *, rowid AS _seq FROM {rej}) r "
+        f"JOIN {original} o ON o.{ROW} = r.row_index "
+        f"ORDER BY min(r._seq) OVER (PARTITION BY r.stage), r.row_index"
+    )
+    con.execute(f"DROP TABLE {rej}")
+    for h in helpers:
+        kind, obj = h.split(":", 1)
+        if kind == "view":
+            con.unregister(obj)
+        else:
+            con.execute(f"DROP TABLE IF EXISTS {obj}")
+    if _count(con, final_rej) != total_rej:
+        raise InvariantBroken("rejected rows lost joining back to the input")
     output = con.sql(f"SELECT {_COLS} FROM {cur} ORDER BY {ROW}")
-    rejected_rel = con.sql(f"SELECT * FROM {rej} ORDER BY rowid")
-    return Applied(output, rejected_rel, report, cur, rej)
+    rejected_rel = con.sql(f"SELECT * FROM {final_rej} ORDER BY rowid")
+    return Applied(output, rejected_rel, report, cur, final_rej)

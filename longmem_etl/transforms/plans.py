@@ -30,8 +30,9 @@ class Rewrite:
 
 @dataclass
 class Custom:
-    """A step that needs its own statements: ``run(con, input_table, output_table, rejected_table,
-    stage) -> dict`` (extra report entries)."""
+    """A step that needs its own statements: ``run(con, input_table, output_table, removed_table,
+    stage) -> dict`` (extra report entries). It creates ``output_table`` (memories columns + ``_row``)
+    and inserts ``(row_index, stage, reason, field)`` into ``removed_table`` for rows it drops."""
 
     run: Callable[..., dict[str, Any]]
 

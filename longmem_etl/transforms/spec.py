@@ -220,7 +220,8 @@ def validate_spec(doc: dict[str, Any], *, source: str = "SPEC") -> Spec:
     steps_doc = doc.get("steps")
     if not isinstance(steps_doc, list) or not steps_doc:
         raise BadInput(f"{source}: needs at least one [[steps]] table")
-    kinds = [s.get("kind") if isinstance(s, dict) else None for s in steps_doc]
+    # default names: kind, or kind#N when several unnamed steps share a kind
+    kinds = [s.get("kind") for s in steps_doc if isinstance(s, dict) and s.get("name") is None]
     steps: list[Step] = []
     seen_kind: dict[str, int] = {}
     names: set[str] = set()
@@ -418,9 +419,12 @@ class _SqlChecker:
 
     def predicate_error(self, pred: str) -> str | None:
         err = self._error(f"SELECT count(*) FROM input WHERE ({pred})")
-        if err is None and self._error(f"SELECT CAST(({pred}) AS BOOLEAN) FROM input") is not None:
-            return "not a boolean expression"
-        return err
+        if err:
+            return err
+        typ = str(self.con.execute(f"SELECT ({pred}) AS p FROM input LIMIT 0").description[0][1])
+        if typ.upper() not in ("BOOLEAN", "BOOL", '"NULL"', "NULL"):
+            return f"not a boolean expression (it is {typ})"
+        return None
 
     def query_error(self, query: str) -> str | None:
         from longmem_etl.schema import MEMORIES_SCHEMA

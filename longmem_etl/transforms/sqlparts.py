@@ -27,7 +27,9 @@ _TYPES = {
     "timestamp[us, tz=UTC]": "TIMESTAMPTZ",
 }
 SQL_TYPES: dict[str, str] = {f.name: _TYPES[str(f.type)] for f in MEMORIES_SCHEMA}
-ZERO_WIDTH = r"\x{200B}\x{200C}\x{200D}\x{2060}\x{FEFF}"
+# Invisible characters that carry no meaning: ZWSP, word joiner, BOM, soft hyphen, Mongolian vowel
+# separator. ZWJ/ZWNJ (U+200D/U+200C) are kept: emoji sequences and Indic/Persian text need them.
+ZERO_WIDTH = r"\x{200B}\x{2060}\x{FEFF}\x{00AD}\x{180E}"
 
 # Luhn over the digits of `s` (separators ignored), 13-19 digits. Pure SQL, so it runs vectorised.
 LUHN_MACRO = """

@@ -16,7 +16,7 @@ import duckdb
 from longmem_etl.errors import BadInput
 from longmem_etl.transforms.plans import Custom, Plan
 from longmem_etl.transforms.spec import Step, sql_str
-from longmem_etl.transforms.sqlparts import MEM_COLS, SQL_TYPES, dump_json_sql, fidelity_sql
+from longmem_etl.transforms.sqlparts import MEM_COLS, SQL_TYPES, fidelity_sql
 
 
 def compile_sql(step: Step, now: datetime) -> list[Plan]:
@@ -65,8 +65,8 @@ def compile_sql(step: Step, now: datetime) -> list[Plan]:
                 f"JOIN {inp} i ON q.id = i.id ORDER BY i._row"
             )
             con.execute(
-                f"INSERT INTO {rej} SELECT _row, {sql_str(stage)}, 'sql step removed row', NULL, id, "
-                f"{dump_json_sql()} FROM {inp} i WHERE NOT EXISTS (SELECT 1 FROM {res} q WHERE q.id = i.id)"
+                f"INSERT INTO {rej} SELECT _row, {sql_str(stage)}, 'sql step removed row', NULL "
+                f"FROM {inp} i WHERE NOT EXISTS (SELECT 1 FROM {res} q WHERE q.id = i.id) ORDER BY _row"
             )
         except duckdb.Error as exc:
             raise BadInput(f"{where}: query failed: {' '.join(str(exc).split())[:300]}") from None
