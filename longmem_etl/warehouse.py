@@ -1,0 +1,373 @@
+"""DuckDB over every snapshot under a root: views for analysts, no copy of the data.
+
+Layout (DESIGN §4): ``ROOT/tenant=<t>/snapshot=<ts>/{memories,collections,rejected}.parquet`` plus
+``manifest.json``. The file lists come from the manifests, never from a blind glob: a directory
+without ``manifest.json`` is a write in progress or a crash leftover, not a snapshot, and a file a
+manifest does not list is not part of it.
+
+Views (each with ``tenant`` and ``snapshot`` columns first, from the hive layout):
+
+- ``memories``        every memory of every snapshot; ``metadata``/``extra``/``fidelity`` as ``JSON``
+- ``latest_memories`` the same, restricted to the newest snapshot of each tenant
+- ``collections``     every collection entry; ``raw`` as ``JSON``
+- ``rejected``        every rejected row; ``raw`` stays ``VARCHAR`` (a row that was refused may be
+                      anything, and one odd row must not make the whole view unreadable)
+- ``snapshots``       one row per snapshot, from its manifest: counts, exported_at, the manifest
+
+Column names and types come from ``longmem_etl/schema.py``; an empty root gives the same columns
+with no rows. The views name the files they read, so they show the snapshots present when they
+were built: ``refresh(con, root)`` (or a new ``connect``) picks up newer ones.
+
+Read-only sessions (``read_only=True``, used by ``longmem-etl sql``) are enforced by DuckDB itself
+in three layers: the catalog is a database opened read-only (no CREATE/INSERT/DROP...), file access
+is switched off except for reading the snapshot files the views name, with the configuration locked;
+and ``run_query`` lets through only statements DuckDB's own parser classifies as ``SELECT`` (which
+includes SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM-first) or an ``EXPLAIN [ANALYZE]`` of one - this last
+layer is what stops ``COPY ... TO`` from overwriting a snapshot file DuckDB must be allowed to read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from longmem_etl.errors import BadInput
+from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCHEMA
+from longmem_etl.snapshots.layout import TENANT_PREFIX, list_snapshots
+from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
+
+VIEWS = ("memories", "latest_memories", "collections", "rejected", "snapshots")
+JSON_COLUMNS = {
+    "memories": ("metadata", "extra", "fidelity"),
+    "collections": ("raw",),
+    "rejected": (),
+}
+TABLE_SCHEMAS = {
+    "memories": MEMORIES_SCHEMA,
+    "collections": COLLECTIONS_SCHEMA,
+    "rejected": REJECTED_SCHEMA,
+}
+SNAPSHOT_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("tenant", "VARCHAR"),
+    ("snapshot", "VARCHAR"),
+    ("snapshot_at", "TIMESTAMPTZ"),
+    ("path", "VARCHAR"),
+    ("exported_at", "TIMESTAMPTZ"),
+    ("created_at", "TIMESTAMPTZ"),
+    ("memories", "BIGINT"),
+    ("collections", "BIGINT"),
+    ("rejected", "BIGINT"),
+    ("source", "JSON"),
+    ("parent", "VARCHAR"),
+    ("tool_version", "VARCHAR"),
+    ("manifest", "JSON"),
+)
+ALLOWED_STATEMENTS = {duckdb.StatementType.SELECT}
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(?:ANALY[SZ]E\s+)?", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SnapshotEntry:
+    """One committed snapshot: where it is and which files its manifest lists."""
+
+    tenant: str
+    snapshot: str
+    path: Path
+    files: frozenset[str]
+
+
+def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
+    """Every committed snapshot under ``root`` (oldest first); a missing root has none.
+
+    A manifest that cannot be read is an error (``BadInput`` naming it), not a silent skip: a
+    warehouse quietly missing a snapshot would give wrong answers.
+    """
+    found = []
+    for snap in list_snapshots(root):
+        manifest = read_manifest(snap)
+        files = manifest.get("files")
+        if not isinstance(files, dict):
+            raise BadInput(f"{snap / MANIFEST}: no 'files' object")
+        found.append(
+            SnapshotEntry(
+                tenant=snap.parent.name.removeprefix(TENANT_PREFIX),
+                snapshot=snap.name.split("=", 1)[1],
+                path=snap.resolve(),
+                files=frozenset(files),
+            )
+        )
+    return found
+
+
+def latest_per_tenant(entries: Iterable[SnapshotEntry]) -> list[SnapshotEntry]:
+    """The newest snapshot of each tenant (names are UTC times, so the largest is the newest)."""
+    latest: dict[str, SnapshotEntry] = {}
+    for e in entries:
+        if e.tenant not in latest or e.snapshot > latest[e.tenant].snapshot:
+            latest[e.tenant] = e
+    return sorted(latest.values(), key=lambda e: e.tenant)
+
+
+# ------------------------------------------------------------------------------------------------
+# SQL for the views
+
+
+def _lit(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def duckdb_type(typ: pa.DataType) -> str:
+    """The DuckDB type a Parquet column of Arrow type ``typ`` reads as."""
+    if pa.types.is_timestamp(typ):
+        return "TIMESTAMPTZ" if typ.tz else "TIMESTAMP"
+    mapping = {
+        pa.string(): "VARCHAR",
+        pa.large_string(): "VARCHAR",
+        pa.float64(): "DOUBLE",
+        pa.bool_(): "BOOLEAN",
+        pa.int64(): "BIGINT",
+        pa.int32(): "INTEGER",
+    }
+    if typ not in mapping:
+        raise TypeError(f"no DuckDB type for {typ}")
+    return mapping[typ]
+
+
+def _table_columns(table: str) -> list[tuple[str, str, bool]]:
+    """``(name, duckdb type, is JSON)`` for the view of ``table``, hive columns first."""
+    cols = [("tenant", "VARCHAR", False), ("snapshot", "VARCHAR", False)]
+    for field in TABLE_SCHEMAS[table]:
+        is_json = field.name in JSON_COLUMNS[table]
+        cols.append((field.name, "JSON" if is_json else duckdb_type(field.type), is_json))
+    return cols
+
+
+def _empty_select(columns: Iterable[tuple[str, str]]) -> str:
+    cols = ", ".join(f"CAST(NULL AS {typ}) AS {_ident(name)}" for name, typ in columns)
+    return f"SELECT {cols} LIMIT 0"
+
+
+def table_view_sql(table: str, entries: Iterable[SnapshotEntry]) -> str:
+    """``SELECT`` reading ``table`` from each snapshot whose manifest lists it."""
+    cols = _table_columns(table)
+    files = [str(e.path / f"{table}.parquet") for e in entries if f"{table}.parquet" in e.files]
+    if not files:
+        return _empty_select((name, typ) for name, typ, _ in cols)
+    select = ", ".join(
+        f"CAST({_ident(name)} AS JSON) AS {_ident(name)}" if is_json else _ident(name)
+        for name, _, is_json in cols
+    )
+    listing = ", ".join(_lit(f) for f in files)
+    return (
+        f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = true, "
+        "hive_types_autocast = false, union_by_name = true)"
+    )
+
+
+def snapshots_view_sql(entries: Iterable[SnapshotEntry]) -> str:
+    """One row per snapshot, read from its ``manifest.json`` (so counts are what was committed)."""
+    manifests = [str(e.path / MANIFEST) for e in entries]
+    if not manifests:
+        return _empty_select(SNAPSHOT_COLUMNS)
+    listing = ", ".join(_lit(m) for m in manifests)
+    pattern = _lit(r"tenant=([^/\\]+)[/\\]snapshot=([^/\\]+)[/\\]manifest\.json$")
+    return f"""
+        WITH m AS (
+            SELECT filename, CAST(content AS JSON) AS manifest FROM read_text([{listing}])
+        ), named AS (
+            SELECT regexp_extract(filename, {pattern}, 1) AS tenant,
+                   regexp_extract(filename, {pattern}, 2) AS snapshot,
+                   filename, manifest
+            FROM m
+        )
+        SELECT tenant,
+               snapshot,
+               strptime(snapshot || '+0000', '%Y%m%dT%H%M%SZ%z') AS snapshot_at,
+               regexp_replace(filename, '[/\\\\]manifest\\.json$', '') AS path,
+               TRY_CAST(manifest->>'$.exported_at' AS TIMESTAMPTZ) AS exported_at,
+               TRY_CAST(manifest->>'$.created_at' AS TIMESTAMPTZ) AS created_at,
+               TRY_CAST(manifest->>'$.counts.memories' AS BIGINT) AS memories,
+               TRY_CAST(manifest->>'$.counts.collections' AS BIGINT) AS collections,
+               TRY_CAST(manifest->>'$.counts.rejected' AS BIGINT) AS rejected,
+               manifest->'$.source' AS source,
+               manifest->>'$.parent' AS parent,
+               manifest->>'$.tool.version' AS tool_version,
+               manifest
+        FROM named
+    """
+
+
+def view_statements(entries: list[SnapshotEntry]) -> dict[str, str]:
+    """``{view name: CREATE OR REPLACE VIEW ...}`` for the given snapshots."""
+    bodies = {
+        "memories": table_view_sql("memories", entries),
+        "latest_memories": table_view_sql("memories", latest_per_tenant(entries)),
+        "collections": table_view_sql("collections", entries),
+        "rejected": table_view_sql("rejected", entries),
+        "snapshots": snapshots_view_sql(entries),
+    }
+    return {name: f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in bodies.items()}
+
+
+def refresh(con: duckdb.DuckDBPyConnection, root: str | os.PathLike) -> list[SnapshotEntry]:
+    """(Re)create the views on ``con`` over the snapshots now under ``root``; returns them."""
+    entries = discover(root)
+    for sql in view_statements(entries).values():
+        con.execute(sql)
+    return entries
+
+
+# ------------------------------------------------------------------------------------------------
+# connections
+
+
+def connect(
+    root: str | os.PathLike,
+    database: str | os.PathLike | None = None,
+    read_only: bool = False,
+) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the warehouse views over every snapshot under ``root``.
+
+    ``database``: a DuckDB file to keep the views in (created if missing, views refreshed), so other
+    tools can open it; None for an in-memory catalog. ``read_only=True`` returns a locked-down
+    session (see the module doc): the views are refreshed first, then the catalog is reopened
+    read-only and file access is limited to reading the snapshot files. Use ``run_query`` on it.
+    """
+    if not read_only:
+        con = _open(database, read_only=False)
+        try:
+            refresh(con, root)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    tmpdir = None
+    if database is None:  # DuckDB cannot open an in-memory catalog read-only: use a private file
+        tmpdir = tempfile.mkdtemp(prefix="longmem-etl-warehouse-")
+        database = Path(tmpdir) / "warehouse.duckdb"
+    try:
+        writer = _open(database, read_only=False)
+        try:
+            entries = refresh(writer, root)
+        finally:
+            writer.close()
+        con = _open(database, read_only=True)
+    finally:
+        if tmpdir is not None:  # the open read-only connection keeps what it needs
+            shutil.rmtree(tmpdir, ignore_errors=True)
+    try:
+        _lock_down(con, entries)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _open(database: str | os.PathLike | None, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    target = ":memory:" if database is None else str(database)
+    if database is not None and not read_only:
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(target, read_only=read_only)
+    except duckdb.Error as exc:
+        raise BadInput(f"{target}: cannot open DuckDB database ({one_line(exc)})") from None
+    con.execute("SET TimeZone = 'UTC'")  # timestamps print and convert as UTC, like the data
+    return con
+
+
+def _lock_down(con: duckdb.DuckDBPyConnection, entries: list[SnapshotEntry]) -> None:
+    """Allow reading exactly the files the views name; no other file access; config locked."""
+    paths = [str(e.path / MANIFEST) for e in entries]
+    paths += [str(e.path / name) for e in entries for name in sorted(e.files)]
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    if paths:
+        con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in paths)}]")
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+
+
+# ------------------------------------------------------------------------------------------------
+# queries
+
+
+def one_line(exc: BaseException) -> str:
+    """DuckDB's message on one line (its later lines point at the SQL with a caret)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """BadInput unless every statement in ``sql`` is a query (per DuckDB's parser)."""
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise BadInput(f"SQL error: {one_line(exc)}") from None
+    if not statements:
+        raise BadInput("SQL error: no statement given")
+    for st in statements:
+        if st.type in ALLOWED_STATEMENTS:
+            continue
+        if st.type == duckdb.StatementType.EXPLAIN and _EXPLAIN.match(st.query):
+            # EXPLAIN ANALYZE runs its statement: allowed only when DuckDB parses that as a query
+            inner = con.extract_statements(_EXPLAIN.sub("", st.query, count=1))
+            if len(inner) == 1 and inner[0].type in ALLOWED_STATEMENTS:
+                continue
+        kind = st.type.name if hasattr(st.type, "name") else str(st.type)
+        raise BadInput(
+            f"read-only: {kind} statements are not allowed (only queries: SELECT, WITH, "
+            "SHOW, DESCRIBE, SUMMARIZE, EXPLAIN)"
+        )
+
+
+def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
+    """Execute a read-only ``sql`` (every statement checked; the last one's result is returned).
+
+    Errors become ``BadInput`` with DuckDB's message on one line.
+    """
+    check_read_only(con, sql)
+    try:
+        return con.execute(sql)
+    except duckdb.Error as exc:
+        raise BadInput(f"SQL error: {one_line(exc)}") from None
+
+
+def columns(con: duckdb.DuckDBPyConnection, view: str) -> list[tuple[str, str]]:
+    """``[(name, type)]`` of a view, as DuckDB describes it."""
+    rows = con.execute(f"DESCRIBE {_ident(view)}").fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def json_column_names(description: Any) -> set[int]:
+    """Indexes of the ``JSON``-typed columns in a cursor description."""
+    return {i for i, d in enumerate(description or []) if str(d[1]).upper() == "JSON"}
+
+
+__all__ = [
+    "VIEWS",
+    "SnapshotEntry",
+    "check_read_only",
+    "columns",
+    "connect",
+    "discover",
+    "json_column_names",
+    "latest_per_tenant",
+    "one_line",
+    "refresh",
+    "run_query",
+    "view_statements",
+]
