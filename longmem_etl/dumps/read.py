@@ -430,7 +430,10 @@ def _ensure_not_empty(path: str) -> None:
 
 def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
     _ensure_not_empty(path)
-    header, collections, has_memories = _scan_top_level(path)
+    try:
+        header, collections, has_memories = _scan_top_level(path)
+    except _PrefixClash:
+        return _read_json_whole(path, batch_size)
     if not has_memories:
         raise BadInput(f"{path}: no 'memories' list at the top level")
     check_header(path, header, collections)
@@ -489,32 +492,41 @@ def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
                 raise BadInput(
                     f"{path}: top level is {_event_kind(event)}, expected an object with a 'memories' list"
                 )
-            key: str | None = None
+            key: Any = None
             builder: Any = None
-            for prefix, event, value in events:
-                if prefix == "":
+            depth = 1  # tracked by events, not prefixes: a top-level key "" has prefix ""
+            in_memories = False
+            for _prefix, event, value in events:
+                if depth == 1:
                     if event == "map_key":
                         key = value
-                        builder = None
                         continue
                     if event == "end_map":
                         break
-                if key == "memories":
-                    if prefix == "memories":
-                        if event == "start_array":
-                            has_memories = True
-                        elif event != "end_array":
+                    if key == "memories":
+                        if event != "start_array":
                             raise BadInput(f"{path}: 'memories' is not a list")
-                    continue
-                if builder is None:
+                        has_memories = in_memories = True
+                        depth += 1
+                        continue
                     builder = ijson.ObjectBuilder()
-                builder.event(event, value)
-                if prefix == key and event not in ("start_map", "start_array"):
-                    # a finished top-level value (scalar, or the end of a container)
-                    if key == "collections":
-                        collections = builder.value
+                    builder.event(event, value)
+                    if event in ("start_map", "start_array"):
+                        depth += 1
                     else:
-                        header[key] = builder.value  # type: ignore[index]
+                        _store(header, key, builder.value)
+                    continue
+                if event in ("start_map", "start_array"):
+                    depth += 1
+                elif event in ("end_map", "end_array"):
+                    depth -= 1
+                if in_memories:
+                    if depth == 1:
+                        in_memories = False
+                    continue
+                builder.event(event, value)
+                if depth == 1:
+                    _store(header, key, builder.value)
             # anything after the top-level object is trailing garbage
             for _ in events:
                 raise BadInput(
@@ -526,7 +538,22 @@ def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
         raise _compression_error(path, exc) from None
     except Exception as exc:  # ijson.JSONError, IncompleteJSONError
         raise _ijson_problem(path, exc) from None
+    collections = header.pop(_COLLECTIONS, None)
+    if any(k.startswith("memories.") for k in header):
+        # ijson names items by dotted prefix: such a key would be confused with memory items
+        raise _PrefixClash()
     return _exactify(header), _exactify(collections), has_memories
+
+
+_COLLECTIONS = ("collections",)  # a key no JSON object can have, to park collections in header
+
+
+class _PrefixClash(Exception):
+    """A top-level key ijson's dotted prefixes cannot tell from the memories items."""
+
+
+def _store(header: dict[Any, Any], key: str, value: Any) -> None:
+    header[_COLLECTIONS if key == "collections" else key] = value
 
 
 def _exactify(value: Any) -> Any:
