@@ -22,7 +22,7 @@ from pipelines.migration.checks import migration_checks
 from pipelines.migration.sensors import migrate_after_backup, migration_job
 from pipelines.resources import default_resources
 
-ASSETS = [account_dump, memories_snapshot, memories_clean, warehouse, tenant_migration]
+ASSETS = [memories_snapshot, account_dump, memories_clean, warehouse, tenant_migration]
 CHECKS = [*backup_checks, *analysis_checks, *migration_checks]
 
 

@@ -12,17 +12,17 @@ import os
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
-from pipelines.resources import sample_data_dir
+from pipelines.resources import SAMPLE_TENANTS
 
 tenants_partitions = DynamicPartitionsDefinition(name="tenants")
 
 
 def default_tenants() -> list[str]:
-    """``$LONGMEM_ETL_TENANTS`` (comma-separated), else one tenant per ``sample_data/<name>.json``."""
+    """``$LONGMEM_ETL_TENANTS`` (comma-separated), else the sample tenants (acme, globex)."""
     configured = os.environ.get("LONGMEM_ETL_TENANTS")
     if configured is not None:
         return sorted({t.strip() for t in configured.split(",") if t.strip()})
-    return sorted(p.name[: -len(".json")] for p in sample_data_dir().glob("*.json"))
+    return sorted(SAMPLE_TENANTS)
 
 
 def missing_tenants(instance: DagsterInstance, wanted: list[str]) -> list[str]:

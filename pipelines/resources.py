@@ -44,6 +44,16 @@ def sample_data_dir() -> Path:
     return Path(os.environ.get("LONGMEM_ETL_SAMPLE_DATA") or SAMPLE_DATA)
 
 
+SAMPLE_TENANTS = {"acme": "acme.json", "globex": "globex-dirty.json"}
+"""The offline default tenants and their sample dumps (the healthy one and the dirty one)."""
+
+
+def sample_dump(tenant: str) -> Path | None:
+    """The sample dump a tenant is seeded from: the table above, else ``sample_data/<tenant>.json``."""
+    path = sample_data_dir() / SAMPLE_TENANTS.get(tenant, f"{tenant}.json")
+    return path if path.is_file() else None
+
+
 def render(template: str, tenant: str | None = None) -> str:
     """Fill ``{home}`` and ``{tenant}`` in a template (other text is left alone)."""
     out = template.replace("{home}", str(state_home()))

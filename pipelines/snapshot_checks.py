@@ -41,10 +41,17 @@ def _missing(asset: str) -> AssetCheckResult:
 
 def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], list[str]]:
     """Per table: (count in manifest.json, rows in the Parquet file); and any mismatch found."""
+    from longmem_etl.errors import BadInput
+    from longmem_etl.snapshots import open_snapshot
+
     manifest = json.loads((snap / "manifest.json").read_text(encoding="utf-8"))
     counts = manifest.get("counts") or {}
     seen: dict[str, tuple[int, int]] = {}
     problems = []
+    try:  # the library's own check: every listed file present with its size and sha256
+        open_snapshot(snap, verify=True)
+    except BadInput as exc:
+        problems.append(str(exc))
     for table, expected in counts.items():
         file = snap / f"{table}.parquet"
         actual = pq.ParquetFile(file).metadata.num_rows if file.exists() else 0
@@ -83,7 +90,7 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         asset=AssetKey(asset),
         name="manifest_counts_match",
         blocking=True,
-        description="manifest.json counts equal the rows in each Parquet file",
+        description="manifest.json counts equal the rows in each Parquet file; sizes and sha256 match",
     )
     def manifest_counts_match(context: AssetCheckExecutionContext) -> AssetCheckResult:
         snap = _snapshot(context, asset)
@@ -112,7 +119,7 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
             return _missing(asset)
         with duckdb.connect() as con:
             dupes = con.execute(
-                read_sql("sql", "duplicate_ids"), {"memories": str(snap / "memories.parquet")}
+                read_sql("", "duplicate_ids"), {"memories": str(snap / "memories.parquet")}
             ).fetchall()
         return AssetCheckResult(
             passed=not dupes,

@@ -12,7 +12,7 @@ SQL_DIR = Path(__file__).resolve().parent
 
 
 def read_sql(domain: str, name: str) -> str:
-    """The text of ``pipelines/<domain>/<name>.sql``."""
+    """The text of ``pipelines/<domain>/<name>.sql`` (``domain`` "" for the shared ones)."""
     return (SQL_DIR / domain / f"{name}.sql").read_text(encoding="utf-8")
 
 
@@ -68,7 +68,7 @@ def snapshot_metadata(snap: Path) -> dict[str, Any]:
     counts = manifest.get("counts") or {}
     with duckdb.connect() as con:
         per_collection = con.execute(
-            read_sql("sql", "collection_counts"), {"memories": str(snap / "memories.parquet")}
+            read_sql("", "collection_counts"), {"memories": str(snap / "memories.parquet")}
         ).fetchall()
     return {
         "snapshot_path": MetadataValue.path(str(snap)),

@@ -7,8 +7,6 @@ snapshot under the *clean* root; rows a step removed are in its ``rejected.parqu
 over the snapshots: one file per tenant, so parallel tenant runs never share a DuckDB writer.
 """
 
-from pathlib import Path
-
 from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
 
 from pipelines.backup.assets import memories_snapshot
@@ -41,30 +39,27 @@ def memories_clean(
     snapshot_root: SnapshotRoot,
     clean_root: SnapshotRoot,
 ) -> MaterializeResult:
-    from longmem_etl.transforms import clean_snapshot
+    from longmem_etl.transforms.run import clean_snapshot
 
     tenant = context.partition_key
     source = latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
     if source is None:
         raise RuntimeError(f"memories_snapshot has no materialization for tenant {tenant}")
     spec = config.spec or default_spec()
-    report = clean_snapshot(source, spec, clean_root.root())
-    out = Path(report["snapshot"])
-    meta = snapshot_metadata(out)
-    steps = report.get("steps", [])
+    result = clean_snapshot(source, spec, clean_root.root(), tenant=tenant)
+    report = result.report
+    meta = snapshot_metadata(result.path)
     meta.update(
         {
             "source_snapshot": MetadataValue.path(str(source)),
             "spec": MetadataValue.path(str(spec)),
-            "rows_in": int(report["rows_in"]),
-            "rows_out": int(report["rows_out"]),
-            "removed": int(report["rows_in"]) - int(report["rows_out"]),
+            "spec_sha256": result.spec_sha256,
+            "rows_in": report.rows_in,
+            "rows_out": report.rows_out,
+            "removed": report.rejected,
             "steps": md_table(
-                ["step", "kind", "in", "out"],
-                [
-                    (s.get("name"), s.get("kind"), s.get("rows_in"), s.get("rows_out"))
-                    for s in steps
-                ],
+                ["#", "step", "kind", "in", "out", "rejected"],
+                [(s.step, s.name, s.kind, s.rows_in, s.rows_out, s.rejected) for s in report.steps],
             ),
         }
     )

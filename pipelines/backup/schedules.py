@@ -23,9 +23,8 @@ BACKUP_CRON = os.environ.get("LONGMEM_ETL_BACKUP_CRON", "0 2 * * *")
 
 backup_job = define_asset_job(
     "daily_backup_job",
-    selection=[account_dump, memories_snapshot],
-    partitions_def=tenants_partitions,
-    description="account_dump -> memories_snapshot (+ its checks and retention) for one tenant",
+    selection=[memories_snapshot, account_dump],
+    description="memories_snapshot (+ its checks and retention) -> account_dump, for one tenant",
 )
 
 

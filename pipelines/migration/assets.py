@@ -1,17 +1,17 @@
 """``tenant_migration``: upload the tenant's latest backup to a target, resumably, exactly once.
 
-Thin over ``longmem_etl.migrate.run_migration``. The journal lives at a deterministic path per tenant
-and target (``{home}/journals/<tenant>/<target fingerprint>``), so re-materializing after a failure
-(or re-executing the failed run) resumes the same journal instead of starting over; the engine
-refuses a journal bound to another target. Run config: target URI, mode, spec, concurrency, chunk
-size, restart. The target's key is read by the library from the env var the ``target`` resource
-names; only a key-free form of the URI ever reaches metadata.
+Thin over ``longmem_etl.migrate.run_migration``. The engine names a migration by its source
+identity (snapshot path + manifest sha256), spec, target identity and mode, and keeps its journal
+under ``{home}/migrations/<migration_id>/``: re-materializing after a failure (or re-executing the
+failed run) with the same config finds that journal and *resumes*; ``restart: true`` discards it.
+Pin ``source_snapshot`` to resume a migration after a newer backup has landed. The target's key is
+read by the library from the env var the ``target`` resource names; metadata only ever holds a
+key-free form of the URI.
 """
 
-import hashlib
 from pathlib import Path
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from pipelines.backup.assets import memories_snapshot
 from pipelines.partitions import tenants_partitions
@@ -36,10 +36,8 @@ class MigrationConfig(Config):
     """Migrate this snapshot directory instead of the tenant's latest backup."""
 
 
-def journal_path(tenant: str, target_uri: str, mode: str) -> Path:
-    """Deterministic per tenant, target and mode: the same run config finds the same journal."""
-    digest = hashlib.sha256(f"{safe_uri(target_uri)}\n{mode}".encode()).hexdigest()[:16]
-    return state_home() / "journals" / tenant / f"{digest}.journal"
+def migrations_root() -> Path:
+    return state_home() / "migrations"
 
 
 @asset(
@@ -47,7 +45,7 @@ def journal_path(tenant: str, target_uri: str, mode: str) -> Path:
     group_name="migration",
     deps=[memories_snapshot],
     kinds={"longmem"},
-    description="The tenant migrated to the target endpoint (resumable, exactly once, verified).",
+    description="The tenant's latest backup migrated to the target (resumable, exactly once).",
 )
 def tenant_migration(
     context: AssetExecutionContext, config: MigrationConfig, target: LongmemEndpoint
@@ -61,11 +59,10 @@ def tenant_migration(
         else latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
     )
     if source is None:
-        raise RuntimeError(f"memories_snapshot has no materialization for tenant {tenant}")
+        raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     target_uri = render(config.target_uri, tenant) if config.target_uri else target.prepare(tenant)
-    journal = journal_path(tenant, target_uri, config.mode)
-    journal.parent.mkdir(parents=True, exist_ok=True)
-    context.log.info(f"migrating {source} -> {safe_uri(target_uri)} (journal {journal})")
+    key_env = target.key_env(tenant)
+    context.log.info(f"migrating {source} -> {safe_uri(target_uri)} ({config.mode})")
     result = run_migration(
         MigrationOptions(
             source=str(source),
@@ -74,22 +71,35 @@ def tenant_migration(
             spec=config.spec or None,
             concurrency=config.concurrency,
             chunk_size=config.chunk_size,
-            journal=str(journal),
             restart=config.restart,
-            target_key_env=target.key_env(tenant),
+            target_key_env=key_env,
+            work_root=str(migrations_root()),
+            show_progress=False,
         )
     )
-    chunks = result["chunks"]
+    if result.interrupted:
+        raise Failure(f"migration {result.migration_id} interrupted; materialize again to resume")
+    counts = result.counts
+    verification = result.verification or {}
+    totals = verification.get("totals", {})
     return MaterializeResult(
         metadata={
             "source_snapshot": MetadataValue.path(str(source)),
             "target": safe_uri(target_uri),
+            "target_key_env": key_env,
             "mode": config.mode,
-            "journal": MetadataValue.path(str(journal)),
-            "chunks": md_table(["state", "chunks"], sorted(chunks.items())),
-            "chunks_done": int(chunks.get("done", 0)),
-            "items_done": int(result.get("items_done", 0)),
-            "dead_letters": int(result.get("dead", 0)),
-            "resumed": bool(result.get("resumed", False)),
+            "spec": config.spec,
+            "migration_id": result.migration_id,
+            "journal": MetadataValue.path(str(result.journal)),
+            "resumed": result.resumed,
+            "chunks": md_table(["state", "chunks"], list((counts.get("chunks") or {}).items())),
+            "chunks_total": int(counts.get("chunks_total", 0)),
+            "chunks_done": int((counts.get("chunks") or {}).get("done", 0)),
+            "items_total": int(counts.get("items_total", 0)),
+            "items_done": int(counts.get("items_done", 0)),
+            "dead_letters": result.dead_letters,
+            "verified_exact": bool(verification.get("exact")),
+            "verification": md_table(["total", "count"], sorted(totals.items())),
+            "seconds": round(result.seconds, 3),
         }
     )

@@ -3,25 +3,48 @@
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
 from pipelines.migration.assets import tenant_migration
-from pipelines.utils import latest_metadata
+from pipelines.utils import latest_metadata, md_table
 
 
 @asset_check(
     asset=tenant_migration,
     blocking=True,
-    description="longmem_etl.migrate.verify: per collection counts, missing, extra, duplicated",
+    description="An independent re-verification (verify_source_target): nothing missing, "
+    "duplicated or extra, per collection and container tag",
 )
 def migration_verified_exact(context: AssetCheckExecutionContext) -> AssetCheckResult:
-    from longmem_etl.migrate import verify
+    from longmem_etl.migrate import verify_source_target
 
     meta = latest_metadata(context.instance, tenant_migration.key, context.partition_key)
-    report = verify(meta["source_snapshot"], meta["target"])
+    if "source_snapshot" not in meta:
+        return AssetCheckResult(passed=False, metadata={"problem": "no migration recorded"})
+    report = verify_source_target(
+        str(meta["source_snapshot"]),
+        str(meta["target"]),
+        spec=str(meta.get("spec") or "") or None,
+        migration_id=str(meta["migration_id"]),
+        target_key_env=str(meta.get("target_key_env") or "LONGMEM_API_KEY"),
+    )
+    bad = [
+        (
+            g["collection"],
+            g["container_tag"],
+            g["source"],
+            g["missing"],
+            g["duplicated"],
+            g["extra"],
+        )
+        for g in report.groups
+        if g["missing"] or g["duplicated"] or g["extra"]
+    ]
     return AssetCheckResult(
-        passed=bool(report["exact"]),
+        passed=report.exact,
         metadata={
-            "missing": int(report["missing"]),
-            "extra": int(report["extra"]),
-            "duplicated": int(report["duplicated"]),
+            **{k: int(v) for k, v in report.totals.items()},
+            "mismatched_groups": md_table(
+                ["collection", "container_tag", "source", "missing", "duplicated", "extra"],
+                bad[:50],
+            ),
         },
     )
 

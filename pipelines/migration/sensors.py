@@ -18,12 +18,10 @@ from dagster import (
 
 from pipelines.backup.assets import memories_snapshot
 from pipelines.migration.assets import tenant_migration
-from pipelines.partitions import tenants_partitions
 
 migration_job = define_asset_job(
     "tenant_migration_job",
     selection=AssetSelection.assets(tenant_migration),
-    partitions_def=tenants_partitions,
     description="Migrate one tenant (run config: target_uri, mode, spec, concurrency, restart).",
 )
 
