@@ -234,7 +234,7 @@ def normalize_text(text: str) -> str:
 
 def ts(dt: datetime) -> str:
     """ISO-8601 UTC with microseconds and a Z, the way Longmem exports timestamps."""
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def new_id(rng: random.Random) -> str:
