@@ -211,14 +211,15 @@ def run_migration(
     binding = binding_of(opts)
     mid = migration_id_of(binding)
     root = Path(opts.work_root) if opts.work_root else DEFAULT_WORK_ROOT
-    journal_path = Path(opts.journal) if opts.journal else root / mid / JOURNAL_NAME
+    journal_path = (Path(opts.journal) if opts.journal else root / mid / JOURNAL_NAME).absolute()
     work_dir = journal_path.parent
     if opts.restart:
+        # --restart over an earlier run of the same migration: what it already landed is
+        # recognised by its markers and not sent again (all chunks are reconciled first).
         existed = journal_path.exists()
         _discard(work_dir, journal_path)
     else:
         existed = False
-    target = sources.open_target(opts.target, key_env=opts.target_key_env)
     result = MigrationResult(
         migration_id=mid,
         work_dir=str(work_dir),
@@ -229,12 +230,14 @@ def run_migration(
         result.resumed = journal.bind(binding)
         journal.put(resume_command=result.resume_command)
         if not journal.planned:
-            _freeze_and_plan(opts, journal, work_dir, mid)
-            if existed:
-                # --restart over an earlier run of the same migration: what it already landed is
-                # recognised by its markers and not sent again (all chunks are reconciled first).
-                for c in journal.chunks_in("planned"):
-                    journal.mark_in_flight(c)
+            try:
+                _freeze_and_plan(opts, journal, work_dir, mid)
+            except BadInput:
+                if not result.resumed:  # nothing half-made stays behind a refused first run
+                    journal.close()
+                    _discard(work_dir, journal_path)
+                raise
+        target = sources.open_target(opts.target, key_env=opts.target_key_env)
         counts = journal.counts()
         bar = (
             progress(counts["items_total"], desc="migrate", unit="item")
@@ -257,7 +260,7 @@ def run_migration(
             on_items=(bar.update if bar is not None else None),
         )
         try:
-            stats = uploader.run()
+            stats = uploader.run(resumed=result.resumed or existed)
         finally:
             if bar is not None:
                 bar.close()

@@ -11,8 +11,10 @@ Tables
 - ``dead_letters(source_id, chunk_no, status, message, at)``.
 
 A chunk becomes ``done`` in the same transaction that records its items' target ids, and only after
-the target call returned: a kill before that commit leaves it ``in_flight``, which the next run
-reconciles against the target before re-sending anything. One connection serves all worker threads
+the target call returned (committed with synchronous=FULL): a kill before that commit leaves it
+``in_flight`` or ``planned``, and a resumed run reconciles every unfinished chunk against the target
+before re-sending anything. (``in_flight`` marks and error notes are committed with
+synchronous=NORMAL: they survive any process kill, and correctness never depends on them.) One connection serves all worker threads
 behind a lock; every state change is its own committed transaction.
 """
 
@@ -81,8 +83,8 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _tx(self):
-        return _Tx(self._db, self._lock)
+    def _tx(self, *, durable: bool = True):
+        return _Tx(self._db, self._lock, durable=durable)
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -199,7 +201,10 @@ class Journal:
 
     # -- state changes (each one committed) ------------------------------------------------
     def mark_in_flight(self, chunk_no: int) -> None:
-        with self._tx() as db:
+        """Advisory (synchronous=NORMAL: survives any process kill, not a power cut): a resumed run
+        reconciles every unfinished chunk against the target anyway, so this mark only says where
+        work was going on."""
+        with self._tx(durable=False) as db:
             db.execute(
                 "UPDATE chunks SET state = 'in_flight', updated_at = ? WHERE chunk_no = ?",
                 (_now(), chunk_no),
@@ -241,7 +246,7 @@ class Journal:
 
     def note_error(self, chunk_no: int, message: str) -> None:
         """Remember the latest (transient) error for `status`; does not count as an attempt."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:
             db.execute(
                 "UPDATE chunks SET last_error = ?, updated_at = ? WHERE chunk_no = ?",
                 (message[:500], _now(), chunk_no),
@@ -355,11 +360,12 @@ def _describe(value: Any) -> str:
 class _Tx:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` under the journal lock; rollback on error."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
-        self.db, self.lock = db, lock
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, *, durable: bool) -> None:
+        self.db, self.lock, self.durable = db, lock, durable
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
+        self.db.execute("PRAGMA synchronous=" + ("FULL" if self.durable else "NORMAL"))
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 

@@ -129,9 +129,14 @@ class Uploader:
         self._queue: queue.Queue[int] = queue.Queue()
 
     # -- top level ---------------------------------------------------------------------------
-    def run(self, *, max_rounds: int = 50) -> UploadStats:
-        """Reconcile leftovers of a previous run, then send passes until nothing is pending."""
+    def run(self, *, resumed: bool = False, max_rounds: int = 50) -> UploadStats:
+        """Reconcile leftovers of a previous run, then send passes until nothing is pending.
+
+        ``resumed``: an earlier run may have been killed at any point, so every unfinished chunk
+        (not only those marked in_flight) is reconciled first, with one export of the target."""
         suspects = self.journal.chunks_in("in_flight", "failed")
+        if resumed:
+            suspects = self.journal.chunks_in("planned", "in_flight", "failed")
         if suspects:
             self._reconcile(suspects)
         for _ in range(max_rounds):
