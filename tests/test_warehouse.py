@@ -451,3 +451,15 @@ def test_copy_onto_a_snapshot_file_is_refused(ro: duckdb.DuckDBPyConnection, roo
         with pytest.raises(BadInput, match="read-only"):
             warehouse.run_query(ro, sql)
     assert snap_file.read_bytes() == before
+
+
+def test_cli_table_aligns_wide_characters(root: Path) -> None:
+    from longmem_etl.cli.sql import width
+
+    proc = run_cli(
+        "sql", "SELECT name, position FROM collections WHERE tenant = 'globex'", "--root", str(root)
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if "|" in line]
+    assert any("研究 📚" in line for line in rows)
+    assert len({width(line.split("|")[0]) for line in rows}) == 1

@@ -11,6 +11,7 @@ import argparse
 import csv
 import json
 import sys
+import unicodedata
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -179,18 +180,29 @@ def _cell(value: Any) -> str:
     return s if len(s) <= MAX_CELL else s[: MAX_CELL - 1] + "…"
 
 
+def width(s: str) -> int:
+    """Terminal columns: wide (CJK, emoji) count 2, combining marks 0."""
+    return sum(
+        0 if unicodedata.combining(c) else 2 if unicodedata.east_asian_width(c) in "WF" else 1
+        for c in s
+    )
+
+
+def _pad(s: str, w: int, right: bool = False) -> str:
+    fill = " " * (w - width(s))
+    return fill + s if right else s + fill
+
+
 def write_table(out: TextIO, names: list[str], rows: Iterator[tuple]) -> None:
     cells = [[_cell(v) for v in row] for row in rows]
     numeric = [
         bool(cells) and all(c == "NULL" or c.replace(".", "", 1).lstrip("-").isdigit() for c in col)
         for col in zip(*cells, strict=False)
     ] or [False] * len(names)
-    widths = [max([len(n)] + [len(r[i]) for r in cells]) for i, n in enumerate(names)]
-    out.write(" | ".join(n.ljust(w) for n, w in zip(names, widths, strict=True)).rstrip() + "\n")
+    widths = [max([width(n)] + [width(r[i]) for r in cells]) for i, n in enumerate(names)]
+    out.write(" | ".join(_pad(n, w) for n, w in zip(names, widths, strict=True)).rstrip() + "\n")
     out.write("-+-".join("-" * w for w in widths) + "\n")
     for r in cells:
-        line = " | ".join(
-            c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric, strict=True)
-        )
+        line = " | ".join(_pad(c, w, num) for c, w, num in zip(r, widths, numeric, strict=True))
         out.write(line.rstrip() + "\n")
     out.write(f"({len(cells)} row{'s' if len(cells) != 1 else ''})\n")
