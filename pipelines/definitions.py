@@ -1,15 +1,16 @@
 """The whole code location: backup, analysis and migration domains, shared resources.
 
 Runs on the multiprocess executor by default (one process per step, ``$LONGMEM_ETL_MAX_CONCURRENT``
-at once); a deployment swaps the executor/run launcher in its own config without touching this
-file (docs/dagster.md).
+at once; ``LONGMEM_ETL_EXECUTOR=in_process`` runs every step in the run's own process, for quick
+local runs and tests). A deployment swaps the run launcher / executor in its own config without
+touching this file (docs/dagster.md).
 """
 
 from __future__ import annotations
 
 import os
 
-from dagster import Definitions, multiprocess_executor
+from dagster import Definitions, ExecutorDefinition, in_process_executor, multiprocess_executor
 
 from pipelines.analysis.assets import memories_clean, warehouse
 from pipelines.analysis.checks import analysis_checks
@@ -28,12 +29,6 @@ CHECKS = [*backup_checks, *analysis_checks, *migration_checks]
 
 def build_defs() -> Definitions:
     """Build the Definitions (resources are read from the environment at this point)."""
-    max_concurrent = int(os.environ.get("LONGMEM_ETL_MAX_CONCURRENT", "0")) or None
-    executor = (
-        multiprocess_executor.configured({"max_concurrent": max_concurrent})
-        if max_concurrent
-        else multiprocess_executor
-    )
     return Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
@@ -41,8 +36,18 @@ def build_defs() -> Definitions:
         schedules=[daily_backup],
         sensors=[tenant_registry, migrate_after_backup],
         resources=default_resources(),
-        executor=executor,
+        executor=default_executor(),
     )
+
+
+def default_executor() -> ExecutorDefinition:
+    """multiprocess (default, optionally capped) or in_process, from the environment."""
+    if os.environ.get("LONGMEM_ETL_EXECUTOR", "multiprocess") == "in_process":
+        return in_process_executor
+    max_concurrent = int(os.environ.get("LONGMEM_ETL_MAX_CONCURRENT", "0")) or None
+    if max_concurrent:
+        return multiprocess_executor.configured({"max_concurrent": max_concurrent})
+    return multiprocess_executor
 
 
 defs = build_defs()
