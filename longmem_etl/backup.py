@@ -1,0 +1,495 @@
+"""Endpoint -> snapshot: one ``export_account()`` call, or paged for accounts too big for one call,
+verified against the source's own counts, plus retention.
+
+Guarantees:
+
+- **Atomic.** Everything goes through ``SnapshotWriter`` (temp dir, manifest last, rename), and every
+  check runs *before* the commit, so a failed or interrupted backup leaves no snapshot. A killed
+  process can only leave a ``ROOT/.tmp-*`` directory, which ``list_snapshots`` never shows and the
+  next backup removes (immediately when its owner is provably dead — its ``.owner`` lock file is no
+  longer locked — else once it is older than ``STALE_TEMP_AGE``).
+- **Verified.** One-call: per collection, the export's count must equal ``health(collection).total``
+  (accepting either reading of ``total``: all memories, or all but archived). Paged: the same counts
+  taken before *and* after paging must agree with what was paged, and no id may come twice (offset
+  paging over an account that changes meanwhile repeats or skips rows: the backup then fails rather
+  than be silently wrong). Sources without ``health`` are verified by what they offer.
+- **Bounded memory** in paged mode: pages are normalised and written in batches as they come.
+- **No secrets**: the manifest's ``source`` is the endpoint identity (path, or base URL + key
+  fingerprint).
+
+Paged and one-call backups hold the same memories; the paged one's collection list is what
+``collections()`` returns and its header only ``tenant`` and ``exported_at``, and its rows are in
+per-collection list order rather than export order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from longmem_etl import jsonio
+from longmem_etl.api.endpoints import (
+    DEFAULT_KEY_ENV,
+    classify_source,
+    endpoint_identity,
+    open_endpoint,
+)
+from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
+from longmem_etl.progress import progress as progress_bar
+
+STALE_TEMP_AGE = timedelta(hours=6)
+OWNER_FILE = ".owner"
+READ_ATTEMPTS = 6
+BACKOFF_BASE_S = 0.1
+NORMALIZE_BATCH = 5_000
+
+
+@dataclass
+class BackupResult:
+    """What a backup produced. ``verification`` says what was checked against the source."""
+
+    path: Path
+    tenant: str
+    mode: str
+    memories: int
+    rejected: int
+    collections: int
+    source: dict[str, Any]
+    verification: dict[str, Any] = field(default_factory=dict)
+    pruned: list[str] = field(default_factory=list)
+    cleaned_temps: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+# -- reads with retries ----------------------------------------------------------------------------
+
+
+def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """A read call, retried on 429/5xx with backoff (Retry-After wins). Reads are idempotent."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return fn(*args, **kwargs)
+        except APIError as exc:
+            if not exc.retryable or attempt == READ_ATTEMPTS - 1:
+                raise
+            wait = exc.retry_after if exc.retry_after is not None else BACKOFF_BASE_S * 2**attempt
+            time.sleep(min(wait, 30.0))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _health_totals(api: Any, names: list[str]) -> dict[str, int] | None:
+    """``{collection: health().total}``, or None when the source does not offer health."""
+    out: dict[str, int] = {}
+    for name in names:
+        try:
+            h = _read(api.health, collection=name)
+        except Unsupported:
+            return None
+        except APIError as exc:
+            if exc.status in (404, 405, 501):
+                return None
+            raise
+        total = h.get("total") if isinstance(h, dict) else None
+        if not isinstance(total, int):
+            return None
+        out[name] = total
+    return out
+
+
+def _count_problems(
+    counted: dict[str, tuple[int, int]], totals: dict[str, int] | None, when: str
+) -> list[str]:
+    """``counted``: {collection: (all, archived)}; a health total may count archived or not."""
+    if totals is None:
+        return []
+    problems = []
+    for name in sorted(set(counted) | set(totals)):
+        n_all, n_archived = counted.get(name, (0, 0))
+        total = totals.get(name)
+        if total is None:
+            continue
+        if total not in (n_all, n_all - n_archived):
+            problems.append(f"{name!r}: backed up {n_all}, the source says {total} ({when})")
+    return problems
+
+
+def _counts_by_collection(memories: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
+    counts: dict[str, list[int]] = {}
+    for m in memories:
+        c = m.get("collection") if isinstance(m, dict) else None
+        if not isinstance(c, str):
+            continue
+        slot = counts.setdefault(c, [0, 0])
+        slot[0] += 1
+        slot[1] += m.get("archived") is True
+    return {k: (v[0], v[1]) for k, v in counts.items()}
+
+
+def _collection_names(cols: Any) -> list[str]:
+    names: list[str] = []
+    for c in cols or []:
+        name = c if isinstance(c, str) else c.get("name") if isinstance(c, dict) else None
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return names
+
+
+# -- temp dirs and retention -----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _owned(tmp: Path):
+    """Mark a writer's temp dir as ours with a locked ``.owner`` file, removed before commit."""
+    owner = tmp / OWNER_FILE
+    fd = os.open(owner, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            owner.unlink()
+        os.close(fd)
+
+
+def _owner_alive(tmp: Path) -> bool | None:
+    """True/False when the temp dir has an owner file (locked = its writer is alive), else None."""
+    owner = tmp / OWNER_FILE
+    try:
+        fd = os.open(owner, os.O_RDWR)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def clean_stale_temps(root: str | os.PathLike, *, max_age: timedelta = STALE_TEMP_AGE) -> list[str]:
+    """Remove ``ROOT/.tmp-*`` dirs left by killed writers: those whose owner is dead, and ownerless
+    ones older than ``max_age`` (other verbs' writers do not mark ownership). Returns their names."""
+    rootp = Path(root)
+    removed: list[str] = []
+    if not rootp.is_dir():
+        return removed
+    cutoff = time.time() - max_age.total_seconds()
+    for tmp in rootp.glob(".tmp-*"):
+        if not tmp.is_dir():
+            continue
+        alive = _owner_alive(tmp)
+        try:
+            old = tmp.stat().st_mtime < cutoff
+        except FileNotFoundError:
+            continue
+        if alive is False or (alive is None and old):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp.name)
+    return removed
+
+
+def prune(
+    root: str | os.PathLike, tenant: str, keep: int, *, protect: Path | None = None
+) -> list[str]:
+    """Keep the newest ``keep`` complete snapshots of ``tenant``; never removes ``protect``.
+
+    A pruned snapshot is first renamed to a ``.tmp-`` dir (one atomic step: it stops being a
+    snapshot), then deleted."""
+    from longmem_etl.snapshots import list_snapshots
+
+    if keep < 1:
+        raise BadInput(f"--keep must be at least 1 (got {keep})")
+    snaps = list_snapshots(root, tenant)
+    victims = [s for s in snaps[:-keep] if protect is None or s.resolve() != protect.resolve()]
+    removed = []
+    for snap in victims:
+        doomed = Path(root) / f".tmp-prune-{snap.parent.name}-{snap.name}-{os.getpid()}"
+        os.rename(snap, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
+        removed.append(str(snap))
+    return removed
+
+
+# -- the backup ------------------------------------------------------------------------------------
+
+
+def _source_info(uri: str, key_env: str) -> dict[str, Any]:
+    ident = endpoint_identity(uri, key_env)
+    display = uri if ident["scheme"] == "local" else ident["base_url"]
+    return {"kind": "endpoint", "uri": display, **ident}
+
+
+def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
+    from longmem_etl.snapshots import snapshot_from_dump, tenant_from_header
+
+    dump = _read(api.export_account)
+    if not isinstance(dump, dict) or not isinstance(dump.get("memories"), list):
+        raise APIError(502, "export_account did not return {tenant, collections, memories}")
+    memories = dump["memories"]
+    counted = _counts_by_collection(memories)
+    names = _collection_names(dump.get("collections")) + [
+        c for c in counted if c not in _collection_names(dump.get("collections"))
+    ]
+    totals = _health_totals(api, names)
+    problems = _count_problems(counted, totals, "one-call export")
+    if problems:
+        raise Incomplete(
+            f"backup not written: the export disagrees with the source's counts: {problems[0]}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
+    name = tenant or tenant_from_header(dump) or getattr(api, "tenant", None) or "default"
+    verification = {
+        "memories_exported": len(memories),
+        "health_checked_collections": len(totals) if totals is not None else None,
+    }
+    result = snapshot_from_dump(
+        dump,
+        root,
+        tenant=name,
+        source=source,
+        extra_manifest={"backup": {"mode": "export", "verification": verification}},
+        progress=progress,
+    )
+    if result.memories + result.rejected != len(memories):
+        raise Incomplete(  # pragma: no cover - snapshot_from_dump accounts for every row
+            f"snapshot holds {result.memories}+{result.rejected} rows of {len(memories)}"
+        )
+    verification["snapshot_rows"] = result.memories + result.rejected
+    return (
+        result.path,
+        result.tenant,
+        result.memories,
+        result.rejected,
+        result.collections,
+        verification,
+    )
+
+
+def _paged(
+    api: Any,
+    root: Path,
+    tenant: str | None,
+    source: dict[str, Any],
+    page_size: int,
+    progress: bool,
+):
+    from longmem_etl.dumps.normalize import Normalizer
+    from longmem_etl.snapshots import SnapshotWriter
+
+    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    cols = _read(api.collections)
+    if not isinstance(cols, list):
+        raise APIError(502, "collections() did not return a list")
+    names = _collection_names(cols)
+    before = _health_totals(api, names)
+    name = tenant or getattr(api, "tenant", None) or urlsplit(source.get("base_url", "")).hostname
+    name = name or "default"
+    norm = Normalizer()
+    counted: dict[str, tuple[int, int]] = {}
+    pending: list[bytes] = []
+    pending_ids: set[str] = set()  # ids not yet in norm.seen: repeats are caught on the page
+    start = 0
+    duplicates: list[str] = []
+    bar = progress_bar(sum(before.values()) if before else None, desc=f"backup {name}", unit="mem")
+    if not progress:
+        bar.disable = True
+
+    def flush(writer: Any) -> None:
+        nonlocal start, pending
+        if not pending:
+            return
+        good, rejected = norm.batch(pending, start)
+        if rejected.num_rows:
+            for reason, ident in zip(
+                rejected.column("reason").to_pylist(),
+                rejected.column("id").to_pylist(),
+                strict=True,
+            ):
+                if reason.startswith("duplicate id"):
+                    duplicates.append(str(ident))
+            writer.write_rejected(rejected)
+        writer.write_memories(good)
+        start += len(pending)
+        pending = []
+        pending_ids.clear()
+
+    with (
+        bar,
+        SnapshotWriter(
+            root,
+            name,
+            source=source,
+            extra_manifest={"backup": {"mode": "paged", "page_size": page_size}},
+        ) as writer,
+    ):
+        assert writer.temp_path is not None
+        with _owned(writer.temp_path):
+            writer.set_header({"tenant": name, "exported_at": started})
+            writer.set_collections(cols)
+            for coll in names:
+                offset = n_all = n_archived = 0
+                while True:
+                    page = _read(
+                        api.list_memories,
+                        collection=coll,
+                        limit=page_size,
+                        offset=offset,
+                        include_archived=True,
+                    )
+                    if not page:
+                        break
+                    for m in page:
+                        ident = m.get("id") if isinstance(m, dict) else None
+                        if isinstance(ident, str):
+                            if ident in norm.seen or ident in pending_ids:
+                                duplicates.append(ident)
+                            pending_ids.add(ident)
+                        pending.append(jsonio.dumps(m))
+                        n_archived += isinstance(m, dict) and m.get("archived") is True
+                    n_all += len(page)
+                    offset += len(page)
+                    bar.update(len(page))
+                    if len(pending) >= NORMALIZE_BATCH:
+                        flush(writer)
+                    if duplicates:
+                        break
+                counted[coll] = (n_all, n_archived)
+                if duplicates:
+                    break
+            flush(writer)
+            if duplicates:
+                raise Incomplete(
+                    f"backup not written: paging returned memory id {duplicates[0]!r} twice "
+                    "(the account changed while it was paged, or it holds duplicate ids); "
+                    "retry, or back up without --paged"
+                )
+            after = _health_totals(api, names) if before is not None else None
+            problems = _count_problems(counted, before, "before paging") + _count_problems(
+                counted, after, "after paging"
+            )
+            if problems:
+                raise Incomplete(
+                    "backup not written: paged memories disagree with the source's counts "
+                    f"(missed rows, or the account changed meanwhile): {problems[0]}"
+                )
+            verification = {
+                "memories_paged": sum(v[0] for v in counted.values()),
+                "collections_paged": len(names),
+                "health_checked_collections": len(before) if before is not None else None,
+                "duplicate_ids": 0,
+            }
+    assert writer.path is not None
+    return (
+        writer.path,
+        writer.tenant,
+        writer.counts["memories"],
+        writer.counts["rejected"],
+        writer.counts["collections"],
+        verification,
+    )
+
+
+def backup(
+    source_uri: str,
+    root: str | os.PathLike,
+    *,
+    tenant: str | None = None,
+    paged: bool = False,
+    keep: int | None = None,
+    key_env: str = DEFAULT_KEY_ENV,
+    page_size: int = 100,
+    progress: bool = False,
+) -> BackupResult:
+    """Back up the account behind ``source_uri`` into a new snapshot under ``root``.
+
+    ``tenant`` overrides the snapshot's tenant (default: the export's tenant, or the local store's).
+    ``keep`` prunes older complete snapshots of that tenant after a successful backup.
+    """
+    if classify_source(source_uri) != "endpoint":
+        raise BadInput(
+            f"{source_uri}: backup reads from an endpoint (local:PATH or https://HOST); "
+            "to snapshot a dump file use: longmem-etl convert"
+        )
+    _check_options(root, keep, page_size)
+    source = _source_info(source_uri, key_env)
+    api = open_endpoint(source_uri, key_env=key_env, create=False)
+    try:
+        return backup_from(
+            api,
+            root,
+            source=source,
+            tenant=tenant,
+            paged=paged,
+            keep=keep,
+            page_size=page_size,
+            progress=progress,
+        )
+    finally:
+        close = getattr(api, "close", None)
+        if callable(close):
+            close()
+
+
+def _check_options(root: str | os.PathLike, keep: int | None, page_size: int) -> None:
+    if keep is not None and keep < 1:
+        raise BadInput(f"--keep must be at least 1 (got {keep})")
+    if page_size < 1:
+        raise BadInput(f"--page-size must be at least 1 (got {page_size})")
+    if Path(root).exists() and not Path(root).is_dir():
+        raise BadInput(f"{root}: not a directory")
+
+
+def backup_from(
+    api: Any,
+    root: str | os.PathLike,
+    *,
+    source: dict[str, Any],
+    tenant: str | None = None,
+    paged: bool = False,
+    keep: int | None = None,
+    page_size: int = 100,
+    progress: bool = False,
+) -> BackupResult:
+    """``backup`` for an already open ``LongmemAPI`` (Dagster resources, tests). ``source`` is what
+    the manifest records about it (no secrets: use ``endpoint_identity``)."""
+    t0 = time.perf_counter()
+    _check_options(root, keep, page_size)
+    rootp = Path(root)
+    cleaned = clean_stale_temps(rootp)
+    if paged:
+        path, name, n_mem, n_rej, n_coll, verification = _paged(
+            api, rootp, tenant, source, page_size, progress
+        )
+    else:
+        path, name, n_mem, n_rej, n_coll, verification = _one_call(
+            api, rootp, tenant, source, progress
+        )
+    pruned = prune(rootp, name, keep, protect=path) if keep is not None else []
+    return BackupResult(
+        path=path,
+        tenant=name,
+        mode="paged" if paged else "export",
+        memories=n_mem,
+        rejected=n_rej,
+        collections=n_coll,
+        source=source,
+        verification=verification,
+        pruned=pruned,
+        cleaned_temps=cleaned,
+        seconds=round(time.perf_counter() - t0, 3),
+    )

@@ -1,0 +1,119 @@
+"""What changed between two snapshots: memories added, removed and changed (same id, any field
+differs), computed by DuckDB straight over the two ``memories.parquet`` files.
+
+The query is ``diff.sql`` beside this module, so users can run exactly what the toolkit runs::
+
+    import duckdb
+    con = duckdb.connect()
+    con.execute("SET VARIABLE snap_a = ?", ["snapshots/tenant=acme/snapshot=20250101T000000Z"])
+    con.execute("SET VARIABLE snap_b = ?", ["snapshots/tenant=acme/snapshot=20250102T000000Z"])
+    con.sql(open("longmem_etl/snapshots/diff.sql").read()).show()
+
+or, from Python, ``diff_relation(con, a, b)`` returns that relation to filter/aggregate further.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from longmem_etl.errors import BadInput
+
+SQL_PATH = Path(__file__).with_name("diff.sql")
+
+
+@cache
+def diff_sql() -> str:
+    """The diff query (reads the ``snap_a`` / ``snap_b`` DuckDB variables)."""
+    return SQL_PATH.read_text(encoding="utf-8").strip().rstrip(";")
+
+
+def _check(path: str | os.PathLike) -> Path:
+    from longmem_etl.snapshots.reader import open_snapshot
+
+    snap = open_snapshot(path, verify=True)  # BadInput when not a (complete, intact) snapshot
+    return snap.path.resolve()
+
+
+def diff_relation(
+    con: duckdb.DuckDBPyConnection, snap_a: str | os.PathLike, snap_b: str | os.PathLike
+) -> duckdb.DuckDBPyRelation:
+    """The diff as a DuckDB relation on ``con`` (sets its ``snap_a``/``snap_b`` variables)."""
+    con.execute("SET VARIABLE snap_a = ?", [str(snap_a)])
+    con.execute("SET VARIABLE snap_b = ?", [str(snap_b)])
+    return con.sql(diff_sql())
+
+
+@dataclass
+class SnapshotDiff:
+    a: str
+    b: str
+    memories_a: int
+    memories_b: int
+    added: int
+    removed: int
+    changed: int
+    unchanged: int
+    changed_fields: dict[str, int] = field(default_factory=dict)
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def identical(self) -> bool:
+        return not (self.added or self.removed or self.changed)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def diff_snapshots(
+    snap_a: str | os.PathLike, snap_b: str | os.PathLike, *, limit: int | None = None
+) -> SnapshotDiff:
+    """Counts of added/removed/changed/unchanged memories, how often each field changed, and the
+    difference rows (the first ``limit`` of them; all when None)."""
+    a, b = _check(snap_a), _check(snap_b)
+    con = duckdb.connect()
+    try:
+        rel = diff_relation(con, a, b)
+        con.register("diff_rows", rel)
+        counts = dict(
+            con.execute("SELECT change, count(*) FROM diff_rows GROUP BY change").fetchall()
+        )
+        per_field = dict(
+            con.execute(
+                "SELECT f, count(*) FROM (SELECT unnest(changed_fields) AS f FROM diff_rows) "
+                "GROUP BY f ORDER BY count(*) DESC, f"
+            ).fetchall()
+        )
+        n_a = con.execute(
+            "SELECT count(*) FROM read_parquet(getvariable('snap_a') || '/memories.parquet')"
+        ).fetchone()[0]
+        n_b = con.execute(
+            "SELECT count(*) FROM read_parquet(getvariable('snap_b') || '/memories.parquet')"
+        ).fetchone()[0]
+        q = "SELECT * FROM diff_rows" + (f" LIMIT {int(limit)}" if limit is not None else "")
+        cur = con.execute(q)
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    except duckdb.Error as exc:
+        raise BadInput(f"cannot diff {a} and {b}: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    changed = counts.get("changed", 0)
+    removed = counts.get("removed", 0)
+    return SnapshotDiff(
+        a=str(a),
+        b=str(b),
+        memories_a=n_a,
+        memories_b=n_b,
+        added=counts.get("added", 0),
+        removed=removed,
+        changed=changed,
+        unchanged=n_a - removed - changed,
+        changed_fields=per_field,
+        rows=rows,
+    )
