@@ -64,6 +64,10 @@ CREATE INDEX IF NOT EXISTS memories_order ON memories(collection, pinned, create
 CREATE VIRTUAL TABLE IF NOT EXISTS memories_fts USING fts5(
     text, content='memories', content_rowid='seq', tokenize='unicode61 remove_diacritics 2'
 );
+"""
+
+# FTS kept in step with memories; dropped during a bulk seed and the index rebuilt once instead.
+_TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS memories_ai AFTER INSERT ON memories BEGIN
     INSERT INTO memories_fts(rowid, text) VALUES (new.seq, new.text);
 END;
@@ -189,7 +193,7 @@ class LocalStore:
                         f"{where}: unsupported local store format {fmt[0] if fmt else None!r}"
                     )
             else:
-                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + "COMMIT;")
+                conn.executescript("BEGIN IMMEDIATE;" + _SCHEMA + _TRIGGERS + "COMMIT;")
                 conn.execute("BEGIN IMMEDIATE")
                 conn.executemany(
                     "INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
@@ -922,10 +926,11 @@ class LocalStore:
                 raise BadInput(
                     f"{self.uri}: store already holds data; seed an empty store or pass replace"
                 )
+            for trig in ("memories_ai", "memories_ad", "memories_au"):
+                conn.execute(f"DROP TRIGGER IF EXISTS {trig}")
             conn.execute("DELETE FROM memories")
             conn.execute("DELETE FROM collections")
             conn.execute("DELETE FROM header")
-            conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('delete-all')")
             conn.execute("DELETE FROM sqlite_sequence WHERE name='memories'")
             for batch in batches:
                 rows = []
@@ -940,6 +945,9 @@ class LocalStore:
                 [(i, _collection_name(c), localrows.dumps(c)) for i, c in enumerate(collections)],
             )
             conn.executemany("INSERT INTO header(position, key, value) VALUES (?, ?, ?)", header)
+            conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
+            for stmt in _TRIGGERS.split("END;")[:-1]:
+                conn.execute(stmt + "END;")
             conn.execute("UPDATE meta SET value='1' WHERE key='seeded'")
             if tenant:
                 conn.execute("UPDATE meta SET value=? WHERE key='tenant'", (tenant,))
