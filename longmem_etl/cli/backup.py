@@ -34,7 +34,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", required=True, metavar="URI", help="local:PATH or https://HOST")
     p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
-    p.add_argument("--tenant", metavar="T", help="tenant name (default: the export's)")
+    p.add_argument(
+        "--tenant",
+        metavar="T",
+        help="tenant name (default: the export's; with --paged the local store's, or the https host)",
+    )
     p.add_argument(
         "--paged", action="store_true", help="page through list_memories (bounded memory)"
     )
