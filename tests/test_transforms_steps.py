@@ -14,7 +14,7 @@ import pytest
 from longmem_etl.errors import BadInput
 from longmem_etl.schema import MEMORIES_SCHEMA
 from longmem_etl.transforms import apply_spec, parse_spec
-from longmem_etl.transforms.sqlparts import dedup_key, fidelity_forget
+from longmem_etl.transforms.sqlparts import dedup_key, dedup_key_sql, fidelity_forget, register
 
 NOW = datetime(2025, 6, 1, tzinfo=timezone.utc)
 
@@ -366,3 +366,24 @@ def test_input_as_table_name_and_relation() -> None:
     assert out.fetchall()[0][0] == "b" and rej.fetchall()[0][0] == 0
     out, rej, rep = apply_spec(con, spec, con.sql("SELECT * FROM src"), now=NOW)
     assert rep.rows_out == 1 and rep.rejected == 1
+
+
+def test_dedup_key_shortcut_equals_full_key() -> None:
+    """Printable single-spaced ASCII skips the UDF (key = lower(text)); both paths must agree."""
+    texts = [
+        "Plain Text.",
+        " lead",
+        "trail ",
+        "two  spaces",
+        "tab\there",
+        "Ünï",
+        "ok",
+        "bel\x07",
+        "MiXeD 1",
+    ]
+    con = duckdb.connect()
+    register(con)
+    con.register("t", pa.table({"text": texts}))
+    fast = [r[0] for r in con.execute(f"SELECT {dedup_key_sql()} FROM t").fetchall()]
+    assert fast == dedup_key(pa.array(texts)).to_pylist()
+    assert dedup_key(pa.array(["bel\x07"])).to_pylist() == ["bel"]

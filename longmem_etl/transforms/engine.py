@@ -186,47 +186,49 @@ def apply_spec(
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     register(con)
     names = _Names()
-    cur = names("in")
+    base = names("in")
     helpers: list[str] = []
-    original = _load_input(con, source, cur, names, helpers)
-    rej = names(
-        "removed"
-    )  # (row_index, stage, reason, field); raw is joined from the input at the end
+    original = _load_input(con, source, base, names, helpers)
+    # Removed rows, never copied around: steps that only reject add (row, reason) here and leave the
+    # data table alone; later steps see the data minus these rows (an anti join). Only rewriting
+    # steps write a new data table.
+    rem = names("removed")
     con.execute(
-        f"CREATE TEMP TABLE {rej} (row_index BIGINT, stage VARCHAR NOT NULL, reason VARCHAR NOT NULL, "
-        f"field VARCHAR)"
+        f"CREATE TEMP TABLE {rem} (row_index BIGINT NOT NULL, stage VARCHAR NOT NULL, "
+        f"reason VARCHAR NOT NULL, field VARCHAR, id VARCHAR, raw VARCHAR, step INTEGER NOT NULL)"
     )
-    total_in = rows = _count(con, cur)
+    total_in = rows = _count(con, base)
+    dirty = False  # some removed rows are still in `base`
+    pristine = True  # `base` still holds the input values (so raw JSON can be taken from it)
+    raw_sql = dump_json_sql()
+
+    def live() -> str:
+        if not dirty:
+            return base
+        return f"(SELECT b.* FROM {base} b ANTI JOIN {rem} r ON b.{ROW} = r.row_index)"
+
     reports: list[StepReport] = []
     for step in spec.steps:
         rows_in = rows
         rejected = 0
         counts: dict[str, int] = {}
         for plan in compile_step(step, now):
-            nxt = names("s")
             if isinstance(plan, Reject):
-                reason = plan.reason.replace("{input}", cur)
-                src = f"(SELECT *, ({reason}) AS _reason FROM {cur})"
-                tmp = None
-                if plan.materialize:
-                    tmp = names("d")
-                    con.execute(
-                        f"CREATE TEMP TABLE {tmp} AS SELECT *, ({reason}) AS _reason FROM {cur}"
-                    )
-                    src = tmp
+                src = live()
+                reason = plan.reason.replace("{input}", src)
                 field_sql = sql_str(plan.field) if plan.field else "NULL"
+                raw = raw_sql if pristine else "NULL"
                 n = con.execute(
-                    f"INSERT INTO {rej} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql} "
-                    f"FROM {src} WHERE _reason IS NOT NULL"
+                    f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
+                    f"{raw}, {step.index} FROM (SELECT *, ({reason}) AS _reason FROM {src}) "
+                    f"WHERE _reason IS NOT NULL"
                 ).fetchall()[0][0]
-                con.execute(
-                    f"CREATE TEMP TABLE {nxt} AS SELECT {_COLS}, {ROW} FROM {src} WHERE _reason IS NULL"
-                )
-                if tmp:
-                    con.execute(f"DROP TABLE {tmp}")
                 rejected += n
-            elif isinstance(plan, Rewrite):
-                src = cur
+                dirty = dirty or n > 0
+                continue
+            nxt = names("s")
+            if isinstance(plan, Rewrite):
+                src = live()
                 for layer in plan.layers:
                     adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
                     src = f"(SELECT *, {adds} FROM {src})"
@@ -249,41 +251,52 @@ def apply_spec(
                     for (k, _), v in zip(counters, got, strict=False):
                         counts[k] = counts.get(k, 0) + int(v)
             elif isinstance(plan, Custom):
-                before = _count(con, rej)
-                counts.update(plan.run(con, cur, nxt, rej, step.name))
-                rejected += _count(con, rej) - before
-            con.execute(f"DROP TABLE {cur}")
-            cur = nxt
-        rows = _count(con, cur)
-        if rows_in != rows + rejected:
-            raise InvariantBroken(
-                f"step {step.index} ({step.name}): {rows_in} in != {rows} out + {rejected} rejected"
-            )
+                before = _count(con, rem)
+                counts.update(plan.run(con, live(), nxt, rem, step.name, step.index))
+                rejected += _count(con, rem) - before
+            con.execute(f"DROP TABLE {base}")
+            base, dirty, pristine = nxt, False, False
+        rows = rows_in - rejected
         reports.append(
             StepReport(step.index, step.name, step.kind, rows_in, rows, rejected, counts)
         )
-    total_rej = _count(con, rej)
-    if total_in != rows + total_rej:
-        raise InvariantBroken(f"{total_in} in != {rows} out + {total_rej} rejected")
+    # The accounting, checked for real: removed rows are distinct input rows, and what is left plus
+    # what was removed is exactly the input.
+    total_rej, distinct, out_of_range = con.execute(
+        f"SELECT count(*), count(DISTINCT row_index), "
+        f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total_in}) FROM {rem}"
+    ).fetchall()[0]
+    left = _count(con, live())
+    if distinct != total_rej or out_of_range or total_in != left + total_rej or left != rows:
+        raise InvariantBroken(
+            f"{total_in} in != {left} out + {total_rej} rejected ({distinct} distinct rows, "
+            f"{out_of_range} out of range; steps say {rows} out)"
+        )
     report = Report(total_in, rows, total_rej, now, reports)
-    # rejected.raw: the row exactly as it came in (dump form), whatever earlier steps did to it.
-    # Order: by step, then by input position.
-    final_rej = names("rejected")
-    con.execute(
-        f"CREATE TEMP TABLE {final_rej} AS SELECT r.row_index, r.stage, r.reason, r.field, o.id, "
-        f"{dump_json_sql()} AS raw FROM (SELECT *, rowid AS _seq FROM {rej}) r "
-        f"JOIN {original} o ON o.{ROW} = r.row_index "
-        f"ORDER BY min(r._seq) OVER (PARTITION BY r.stage), r.row_index"
-    )
-    con.execute(f"DROP TABLE {rej}")
+    # rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite are looked
+    # up in the input now, only those.
+    missing = con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]
+    if missing:
+        fix = names("raw")
+        con.execute(
+            f"CREATE TEMP TABLE {fix} AS SELECT {ROW}, {raw_sql} AS raw FROM {original} "
+            f"WHERE {ROW} IN (SELECT row_index FROM {rem} WHERE raw IS NULL)"
+        )
+        con.execute(
+            f"UPDATE {rem} SET raw = f.raw FROM {fix} f WHERE {rem}.raw IS NULL "
+            f"AND f.{ROW} = {rem}.row_index"
+        )
+        con.execute(f"DROP TABLE {fix}")
+        if con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]:
+            raise InvariantBroken("rejected rows lost joining back to the input")
     for h in helpers:
         kind, obj = h.split(":", 1)
         if kind == "view":
             con.unregister(obj)
         else:
             con.execute(f"DROP TABLE IF EXISTS {obj}")
-    if _count(con, final_rej) != total_rej:
-        raise InvariantBroken("rejected rows lost joining back to the input")
-    output = con.sql(f"SELECT {_COLS} FROM {cur} ORDER BY {ROW}")
-    rejected_rel = con.sql(f"SELECT * FROM {final_rej} ORDER BY rowid")
-    return Applied(output, rejected_rel, report, cur, final_rej)
+    output = con.sql(f"SELECT {_COLS} FROM {live()} ORDER BY {ROW}")
+    rejected_rel = con.sql(
+        f"SELECT row_index, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
+    )
+    return Applied(output, rejected_rel, report, base, rem)

@@ -30,9 +30,10 @@ class Rewrite:
 
 @dataclass
 class Custom:
-    """A step that needs its own statements: ``run(con, input_table, output_table, removed_table,
-    stage) -> dict`` (extra report entries). It creates ``output_table`` (memories columns + ``_row``)
-    and inserts ``(row_index, stage, reason, field)`` into ``removed_table`` for rows it drops."""
+    """A step that needs its own statements: ``run(con, input_relation, output_table, removed_table,
+    stage, step_no) -> dict`` (extra report entries). It creates ``output_table`` (memories columns +
+    ``_row``) and inserts ``(row_index, stage, reason, field, id, step)`` into ``removed_table`` for
+    the rows it drops (``raw`` is filled in by the runner)."""
 
     run: Callable[..., dict[str, Any]]
 

@@ -63,6 +63,10 @@ def _chain(
     """Layers computing ``col`` through each detector; returns (layers, final column, counters)."""
     layers: list[dict[str, str]] = []
     counters: dict[str, str] = {}
+    # One combined RE2 scan decides which rows need the chain at all (most rows have no PII).
+    hit = f"_rd_{tag}_hit"
+    combined = "|".join(f"(?:{rx})" for _, rx, _ in dets)
+    layers.append({hit: f"coalesce(regexp_matches({col}, {sql_str(combined)}), false)"})
     prev = col
     for i, (name, rx, ph) in enumerate(dets):
         cur = f"_rd_{tag}_{i}"
@@ -79,7 +83,7 @@ def _chain(
         else:
             expr = f"regexp_replace({prev}, {sql_str(rx)}, {sql_str(rep.replace(chr(92), chr(92) * 2))}, 'g')"
             count = f"CASE WHEN {cur} IS DISTINCT FROM {prev} THEN len(regexp_extract_all({prev}, {sql_str(rx)})) ELSE 0 END"
-        layers.append({cur: expr})
+        layers.append({cur: f"CASE WHEN {hit} THEN {expr} ELSE {prev} END"})
         counters[f"{tag}:{name}"] = count
         prev = cur
     return layers, prev, counters

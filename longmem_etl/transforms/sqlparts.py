@@ -30,6 +30,19 @@ SQL_TYPES: dict[str, str] = {f.name: _TYPES[str(f.type)] for f in MEMORIES_SCHEM
 # Invisible characters that carry no meaning: ZWSP, word joiner, BOM, soft hyphen, Mongolian vowel
 # separator. ZWJ/ZWNJ (U+200D/U+200C) are kept: emoji sequences and Indic/Persian text need them.
 ZERO_WIDTH = r"\x{200B}\x{2060}\x{FEFF}\x{00AD}\x{180E}"
+# Whitespace other than the plain space (RE2 class body): ASCII controls that are whitespace, NEL,
+# NO-BREAK SPACE and the other Unicode space separators, line/paragraph separators.
+WS_NONSPACE = (
+    r"\t\n\x{0B}\f\r\x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+)
+WS = " " + WS_NONSPACE
+# What "collapse whitespace" has to touch: runs of 2+ whitespace, or any single non-space one.
+# (Matching every single space, as `\s+` would, makes the replace several times slower.)
+COLLAPSE_RE = rf"[{WS}]{{2,}}|[{WS_NONSPACE}]"
+# Control characters that are not whitespace (removed by normalize_text and the dedup key).
+CONTROL_RE = r"[\x00-\x08\x0E-\x1F\x7F-\x{84}\x{86}-\x{9F}]"
+# Texts outside this (printable ASCII, single spaces, no edge spaces) have lower(text) as dedup key.
+NEEDS_FULL_KEY_RE = r"[^\x20-\x7E]|  |^ | $"
 
 # Luhn over the digits of `s` (separators ignored), 13-19 digits. Pure SQL, so it runs vectorised.
 LUHN_MACRO = """
@@ -44,12 +57,22 @@ CREATE OR REPLACE TEMP MACRO lm_luhn(s) AS lm_luhn_digits(regexp_replace(s, '[^0
 
 
 def dedup_key(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Normalised text for exact dedup: NFKC, lowercase, zero-width removed, whitespace collapsed, trimmed."""
+    """Normalised text for exact dedup: NFKC, lowercase, zero-width and non-whitespace control
+    characters removed, whitespace collapsed, trimmed. A superset of `normalize_text`, so dedup finds
+    the same duplicates before or after it."""
     x = pc.utf8_normalize(texts, form="NFKC")
     x = pc.utf8_lower(x)
-    x = pc.replace_substring_regex(x, pattern=f"[{ZERO_WIDTH}]", replacement="")
-    x = pc.replace_substring_regex(x, pattern=r"[\s\p{Z}]+", replacement=" ")
+    x = pc.replace_substring_regex(x, pattern=f"[{ZERO_WIDTH}]|{CONTROL_RE}", replacement="")
+    x = pc.replace_substring_regex(x, pattern=COLLAPSE_RE, replacement=" ")
     return pc.utf8_trim_whitespace(x)
+
+
+def dedup_key_sql(col: str = "text") -> str:
+    """The dedup key in SQL: the Arrow UDF only for texts where it can differ from ``lower()``."""
+    return (
+        f"CASE WHEN regexp_matches({col}, '{NEEDS_FULL_KEY_RE}') "
+        f"THEN lm_dedup_key({col}) ELSE lower({col}) END"
+    )
 
 
 _FLOAT_MARK = "\x00lmF"

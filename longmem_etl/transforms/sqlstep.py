@@ -24,7 +24,7 @@ def compile_sql(step: Step, now: datetime) -> list[Plan]:
     where = f"step {step.index} ({step.name})"
 
     def run(
-        con: duckdb.DuckDBPyConnection, inp: str, out: str, rej: str, stage: str
+        con: duckdb.DuckDBPyConnection, inp: str, out: str, rej: str, stage: str, step_no: int
     ) -> dict[str, Any]:
         dup_in = con.execute(
             f"SELECT id FROM {inp} GROUP BY id HAVING count(*) > 1 LIMIT 1"
@@ -65,7 +65,8 @@ def compile_sql(step: Step, now: datetime) -> list[Plan]:
                 f"JOIN {inp} i ON q.id = i.id ORDER BY i._row"
             )
             con.execute(
-                f"INSERT INTO {rej} SELECT _row, {sql_str(stage)}, 'sql step removed row', NULL "
+                f"INSERT INTO {rej} (row_index, stage, reason, field, id, step) "
+                f"SELECT _row, {sql_str(stage)}, 'sql step removed row', NULL, id, {step_no} "
                 f"FROM {inp} i WHERE NOT EXISTS (SELECT 1 FROM {res} q WHERE q.id = i.id) ORDER BY _row"
             )
         except duckdb.Error as exc:

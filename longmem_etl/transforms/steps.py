@@ -10,7 +10,7 @@ from typing import Any
 from longmem_etl.transforms.plans import Plan, Reject, Rewrite
 from longmem_etl.transforms.redact import compile_redact
 from longmem_etl.transforms.spec import Step, sql_str
-from longmem_etl.transforms.sqlparts import ZERO_WIDTH, ts_iso
+from longmem_etl.transforms.sqlparts import COLLAPSE_RE, WS, ZERO_WIDTH, dedup_key_sql, ts_iso
 from longmem_etl.transforms.sqlstep import compile_sql
 
 
@@ -62,7 +62,7 @@ _ORDER = {
 def dedup(step: Step, now: datetime) -> list[Plan]:
     """Rows with NULL text are never duplicates. Ties after the keep order go to the smaller id, then
     to the earlier row, so the survivor never depends on scan order."""
-    part = ", ".join(["lm_dedup_key(text)", *[f'"{c}"' for c in step.options["by"]]])
+    part = ", ".join([dedup_key_sql("text"), *[f'"{c}"' for c in step.options["by"]]])
     window = f"PARTITION BY {part} ORDER BY {_ORDER[step.options['keep']]}, id ASC, _row ASC"
     reason = (
         f"CASE WHEN text IS NOT NULL AND row_number() OVER ({window}) > 1 "
@@ -111,19 +111,34 @@ def set_defaults(step: Step, now: datetime) -> list[Plan]:
 
 
 def normalize_text(step: Step, now: datetime) -> list[Plan]:
+    """A chain of RE2 replaces, run only on texts a cheap pre-check says need any of them."""
     o = step.options
     expr = "text"
+    needs = []
     if o["strip_control"]:
-        expr = f"regexp_replace({expr}, '[\\t\\n\\r]', ' ', 'g')"
+        # whitespace controls (TAB LF VT FF CR NEL) become spaces so words stay apart; others go
+        expr = f"regexp_replace({expr}, '[\\t\\n\\x0B\\f\\r\\x{{85}}]', ' ', 'g')"
         expr = (
-            f"regexp_replace({expr}, '[\\x00-\\x08\\x0B\\x0C\\x0E-\\x1F\\x7F-\\x{{9F}}]', '', 'g')"
+            f"regexp_replace({expr}, "
+            f"'[\\x00-\\x08\\x0E-\\x1F\\x7F-\\x{{84}}\\x{{86}}-\\x{{9F}}]', '', 'g')"
         )
+        needs.append("[\\x00-\\x1F\\x7F-\\x{9F}]")
     if o["strip_zero_width"]:
         expr = f"regexp_replace({expr}, '[{ZERO_WIDTH}]', '', 'g')"
+        needs.append(f"[{ZERO_WIDTH}]")
     if o["collapse_whitespace"]:
-        expr = f"regexp_replace({expr}, '[\\s\\p{{Z}}]+', ' ', 'g')"
+        expr = f"regexp_replace({expr}, '{COLLAPSE_RE}', ' ', 'g')"
+        needs.append(COLLAPSE_RE)
     if o["trim"]:
-        expr = f"regexp_replace({expr}, '^[\\s\\p{{Z}}]+|[\\s\\p{{Z}}]+$', '', 'g')"
+        if o["collapse_whitespace"]:  # only single plain spaces are left
+            expr = f"trim({expr}, ' ')"
+        else:
+            expr = f"regexp_replace({expr}, '^[{WS}]+|[{WS}]+$', '', 'g')"
+        needs.append(f"^[{WS}]|[{WS}]$")
+    if needs:
+        expr = (
+            f"CASE WHEN regexp_matches(text, {sql_str('|'.join(needs))}) THEN {expr} ELSE text END"
+        )
     plans: list[Plan] = [Rewrite({"text": expr})]
     if o["drop_empty"]:
         plans.append(
