@@ -120,20 +120,19 @@ def run_pandas(snapshot: str, out_dir: str) -> dict:
         if name == "card":
             cand = text.str.contains(rx, regex=True, na=False)
             sub = text[cand]
-            crx = re.compile(rx.replace(r"\b", r"\b"))
-            n = 0
+            crx = re.compile(rx)
+            hits = [0]
 
-            def fix(s: str) -> str:
-                nonlocal n
+            def fix(s: str, crx: re.Pattern = crx, ph: str = ph, hits: list = hits) -> str:
                 for m in crx.findall(s):
                     if _luhn(m):
-                        n += 1
+                        hits[0] += 1
                         s = s.replace(m, ph)
                 return s
 
             text = text.copy()
             text[cand] = sub.map(fix)
-            counts[f"text:{name}"] = n
+            counts[f"text:{name}"] = hits[0]
         else:
             counts[f"text:{name}"] = int(text.str.count(rx).fillna(0).sum())
             text = text.str.replace(rx, ph, regex=True)
