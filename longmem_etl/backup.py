@@ -48,6 +48,7 @@ from longmem_etl.progress import progress as progress_bar
 STALE_TEMP_AGE = timedelta(hours=6)
 OWNER_FILE = ".owner"
 READ_ATTEMPTS = 6
+EXPORT_ATTEMPTS = 3
 BACKOFF_BASE_S = 0.1
 NORMALIZE_BATCH = 5_000
 
@@ -237,21 +238,24 @@ def _source_info(uri: str, key_env: str) -> dict[str, Any]:
 def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
     from longmem_etl.snapshots import snapshot_from_dump, tenant_from_header
 
-    dump = _read(api.export_account)
-    if not isinstance(dump, dict) or not isinstance(dump.get("memories"), list):
-        raise APIError(502, "export_account did not return {tenant, collections, memories}")
-    memories = dump["memories"]
-    counted = _counts_by_collection(memories)
-    names = _collection_names(dump.get("collections")) + [
-        c for c in counted if c not in _collection_names(dump.get("collections"))
-    ]
-    totals = _health_totals(api, names)
-    problems = _count_problems(counted, totals, "one-call export")
-    if problems:
-        raise Incomplete(
-            f"backup not written: the export disagrees with the source's counts: {problems[0]}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        )
+    for attempt in range(EXPORT_ATTEMPTS):
+        dump = _read(api.export_account)
+        if not isinstance(dump, dict) or not isinstance(dump.get("memories"), list):
+            raise APIError(502, "export_account did not return {tenant, collections, memories}")
+        memories = dump["memories"]
+        counted = _counts_by_collection(memories)
+        listed = _collection_names(dump.get("collections"))
+        names = listed + [c for c in counted if c not in listed]
+        totals = _health_totals(api, names)
+        problems = _count_problems(counted, totals, "one-call export")
+        if not problems:
+            break
+        if attempt == EXPORT_ATTEMPTS - 1:  # a live account may change between export and health
+            raise Incomplete(
+                f"backup not written: the export disagrees with the source's counts "
+                f"({EXPORT_ATTEMPTS} tries): {problems[0]}"
+                + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+            )
     name = tenant or tenant_from_header(dump) or getattr(api, "tenant", None) or "default"
     verification = {
         "memories_exported": len(memories),

@@ -333,3 +333,25 @@ def test_seed_refuses_non_empty_store_unless_replace(tmp_path, capsys):
     assert "already holds data" in capsys.readouterr().err
     assert main(["local", "seed", uri, "--from", str(DIRTY), "--replace", "--json"]) == 0
     assert open_endpoint(uri).export_account()["tenant"]["id"] == "globex"
+
+
+def test_one_call_retries_when_the_account_moved_between_export_and_health(tmp_path):
+    store = LocalStore(tmp_path / "s.db")
+    store.add_many(["a", "b"], collection="c")
+    calls = []
+
+    class WriterBetweenCalls:
+        """Another client adds a memory right after the first export is served."""
+
+        def __getattr__(self, name):
+            return getattr(store, name)
+
+        def export_account(self):
+            d = store.export_account()
+            calls.append(len(d["memories"]))
+            if len(calls) == 1:
+                store.add("late arrival", collection="c")
+            return d
+
+    r = backup_from(WriterBetweenCalls(), tmp_path / "snaps", source={"kind": "test"})
+    assert calls == [2, 3] and r.memories == 3

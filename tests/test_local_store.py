@@ -239,3 +239,17 @@ def test_add_many_refuses_more_than_100_and_writes_nothing(store):
     assert ei.value.status == 422 and not ei.value.retryable
     assert "at most 100" in str(ei.value)
     assert store.count() == 0
+
+
+def test_search_is_case_and_diacritic_insensitive(store):
+    store.add("Le Café de Flore", collection="c")
+    store.add("cafe society", collection="c")
+    hits = store.search("CAFE flore", collection="c")
+    assert [(h["text"], h["score"]) for h in hits] == [
+        ("Le Café de Flore", 1.0),
+        ("cafe society", 0.5),
+    ]
+    assert (
+        store.search("CAFE flore", collection="c", min_score=0.6)[0]["text"] == "Le Café de Flore"
+    )
+    assert len(store.search("CAFE flore", collection="c", min_score=0.6)) == 1

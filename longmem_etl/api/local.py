@@ -32,6 +32,7 @@ import re
 import sqlite3
 import threading
 import time
+import unicodedata
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -82,6 +83,13 @@ END;
 
 _ORDER = "ORDER BY coalesce(pinned, 0) DESC, created_ts DESC, seq DESC"
 _WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def _words(text: str) -> list[str]:
+    """Words as the FTS tokenizer sees them: case- and diacritic-insensitive (unicode61)."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
+    return _WORD.findall(folded.lower())
+
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -769,7 +777,7 @@ class LocalStore:
         distinct words found in the text (0..1), which is what ``min_score`` compares against."""
         if not isinstance(query, str):
             raise _unprocessable("query must be a string")
-        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(query)))
+        words = list(dict.fromkeys(_words(query)))
         if not words or limit <= 0:
             return []
         match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
@@ -791,7 +799,7 @@ class LocalStore:
         hits: list[tuple[int, float]] = []
         wanted = set(words)
         for seq, text in cur:
-            found = {w.lower() for w in _WORD.findall(text or "")} & wanted
+            found = set(_words(text if isinstance(text, str) else "")) & wanted
             score = len(found) / len(wanted)
             if score >= min_score:
                 hits.append((seq, round(score, 6)))
