@@ -115,12 +115,6 @@ class LongmemEndpoint(ConfigurableResource):
             seed_local_tenant(uri, tenant)
         return uri
 
-    def open(self, tenant: str):
-        """A ``LongmemAPI`` for the tenant (the library resolves the key from the env var)."""
-        from longmem_etl.api.endpoints import open_endpoint
-
-        return open_endpoint(self.prepare(tenant), key_env=self.key_env(tenant))
-
 
 class SnapshotRoot(ConfigurableResource):
     """A snapshot root directory (``ROOT/tenant=<t>/snapshot=<ts>/``); local path or shared mount."""

@@ -98,3 +98,29 @@ def test_safe_uri_drops_credentials_and_secret_parameters():
         "https://rememberos.ai/v1?region=eu"
     )
     assert safe_uri("local:/x/t.sqlite?latency_ms=5&token=abc") == "local:/x/t.sqlite?latency_ms=5"
+
+
+def test_migrate_after_backup_requests_a_migration_per_new_backup(monkeypatch, tmp_path):
+    from dagster import materialize
+
+    from pipelines.backup.assets import memories_snapshot
+
+    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
+    instance = DagsterInstance.local_temp(str(tmp_path))
+    register_tenants(instance, ["acme-small"])
+    context = build_sensor_context(instance=instance, definitions=defs)
+
+    def requests():
+        return [r for r in migrate_after_backup(context) or [] if isinstance(r, RunRequest)]
+
+    assert requests() == []  # no backup yet
+    run = materialize(
+        [memories_snapshot],
+        partition_key="acme-small",
+        resources=default_resources(),
+        instance=instance,
+    )
+    (request,) = requests()
+    assert request.partition_key == "acme-small"
+    assert request.run_key == f"migrate-acme-small-{run.run_id}"
+    assert requests() == []  # the cursor moved on

@@ -3,7 +3,7 @@
 A migration writes to another account, so it never starts on its own: turn this sensor on in the UI
 (or ``dagster sensor start migrate_after_backup``) once the target and run config are right. Each new
 ``memories_snapshot`` materialization requests one ``tenant_migration_job`` run for that tenant; the
-run key is the snapshot's event id, so a tick never launches the same migration twice.
+run key is the backup run's id, so a tick never launches the same migration twice.
 """
 
 from dagster import (
@@ -38,4 +38,8 @@ def migrate_after_backup(context: SensorEvaluationContext, asset_event: EventLog
     tenant = event.partition if event is not None else None
     if tenant is None:
         return
-    yield RunRequest(run_key=f"migrate-{tenant}-{asset_event.storage_id}", partition_key=tenant)
+    yield RunRequest(
+        run_key=f"migrate-{tenant}-{asset_event.run_id}",
+        partition_key=tenant,
+        tags={"longmem-etl/tenant": tenant},
+    )
