@@ -236,7 +236,9 @@ def _source_info(uri: str, key_env: str) -> dict[str, Any]:
 
 
 def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
-    from longmem_etl.snapshots import snapshot_from_dump, tenant_from_header
+    from longmem_etl.dumps.normalize import Normalizer
+    from longmem_etl.dumps.read import check_header
+    from longmem_etl.snapshots import SnapshotWriter, tenant_from_header
 
     for attempt in range(EXPORT_ATTEMPTS):
         dump = _read(api.export_account)
@@ -257,29 +259,51 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             )
     name = tenant or tenant_from_header(dump) or getattr(api, "tenant", None) or "default"
+    header = {k: v for k, v in dump.items() if k not in ("memories", "collections")}
+    collections = dump.get("collections") if "collections" in dump else None
+    check_header(source.get("uri", "export"), header, collections)
     verification = {
         "memories_exported": len(memories),
         "health_checked_collections": len(totals) if totals is not None else None,
     }
-    result = snapshot_from_dump(
-        dump,
-        root,
-        tenant=name,
-        source=source,
-        extra_manifest={"backup": {"mode": "export", "verification": verification}},
-        progress=progress,
-    )
-    if result.memories + result.rejected != len(memories):
-        raise Incomplete(  # pragma: no cover - snapshot_from_dump accounts for every row
-            f"snapshot holds {result.memories}+{result.rejected} rows of {len(memories)}"
-        )
-    verification["snapshot_rows"] = result.memories + result.rejected
+    bar = progress_bar(len(memories), desc=f"backup {name}", unit="mem")
+    if not progress:
+        bar.disable = True
+    with (
+        bar,
+        SnapshotWriter(
+            root,
+            name,
+            source=source,
+            extra_manifest={"backup": {"mode": "export", "verification": verification}},
+        ) as writer,
+    ):
+        assert writer.temp_path is not None
+        with _owned(writer.temp_path):
+            # exact copies through jsonio, as a dump file read would give them
+            writer.set_header(jsonio.loads(jsonio.dumps(header)))
+            writer.set_collections(
+                None if collections is None else jsonio.loads(jsonio.dumps(collections))
+            )
+            norm = Normalizer()
+            for i in range(0, len(memories), NORMALIZE_BATCH):
+                chunk = memories[i : i + NORMALIZE_BATCH]
+                good, rejected = norm.batch([jsonio.dumps(m) for m in chunk], i)
+                writer.write_rejected(rejected)
+                writer.write_memories(good)
+                bar.update(len(chunk))
+            if writer.counts["memories"] + writer.counts["rejected"] != len(memories):
+                raise Incomplete(  # pragma: no cover - the normalizer accounts for every row
+                    f"snapshot would hold {writer.counts['memories']}+{writer.counts['rejected']} "
+                    f"rows of {len(memories)}"
+                )
+    assert writer.path is not None
     return (
-        result.path,
-        result.tenant,
-        result.memories,
-        result.rejected,
-        result.collections,
+        writer.path,
+        writer.tenant,
+        writer.counts["memories"],
+        writer.counts["rejected"],
+        writer.counts["collections"],
         verification,
     )
 
