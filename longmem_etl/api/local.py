@@ -171,6 +171,9 @@ class LocalStore:
         self._local = threading.local()
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        # Writers of this process queue here instead of in SQLite's busy handler, which sleeps in
+        # steps of up to 100 ms and so stretched concurrent calls far past their latency.
+        self._write_lock = threading.Lock()
         self._open(create=create, tenant=tenant)
 
     # -- connections ------------------------------------------------------------------------------
@@ -251,13 +254,14 @@ class LocalStore:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """A write transaction, committed (durably) before the caller returns."""
         conn = self._conn()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        with self._write_lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
