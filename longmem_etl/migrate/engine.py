@@ -92,6 +92,7 @@ class MigrationResult:
     verification: dict[str, Any] | None = None
     dead_letters: int = 0
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
     resume_command: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
 
@@ -229,6 +230,7 @@ def run_migration(
     with Journal(journal_path) as journal:
         result.resumed = journal.bind(binding)
         journal.put(resume_command=result.resume_command)
+        t_plan = time.monotonic()
         if not journal.planned:
             try:
                 _freeze_and_plan(opts, journal, work_dir, mid)
@@ -259,6 +261,8 @@ def run_migration(
             stop=stop,
             on_items=(bar.update if bar is not None else None),
         )
+        t_upload = time.monotonic()
+        result.timings["freeze_plan"] = round(t_upload - t_plan, 3)
         try:
             stats = uploader.run(resumed=result.resumed or existed)
         finally:
@@ -282,11 +286,14 @@ def run_migration(
             result.dead_letters = result.counts["items_dead"]
             result.seconds = time.monotonic() - started
             return result
+        t_verify = time.monotonic()
+        result.timings["upload"] = round(t_verify - t_upload, 3)
         report = verify_journal(journal, target, migration_id=mid, stop=stop)
         result.verification = {**report.as_dict(), "dead_lettered": journal.counts()["items_dead"]}
         result.counts = journal.counts()
         result.dead_letters = result.counts["items_dead"]
         result.outputs = _write_outputs(journal, work_dir, result.verification)
+        result.timings["verify_outputs"] = round(time.monotonic() - t_verify, 3)
     result.seconds = time.monotonic() - started
     return result
 

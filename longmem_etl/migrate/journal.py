@@ -71,11 +71,19 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        # Workers read their next chunk through a second connection: WAL lets it read while the
+        # writer connection is inside a commit's fsync, so uploads never wait on durability.
+        self._rlock = threading.Lock()
+        self._rdb = sqlite3.connect(
+            str(self.path), isolation_level=None, check_same_thread=False, timeout=30
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        with self._rlock:
+            self._rdb.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -89,6 +97,11 @@ class Journal:
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
             return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _rq(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        """A read on the reader connection (sees every committed transaction)."""
+        with self._rlock:
+            return self._rdb.execute(sql, tuple(params)).fetchall()
 
     # -- binding and metadata ---------------------------------------------------------------
     def get(self, key: str, default: Any = None) -> Any:
@@ -186,11 +199,11 @@ class Journal:
         ]
 
     def chunk_collection(self, chunk_no: int) -> str:
-        return self._q("SELECT collection FROM chunks WHERE chunk_no = ?", (chunk_no,))[0][0]
+        return self._rq("SELECT collection FROM chunks WHERE chunk_no = ?", (chunk_no,))[0][0]
 
     def pending_items(self, chunk_no: int) -> list[tuple[str, str, str]]:
         """``(source_id, payload, fp)`` of the chunk's items not yet done or dead, in plan order."""
-        return self._q(
+        return self._rq(
             "SELECT source_id, payload, fp FROM items WHERE chunk_no = ? AND state = 'planned'"
             " ORDER BY coalesce(container_tag, ''), sort_key, source_id",
             (chunk_no,),
@@ -228,6 +241,32 @@ class Journal:
                 ((tid, sid) for sid, tid in pairs),
             )
             return _close_if_finished(db, chunk_no)
+
+    def record_done_batch(
+        self, batch: list[tuple[int, list[tuple[str, str | None]] | None]]
+    ) -> None:
+        """Several chunks' updates in ONE durable transaction (group commit: one fsync for all the
+        calls that returned meanwhile), applied in order. ``pairs=None`` marks the chunk
+        ``in_flight`` (advisory, see `mark_in_flight`); a list records landed items."""
+        now = _now()
+        with self._tx() as db:
+            touched = set()
+            for chunk_no, pairs in batch:
+                if pairs is None:
+                    db.execute(
+                        "UPDATE chunks SET state = 'in_flight', updated_at = ?"
+                        " WHERE chunk_no = ? AND state NOT IN ('done', 'dead')",
+                        (now, chunk_no),
+                    )
+                    continue
+                db.executemany(
+                    "UPDATE items SET state = 'done', target_id = coalesce(?, target_id)"
+                    " WHERE source_id = ? AND state = 'planned'",
+                    ((tid, sid) for sid, tid in pairs),
+                )
+                touched.add(chunk_no)
+            for chunk_no in touched:
+                _close_if_finished(db, chunk_no)
 
     def record_dead_items(self, chunk_no: int, dead: Iterable[tuple[str, int | None, str]]) -> bool:
         """Dead-letter items the server refused (``(source_id, status, message)``)."""

@@ -48,7 +48,9 @@ def export_target(
 class TargetIndex:
     """Where each migrated memory sits in the target, by provenance marker and by fingerprint."""
 
-    def __init__(self, memories: Iterable[dict[str, Any]], migration_id: str) -> None:
+    def __init__(
+        self, memories: Iterable[dict[str, Any]], migration_id: str, *, fingerprints: bool = True
+    ) -> None:
         self.by_source: dict[str, list[str]] = defaultdict(list)
         self.by_fp: dict[str, list[str]] = defaultdict(list)
         self.size = 0
@@ -58,16 +60,21 @@ class TargetIndex:
             sid, mig = marker_of(m.get("metadata"))
             if sid is not None and mig == migration_id:
                 self.by_source[sid].append(tid)
-            self.by_fp[
-                fingerprint(m.get("collection"), m.get("container_tag"), m.get("text"))
-            ].append(tid)
+            if fingerprints:  # only --no-provenance needs them; hashing 1M texts is not free
+                fp = fingerprint(m.get("collection"), m.get("container_tag"), m.get("text"))
+                self.by_fp[fp].append(tid)
 
     @classmethod
     def from_target(
-        cls, target: Any, migration_id: str, *, stop: threading.Event | None = None
+        cls,
+        target: Any,
+        migration_id: str,
+        *,
+        fingerprints: bool = True,
+        stop: threading.Event | None = None,
     ) -> TargetIndex:
         dump = export_target(target, stop=stop)
-        return cls(dump.get("memories") or [], migration_id)
+        return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
 
 
 def reconcile_chunks(

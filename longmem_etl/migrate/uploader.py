@@ -104,7 +104,7 @@ class Uploader:
         concurrency: int = 4,
         max_attempts: int = 5,
         max_transient: int = 60,
-        backoff_base: float = 0.1,
+        backoff_base: float = 0.05,
         settle_timeout: float = 30.0,
         stop: threading.Event | None = None,
         on_items: Callable[[int], None] | None = None,
@@ -156,7 +156,9 @@ class Uploader:
         return self.stats
 
     def _reconcile(self, chunk_nos: list[int], *, skipped: set[int] = frozenset()) -> None:
-        index = TargetIndex.from_target(self.target, self.migration_id, stop=self.stop)
+        index = TargetIndex.from_target(
+            self.target, self.migration_id, fingerprints=not self.provenance, stop=self.stop
+        )
         before = self.journal.counts()["items_done"]
         missing = reconcile_chunks(self.journal, index, chunk_nos, provenance=self.provenance)
         found = self.journal.counts()["items_done"] - before
@@ -181,6 +183,18 @@ class Uploader:
     def _pass(self, chunk_nos: list[int]) -> None:
         for c in chunk_nos:
             self._queue.put(c)
+        self._committer = _Committer(self.journal, self.on_items, self._journal_failed)
+        self._committer.start()
+        try:
+            self._run_workers()
+        finally:
+            self._committer.close(timeout=self.settle_timeout)
+
+    def _journal_failed(self, exc: Exception) -> None:
+        self.stats.fatal = f"journal write failed: {type(exc).__name__}: {exc}"
+        self.stop.set()
+
+    def _run_workers(self) -> None:
         workers = [
             threading.Thread(target=self._worker, name=f"upload-{i}", daemon=True)
             for i in range(self.concurrency)
@@ -215,7 +229,7 @@ class Uploader:
             return
         collection = self.journal.chunk_collection(chunk_no)
         items = [(sid, json.loads(payload)) for sid, payload, _fp in rows]
-        self.journal.mark_in_flight(chunk_no)
+        self._committer.mark_in_flight(chunk_no)
         try:
             outcome = self._send_bisecting(chunk_no, collection, items)
         except _Stopped:
@@ -244,10 +258,7 @@ class Uploader:
         """ "ok", "ambiguous" or an exception (to count as an attempt). Raises _Stopped."""
         result = self._call(chunk_no, collection, items)
         if isinstance(result, list):
-            self.journal.record_done(
-                chunk_no, list(zip((s for s, _ in items), result, strict=True))
-            )
-            self.on_items(len(items))
+            self._committer.submit(chunk_no, list(zip((s for s, _ in items), result, strict=True)))
             return "ok"
         if (
             result == "ambiguous"
@@ -328,6 +339,58 @@ class Uploader:
             if len(ids) != len(items):
                 return "ambiguous"
             return ids
+
+
+class _Committer(threading.Thread):
+    """Group commit: workers hand over landed items and go on with their next chunk; this thread
+    writes everything that arrived meanwhile in one durable transaction. A chunk is still ``done``
+    only once that commit is through — the worker just does not wait for the fsync."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        on_items: Callable[[int], None],
+        on_error: Callable[[Exception], None],
+    ) -> None:
+        super().__init__(name="journal-commit", daemon=True)
+        self.journal = journal
+        self.on_items = on_items
+        self.on_error = on_error
+        self.q: queue.Queue[tuple[int, list] | None] = queue.Queue()
+
+    def submit(self, chunk_no: int, pairs: list[tuple[str, str | None]]) -> None:
+        self.q.put((chunk_no, pairs))
+
+    def mark_in_flight(self, chunk_no: int) -> None:
+        """Advisory, queued like everything else: a resumed run reconciles every unfinished chunk."""
+        self.q.put((chunk_no, None))
+
+    def run(self) -> None:
+        done = False
+        while not done:
+            first = self.q.get()
+            if first is None:
+                break
+            batch = [first]
+            while True:
+                try:
+                    nxt = self.q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    done = True
+                    break
+                batch.append(nxt)
+            try:
+                self.journal.record_done_batch(batch)
+            except Exception as exc:  # journal trouble: stop the run, state stays consistent
+                self.on_error(exc)
+                return
+            self.on_items(sum(len(p) for _, p in batch if p is not None))
+
+    def close(self, timeout: float | None = None) -> None:
+        self.q.put(None)
+        self.join(timeout)
 
 
 def wait_settle(threads: list[threading.Thread], timeout: float) -> bool:
