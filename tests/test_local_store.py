@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -253,3 +254,27 @@ def test_search_is_case_and_diacritic_insensitive(store):
         store.search("CAFE flore", collection="c", min_score=0.6)[0]["text"] == "Le Café de Flore"
     )
     assert len(store.search("CAFE flore", collection="c", min_score=0.6)) == 1
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "acme-small.json",
+        "acme-small.json.gz",
+        "acme-small.json.zst",
+        "acme-small.jsonl",
+        "acme-small.jsonl.gz",
+        "bom.json",
+    ],
+)
+def test_seed_from_every_dump_format(tmp_path, name):
+    from longmem_etl import jsonio
+    from longmem_etl.api.local_seed import seed_from_file
+    from longmem_etl.dumps.compare import dump_differences
+
+    samples = Path(__file__).resolve().parent.parent / "sample_data"
+    r = seed_from_file(f"local:{tmp_path}/s.db", str(samples / name))
+    assert (r["tenant"], r["memories"]) == ("acme", 50)
+    reference = jsonio.loads((samples / "acme-small.json").read_bytes())
+    with LocalStore(tmp_path / "s.db") as s:
+        assert dump_differences(reference, s.export_account()) == []
