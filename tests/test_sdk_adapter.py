@@ -173,3 +173,75 @@ def test_subprocess_with_fake_sdk_on_pythonpath(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "x"
+
+
+def _raiser(exc_factory):
+    def method(self, *args, **kwargs):
+        raise exc_factory()
+
+    return method
+
+
+@pytest.mark.parametrize(
+    "method, call, make, expected, status",
+    [
+        (
+            "add",
+            lambda e: e.add("x"),
+            lambda m: m.LongmemAPIError(500, "boom"),
+            AmbiguousError,
+            None,
+        ),
+        ("add", lambda e: e.add("x"), lambda m: m.LongmemAPIError(504, "gw"), AmbiguousError, None),
+        ("get", lambda e: e.get("i"), lambda m: m.LongmemAPIError(500, "boom"), APIError, 500),
+        (
+            "add",
+            lambda e: e.add("x"),
+            lambda m: m.LongmemAPIError(403, "read-only key"),
+            APIError,
+            403,
+        ),
+        ("add", lambda e: e.add("x"), lambda m: m.LongmemAPIError(503, "busy"), APIError, 503),
+        (
+            "add",
+            lambda e: e.add("x"),
+            lambda m: _caused(m.LongmemError("reset"), ConnectionResetError()),
+            AmbiguousError,
+            None,
+        ),
+        (
+            "get",
+            lambda e: e.get("i"),
+            lambda m: _caused(m.LongmemError("reset"), ConnectionResetError()),
+            APIError,
+            503,
+        ),
+        ("add", lambda e: e.add("x"), lambda m: TimeoutError("timed out"), AmbiguousError, None),
+        ("add", lambda e: e.add("x"), lambda m: m.LongmemError("invalid argument"), APIError, 400),
+    ],
+)
+def test_error_mapping(sdk, monkeypatch, method, call, make, expected, status):
+    monkeypatch.setattr(sdk.Longmem, method, _raiser(lambda: make(sdk)))
+    ep = open_endpoint("https://example.com", key_env="MY_KEY")
+    with pytest.raises(expected) as ei:
+        call(ep)
+    if status is not None:
+        assert type(ei.value) is APIError and ei.value.status == status
+        assert ei.value.retryable == (status >= 500)
+
+
+def test_retry_after_header_is_read(sdk, monkeypatch):
+    monkeypatch.setattr(
+        sdk.Longmem,
+        "add_many",
+        _raiser(lambda: sdk.LongmemAPIError(429, "slow down", {"Retry-After": "3"})),
+    )
+    ep = open_endpoint("https://example.com", key_env="MY_KEY")
+    with pytest.raises(RateLimited) as ei:
+        ep.add_many(["x"])
+    assert ei.value.retry_after == 3.0
+
+
+def _caused(exc, cause):
+    exc.__cause__ = cause
+    return exc

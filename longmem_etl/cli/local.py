@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     seed = actions.add_parser(
         "seed",
         help="load a dump into a local store as it is",
-        description="Load DUMP into the local store STORE (local:PATH), ids and fields unchanged.",
+        description="Load DUMP into the local store local:PATH, ids and fields unchanged.",
         epilog="examples:\n" + EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
