@@ -18,6 +18,9 @@ thread making the same calls sees the same fault sequence. With several threads 
 fates is still the same, but which thread's call gets the n-th fate depends on scheduling. The rate
 limiter is wall-clock based and so is deterministic only in the sense that the same call rate gives
 the same 429s; it draws nothing from the RNG.
+
+Each opened endpoint has its own injector (RNG and token bucket): two processes opening the same URI
+each see the whole sequence, and the rate limit applies per process.
 """
 
 from __future__ import annotations
