@@ -6,6 +6,7 @@ table with the step's name as stage. ``input == output + rejected`` is checked a
 from __future__ import annotations
 
 import itertools
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -14,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from longmem_etl.errors import BadInput
 from longmem_etl.transforms.plans import Custom, Reject, Rewrite
@@ -44,9 +46,11 @@ class StepReport:
     rows_out: int
     rejected: int
     counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "seconds": round(self.seconds, 3),
             "step": self.step,
             "name": self.name,
             "kind": self.kind,
@@ -106,16 +110,34 @@ class Report:
 
 @dataclass
 class Applied:
-    """Result of `apply_spec`: lazy DuckDB relations over temp tables on the caller's connection."""
+    """Result of `apply_spec`: lazy DuckDB relations over temp tables/views on the caller's
+    connection (they live as long as it does). Rows come out in input order."""
 
     output: duckdb.DuckDBPyRelation
     rejected: duckdb.DuckDBPyRelation
     report: Report
-    output_table: str
-    rejected_table: str
+    # With ``defer_tail``: the last rewrites were not materialised; their per-row counters ride
+    # along as ``_cnt*`` columns and are summed into the report while `output_batches` streams.
+    _stream: duckdb.DuckDBPyRelation | None = None
+    _tail_counters: list[tuple[dict[str, int], str]] = field(default_factory=list)
 
     def __iter__(self):  # (output, rejected, report) = apply_spec(...)
         return iter((self.output, self.rejected, self.report))
+
+    def output_batches(self, rows: int = 100_000):
+        """Output record batches (memories columns only), completing deferred report counters."""
+        if self._stream is None:
+            yield from self.output.to_arrow_reader(rows)
+            return
+        cnt = [f"_cnt{i}" for i in range(len(self._tail_counters))]
+        sums = [0] * len(cnt)
+        for batch in self._stream.to_arrow_reader(rows):
+            for i, c in enumerate(cnt):
+                sums[i] += pc.sum(batch.column(c)).as_py() or 0
+            yield batch.select(MEM_COLS)
+        for (target, name), v in zip(self._tail_counters, sums, strict=True):
+            target[name] = target.get(name, 0) + int(v)
+        self._stream = None
 
 
 class _Names:
@@ -131,15 +153,10 @@ def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
     return con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
 
 
-def _load_input(
-    con: duckdb.DuckDBPyConnection, source: Any, name: str, names: _Names, keep: list[str]
-) -> str:
-    """Copy the source into temp table ``name`` with typed memories columns plus ``_row``.
-
-    Returns a SQL relation over the *original* input rows (typed, with ``_row``), used at the end to
-    write ``rejected.raw`` as the row was before any step touched it. Helper objects it needs are
-    appended to ``keep`` for cleanup.
-    """
+def _load_input(con: duckdb.DuckDBPyConnection, source: Any, names: _Names) -> str:
+    """A SQL relation over the input rows: typed memories columns plus ``_row`` (0-based position),
+    in input order. Parquet and Arrow inputs are read in place (no copy); a table name or relation
+    is copied once into a temp table (its rowid gives the position)."""
     casts = ", ".join(f'CAST("{c}" AS {SQL_TYPES[c]}) AS "{c}"' for c in MEM_COLS)
     if isinstance(source, (pa.Table, pa.RecordBatchReader)):
         table = source.read_all() if isinstance(source, pa.RecordBatchReader) else source
@@ -151,84 +168,135 @@ def _load_input(
         )
         view = names("arrow")
         con.register(view, table)
-        keep.append(f"view:{view}")
-        original = f"(SELECT {casts}, {ROW} FROM {view})"
-    elif isinstance(source, Path) or (isinstance(source, str) and source.endswith(".parquet")):
-        original = (
-            f"(SELECT {casts}, file_row_number AS {ROW} "
-            f"FROM read_parquet({sql_str(str(source))}, file_row_number = true))"
+        return f"(SELECT {casts}, {ROW} FROM {view})"
+    if isinstance(source, Path) or (isinstance(source, str) and source.endswith(".parquet")):
+        return (
+            f"(SELECT {casts}, file_row_number AS {ROW} FROM read_parquet({sql_str(str(source))}, "
+            f"file_row_number = true, hive_partitioning = false))"
         )
+    staging = names("src")
+    if isinstance(source, str):
+        con.execute(f"CREATE TEMP TABLE {staging} AS SELECT * FROM {source}")
+    elif isinstance(source, duckdb.DuckDBPyRelation):
+        source.create(staging)
     else:
-        staging = names("src")
-        if isinstance(source, str):
-            con.execute(f"CREATE TEMP TABLE {staging} AS SELECT * FROM {source}")
-        elif isinstance(source, duckdb.DuckDBPyRelation):
-            source.create(staging)
-        else:
-            raise TypeError(f"apply_spec: unsupported input {type(source).__name__}")
-        keep.append(f"table:{staging}")
-        original = f"(SELECT {casts}, rowid AS {ROW} FROM {staging})"
-    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM {original}")
-    return original
+        raise TypeError(f"apply_spec: unsupported input {type(source).__name__}")
+    return f"(SELECT {casts}, rowid AS {ROW} FROM {staging})"
 
 
 def apply_spec(
-    con: duckdb.DuckDBPyConnection, spec: Spec, source: Any, *, now: datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    spec: Spec,
+    source: Any,
+    *,
+    now: datetime | None = None,
+    defer_tail: bool = False,
 ) -> Applied:
     """Run every step of ``spec`` over ``source`` on ``con``.
 
     ``source``: a pyarrow Table/RecordBatchReader with the memories columns, a Parquet path, a table or
     view name, or a DuckDB relation. ``rejected.row_index`` is the row's position in ``source``.
     ``now`` is the time `drop_expired` steps without their own ``now`` compare against (default: now).
-    Returns `Applied` (unpacks as ``output, rejected, report``); the relations read temp tables that live
-    as long as ``con``.
+    Returns `Applied` (unpacks as ``output, rejected, report``): lazy relations that read temp
+    tables/views living as long as ``con``; output rows keep input order.
+
+    ``defer_tail``: do not materialise trailing rewrite steps; read the output with
+    `Applied.output_batches`, which streams it and completes those steps' counters (what
+    `clean_snapshot` does, so the cleaned data is never held in memory whole).
+
+    How: the data is a chain of relations, each in input (``_row``) order. Steps that only remove
+    rows write ``(row, reason)`` into a small ``removed`` table and leave the data alone; the rows
+    still alive are the data positionally joined with an ``alive`` flag column (order-preserving, no
+    hash join). Consecutive rewrites fuse into one nested SELECT, materialised only when a later
+    step needs it.
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     register(con)
     names = _Names()
-    base = names("in")
-    helpers: list[str] = []
-    original = _load_input(con, source, base, names, helpers)
-    # Removed rows, never copied around: steps that only reject add (row, reason) here and leave the
-    # data table alone; later steps see the data minus these rows (an anti join). Only rewriting
-    # steps write a new data table.
+    base = _load_input(con, source, names)  # SQL relation of the current data, in _row order
+    original = base
     rem = names("removed")
     con.execute(
         f"CREATE TEMP TABLE {rem} (row_index BIGINT NOT NULL, stage VARCHAR NOT NULL, "
         f"reason VARCHAR NOT NULL, field VARCHAR, id VARCHAR, raw VARCHAR, step INTEGER NOT NULL)"
     )
     total_in = rows = _count(con, base)
-    dirty = False  # some removed rows are still in `base`
+    owned: list[str] = []  # temp tables holding data, dropped when superseded
+    flags: str | None = None  # table of `alive` aligned with `base`, when rows were removed from it
+    stale = False  # rows removed from `base` since `flags` was built
     pristine = True  # `base` still holds the input values (so raw JSON can be taken from it)
     raw_sql = dump_json_sql()
 
     def live() -> str:
-        if not dirty:
+        nonlocal flags, stale
+        if stale:
+            if flags:
+                con.execute(f"DROP TABLE {flags}")
+            flags = names("alive")
+            con.execute(
+                f"CREATE TEMP TABLE {flags} AS SELECT {ROW} NOT IN (SELECT row_index FROM {rem}) "
+                f"AS alive FROM {base} ORDER BY {ROW}"
+            )
+            stale = False
+        if flags is None:
             return base
-        return f"(SELECT b.* FROM {base} b ANTI JOIN {rem} r ON b.{ROW} = r.row_index)"
+        return f"(SELECT b.* FROM {base} b POSITIONAL JOIN {flags} f WHERE f.alive)"
+
+    def new_base(table: str) -> None:
+        nonlocal base, flags, stale
+        for t in owned:
+            con.execute(f"DROP TABLE IF EXISTS {t}")
+        owned[:] = [table]
+        if flags:
+            con.execute(f"DROP TABLE {flags}")
+        base, flags, stale = table, None, False
 
     reports: list[StepReport] = []
+    # Consecutive rewrites are fused: `pending` is the nested SELECT not yet written;
+    # `pending_counters` maps its counter columns to (report counts dict, name).
+    pending: str | None = None
+    pending_counters: list[tuple[dict[str, int], str]] = []
+
+    def flush() -> None:
+        nonlocal pending
+        if pending is None:
+            return
+        nxt = names("s")
+        con.execute(f"CREATE TEMP TABLE {nxt} AS SELECT * FROM {pending}")
+        if pending_counters:
+            sums = ", ".join(f"coalesce(sum(_cnt{i}), 0)" for i in range(len(pending_counters)))
+            got = con.execute(f"SELECT {sums} FROM {nxt}").fetchall()[0]
+            for (target, name), v in zip(pending_counters, got, strict=True):
+                target[name] = target.get(name, 0) + int(v)
+        pending = None
+        pending_counters.clear()
+        new_base(nxt)
+
     for step in spec.steps:
+        t0 = time.perf_counter()
         rows_in = rows
         rejected = 0
         counts: dict[str, int] = {}
         for plan in compile_step(step, now):
             if isinstance(plan, Reject):
+                flush()
                 src = live()
-                reason = plan.reason.replace("{input}", src)
+                if plan.query is not None:
+                    query = plan.query.replace("{input}", src)
+                    marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
+                else:
+                    reason = (plan.reason or "NULL").replace("{input}", src)
+                    marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
                 field_sql = sql_str(plan.field) if plan.field else "NULL"
                 raw = raw_sql if pristine else "NULL"
                 n = con.execute(
                     f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
-                    f"{raw}, {step.index} FROM (SELECT *, ({reason}) AS _reason FROM {src}) "
-                    f"WHERE _reason IS NOT NULL"
+                    f"{raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
                 ).fetchall()[0][0]
                 rejected += n
-                dirty = dirty or n > 0
-                continue
-            nxt = names("s")
-            if isinstance(plan, Rewrite):
-                src = live()
+                stale = stale or n > 0
+            elif isinstance(plan, Rewrite):
+                src = pending if pending is not None else live()
                 for layer in plan.layers:
                     adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
                     src = f"(SELECT *, {adds} FROM {src})"
@@ -241,25 +309,46 @@ def apply_spec(
                         sel.append(f'{plan.exprs[c]} AS "{c}"')
                     else:
                         sel.append(f'"{c}"')
-                counters = list(plan.counters.items())
                 sel.append(ROW)
-                sel += [f"CAST({e} AS BIGINT) AS _cnt{i}" for i, (_, e) in enumerate(counters)]
-                con.execute(f"CREATE TEMP TABLE {nxt} AS SELECT {', '.join(sel)} FROM {src}")
-                if counters:
-                    sums = ", ".join(f"coalesce(sum(_cnt{i}), 0)" for i in range(len(counters)))
-                    got = con.execute(f"SELECT {sums} FROM {nxt}").fetchall()[0]
-                    for (k, _), v in zip(counters, got, strict=False):
-                        counts[k] = counts.get(k, 0) + int(v)
+                sel += [f"_cnt{i}" for i in range(len(pending_counters))]
+                for name, e in plan.counters.items():
+                    sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(pending_counters)}")
+                    pending_counters.append((counts, name))
+                pending = f"(SELECT {', '.join(sel)} FROM {src})"
+                pristine = False
             elif isinstance(plan, Custom):
+                flush()
+                nxt = names("s")
                 before = _count(con, rem)
                 counts.update(plan.run(con, live(), nxt, rem, step.name, step.index))
                 rejected += _count(con, rem) - before
-            con.execute(f"DROP TABLE {base}")
-            base, dirty, pristine = nxt, False, False
+                new_base(nxt)
+                pristine = False
         rows = rows_in - rejected
         reports.append(
-            StepReport(step.index, step.name, step.kind, rows_in, rows, rejected, counts)
+            StepReport(
+                step.index,
+                step.name,
+                step.kind,
+                rows_in,
+                rows,
+                rejected,
+                counts,
+                time.perf_counter() - t0,
+            )
         )
+    stream = None
+    tail: list[tuple[dict[str, int], str]] = []
+    if defer_tail and pending is not None:
+        stream = con.sql(f"SELECT * FROM {pending}")
+        output_sql = f"(SELECT {_COLS}, {ROW} FROM {pending})"
+        tail = list(pending_counters)
+    else:
+        t_flush = time.perf_counter()
+        flush()
+        if reports:  # the fused tail's work happened in this flush
+            reports[-1].seconds += time.perf_counter() - t_flush
+        output_sql = live()
     # The accounting, checked for real: removed rows are distinct input rows, and what is left plus
     # what was removed is exactly the input.
     total_rej, distinct, out_of_range = con.execute(
@@ -273,8 +362,8 @@ def apply_spec(
             f"{out_of_range} out of range; steps say {rows} out)"
         )
     report = Report(total_in, rows, total_rej, now, reports)
-    # rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite are looked
-    # up in the input now, only those.
+    # rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite are
+    # looked up in the input now, only those.
     missing = con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]
     if missing:
         fix = names("raw")
@@ -289,14 +378,8 @@ def apply_spec(
         con.execute(f"DROP TABLE {fix}")
         if con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]:
             raise InvariantBroken("rejected rows lost joining back to the input")
-    for h in helpers:
-        kind, obj = h.split(":", 1)
-        if kind == "view":
-            con.unregister(obj)
-        else:
-            con.execute(f"DROP TABLE IF EXISTS {obj}")
-    output = con.sql(f"SELECT {_COLS} FROM {live()} ORDER BY {ROW}")
+    output = con.sql(f"SELECT {_COLS} FROM {output_sql}")
     rejected_rel = con.sql(
         f"SELECT row_index, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
     )
-    return Applied(output, rejected_rel, report, base, rem)
+    return Applied(output, rejected_rel, report, stream, tail)

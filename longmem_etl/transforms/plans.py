@@ -16,9 +16,12 @@ from typing import Any
 
 @dataclass
 class Reject:
-    reason: str
+    """``reason``: a per-row SQL expression (NULL = keep). Or ``query``: a full query over
+    ``{input}`` returning ``(_row, _reason)`` for just the removed rows (for set-wise steps)."""
+
+    reason: str | None = None
     field: str | None = None
-    materialize: bool = False  # window functions / subqueries: compute once into a temp table
+    query: str | None = None
 
 
 @dataclass

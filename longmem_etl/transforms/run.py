@@ -18,7 +18,7 @@ from typing import Any
 
 import duckdb
 
-from longmem_etl.transforms.engine import Applied, Report, apply_spec
+from longmem_etl.transforms.engine import Report, apply_spec
 from longmem_etl.transforms.spec import Spec, load_spec
 from longmem_etl.transforms.steps import describe
 
@@ -103,7 +103,7 @@ def clean_snapshot(
     snap = open_snapshot(snapshot_path)
     con = duckdb.connect()
     try:
-        applied = apply_spec(con, spec, snap.memories_path, now=now)
+        applied = apply_spec(con, spec, snap.memories_path, now=now, defer_tail=True)
         result = CleanResult(
             source=snap.path,
             path=None,
@@ -114,15 +114,14 @@ def clean_snapshot(
             dry_run=dry_run,
         )
         if dry_run:
+            for _ in applied.output_batches(BATCH_ROWS):  # completes the rewrite counters
+                pass
             return result
-        extra = {
-            "transform": {
-                "spec": spec.path,
-                "spec_sha256": spec.sha256,
-                "now": applied.report.now.isoformat(),
-                "steps": [describe(s) for s in spec.steps],
-                "report": applied.report.to_dict(),
-            }
+        transform: dict[str, Any] = {
+            "spec": spec.path,
+            "spec_sha256": spec.sha256,
+            "now": applied.report.now.isoformat(),
+            "steps": [describe(s) for s in spec.steps],
         }
         source = {"kind": "clean", "snapshot": str(snap.path), "spec": spec.path}
         with SnapshotWriter(
@@ -130,23 +129,21 @@ def clean_snapshot(
             result.tenant,
             source=source,
             parent=snap.path,
-            extra_manifest=extra,
+            extra_manifest={"transform": transform},
             exported_at=snap.manifest.get("exported_at"),
         ) as writer:
             writer.set_header(snap.header())
             writer.set_collections(
                 rewrite_collections(snap.collections() if snap.has_collections else None, spec)
             )
-            _write(applied, writer)
+            for batch in applied.output_batches(BATCH_ROWS):
+                writer.write_memories(batch)
+            for batch in applied.rejected.to_arrow_reader(BATCH_ROWS):
+                writer.write_rejected(batch)
+            # the report is complete only now (streamed steps' counters); the manifest is written
+            # when the block exits
+            writer.extra_manifest["transform"] = {**transform, "report": applied.report.to_dict()}
         result.path = writer.path
         return result
     finally:
         con.close()
-
-
-def _write(applied: Applied, writer: Any) -> None:
-    reader = applied.output.to_arrow_reader(BATCH_ROWS)
-    for batch in reader:
-        writer.write_memories(batch)
-    for batch in applied.rejected.to_arrow_reader(BATCH_ROWS):
-        writer.write_rejected(batch)

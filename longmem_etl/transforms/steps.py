@@ -40,7 +40,6 @@ def drop_superseded(step: Step, now: datetime) -> list[Plan]:
             Reject(
                 f"CASE WHEN {cond} THEN 'superseded by ' || superseded_by END",
                 field="superseded_by",
-                materialize=True,
             )
         ]
     return [
@@ -60,15 +59,30 @@ _ORDER = {
 
 
 def dedup(step: Step, now: datetime) -> list[Plan]:
-    """Rows with NULL text are never duplicates. Ties after the keep order go to the smaller id, then
-    to the earlier row, so the survivor never depends on scan order."""
-    part = ", ".join([dedup_key_sql("text"), *[f'"{c}"' for c in step.options["by"]]])
-    window = f"PARTITION BY {part} ORDER BY {_ORDER[step.options['keep']]}, id ASC, _row ASC"
-    reason = (
-        f"CASE WHEN text IS NOT NULL AND row_number() OVER ({window}) > 1 "
-        f"THEN 'duplicate of ' || first_value(id) OVER ({window}) END"
-    )
-    return [Reject(reason, field="text", materialize=True)]
+    """Exact duplicates of the normalised text within the ``by`` scope.
+
+    Set-wise and exact: a 64-bit hash of the key finds candidate groups with one hash aggregate (most
+    rows are unique and stop there); only candidates are ranked, partitioned by the key itself, so a
+    hash collision can never merge different texts. Rows with NULL text are never duplicates. Ties
+    after the keep order go to the smaller id, then the earlier row: the survivor never depends on
+    scan order.
+    """
+    by = [f'"{c}"' for c in step.options["by"]]
+    key = dedup_key_sql("text")
+    scope = "".join(f", {c}" for c in by)
+    same_scope = "".join(f" AND k.{c} IS NOT DISTINCT FROM g.{c}" for c in by)
+    window = f"PARTITION BY {key}{scope} ORDER BY {_ORDER[step.options['keep']]}, id ASC, _row ASC"
+    query = f"""
+        WITH k AS (SELECT _row, hash({key}) AS h{scope} FROM {{input}} WHERE text IS NOT NULL),
+        g AS (SELECT h{scope} FROM k GROUP BY ALL HAVING count(*) > 1),
+        c AS (SELECT k._row FROM k SEMI JOIN g ON k.h = g.h{same_scope}),
+        cand AS (SELECT i.* FROM {{input}} i SEMI JOIN c ON i._row = c._row)
+        SELECT _row, _reason FROM (
+            SELECT _row, CASE WHEN row_number() OVER ({window}) > 1
+                         THEN 'duplicate of ' || first_value(id) OVER ({window}) END AS _reason
+            FROM cand)
+        WHERE _reason IS NOT NULL"""
+    return [Reject(field="text", query=query)]
 
 
 def _map_expr(col: str, mapping: dict[str, str]) -> str:
