@@ -55,10 +55,15 @@ def sample_dump(tenant: str) -> Path | None:
 
 
 def render(template: str, tenant: str | None = None) -> str:
-    """Fill ``{home}`` and ``{tenant}`` in a template (other text is left alone)."""
+    """Fill ``{home}`` and ``{tenant}`` in a template (other text is left alone).
+
+    The tenant goes through the snapshot layout's ``sanitize_tenant``, so a partition key can never
+    step out of its directory (``../x`` becomes ``x``)."""
+    from longmem_etl.snapshots.layout import sanitize_tenant
+
     out = template.replace("{home}", str(state_home()))
-    if tenant is not None:
-        out = out.replace("{tenant}", tenant)
+    if tenant is not None:  # one safe path segment, as in the snapshot layout
+        out = out.replace("{tenant}", sanitize_tenant(tenant))
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from dagster import (
     DagsterInstance,
@@ -124,3 +125,10 @@ def test_migrate_after_backup_requests_a_migration_per_new_backup(monkeypatch, t
     assert request.partition_key == "acme-small"
     assert request.run_key == f"migrate-acme-small-{run.run_id}"
     assert requests() == []  # the cursor moved on
+
+
+def test_tenant_names_cannot_escape_their_directories(monkeypatch, tmp_path):
+    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path))
+    ep = LongmemEndpoint()
+    path = Path(ep.uri("../../etc/x")[len("local:") :])
+    assert path.parent == tmp_path / "tenants" and path.name.endswith("etc_x.sqlite")

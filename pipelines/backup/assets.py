@@ -111,6 +111,8 @@ def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) ->
 
 def dumps_dir(root: Path, tenant: str) -> Path:
     """Dump files live beside the snapshot root: ``<root>/../dumps/tenant=<t>/``."""
-    out = Path(root).parent / "dumps" / f"tenant={tenant}"
+    from longmem_etl.snapshots import sanitize_tenant
+
+    out = Path(root).parent / "dumps" / f"tenant={sanitize_tenant(tenant)}"
     out.mkdir(parents=True, exist_ok=True)
     return out
