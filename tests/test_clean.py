@@ -91,6 +91,7 @@ def test_clean_verb_hygiene_on_dirty_tenant(snaps: dict[str, Path], tmp_path: Pa
         "--root", str(out_root), "--dry-run",
     )  # fmt: skip
     assert human.returncode == 0 and "drop_archived" in human.stdout and "dry run" in human.stdout
+    assert len(list_snapshots(out_root)) == 1  # the dry run added nothing
 
 
 def test_gdpr_spec_on_healthy_tenant(snaps: dict[str, Path], tmp_path: Path) -> None:

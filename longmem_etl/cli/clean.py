@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.transforms.spec import STEPS
 
 VERB = "clean"
 ORDER = 50
@@ -30,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "in / out / rejected. A bad spec exits 2 before any data is read."
         ),
         examples=EXAMPLES,
+    )
+    p.epilog += "\nstep kinds (options: schemas/transform-spec.schema.json):\n" + "\n".join(
+        f"  {kind:20} {sdef.doc}" for kind, sdef in STEPS.items()
     )
     p.add_argument("snapshot", metavar="SNAPSHOT_DIR", help="the snapshot directory to clean")
     p.add_argument("--spec", required=True, metavar="SPEC.toml", help="transform spec")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -191,6 +192,7 @@ def apply_spec(
     *,
     now: datetime | None = None,
     defer_tail: bool = False,
+    on_step: Callable[[StepReport], None] | None = None,
 ) -> Applied:
     """Run every step of ``spec`` over ``source`` on ``con``.
 
@@ -202,7 +204,8 @@ def apply_spec(
 
     ``defer_tail``: do not materialise trailing rewrite steps; read the output with
     `Applied.output_batches`, which streams it and completes those steps' counters (what
-    `clean_snapshot` does, so the cleaned data is never held in memory whole).
+    `clean_snapshot` does, so the cleaned data is never held in memory whole). ``on_step`` is
+    called with each step's report as it finishes (progress bars).
 
     How: the data is a chain of relations, each in input (``_row``) order. Steps that only remove
     rows write ``(row, reason)`` into a small ``removed`` table and leave the data alone; the rows
@@ -337,6 +340,8 @@ def apply_spec(
                 time.perf_counter() - t0,
             )
         )
+        if on_step:
+            on_step(reports[-1])
     stream = None
     tail: list[tuple[dict[str, int], str]] = []
     if defer_tail and pending is not None:

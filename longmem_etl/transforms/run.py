@@ -18,6 +18,7 @@ from typing import Any
 
 import duckdb
 
+from longmem_etl.progress import progress
 from longmem_etl.transforms.engine import Report, apply_spec
 from longmem_etl.transforms.spec import Spec, load_spec
 from longmem_etl.transforms.steps import describe
@@ -103,7 +104,15 @@ def clean_snapshot(
     snap = open_snapshot(snapshot_path)
     con = duckdb.connect()
     try:
-        applied = apply_spec(con, spec, snap.memories_path, now=now, defer_tail=True)
+        with progress(total=len(spec.steps), desc="clean: steps", unit="step") as bar:
+            applied = apply_spec(
+                con,
+                spec,
+                snap.memories_path,
+                now=now,
+                defer_tail=True,
+                on_step=lambda _r: bar.update(1),
+            )
         result = CleanResult(
             source=snap.path,
             path=None,
@@ -136,8 +145,10 @@ def clean_snapshot(
             writer.set_collections(
                 rewrite_collections(snap.collections() if snap.has_collections else None, spec)
             )
-            for batch in applied.output_batches(BATCH_ROWS):
-                writer.write_memories(batch)
+            with progress(total=applied.report.rows_out, desc="clean: write", unit="row") as bar:
+                for batch in applied.output_batches(BATCH_ROWS):
+                    writer.write_memories(batch)
+                    bar.update(batch.num_rows)
             for batch in applied.rejected.to_arrow_reader(BATCH_ROWS):
                 writer.write_rejected(batch)
             # the report is complete only now (streamed steps' counters); the manifest is written
