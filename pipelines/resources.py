@@ -92,8 +92,10 @@ def env_or(var: str, default: str) -> Any:
 class LongmemEndpoint(ConfigurableResource):
     """A Longmem endpoint per tenant: a URI template and the *name* of the env var holding its key.
 
-    ``local:`` URIs whose SQLite file does not exist yet are seeded from ``sample_data/<tenant>.json``
-    when that file exists (idempotent), so the offline default has data to back up.
+    With ``seed_from_sample_data``, a ``local:`` URI whose SQLite file does not exist yet is seeded
+    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``sample_data/<tenant>.json``) when
+    there is one (idempotent), so the offline default has data to back up. A tenant with neither a
+    store nor a sample fails clearly in the library (``no such local store``).
     """
 
     uri_template: str = DEFAULT_SOURCE_URI
@@ -105,8 +107,7 @@ class LongmemEndpoint(ConfigurableResource):
 
     def key_env(self, tenant: str) -> str:
         """The key variable's name for this tenant (a ``{tenant}`` placeholder is upper-cased)."""
-        name = self.key_env_var.replace("{tenant}", re.sub(r"\W", "_", tenant).upper())
-        return name
+        return self.key_env_var.replace("{tenant}", re.sub(r"\W", "_", tenant).upper())
 
     def display_uri(self, tenant: str) -> str:
         return safe_uri(self.uri(tenant))

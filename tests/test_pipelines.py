@@ -153,3 +153,14 @@ def test_blocking_snapshot_checks_fail_on_a_tampered_snapshot_and_stop_downstrea
     assert not result.success
     assert result.asset_materializations_for_node("account_dump") == []  # blocked
     assert not (state / "dumps" / "tenant=acme" / f"{snap.name}.json.zst").exists()
+
+
+def test_unknown_tenant_without_store_or_sample_fails_and_writes_nothing(env):
+    state, instance = env
+    register_tenants(instance, ["initech"])
+    result, _ = _run(instance, "initech", [memories_snapshot])
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert "no such local store" in failure.step_failure_data.error.to_string()
+    assert not (state / "tenants" / "initech.sqlite").exists()
+    assert not list((state / "snapshots").glob("tenant=initech/snapshot=*"))

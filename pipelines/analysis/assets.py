@@ -4,10 +4,11 @@
 a TOML spec (run config; default ``sample_data/specs/migration-hygiene.toml``), writing a new
 snapshot under the *clean* root; rows a step removed are in its ``rejected.parquet``.
 ``warehouse`` (re)builds the tenant's own DuckDB file with ``longmem_etl.warehouse.connect`` views
-over the snapshots: one file per tenant, so parallel tenant runs never share a DuckDB writer.
+over the clean root: one file per tenant, so parallel tenant runs never share a DuckDB writer (each
+file's views see every cleaned snapshot present when it was refreshed; filter on ``tenant``).
 """
 
-from dagster import AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from pipelines.backup.assets import memories_snapshot
 from pipelines.partitions import tenants_partitions
@@ -36,7 +37,6 @@ class CleanConfig(Config):
 def memories_clean(
     context: AssetExecutionContext,
     config: CleanConfig,
-    snapshot_root: SnapshotRoot,
     clean_root: SnapshotRoot,
 ) -> MaterializeResult:
     from longmem_etl.transforms.run import clean_snapshot
@@ -44,7 +44,7 @@ def memories_clean(
     tenant = context.partition_key
     source = latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
     if source is None:
-        raise RuntimeError(f"memories_snapshot has no materialization for tenant {tenant}")
+        raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     spec = config.spec or default_spec()
     result = clean_snapshot(source, spec, clean_root.root(), tenant=tenant)
     report = result.report
@@ -71,21 +71,24 @@ def memories_clean(
     group_name="analysis",
     deps=[memories_clean],
     kinds={"duckdb"},
-    description="The tenant's DuckDB file: views over its backups and cleaned snapshots.",
+    description="The tenant's DuckDB file: warehouse views (memories, latest_memories, collections, "
+    "rejected, snapshots) over the cleaned snapshots, refreshed after each clean.",
 )
 def warehouse(
     context: AssetExecutionContext,
-    snapshot_root: SnapshotRoot,
     clean_root: SnapshotRoot,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
+    from longmem_etl.snapshots import sanitize_tenant
     from longmem_etl.warehouse import connect
 
     tenant = context.partition_key
     path = warehouse.database_path(tenant)
     con = connect(clean_root.root(), database=str(path))
     try:
-        rows = con.execute(read_sql("analysis", "warehouse_summary"), {"tenant": tenant}).fetchall()
+        rows = con.execute(
+            read_sql("analysis", "warehouse_summary"), {"tenant": sanitize_tenant(tenant)}
+        ).fetchall()
         views = [r[0] for r in con.execute(read_sql("analysis", "views")).fetchall()]
     finally:
         con.close()
