@@ -52,8 +52,10 @@ def parse_metadata(value: Any) -> Any:
 
 
 def with_marker(metadata: Any, source_id: str, migration_id: str) -> dict[str, Any]:
-    """A copy of ``metadata`` carrying the provenance marker (never mutates the source's dict)."""
-    meta = parse_metadata(metadata)
+    """A copy of ``metadata`` carrying the provenance marker (never mutates the source's dict).
+
+    ``metadata`` is the dump's value as is (a string stays a string, even one that looks like JSON)."""
+    meta = metadata
     if meta is None:
         out: dict[str, Any] = {}
     elif isinstance(meta, dict):
