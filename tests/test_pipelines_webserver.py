@@ -69,6 +69,17 @@ def _stop(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def _group_gone(pgid: int, deadline: float) -> bool:
+    """True once no process is left in the group (orphans are reaped by init), bounded."""
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_webserver_lists_pipeline_assets(tmp_path):
     port = _free_port()
     log = open(tmp_path / "webserver.log", "wb")  # noqa: SIM115 - closed in finally
@@ -103,3 +114,4 @@ def test_webserver_lists_pipeline_assets(tmp_path):
         _stop(proc)
         log.close()
     assert proc.poll() is not None
+    assert _group_gone(proc.pid, time.monotonic() + 30), "webserver processes left running"
