@@ -5,7 +5,6 @@ partition's latest materialization to find it, so it checks exactly what the ass
 are blocking: a snapshot that fails one must not feed cleaning, the warehouse or a migration.
 """
 
-import json
 from pathlib import Path
 
 import duckdb
@@ -43,8 +42,9 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
     """Per table: (count in manifest.json, rows in the Parquet file); and any mismatch found."""
     from longmem_etl.errors import BadInput
     from longmem_etl.snapshots import open_snapshot
+    from longmem_etl.snapshots.manifest import read_manifest
 
-    manifest = json.loads((snap / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(snap)
     counts = manifest.get("counts") or {}
     seen: dict[str, tuple[int, int]] = {}
     problems = []

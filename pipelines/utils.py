@@ -59,12 +59,12 @@ def latest_path(instance: DagsterInstance, asset: str, partition: str, field: st
 
 def snapshot_metadata(snap: Path) -> dict[str, Any]:
     """Materialization metadata of a snapshot: path, bytes, counts, rejected, per collection."""
-    import json
-
     import duckdb
 
+    from longmem_etl.snapshots.manifest import read_manifest
+
     snap = Path(snap)
-    manifest = json.loads((snap / "manifest.json").read_text(encoding="utf-8"))
+    manifest = read_manifest(snap)
     counts = manifest.get("counts") or {}
     with duckdb.connect() as con:
         per_collection = con.execute(
