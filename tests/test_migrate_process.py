@@ -252,3 +252,28 @@ def test_one_invalid_item_is_dead_lettered_and_the_rest_land(
     )
     ver = json.loads(Path(summary["outputs"]["verification"]).read_text())
     assert ver["totals"]["missing"] == 1 and ver["dead_lettered"] == 1
+
+
+def test_fixed_dead_letters_replay_into_the_same_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = _dump(tmp_path / "dump.json", 40, blank=7)
+    monkeypatch.chdir(tmp_path)
+    first = run_migration(
+        MigrationOptions(source="dump.json", target="local:t.db", show_progress=False)
+    )
+    assert first.exit_code == 3
+    rows = [json.loads(x) for x in Path(first.outputs["dead_letter"]).read_text().splitlines()]
+    rows[0]["item"]["text"] = "fact 7, fixed by hand"
+    (tmp_path / "fixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    replay = subprocess.run(
+        [*CLI, "migrate", "--source", "fixed.jsonl", "--target", "local:t.db"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert replay.returncode == 0, replay.stderr
+    landed = Counter(
+        m["metadata"]["_longmem_etl"]["source_id"] for m in _target_contents(tmp_path / "t.db")
+    )
+    assert sorted(landed) == sorted(m["id"] for m in source) and max(landed.values()) == 1

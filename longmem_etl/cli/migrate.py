@@ -28,8 +28,7 @@ EXAMPLES = """\
 Each item carries metadata["_longmem_etl"] = {"source_id", "migration"} so nothing is ever sent
 twice (--no-provenance: content fingerprints instead). Outputs in the migration's directory:
 journal.sqlite, id_map.parquet, dead_letter.jsonl, verification.json. Replay dead letters after
-fixing them:  jq -c '.item + {id: .source_id, collection: .collection}' dead_letter.jsonl > retry.jsonl
-then  longmem-etl migrate --source retry.jsonl --target URI.
+fixing their "item"s:  longmem-etl migrate --source .../dead_letter.jsonl --target URI
 Exit: 0 verified exact; 3 dead letters or mismatch; 130 interrupted (resumable); 2 bad input.
 """
 

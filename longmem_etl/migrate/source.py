@@ -127,7 +127,10 @@ def freeze(source: str, dest: Path, *, spec: str | None, key_env: str) -> Frozen
     elif kind == "dump":
         from longmem_etl.snapshots import convert_dump
 
-        snap = _as_path(convert_dump(source, dest / "source", progress=False))
+        path = Path(source)
+        if is_dead_letter_file(path):
+            path = dead_letters_to_dump(path, dest / "replay.json")
+        snap = _as_path(convert_dump(path, dest / "source", progress=False))
     else:
         snap = Path(source).expanduser().resolve()
     if spec:
@@ -135,6 +138,41 @@ def freeze(source: str, dest: Path, *, spec: str | None, key_env: str) -> Frozen
 
         snap = _as_path(clean_snapshot(snap, spec, dest / "cleaned"))
     return Frozen(path=snap, identity=identity)
+
+
+DEAD_LETTER_KEYS = frozenset({"source_id", "item", "status", "message"})
+
+
+def is_dead_letter_file(path: Path) -> bool:
+    """A migration's ``dead_letter.jsonl`` (first line has source_id/item/status/message)."""
+    if not path.name.lower().endswith(".jsonl"):
+        return False
+    with open(path, "rb") as fh:
+        first = fh.readline()
+    try:
+        row = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(row, dict) and set(row) >= DEAD_LETTER_KEYS
+
+
+def dead_letters_to_dump(path: Path, out: Path) -> Path:
+    """Replay support: ``migrate --source dead_letter.jsonl`` (after fixing the items in it) sends
+    them again. Each line's ``item`` becomes a memory with its original id and collection."""
+    memories = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            item = dict(row["item"])
+        except (ValueError, KeyError, TypeError):
+            raise BadInput(f"{path}: line {n}: not a dead-letter record") from None
+        item.setdefault("id", row["source_id"])
+        item.setdefault("collection", row.get("collection") or "default")
+        memories.append(item)
+    out.write_text(json.dumps({"tenant": "dead-letters", "memories": memories}, ensure_ascii=False))
+    return out
 
 
 @contextmanager
