@@ -20,8 +20,9 @@ over-precise ``importance``, a timestamp with sub-microsecond digits or without 
 from __future__ import annotations
 
 import math
+import operator
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -46,7 +47,7 @@ STAGE = "convert"
 _EMPTY = Raw(b"")
 
 
-class _Mem(msgspec.Struct, forbid_unknown_fields=True):
+class _Mem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """The known fields, typed as strictly as the snapshot columns (UNSET = absent from the row)."""
 
     id: str
@@ -222,11 +223,17 @@ def parse_timestamp(text: str) -> tuple[int, bool]:
 
 
 def _timestamps(
-    values: list[Any], bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]], name: str
+    arr: pa.Array,
+    clean: list[Any],
+    bad: dict[int, _Bad],
+    raws: dict[int, dict[str, bytes]],
+    name: str,
 ) -> pa.Array:
-    """Typed column for one timestamp field; fills ``bad`` and ``raws`` (fidelity) by row."""
-    clean = [None if v is UNSET else v for v in values]
-    arr = pa.array(clean, pa.string())
+    """Typed column for one timestamp field; fills ``bad`` and ``raws`` (fidelity) by row.
+
+    One vectorised Arrow cast for the usual RFC 3339 strings; when any value does not cast, the
+    batch's column is parsed value by value (sub-microsecond digits, no offset, garbage).
+    """
     try:
         return arr.cast(TIMESTAMP)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -252,55 +259,75 @@ def _timestamps(
 # importance: exact number or a rejection
 
 
-def _importance(
-    values: list[Raw], bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]]
-) -> list[float | None]:
-    out: list[float | None] = []
-    append = out.append
-    for i, r in enumerate(values):
-        if not len(r):
-            append(None)
-            continue
-        b = bytes(r)
+def _importance_row(b: bytes, i: int, bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]]):
+    """One importance literal the vectorised path could not settle: value, fidelity, or rejection."""
+    try:
+        f = float(b)
+    except ValueError:
+        bad.setdefault(i, _Bad("importance", f"importance is {_raw_kind(b)}, expected a number"))
+        return None
+    if not math.isfinite(f):
+        raws.setdefault(i, {})["importance"] = b
+        return None
+    if b"." not in b and b"e" not in b and b"E" not in b:
+        exact = False  # an integer literal: keep it an integer on the way back
+    else:
         try:
-            f = float(b)
-        except ValueError:
-            if b == b"null":
-                append(None)
-            else:
-                bad.setdefault(
-                    i, _Bad("importance", f"importance is {_raw_kind(b)}, expected a number")
-                )
-                append(None)
-            continue
-        if b == repr(f).encode():
-            append(f)
-            continue
-        if not math.isfinite(f):
-            raws.setdefault(i, {})["importance"] = b
-            append(None)
-            continue
-        if b"." not in b and b"e" not in b and b"E" not in b:
-            exact = False  # an integer literal: keep it an integer on the way back
-        else:
-            try:
-                exact = Decimal(repr(f)) == Decimal(b.decode())
-            except InvalidOperation:  # pragma: no cover
-                exact = False
-        if not exact:
-            raws.setdefault(i, {})["importance"] = b
-        append(f)
-    return out
+            exact = Decimal(repr(f)) == Decimal(b.decode())
+        except InvalidOperation:  # pragma: no cover
+            exact = False
+    if not exact:
+        raws.setdefault(i, {})["importance"] = b
+    return f
+
+
+_INT_LITERAL = r"^-?[0-9]+$"
+
+
+def _importance(
+    values: list[Raw], lengths: np.ndarray, bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]]
+) -> pa.Array:
+    """float64 column; literals a double does not say exactly (ints, 1e400, extra digits) kept raw.
+
+    Vectorised: Arrow parses the literals and renders the doubles back (shortest round-trip form);
+    only rows where the two texts differ, or that are integers, are looked at one by one.
+    """
+    text = _raw_strings(values, lengths)
+    try:
+        floats = text.cast(pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        floats = None
+    if floats is not None:
+        back = floats.cast(pa.string())
+        differs = pc.fill_null(pc.not_equal(back, text), False)
+        is_int = pc.fill_null(pc.match_substring_regex(text, _INT_LITERAL), False)
+        check = pc.or_(differs, is_int)
+        if not pc.any(check).as_py():
+            return floats
+        idx = np.flatnonzero(check.to_numpy(zero_copy_only=False))
+        out = floats.to_pylist()
+    else:
+        idx = np.flatnonzero(lengths > 0)
+        out = [None] * len(values)
+    for i in idx.tolist():
+        b = bytes(values[i])
+        out[i] = None if b == b"null" else _importance_row(b, i, bad, raws)
+    return pa.array(out, pa.float64())
 
 
 # --------------------------------------------------------------------------------------------------
 # Raw JSON -> Arrow string column without per-row decode
 
 
-def _raw_strings(values: Sequence[Raw | bytes]) -> pa.Array:
+def _lengths(values: Sequence[Raw | bytes]) -> np.ndarray:
+    return np.fromiter(map(len, values), dtype=np.int64, count=len(values))
+
+
+def _raw_strings(values: Sequence[Raw | bytes], lengths: np.ndarray | None = None) -> pa.Array:
     """Arrow string array of raw JSON slices; empty slices and JSON null become NULL."""
     n = len(values)
-    lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    if lengths is None:
+        lengths = _lengths(values)
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     data = b"".join(values)
@@ -316,6 +343,21 @@ def _raw_strings(values: Sequence[Raw | bytes]) -> pa.Array:
 # A batch
 
 
+_GET = {name: operator.attrgetter(name) for name in MEMORY_FIELDS}
+
+
+def _unset_to_none(col: list[Any], name: str, absent: dict[int, list[str]]) -> list[Any]:
+    """Replace UNSET (absent from the row) with None, noting the row's absent field."""
+    out = []
+    for i, v in enumerate(col):
+        if v is UNSET:
+            absent.setdefault(i, []).append(name)
+            out.append(None)
+        else:
+            out.append(v)
+    return out
+
+
 class Normalizer:
     """Turns batches of raw memories into Arrow, remembering ids across batches (first id wins)."""
 
@@ -323,6 +365,18 @@ class Normalizer:
         self.seen: set[str] = set()
         self.good = 0
         self.rejected = 0
+
+    def chunk(self, chunk: Any) -> tuple[pa.RecordBatch, pa.Table]:
+        """Like ``batch`` for a ``dumps.read.Chunk``: one typed decode of its body when it has one."""
+        if chunk.body is not None:
+            try:
+                mems = _DEC_LIST.decode(chunk.body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                mems = None
+            if mems is not None and len(mems) == chunk.count:
+                return self._columns(chunk.raws, mems, None, {}, chunk.start)
+        chunk.check()
+        return self.batch(chunk.raws(), chunk.start)
 
     def batch(self, raws: Sequence[Raw | bytes], start: int = 0) -> tuple[pa.RecordBatch, pa.Table]:
         """``(good rows, rejected rows)`` for ``raws`` whose first row has index ``start``."""
@@ -349,11 +403,11 @@ class Normalizer:
                     except msgspec.DecodeError as exc:
                         bad[i] = _Bad(None, f"not valid JSON: {exc}")
                         mems.append(None)
-        return self._columns(raws, mems, extras, bad, start)
+        return self._columns(lambda: raws, mems, extras, bad, start)
 
     def _columns(
         self,
-        raws: Sequence[Raw | bytes],
+        get_raws: Callable[[], Sequence[Raw | bytes]],
         mems: list[_Mem | None],
         extras: list[str | None] | None,
         bad: dict[int, _Bad],
@@ -363,7 +417,7 @@ class Normalizer:
         if bad:  # placeholders keep positions; their columns are dropped below
             placeholder = _Mem(id="", text="")
             mems = [placeholder if m is None else m for m in mems]
-        ids = [m.id for m in mems]  # type: ignore[union-attr]
+        ids = list(map(_GET["id"], mems))
         seen = self.seen
         if not bad and "" not in ids and seen.isdisjoint(ids) and len(set(ids)) == n:
             seen.update(ids)
@@ -380,30 +434,36 @@ class Normalizer:
 
         fid_raw: dict[int, dict[str, bytes]] = {}
         absent: dict[int, list[str]] = {}
-        columns: dict[str, Any] = {"id": ids, "text": [m.text for m in mems]}  # type: ignore[union-attr]
+        columns: dict[str, Any] = {
+            "id": pa.array(ids, pa.string()),
+            "text": pa.array(list(map(_GET["text"], mems)), pa.string()),
+        }
         for name in _TYPED_STR_FIELDS + _BOOL_FIELDS:
-            col = [getattr(m, name) for m in mems]
-            if UNSET in col:
-                for i, v in enumerate(col):
-                    if v is UNSET:
-                        absent.setdefault(i, []).append(name)
-                col = [None if v is UNSET else v for v in col]
-            columns[name] = col
+            col = list(map(_GET[name], mems))
+            try:  # fast: no UNSET (Arrow refuses the sentinel, so this also detects absence)
+                columns[name] = pa.array(col, MEMORY_FIELDS[name])
+                continue
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                pass
+            columns[name] = pa.array(_unset_to_none(col, name, absent), MEMORY_FIELDS[name])
         for name in TIMESTAMP_FIELDS:
-            col = [getattr(m, name) for m in mems]
-            if UNSET in col:
-                for i, v in enumerate(col):
-                    if v is UNSET:
-                        absent.setdefault(i, []).append(name)
-            columns[name] = _timestamps(col, bad, fid_raw, name)
-        imp = [m.importance for m in mems]  # type: ignore[union-attr]
-        meta = [m.metadata for m in mems]  # type: ignore[union-attr]
-        for name, col in (("importance", imp), ("metadata", meta)):
-            for i, r in enumerate(col):
-                if not len(r):
+            col = list(map(_GET[name], mems))
+            try:
+                arr = pa.array(col, pa.string())
+            except (pa.ArrowTypeError, pa.ArrowInvalid):
+                col = _unset_to_none(col, name, absent)
+                arr = pa.array(col, pa.string())
+            columns[name] = _timestamps(arr, col, bad, fid_raw, name)
+        imp = list(map(_GET["importance"], mems))
+        meta = list(map(_GET["metadata"], mems))
+        imp_len = _lengths(imp)
+        meta_len = _lengths(meta)
+        for name, lengths in (("importance", imp_len), ("metadata", meta_len)):
+            if not lengths.all():
+                for i in np.flatnonzero(lengths == 0).tolist():
                     absent.setdefault(i, []).append(name)
-        columns["importance"] = _importance(imp, bad, fid_raw)
-        columns["metadata"] = _raw_strings(meta)
+        columns["importance"] = _importance(imp, imp_len, bad, fid_raw)
+        columns["metadata"] = _raw_strings(meta, meta_len)
         columns["extra"] = extras if extras is not None else pa.nulls(n, pa.string())
 
         fidelity: list[str | None] | pa.Array
@@ -423,7 +483,7 @@ class Normalizer:
             col = columns[f.name]
             arrays.append(col if isinstance(col, pa.Array) else pa.array(col, f.type))
         good = pa.RecordBatch.from_arrays(arrays, schema=MEMORIES_SCHEMA)
-        rejected = _rejected_table(raws, ids, bad, start)
+        rejected = _rejected_table(get_raws() if bad else (), ids, bad, start)
         if bad:
             keep = np.ones(n, dtype=bool)
             keep[list(bad)] = False

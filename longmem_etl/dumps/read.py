@@ -29,14 +29,18 @@ JSON / truncated / trailing garbage (with the byte offset or line number), wrong
 from __future__ import annotations
 
 import gzip
+import itertools
+import mmap
 import os
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
+import numpy as np
 
 from longmem_etl import jsonio
 from longmem_etl.errors import BadInput
@@ -115,18 +119,34 @@ except ImportError:  # pragma: no cover
     pass
 
 
-def read_all_bytes(path: str | os.PathLike) -> bytes:
-    """The whole decompressed file, BOM removed; BadInput for corrupt compression or empty files."""
+def read_all_bytes(path: str | os.PathLike) -> bytearray | memoryview:
+    """The whole decompressed file as a *writable* buffer (see ``_inplace_chunks``), BOM removed;
+    BadInput for corrupt compression or empty files.
+
+    A plain file is mapped copy-on-write (``mmap.ACCESS_COPY``): no read copy, pages come from the
+    page cache as the decoder scans them, and the few bytes ``_inplace_chunks`` changes stay
+    private to this process. A compressed one is decompressed into a bytearray.
+    """
+    data: bytearray | memoryview
     try:
-        with open_binary(path) as f:
-            data = f.read()
+        if dump_format(path)[1] is None:
+            size = os.path.getsize(path)
+            if size == 0:
+                raise BadInput(f"{path}: empty file")
+            with open(path, "rb") as f:
+                data = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY))
+        else:
+            data = bytearray()
+            with open_binary(path) as f:
+                while block := f.read(1 << 24):
+                    data += block
     except _COMPRESSION_ERRORS as exc:
         raise _compression_error(path, exc) from None
     except OSError as exc:
         raise BadInput(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if data.startswith(BOM):
-        data = data[len(BOM) :]
-    if not data.strip():
+    if bytes(data[:3]) == BOM:
+        data = memoryview(data)[len(BOM) :]
+    if _WS.match(data).end() == len(data):  # type: ignore[union-attr]  # only whitespace
         raise BadInput(f"{path}: empty file")
     return data
 
@@ -136,12 +156,29 @@ def read_all_bytes(path: str | os.PathLike) -> bytes:
 
 
 @dataclass
+class Chunk:
+    """A run of consecutive memories: ``count`` rows from row index ``start``.
+
+    ``body`` is, when the reader has it cheaply, the JSON array text of exactly these rows (valid only
+    until the next chunk is read); ``raws()`` gives each row's raw JSON (computed on demand);
+    ``check()`` raises BadInput for whole-file problems inside the chunk (a broken JSONL line) and is
+    called before rows are looked at one by one.
+    """
+
+    start: int
+    count: int
+    body: Any
+    raws: Callable[[], Sequence[Any]]
+    check: Callable[[], None] = lambda: None
+
+
+@dataclass
 class DumpSource:
-    """A readable dump: its header, collections and batches of raw memories.
+    """A readable dump: its header, collections and its memories in chunks.
 
     ``header`` holds every top-level key except ``memories`` and ``collections`` (values exact).
-    ``collections`` is None when the dump has no ``collections`` key. ``batches()`` yields
-    ``(start_row_index, [raw memory JSON, ...])`` and may be called once.
+    ``collections`` is None when the dump has no ``collections`` key. ``chunks()`` (fast) or
+    ``batches()`` (``(start_row_index, [raw memory JSON, ...])``) may be iterated once.
     """
 
     path: str
@@ -149,11 +186,24 @@ class DumpSource:
     collections: list[Any] | None
     total: int | None  # memories, when known before reading them
     streamed: bool
-    _batches: Iterator[tuple[int, list[Any]]] = field(repr=False)
+    _chunks: Iterator[Chunk] = field(repr=False)
     size_hint: int | None = None  # bytes, for progress when total is unknown
 
+    def chunks(self) -> Iterator[Chunk]:
+        return self._chunks
+
     def batches(self) -> Iterator[tuple[int, list[Any]]]:
-        return self._batches
+        for chunk in self._chunks:
+            raws = chunk.raws()
+            if chunk.body is None or len(raws) != chunk.count:
+                chunk.check()
+            yield chunk.start, list(raws)
+
+
+def _chunks_of(items: list[Any], size: int) -> Iterator[Chunk]:
+    for i in range(0, len(items), size):
+        part = items[i : i + size]
+        yield Chunk(i, len(part), None, lambda part=part: part)
 
 
 def _msgspec_problem(exc: Exception) -> str:
@@ -205,18 +255,39 @@ def _raw_kind(raw: bytes | msgspec.Raw) -> str:
     }.get(first, "a number")
 
 
+_WS = re.compile(rb"[ \t\r\n]*")
 _TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _LIST_RAW = msgspec.json.Decoder(list[msgspec.Raw])
 
 
-def _batched(items: list[Any], size: int, start: int = 0) -> Iterator[tuple[int, list[Any]]]:
-    for i in range(0, len(items), size):
-        yield start + i, items[i : i + size]
+def _address(buf: Any) -> int:
+    return np.frombuffer(buf, np.uint8).__array_interface__["data"][0] if len(buf) else 0
+
+
+def _inplace_chunks(data: bytearray, memories: list[Any], size: int) -> Iterator[Chunk]:
+    """Chunks whose ``body`` is a zero-copy view of ``data``: the separator bytes just outside the
+    run are set to ``[`` and ``]`` while the chunk is in use, then restored."""
+    base = _address(data)
+    view = memoryview(data)
+    for i in range(0, len(memories), size):
+        part = memories[i : i + size]
+        first = _address(part[0]) - base
+        last = _address(part[-1]) - base + len(part[-1])
+        if first < 1 or last >= len(data):  # pragma: no cover - a list always has brackets
+            yield Chunk(i, len(part), None, lambda part=part: part)
+            continue
+        before, after = data[first - 1], data[last]
+        data[first - 1], data[last] = 0x5B, 0x5D  # [ ]
+        try:
+            yield Chunk(i, len(part), view[first - 1 : last + 1], lambda part=part: part)
+        finally:
+            data[first - 1], data[last] = before, after
 
 
 def _read_json_whole(path: str, batch_size: int) -> DumpSource:
     data = read_all_bytes(path)
-    stripped = data.lstrip()
+    first = _WS.match(data).end()  # type: ignore[union-attr]  # no copy, unlike lstrip()
+    stripped = bytes(data[first : first + 64])
     if stripped[:1] != b"{":
         try:
             msgspec.json.decode(data)
@@ -239,13 +310,18 @@ def _read_json_whole(path: str, batch_size: int) -> DumpSource:
     collections = jsonio.loads(collections_raw) if collections_raw is not None else None
     header = {k: jsonio.loads(v) for k, v in top.items()}
     check_header(path, header, collections)
+    chunks = (
+        _inplace_chunks(data, memories, batch_size)
+        if memories
+        else _chunks_of(memories, batch_size)
+    )
     return DumpSource(
         path=path,
         header=header,
         collections=collections,
         total=len(memories),
         streamed=False,
-        _batches=_batched(memories, batch_size),
+        _chunks=chunks,
     )
 
 
@@ -312,33 +388,47 @@ def _read_jsonl(path: str, batch_size: int) -> DumpSource:
         header = {}
     size = os.path.getsize(path)
 
-    def gen() -> Iterator[tuple[int, list[Any]]]:
-        nonlocal lineno
-        row = 0
-        batch: list[bytes] = [p[1] for p in pending]
-        lines: list[int] = [p[0] for p in pending]
+    def blocks() -> Iterator[bytes]:
         with f:
-            while True:
-                try:
-                    line = f.readline()
-                except _COMPRESSION_ERRORS as exc:
-                    raise _compression_error(path, exc) from None
-                if not line:
-                    break
-                lineno += 1
-                stripped = line.strip()
-                if not stripped:
+            try:
+                while block := f.read(JSONL_BLOCK):
+                    yield block
+            except _COMPRESSION_ERRORS as exc:
+                raise _compression_error(path, exc) from None
+
+    def gen() -> Iterator[Chunk]:
+        row = 0
+        next_line = lineno + 1
+        rows: list[bytes] = [p[1] for p in pending]
+        numbers: list[int] = [p[0] for p in pending]
+        leftover = b""
+        for block in itertools.chain(blocks(), [None]):
+            if block is None:
+                data, leftover = leftover, b""
+            else:
+                data = leftover + block
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    leftover = data
                     continue
-                batch.append(stripped)
-                lines.append(lineno)
-                if len(batch) >= batch_size:
-                    _check_lines(path, batch, lines)
-                    yield row, batch
-                    row += len(batch)
-                    batch, lines = [], []
-        if batch:
-            _check_lines(path, batch, lines)
-            yield row, batch
+                data, leftover = data[:cut], data[cut + 1 :]
+            for line in data.split(b"\n") if (data or block is not None) else ():
+                stripped = line.strip()
+                if stripped:
+                    rows.append(stripped)
+                    numbers.append(next_line)
+                next_line += 1
+            while len(rows) >= batch_size or (block is None and rows):
+                part, rows = rows[:batch_size], rows[batch_size:]
+                nums, numbers = numbers[:batch_size], numbers[batch_size:]
+                yield Chunk(
+                    row,
+                    len(part),
+                    b"[" + b",".join(part) + b"]",
+                    lambda part=part: part,
+                    lambda part=part, nums=nums: _check_lines(path, part, nums),
+                )
+                row += len(part)
 
     return DumpSource(
         path=path,
@@ -346,9 +436,12 @@ def _read_jsonl(path: str, batch_size: int) -> DumpSource:
         collections=collections,
         total=None,
         streamed=True,
-        _batches=gen(),
+        _chunks=gen(),
         size_hint=size,
     )
+
+
+JSONL_BLOCK = 1 << 23  # 8 MiB of (decompressed) text per read
 
 
 def _check_lines(path: Any, batch: list[bytes], lines: list[int]) -> None:
@@ -438,7 +531,7 @@ def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
         raise BadInput(f"{path}: no 'memories' list at the top level")
     check_header(path, header, collections)
 
-    def gen() -> Iterator[tuple[int, list[Any]]]:
+    def gen() -> Iterator[Chunk]:
         import ijson
 
         row = 0
@@ -450,13 +543,13 @@ def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
                 for item in ijson.items(stream, "memories.item", use_float=False):
                     batch.append(jsonio.dumps(item))
                     if len(batch) >= batch_size:
-                        yield row, batch
+                        yield _list_chunk(row, batch)
                         row += len(batch)
                         batch = []
         except _COMPRESSION_ERRORS as exc:
             raise _compression_error(path, exc) from None
         if batch:
-            yield row, batch
+            yield _list_chunk(row, batch)
 
     return DumpSource(
         path=path,
@@ -464,9 +557,13 @@ def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
         collections=collections,
         total=None,
         streamed=True,
-        _batches=gen(),
+        _chunks=gen(),
         size_hint=os.path.getsize(path),
     )
+
+
+def _list_chunk(start: int, rows: list[bytes]) -> Chunk:
+    return Chunk(start, len(rows), b"[" + b",".join(rows) + b"]", lambda: rows)
 
 
 def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:

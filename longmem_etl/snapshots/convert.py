@@ -17,7 +17,13 @@ import pyarrow as pa
 
 from longmem_etl import jsonio
 from longmem_etl.dumps.normalize import Normalizer
-from longmem_etl.dumps.read import DEFAULT_BATCH, DumpSource, check_header, open_dump
+from longmem_etl.dumps.read import (
+    DEFAULT_BATCH,
+    DumpSource,
+    _list_chunk,
+    check_header,
+    open_dump,
+)
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.layout import sanitize_tenant, tenant_from_header
@@ -93,8 +99,8 @@ def _run(
     ):
         writer.set_header(src.header)
         writer.set_collections(src.collections)
-        for start, raws in src.batches():
-            good, rejected = norm.batch(raws, start)
+        for chunk in src.chunks():
+            good, rejected = norm.chunk(chunk)
             if rejected.num_rows:
                 if strict:
                     raise _strict_error(src.path, rejected)
@@ -103,7 +109,7 @@ def _run(
                     reasons[key] = reasons.get(key, 0) + 1
                 writer.write_rejected(rejected)
             writer.write_memories(good)
-            bar.update(len(raws))
+            bar.update(chunk.count)
     assert writer.path is not None
     return ConvertResult(
         path=writer.path,
@@ -178,9 +184,9 @@ def snapshot_from_dump(
     if collections is not None:
         collections = jsonio.loads(jsonio.dumps(collections))
 
-    def batches():
+    def chunks():
         for i in range(0, len(memories), batch_size):
-            yield i, [jsonio.dumps(m) for m in memories[i : i + batch_size]]
+            yield _list_chunk(i, [jsonio.dumps(m) for m in memories[i : i + batch_size]])
 
     src = DumpSource(
         path=where,
@@ -188,7 +194,7 @@ def snapshot_from_dump(
         collections=collections,
         total=len(memories),
         streamed=False,
-        _batches=batches(),
+        _chunks=chunks(),
     )
     name = tenant or tenant_from_header(header) or "default"
     return _run(

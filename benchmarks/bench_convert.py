@@ -1,0 +1,150 @@
+"""Benchmark: dump -> Parquet, ``convert`` vs the naive baseline, wall time and peak RSS.
+
+Not a test. One invocation generates (or reuses) a dump of N memories with
+``sample_data/generate.py big`` and runs, each in its own child process (so peak RSS is that run's
+alone, from ``wait4``'s ``ru_maxrss``):
+
+- ``naive``: ``json.load`` + ``pandas.DataFrame`` + ``to_parquet`` (nested values JSON-encoded so
+  pyarrow accepts mixed shapes — the least a naive script must do to run at all);
+- ``convert``: ``longmem_etl.snapshots.convert_dump`` on the ``.json`` (whole-file msgspec path);
+- ``convert-stream``: the same file with ``stream=True`` (ijson, bounded memory);
+- ``convert-jsonl``: the same dump as JSON Lines (always streamed, batch by batch).
+
+Usage::
+
+    python benchmarks/bench_convert.py                      # 1,000,000 memories (~800 MB)
+    python benchmarks/bench_convert.py --count 200000 --modes naive,convert,convert-jsonl
+    python benchmarks/bench_convert.py --dump /tmp/big.json  # reuse a dump (.jsonl made beside it)
+
+Targets (issue 2): convert <= 1/6 of naive wall time with peak RSS <= 1.5 GB; a streaming path
+<= 600 MB peak RSS whatever the size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODES = ("naive", "convert", "convert-stream", "convert-jsonl")
+
+
+def child(mode: str, dump: str, out: str) -> None:
+    """Run one mode in this (child) process."""
+    if mode == "naive":
+        import pandas as pd
+
+        with open(dump, encoding="utf-8") as f:
+            data = json.load(f)
+        df = pd.DataFrame(data["memories"])
+        for col in df.columns:
+            if df[col].map(lambda v: isinstance(v, (dict, list))).any():
+                df[col] = df[col].map(lambda v: json.dumps(v) if v is not None else None)
+        df.to_parquet(Path(out) / "memories.parquet")
+        return
+    from longmem_etl.snapshots import convert_dump
+
+    stream = True if mode == "convert-stream" else None
+    res = convert_dump(dump, out, progress=False, stream=stream)
+    print(
+        json.dumps({"memories": res.memories, "rejected": res.rejected, "streamed": res.streamed})
+    )
+
+
+def measure(mode: str, dump: Path, workdir: Path) -> dict:
+    out = Path(tempfile.mkdtemp(prefix=f"bench-{mode}-", dir=workdir))
+    cmd = [sys.executable, __file__, "--child", mode, "--dump", str(dump), "--out", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    stdout = proc.stdout.read().decode() if proc.stdout else ""
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    shutil.rmtree(out, ignore_errors=True)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"{mode} failed ({code}): {stderr.strip()[-500:]}")
+    return {
+        "mode": mode,
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "info": stdout.strip(),
+    }
+
+
+def ensure_dumps(args: argparse.Namespace, workdir: Path, need_jsonl: bool) -> tuple[Path, Path]:
+    gen = REPO / "sample_data" / "generate.py"
+    dump = Path(args.dump) if args.dump else workdir / f"bench-{args.count}.json"
+    if not dump.exists():
+        print(f"generating {dump} ({args.count} memories) ...", flush=True)
+        subprocess.run(
+            [sys.executable, str(gen), "big", "--count", str(args.count), "--out", str(dump)],
+            check=True,
+        )
+    jsonl = dump.with_suffix(".jsonl")
+    if need_jsonl and not jsonl.exists():
+        print(f"generating {jsonl} ...", flush=True)
+        count = args.count
+        if args.dump:  # count the memories of a given dump: the generator writes one per line
+            with open(dump, "rb") as f:
+                count = sum(1 for line in f if line.startswith(b'{"id"'))
+        subprocess.run(
+            [sys.executable, str(gen), "big", "--count", str(count), "--out", str(jsonl)]
+            + ["--format", "jsonl"],
+            check=True,
+        )
+    return dump, jsonl
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--count", type=int, default=1_000_000)
+    p.add_argument("--dump", help="an existing .json dump to use")
+    p.add_argument("--workdir", default=tempfile.gettempdir())
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child, args.dump, args.out)
+        return
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    workdir = Path(args.workdir)
+    dump, jsonl = ensure_dumps(args, workdir, "convert-jsonl" in modes)
+    size = dump.stat().st_size
+    print(f"dump: {dump} ({size / 1e6:.0f} MB)", flush=True)
+    rows = []
+    for mode in modes:
+        src = jsonl if mode == "convert-jsonl" else dump
+        r = measure(mode, src, workdir)
+        rows.append(r)
+        print(
+            f"  {mode:15s} {r['wall_s']:7.1f} s  {r['peak_rss_mb']:7.0f} MB  {r['info']}",
+            flush=True,
+        )
+    base = next((r for r in rows if r["mode"] == "naive"), None)
+    print()
+    print("| mode | wall time | CPU time | peak RSS | wall vs naive | RSS vs naive |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in rows:
+        wall_ratio = f"1/{base['wall_s'] / r['wall_s']:.1f}" if base else "-"
+        rss_ratio = f"{r['peak_rss_mb'] / base['peak_rss_mb']:.2f}x" if base else "-"
+        print(
+            f"| {r['mode']} | {r['wall_s']:.1f} s | {r['cpu_s']:.1f} s | {r['peak_rss_mb']:.0f} MB "
+            f"| {wall_ratio} | {rss_ratio} |"
+        )
+    print(f"\n{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
+
+
+if __name__ == "__main__":
+    main()
