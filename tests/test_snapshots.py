@@ -226,3 +226,19 @@ def test_extra_manifest_and_parent(tmp_path):
     assert m["parent"] == "/x/y" and m["transform"] == {"steps": 2}
     with pytest.raises(ValueError):
         SnapshotWriter(tmp_path, "t", source={}, extra_manifest={"counts": 1})
+
+
+def test_manifest_matches_its_json_schema(tmp_path):
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).resolve().parents[1] / "schemas/manifest.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator.check_schema(schema)
+    dump = make_dump(3)
+    dump["memories"].append(5)  # one rejected row: rejected.parquet is listed too
+    res = snapshot_from_dump(dump, tmp_path / "r", source={"kind": "t"}, extra_manifest={"x": 1})
+    manifest = json.loads((res.path / "manifest.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(manifest)
+    assert set(manifest["files"]) == {"memories.parquet", "collections.parquet", "rejected.parquet"}
+    assert manifest["snapshot"] == res.path.name and manifest["tenant"] == "acme"
