@@ -164,3 +164,24 @@ def test_unknown_tenant_without_store_or_sample_fails_and_writes_nothing(env):
     assert "no such local store" in failure.step_failure_data.error.to_string()
     assert not (state / "tenants" / "initech.sqlite").exists()
     assert not list((state / "snapshots").glob("tenant=initech/snapshot=*"))
+
+
+def test_retention_keeps_the_newest_snapshots_and_their_dumps(env):
+    state, instance = env
+    register_tenants(instance, ["acme-small"])
+    config = {"ops": {"memories_snapshot": {"config": {"keep": 2}}}}
+    for _ in range(3):
+        result, evals = _run(
+            instance,
+            "acme-small",
+            [memories_snapshot, account_dump],
+            CHECKS[:4],
+            run_config=config,
+        )
+        assert result.success and all(evals.values())
+    snaps = sorted(p.name for p in (state / "snapshots" / "tenant=acme-small").glob("snapshot=*"))
+    dumps = sorted(p.name for p in (state / "dumps" / "tenant=acme-small").glob("*.json.zst"))
+    assert len(snaps) == 2 and dumps == [f"{s}.json.zst" for s in snaps]
+    meta = _meta(instance, memories_snapshot, "acme-small")
+    assert meta["pruned"] == 1 and meta["keep"] == 2
+    assert _meta(instance, account_dump, "acme-small")["dumps_removed"] == 1
