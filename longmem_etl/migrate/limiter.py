@@ -44,7 +44,7 @@ class AdaptiveLimit:
     def release(self) -> None:
         with self._cond:
             self._active -= 1
-            self._cond.notify_all()
+            self._cond.notify()  # one slot freed: wake one waiter, not the whole herd
 
     def on_success(self) -> None:
         with self._cond:
