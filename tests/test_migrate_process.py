@@ -92,7 +92,7 @@ def _assert_exactly_once(source: list[dict], target: list[dict], mode: str) -> N
 
 @pytest.mark.parametrize("mode", ["add", "import"])
 def test_sigkill_at_random_moments_then_resume_is_exactly_once(tmp_path: Path, mode: str) -> None:
-    source = _dump(tmp_path / "dump.json", 700)
+    source = _dump(tmp_path / "dump.json", 500)
     db = tmp_path / "target.db"
     journal = tmp_path / "work" / "journal.sqlite"
     target = (
@@ -126,7 +126,7 @@ def test_sigkill_at_random_moments_then_resume_is_exactly_once(tmp_path: Path, m
     while kills < 5:
         before = _done_items(journal)
         proc = _start(args, tmp_path)
-        goal = before + rng.randint(20, 80)
+        goal = before + rng.randint(15, 60)
         deadline = time.monotonic() + 60
         while proc.poll() is None and _done_items(journal) < goal and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -148,7 +148,7 @@ def test_sigkill_at_random_moments_then_resume_is_exactly_once(tmp_path: Path, m
 
 
 def test_sigterm_then_ctrl_c_print_resume_command_and_resuming_completes(tmp_path: Path) -> None:
-    source = _dump(tmp_path / "dump.json", 600)
+    source = _dump(tmp_path / "dump.json", 400)
     db = tmp_path / "target.db"
     journal = tmp_path / "j" / "journal.sqlite"
     args = [
@@ -165,7 +165,7 @@ def test_sigterm_then_ctrl_c_print_resume_command_and_resuming_completes(tmp_pat
         "2",
     ]
     resume = None
-    for sig, goal in ((signal.SIGTERM, 60), (signal.SIGINT, 200)):
+    for sig, goal in ((signal.SIGTERM, 40), (signal.SIGINT, 120)):
         proc = _start(args, tmp_path)
         while proc.poll() is None and _done_items(journal) < goal:
             time.sleep(0.01)

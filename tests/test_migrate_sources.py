@@ -139,3 +139,14 @@ def test_bad_source_leaves_nothing_behind(tmp_path: Path) -> None:
         run_migration(_opts(tmp_path, str(bad), tmp_path / "b.db"))
     assert getattr(exc.value, "exit_code", None) == 2
     assert not any((tmp_path / "work").rglob("journal.sqlite")) and not (tmp_path / "b.db").exists()
+
+
+def test_source_and_target_the_same_account_is_refused(tmp_path: Path) -> None:
+    db = tmp_path / "a.db"
+    open_endpoint(f"local:{db}").seed_dump(json.loads(SAMPLE.read_text()))
+    proc = subprocess.run(
+        [*CLI, "migrate", "--source", f"local:{db}", "--target", f"local:{db}?latency_ms=1"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "same account" in proc.stderr

@@ -129,10 +129,16 @@ def _validate(opts: MigrationOptions) -> None:
 def binding_of(opts: MigrationOptions) -> dict[str, Any]:
     """What the journal is bound to: identities only, never secrets."""
     spec_sha = hashlib.sha256(Path(opts.spec).read_bytes()).hexdigest() if opts.spec else None
+    source = sources.source_identity(opts.source, key_env=opts.source_key_env)
+    target = sources.target_identity(opts.target, key_env=opts.target_key_env)
+    if {k: v for k, v in source.items() if k != "kind"} == target:
+        raise BadInput(
+            f"--source and --target are the same account ({opts.target}); nothing to migrate"
+        )
     return {
-        "source": sources.source_identity(opts.source, key_env=opts.source_key_env),
+        "source": source,
         "spec": spec_sha,
-        "target": sources.target_identity(opts.target, key_env=opts.target_key_env),
+        "target": target,
         "mode": {"mode": opts.mode, "provenance": opts.provenance},
     }
 
