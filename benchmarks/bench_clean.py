@@ -92,14 +92,9 @@ def run_pandas(snapshot: str, out_dir: str) -> dict:
     sup = df["superseded_by"].fillna("").str.strip() != ""
     drop(sup, "drop_superseded", "superseded by " + df["superseded_by"].fillna(""), "superseded_by")
 
-    t = df["text"]
-    t = t.str.replace(CONTROL_WS, " ", regex=True).str.replace(CONTROL, "", regex=True)
-    t = t.str.replace(ZW, "", regex=True).str.replace(WS, " ", regex=True).str.strip()
-    df = df.assign(text=t)
-    report.append(("normalize_text", len(df), len(df), 0))
-
-    key = t.str.normalize("NFKC").str.lower().str.replace(ZW, "", regex=True)
-    key = key.str.replace(WS, " ", regex=True).str.strip()
+    # dedup (same key as the DuckDB version: NFKC, lower, zero-width/control out, spaces collapsed)
+    key = df["text"].str.normalize("NFKC").str.lower().str.replace(ZW, "", regex=True)
+    key = key.str.replace(CONTROL, "", regex=True).str.replace(WS, " ", regex=True).str.strip()
     df = df.assign(_key=key)
     order = df.sort_values(
         ["updated_at", "created_at", "id", "_row"],
@@ -112,6 +107,12 @@ def run_pandas(snapshot: str, out_dir: str) -> dict:
     dup = dup.reindex(df.index)
     drop(dup, "dedup", ("duplicate of " + first).reindex(df.index), "text")
     df = df.drop(columns="_key")
+
+    t = df["text"]
+    t = t.str.replace(CONTROL_WS, " ", regex=True).str.replace(CONTROL, "", regex=True)
+    t = t.str.replace(ZW, "", regex=True).str.replace(WS, " ", regex=True).str.strip()
+    df = df.assign(text=t)
+    report.append(("normalize_text", len(df), len(df), 0))
 
     counts = {}
     text = df["text"]

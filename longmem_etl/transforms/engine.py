@@ -1,6 +1,10 @@
-"""Apply a validated spec to memories inside DuckDB: each step reads the previous step's temp table and
-writes the next one (set-based SQL, no Python loop over rows); removed rows go to a ``rejected`` temp
-table with the step's name as stage. ``input == output + rejected`` is checked after every step.
+"""Apply a validated spec to memories inside DuckDB, set-based (no Python loop over rows).
+
+Every step compiles to SQL over the rows still alive after the previous steps. Removed rows are
+recorded as (input position, step name, reason) and leave the data untouched; rewrites fuse into
+nested SELECTs. ``rejected.raw`` is the removed row *as it came in* (dump-form JSON), and
+``rejected.row_index`` its position in the input. ``input == output + rejected`` is checked for real
+at the end (distinct positions, in range, counts add up); `InvariantBroken` means a bug.
 """
 
 from __future__ import annotations
