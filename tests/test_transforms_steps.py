@@ -222,6 +222,22 @@ def test_redact_builtins_and_counts() -> None:
     assert out[1]["text"] is None
 
 
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("use std::vector and Foo::bar, at 12:30:45", "use std::vector and Foo::bar, at 12:30:45"),
+        ("mac 00:1a:2b:3c:4d:5e", "mac 00:1a:2b:3c:4d:5e"),
+        ("v6 2001:db8::8a2e:370:7334 end", "v6 [IP] end"),
+        ("full 2001:0db8:85a3:0000:0000:8a2e:0370:7334.", "full [IP]."),
+        ("link fe80:: here", "link [IP] here"),
+        ("v4 192.168.1.254/24, not 999.1.1.1", "v4 [IP]/24, not 999.1.1.1"),
+    ],
+)
+def test_redact_ip_edges(text: str, want: str) -> None:
+    out, _, _ = run("[[steps]]\nkind='redact'\nbuiltin=['ipv4', 'ipv6']", [mem("a", text)])
+    assert out[0]["text"] == want
+
+
 def test_redact_user_patterns_and_metadata_stays_json() -> None:
     rows = [
         mem(
@@ -249,6 +265,20 @@ def test_redact_user_patterns_and_metadata_stays_json() -> None:
         rows[:1],
     )
     assert json.loads(out[0]["metadata"])["phone"] == "[NUM]"
+
+
+def test_invariant_check_catches_a_step_that_loses_rows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A (deliberately) broken step that drops a row without recording it must be caught."""
+    from longmem_etl.transforms import engine, steps
+    from longmem_etl.transforms.plans import Custom
+
+    def lossy(con, inp, out, rem, stage, step_no):
+        con.execute(f"CREATE TEMP TABLE {out} AS SELECT * FROM {inp} ORDER BY _row LIMIT 1")
+        return {}
+
+    monkeypatch.setitem(steps.COMPILERS, "drop_archived", lambda step, now: [Custom(lossy)])
+    with pytest.raises(engine.InvariantBroken, match="3 in != 1 out"):
+        run("[[steps]]\nkind='drop_archived'", [mem("a"), mem("b"), mem("c")])
 
 
 def test_drop_columns_and_keep_metadata_keys() -> None:

@@ -37,8 +37,10 @@ BUILTIN: dict[str, tuple[str, str]] = {
     ),
     "card": (r"\b(?:[0-9][ -]?){12,18}[0-9]\b", "[CARD]"),
     "ipv4": (rf"\b{_OCTET}(?:\.{_OCTET}){{3}}\b", "[IP]"),
+    # full form, or compressed with "::" (after at least one group). Starts at a word boundary so
+    # C++ scopes like "std::vector" / "Foo::bar" are not addresses; a bare leading "::" is not matched.
     "ipv6": (
-        rf"(?:{_H}:){{7}}{_H}|(?:{_H}:){{1,6}}:{_H}(?::{_H}){{0,5}}|(?:{_H}:){{1,7}}:|::(?:{_H}:){{0,6}}{_H}",
+        rf"\b(?:(?:{_H}:){{7}}{_H}\b|(?:{_H}:){{1,7}}:(?:{_H}(?::{_H}){{0,5}}\b)?)",
         "[IP]",
     ),
     "phone": (
