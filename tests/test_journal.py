@@ -87,3 +87,27 @@ def test_committed_state_survives_another_connection(tmp_path: Path) -> None:
     assert other.execute("SELECT state FROM chunks WHERE chunk_no = 2").fetchone()[0] == "in_flight"
     other.close()
     j.close()
+
+
+def test_someone_elses_sqlite_file_is_never_taken_for_a_journal(tmp_path: Path) -> None:
+    from longmem_etl.api.endpoints import open_endpoint
+    from longmem_etl.migrate import MigrationOptions, migration_status, run_migration
+    from longmem_etl.migrate.journal import is_journal
+
+    store = tmp_path / "store.db"
+    open_endpoint(f"local:{store}").add("a note")
+    before = store.read_bytes()
+    assert not is_journal(store) and not is_journal(tmp_path / "missing.sqlite")
+    with pytest.raises(BadInput, match="not a migration journal"):
+        sample = Path(__file__).resolve().parent.parent / "sample_data" / "acme-small.json"
+        run_migration(
+            MigrationOptions(
+                source=str(sample), target=f"local:{tmp_path / 'x.db'}", journal=str(store)
+            )
+        )
+    with pytest.raises(BadInput, match="not a longmem-etl migration journal"):
+        migration_status(store)
+    assert store.read_bytes() == before
+    j = _journal(tmp_path)
+    j.close()
+    assert is_journal(tmp_path / "j.sqlite")

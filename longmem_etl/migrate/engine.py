@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
 from longmem_etl.migrate import source as sources
-from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.journal import Journal, is_journal
 from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
     MAX_CHUNK_ITEMS,
@@ -233,6 +233,10 @@ def run_migration(
         journal=str(journal_path),
         resume_command=resume_command(opts),
     )
+    if journal_path.exists() and not is_journal(journal_path):
+        raise BadInput(
+            f"--journal {journal_path}: exists and is not a migration journal; not touching it"
+        )
     with Journal(journal_path) as journal:
         result.resumed = journal.bind(binding)
         journal.put(resume_command=result.resume_command)
@@ -431,6 +435,8 @@ def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
         path = path / JOURNAL_NAME
     if not path.is_file():
         raise BadInput(f"{journal_path}: no journal there")
+    if not is_journal(path):
+        raise BadInput(f"{journal_path}: not a longmem-etl migration journal")
     with Journal(path) as journal:
         binding = journal.get("binding")
         if binding is None:

@@ -377,6 +377,23 @@ class Journal:
         ]
 
 
+def is_journal(path: str | Path) -> bool:
+    """True if ``path`` is a migration journal (checked read-only: never add tables to someone
+    else's SQLite file, e.g. a target store passed as --journal by mistake)."""
+    try:
+        con = sqlite3.connect(f"file:{Path(path).absolute()}?mode=ro", uri=True)
+        try:
+            return bool(
+                con.execute(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'migration'"
+                ).fetchone()[0]
+            )
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
 def _close_if_finished(db: sqlite3.Connection, chunk_no: int) -> bool:
     left = db.execute(
         "SELECT count(*) FROM items WHERE chunk_no = ? AND state = 'planned'", (chunk_no,)
