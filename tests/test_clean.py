@@ -84,7 +84,11 @@ def test_clean_verb_hygiene_on_dirty_tenant(snaps: dict[str, Path], tmp_path: Pa
     dumped = new.to_dump()
     assert len(dumped["memories"]) == summary["rows_out"]
     assert dumped["tenant"] == src.to_dump()["tenant"]
-    assert "[CARD]" in " ".join(m["text"] for m in dumped["memories"])
+    texts = [m["text"] for m in dumped["memories"]]
+    assert "[CARD]" in " ".join(texts)
+    assert not any(k in t for t in texts for k in ("sk-live-", "AKIA", "ghp_", "@example."))
+    orders = [t for t in texts if t.startswith("Order number")]
+    assert orders and all("[CARD]" not in t for t in orders)  # Luhn-invalid: left alone
 
     human = cli(
         "clean", str(snaps["globex-dirty"]), "--spec", str(SPECS / "migration-hygiene.toml"),
