@@ -220,6 +220,10 @@ def run_migration(
     root = Path(opts.work_root) if opts.work_root else DEFAULT_WORK_ROOT
     journal_path = (Path(opts.journal) if opts.journal else root / mid / JOURNAL_NAME).absolute()
     work_dir = journal_path.parent
+    if journal_path.exists() and not is_journal(journal_path):
+        raise BadInput(
+            f"--journal {journal_path}: exists and is not a migration journal; not touching it"
+        )
     if opts.restart:
         # --restart over an earlier run of the same migration: what it already landed is
         # recognised by its markers and not sent again (all chunks are reconciled first).
@@ -233,10 +237,6 @@ def run_migration(
         journal=str(journal_path),
         resume_command=resume_command(opts),
     )
-    if journal_path.exists() and not is_journal(journal_path):
-        raise BadInput(
-            f"--journal {journal_path}: exists and is not a migration journal; not touching it"
-        )
     with Journal(journal_path) as journal:
         result.resumed = journal.bind(binding)
         journal.put(resume_command=result.resume_command)
@@ -286,7 +286,8 @@ def run_migration(
         }
         if stats.fatal and not _interrupted_by_user(stop, stats):
             _write_outputs(journal, work_dir, None)
-            raise LongmemETLError(
+            error = BadInput if stats.fatal.startswith("target refused") else LongmemETLError
+            raise error(
                 f"{stats.fatal}; the journal is consistent — resume with: {result.resume_command}"
             )
         if stop.is_set():
