@@ -242,3 +242,18 @@ def test_manifest_matches_its_json_schema(tmp_path):
     jsonschema.Draft202012Validator(schema).validate(manifest)
     assert set(manifest["files"]) == {"memories.parquet", "collections.parquet", "rejected.parquet"}
     assert manifest["snapshot"] == res.path.name and manifest["tenant"] == "acme"
+
+
+@pytest.mark.parametrize("problem", ["broken last line", "strict rejection late"])
+def test_failure_after_chunks_were_written_leaves_nothing(tmp_path, problem):
+    lines = [json.dumps({"id": f"r{i}", "text": "t"}) for i in range(100)]
+    if problem == "broken last line":
+        lines.append('{"id": "tail", "te')
+    else:
+        lines.append(json.dumps({"id": "r1", "text": "dup"}))
+    src = tmp_path / "late.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    root = tmp_path / "root"
+    with pytest.raises(BadInput, match="line 101" if problem.startswith("broken") else "strict"):
+        convert_dump(src, root, progress=False, batch_size=10, strict=True)
+    assert os.listdir(root) == []  # no snapshot dir, no .tmp-* dir

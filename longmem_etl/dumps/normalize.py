@@ -419,9 +419,14 @@ class Normalizer:
             mems = [placeholder if m is None else m for m in mems]
         ids = list(map(_GET["id"], mems))
         seen = self.seen
-        if not bad and "" not in ids and seen.isdisjoint(ids) and len(set(ids)) == n:
+        before = len(seen)
+        fast = not bad and "" not in ids and seen.isdisjoint(ids)
+        if fast:
             seen.update(ids)
-        else:
+            if len(seen) - before != n:  # a repeat inside the batch: undo (none was seen before)
+                seen.difference_update(ids)
+                fast = False
+        if not fast:
             for i, ident in enumerate(ids):
                 if i in bad:
                     continue

@@ -49,6 +49,7 @@ from longmem_etl.schema import FORMAT_VERSION
 BOM = b"\xef\xbb\xbf"
 STREAM_THRESHOLD_BYTES = 1 << 30  # 1 GiB on disk; compressed files count four times their size
 DEFAULT_BATCH = 50_000
+STREAM_BATCH = 20_000  # rows per batch when streaming: keeps peak RSS well under 600 MB
 
 _SUFFIXES = {
     ".json": ("json", None),
@@ -412,12 +413,18 @@ def _read_jsonl(path: str, batch_size: int) -> DumpSource:
                     leftover = data
                     continue
                 data, leftover = data[:cut], data[cut + 1 :]
-            for line in data.split(b"\n") if (data or block is not None) else ():
-                stripped = line.strip()
-                if stripped:
-                    rows.append(stripped)
-                    numbers.append(next_line)
-                next_line += 1
+            lines = data.split(b"\n") if (data or block is not None) else []
+            if b"" in lines:  # blank lines: skip them, keeping line numbers right
+                for line in lines:
+                    stripped = line.strip()
+                    if stripped:
+                        rows.append(stripped)
+                        numbers.append(next_line)
+                    next_line += 1
+            else:  # the usual case: no per-line Python work
+                rows.extend(lines)
+                numbers.extend(range(next_line, next_line + len(lines)))
+                next_line += len(lines)
             while len(rows) >= batch_size or (block is None and rows):
                 part, rows = rows[:batch_size], rows[batch_size:]
                 nums, numbers = numbers[:batch_size], numbers[batch_size:]
@@ -425,7 +432,7 @@ def _read_jsonl(path: str, batch_size: int) -> DumpSource:
                     row,
                     len(part),
                     b"[" + b",".join(part) + b"]",
-                    lambda part=part: part,
+                    lambda part=part: [r.strip() for r in part],
                     lambda part=part, nums=nums: _check_lines(path, part, nums),
                 )
                 row += len(part)
@@ -667,10 +674,10 @@ def open_dump(
     if not Path(spath).exists():
         raise BadInput(f"{spath}: no such file")
     if kind == "jsonl":
-        return _read_jsonl(spath, batch_size)
+        return _read_jsonl(spath, min(batch_size, STREAM_BATCH))
     if stream is None:
         size = os.path.getsize(spath)
         stream = size * (4 if compression else 1) > STREAM_THRESHOLD_BYTES
     if stream:
-        return _read_json_streaming(spath, batch_size)
+        return _read_json_streaming(spath, min(batch_size, STREAM_BATCH))
     return _read_json_whole(spath, batch_size)
