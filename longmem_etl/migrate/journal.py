@@ -209,6 +209,19 @@ class Journal:
             (chunk_no,),
         )
 
+    def pending_items_by_chunk(self, chunk_nos: set[int]) -> dict[int, list[tuple[str, str]]]:
+        """``{chunk_no: [(source_id, fp), ...]}`` of items still planned, in one scan (resume and
+        reconciliation look at thousands of chunks at once)."""
+        out: dict[int, list[tuple[str, str]]] = {}
+        rows = self._rq(
+            "SELECT chunk_no, source_id, fp FROM items WHERE state = 'planned'"
+            " ORDER BY chunk_no, coalesce(container_tag, ''), sort_key, source_id"
+        )
+        for chunk_no, sid, fp in rows:
+            if chunk_no in chunk_nos:
+                out.setdefault(chunk_no, []).append((sid, fp))
+        return out
+
     def claimed_target_ids(self) -> set[str]:
         return {r[0] for r in self._q("SELECT target_id FROM items WHERE target_id IS NOT NULL")}
 

@@ -85,34 +85,36 @@ def reconcile_chunks(
     Provenance mode matches the marker exactly. Fingerprint mode counts: a target copy of content
     ``fp`` is "ours and not yet accounted for" only beyond the items already done with that ``fp``.
     """
+    wanted = set(chunk_nos)
+    pending = journal.pending_items_by_chunk(wanted)
+    batch: list[tuple[int, list[tuple[str, str | None]]]] = []
     missing: dict[int, int] = {}
     if provenance:
-        for chunk_no in chunk_nos:
+        for chunk_no in sorted(wanted):
+            rows = pending.get(chunk_no, [])
+            found = [
+                (sid, index.by_source[sid][0]) for sid, _fp in rows if index.by_source.get(sid)
+            ]
+            batch.append((chunk_no, found))
+            missing[chunk_no] = len(rows) - len(found)
+    else:
+        done_fp: Counter[str] = Counter()
+        claimed = journal.claimed_target_ids()
+        for _sid, _tid, _c, _t, fp, _chunk, state in journal.iter_items():
+            if state == "done":
+                done_fp[fp] += 1
+        available = {fp: len(tids) - done_fp.get(fp, 0) for fp, tids in index.by_fp.items()}
+        free_ids = {fp: [t for t in tids if t not in claimed] for fp, tids in index.by_fp.items()}
+        for chunk_no in sorted(wanted):
+            rows = pending.get(chunk_no, [])
             found = []
-            pending = journal.pending_items(chunk_no)
-            for sid, _payload, _fp in pending:
-                tids = index.by_source.get(sid)
-                if tids:
-                    found.append((sid, tids[0]))
-            journal.record_done(chunk_no, found)
-            missing[chunk_no] = len(pending) - len(found)
-        return missing
-
-    done_fp: Counter[str] = Counter()
-    claimed = journal.claimed_target_ids()
-    for _sid, _tid, _c, _t, fp, _chunk, state in journal.iter_items():
-        if state == "done":
-            done_fp[fp] += 1
-    available = {fp: len(tids) - done_fp.get(fp, 0) for fp, tids in index.by_fp.items()}
-    free_ids = {fp: [t for t in tids if t not in claimed] for fp, tids in index.by_fp.items()}
-    for chunk_no in chunk_nos:
-        found = []
-        pending = journal.pending_items(chunk_no)
-        for sid, _payload, fp in pending:
-            if available.get(fp, 0) > 0:
-                available[fp] -= 1
-                ids = free_ids.get(fp) or []
-                found.append((sid, ids.pop(0) if ids else None))
-        journal.record_done(chunk_no, found)
-        missing[chunk_no] = len(pending) - len(found)
+            for sid, fp in rows:
+                if available.get(fp, 0) > 0:
+                    available[fp] -= 1
+                    ids = free_ids.get(fp) or []
+                    found.append((sid, ids.pop(0) if ids else None))
+            batch.append((chunk_no, found))
+            missing[chunk_no] = len(rows) - len(found)
+    # one durable transaction for the whole round, whatever its size
+    journal.record_done_batch(batch)
     return missing
