@@ -257,3 +257,13 @@ def test_failure_after_chunks_were_written_leaves_nothing(tmp_path, problem):
     with pytest.raises(BadInput, match="line 101" if problem.startswith("broken") else "strict"):
         convert_dump(src, root, progress=False, batch_size=10, strict=True)
     assert os.listdir(root) == []  # no snapshot dir, no .tmp-* dir
+
+
+def test_outputs_have_ordinary_permissions(tmp_path):
+    res = snapshot_from_dump(make_dump(2), tmp_path / "r", source={"kind": "t"})
+    mask = os.umask(0)
+    os.umask(mask)
+    assert res.path.stat().st_mode & 0o777 == 0o777 & ~mask
+    out = tmp_path / "d.json"
+    write_dump(res.path, out)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~mask

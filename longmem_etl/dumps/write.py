@@ -35,6 +35,12 @@ def _open_out(path: Path, compression: str | None, fd: int) -> IO[bytes]:
     return raw
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _line(memory: dict[str, Any]) -> bytes:
     """One JSONL line: verbatim values may hold newlines (whitespace only), so compact those."""
     enc = jsonio.dumps(memory)
@@ -99,6 +105,7 @@ def write_dump(
                     count += len(batch)
                     bar.update(len(batch))
                 f.write(b"]}\n")
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a dump file is an ordinary file
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -240,6 +240,9 @@ class SnapshotWriter:
         }
         manifest.update(self.extra_manifest)
         write_manifest(tmp, manifest)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a snapshot is an ordinary directory
         final.parent.mkdir(parents=True, exist_ok=True)
         while True:
             try:
