@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 from longmem_etl.api.endpoints import open_endpoint
-from longmem_etl.migrate import MigrationOptions, run_migration
+from longmem_etl.migrate import MigrationOptions, run_migration, verify_source_target
 from longmem_etl.migrate.keys import with_marker
 from longmem_etl.migrate.verify import compare, source_keys, target_keys
 
@@ -88,13 +87,8 @@ def test_verify_verb_exit_codes(tmp_path: Path) -> None:
         )
     )
     assert res.exit_code == 0
-    ok = subprocess.run(
-        [*CLI, "verify", "--source", str(SAMPLE), "--target", f"local:{db}", "--json"],
-        capture_output=True,
-        text=True,
-    )
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["totals"]["present"] == 50
+    ok = verify_source_target(str(SAMPLE), f"local:{db}")
+    assert ok.exact and ok.totals["present"] == 50
     store = open_endpoint(f"local:{db}")
     victim = store.export_account()["memories"][0]
     store.delete(victim["id"], collection=victim["collection"])
@@ -106,22 +100,8 @@ def test_verify_verb_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 3
     assert "missing 1" in bad.stdout and "extra 1" in bad.stdout
-    scoped = subprocess.run(
-        [
-            *CLI,
-            "verify",
-            "--source",
-            str(SAMPLE),
-            "--target",
-            f"local:{db}",
-            "--migration",
-            res.migration_id,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert scoped.returncode == 3 and json.loads(scoped.stdout)["totals"]["unrelated"] == 1
+    scoped = verify_source_target(str(SAMPLE), f"local:{db}", migration_id=res.migration_id)
+    assert not scoped.exact and scoped.totals["unrelated"] == 1 and scoped.totals["missing"] == 1
     none = subprocess.run(
         [*CLI, "verify", "--source", str(SAMPLE), "--target", f"local:{tmp_path / 'x.db'}"],
         capture_output=True,
