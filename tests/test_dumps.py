@@ -146,7 +146,8 @@ def test_jsonl_header_rule(tmp_path):
     assert convert_dump(q, tmp_path / "r", progress=False).memories == 1
 
 
-def test_streaming_json_matches_whole_file(tmp_path):
+@pytest.mark.parametrize("suffix", [".json", ".json.gz", ".json.zst"])
+def test_streaming_json_matches_whole_file(tmp_path, suffix):
     dump = {
         "before": {"x": [1, 2.5, 10**25]},
         "tenant": "s",
@@ -155,7 +156,14 @@ def test_streaming_json_matches_whole_file(tmp_path):
         "collections": ["c1"],
         "after": "end",
     }
-    p = _write(tmp_path, "s.json", json.dumps(dump).encode())
+    body = b"\xef\xbb\xbf" + json.dumps(dump, indent=1).encode()
+    if suffix == ".json.gz":
+        body = gzip.compress(body)
+    elif suffix == ".json.zst":
+        import zstandard
+
+        body = zstandard.ZstdCompressor().compress(body)
+    p = _write(tmp_path, "s" + suffix, body)
     a = open_snapshot(convert_dump(p, tmp_path / "a", progress=False, stream=False).path)
     b = open_snapshot(convert_dump(p, tmp_path / "b", progress=False, stream=True).path)
     assert (
