@@ -8,7 +8,8 @@ marks every item it finds as done (recording its target id); only the missing it
 Cost choice: one ``export_account()`` per reconciliation round, not a lookup per chunk. At 20k items
 that is one call; at 1M it is one large download (the same one verification makes) instead of
 thousands of paged ``list_memories`` calls, and ambiguous chunks are deferred to the end of a pass so
-a run with many ambiguities still pays for one export per round, not per chunk.
+a run with many ambiguities still pays for one export per round, not per chunk. (In provenance
+mode the round starts as soon as the work queue drains, overlapping the pass's last calls.)
 """
 
 from __future__ import annotations
@@ -79,8 +80,10 @@ class TargetIndex:
 
 def reconcile_chunks(
     journal: Journal, index: TargetIndex, chunk_nos: Iterable[int], *, provenance: bool
-) -> dict[int, int]:
-    """Mark every item of ``chunk_nos`` found in the target as done. Returns missing counts per chunk.
+) -> tuple[dict[int, int], int]:
+    """Mark every item of ``chunk_nos`` found in the target as done.
+
+    Returns (missing items per chunk, items found).
 
     Provenance mode matches the marker exactly. Fingerprint mode counts: a target copy of content
     ``fp`` is "ours and not yet accounted for" only beyond the items already done with that ``fp``.
@@ -117,4 +120,4 @@ def reconcile_chunks(
             missing[chunk_no] = len(rows) - len(found)
     # one durable transaction for the whole round, whatever its size
     journal.record_done_batch(batch)
-    return missing
+    return missing, sum(len(found) for _, found in batch)

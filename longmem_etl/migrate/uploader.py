@@ -6,8 +6,9 @@ Per call outcome (the one error model of `longmem_etl.errors`):
 - 5xx / 408 -> backoff and retry; never an attempt (a target down for good stops the run after
   ``max_transient`` retries of one chunk, leaving it resumable, not dead);
 - ambiguous (timeout after sending, dropped connection) -> the chunk stays ``in_flight`` and is
-  deferred: at the end of the pass one export of the target reconciles all such chunks, and only
-  the missing items are queued again (see `reconcile`);
+  deferred: once the queue drains (provenance mode: while the last calls are still out; else at
+  the end of the pass) one export of the target reconciles all such chunks, and only the missing
+  items are queued again (see `reconcile`);
 - 401/403 -> the whole run stops (wrong key or read-only key: nothing item-specific about it);
 - other 4xx -> bisect: halves are re-sent until single items fail; those are dead-lettered with the
   server's status and message, everything else lands;
@@ -127,6 +128,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._ambiguous: set[int] = set()
         self._skipped: set[int] = set()
+        self._reconciling = False
         self._queue: queue.Queue[int] = queue.Queue()
 
     # -- top level ---------------------------------------------------------------------------
@@ -166,13 +168,15 @@ class Uploader:
                 self._reconcile(ambiguous, skipped=skipped)
         return self.stats
 
-    def _reconcile(self, chunk_nos: list[int], *, skipped: set[int] = frozenset()) -> None:
+    def _reconcile(self, chunk_nos: list[int], *, skipped: set[int] = frozenset()) -> list[int]:
+        """Reconcile ``chunk_nos`` with one export; returns the chunks put back to ``planned``."""
         index = TargetIndex.from_target(
             self.target, self.migration_id, fingerprints=not self.provenance, stop=self.stop
         )
-        before = self.journal.counts()["items_done"]
-        missing = reconcile_chunks(self.journal, index, chunk_nos, provenance=self.provenance)
-        found = self.journal.counts()["items_done"] - before
+        missing, found = reconcile_chunks(
+            self.journal, index, chunk_nos, provenance=self.provenance
+        )
+        again: list[int] = []
         self.stats.reconcile_rounds += 1
         self.stats.reconciled_items += found
         self.on_items(found)
@@ -190,6 +194,8 @@ class Uploader:
                 self.on_items(len(rows))
             elif n:
                 self.journal.mark_planned(chunk_no)
+                again.append(chunk_no)
+        return again
 
     def _pass(self, chunk_nos: list[int]) -> None:
         for c in chunk_nos:
@@ -229,12 +235,36 @@ class Uploader:
             try:
                 chunk_no = self._queue.get_nowait()
             except queue.Empty:
+                if self._reconcile_early():
+                    continue
                 return
             try:
                 self._chunk(chunk_no)
             except Exception as exc:  # a bug or a journal failure: stop everything, keep state
                 self.stats.fatal = f"{type(exc).__name__}: {exc}"
                 self.stop.set()
+
+    def _reconcile_early(self) -> bool:
+        """When the queue has drained, one idle worker reconciles the ambiguous chunks so far
+        while the last calls are still out, and queues what is missing — instead of leaving the
+        whole reconciliation to after the pass. Provenance mode only: content counting needs no
+        call in flight."""
+        if not self.provenance:
+            return False
+        with self._lock:
+            if self._reconciling or not self._ambiguous:
+                return False
+            self._reconciling = True
+            ambiguous, self._ambiguous = sorted(self._ambiguous), set()
+            skipped, self._skipped = set(self._skipped), set()
+        try:
+            self._committer.flush()
+            for chunk_no in self._reconcile(ambiguous, skipped=skipped):
+                self._queue.put(chunk_no)
+        finally:
+            with self._lock:
+                self._reconciling = False
+        return True
 
     def _chunk(self, chunk_no: int) -> None:
         rows = self.journal.pending_items(chunk_no)
@@ -395,12 +425,24 @@ class _Committer(threading.Thread):
                     done = True
                     break
                 batch.append(nxt)
+            flushes = [p for c, p in batch if isinstance(p, threading.Event)]
+            batch = [(c, p) for c, p in batch if not isinstance(p, threading.Event)]
             try:
-                self.journal.record_done_batch(batch)
+                if batch:
+                    self.journal.record_done_batch(batch)
             except Exception as exc:  # journal trouble: stop the run, state stays consistent
                 self.on_error(exc)
                 return
+            finally:
+                for event in flushes:
+                    event.set()
             self.on_items(sum(len(p) for _, p in batch if p is not None))
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until everything submitted so far is committed."""
+        marker = threading.Event()
+        self.q.put((-1, marker))  # type: ignore[arg-type]
+        marker.wait(timeout)
 
     def close(self, timeout: float | None = None) -> None:
         self.q.put(None)
