@@ -101,6 +101,7 @@ def migrate(tmp: Path, name: str, dump: Path, query: str, concurrency: int, chun
         "rate": res.counts["items_done"] / t["upload"],
         "exact": bool(res.verification and res.verification["exact"]),
         "timings": t,
+        "end_to_end": res.counts["items_done"] / res.seconds,
         "upload": res.upload,
     }
 
@@ -166,7 +167,8 @@ def main() -> int:
     for label, r in (("clean", clean), ("faulty", faulty)):
         u = r["upload"]
         print(
-            f"  {label}: phases {r['timings']}; calls {u['calls']}, 503s {u['transient_errors']}, "
+            f"  {label}: phases {r['timings']} (end to end {r['end_to_end']:.0f} items/s); "
+            f"calls {u['calls']}, 503s {u['transient_errors']}, "
             f"ambiguous {u['ambiguous']}, reconciled {u['reconciled_items']}"
         )
     print("PASS" if ok else "BELOW TARGET")
