@@ -166,3 +166,35 @@ def test_sql_error_at_run_time_writes_nothing(snaps: dict[str, Path], tmp_path: 
         clean_snapshot(snaps["acme"], spec, tmp_path / "out", now=NOW)
     assert list_snapshots(tmp_path / "out") == []
     assert not any(p.name.startswith(".tmp") for p in (tmp_path / "out").glob("*"))
+
+
+@pytest.mark.parametrize(
+    ("spec_text", "expected"),
+    [
+        ('[[steps]]\nkind = "dedupe"\n', "step 1: key 'kind': unknown step kind 'dedupe'"),
+        (
+            '[[steps]]\nkind = "drop_archived"\n[[steps]]\nkind = "filter"\nwhere = "nope >"\n',
+            "step 2 (filter): key 'where': invalid SQL predicate",
+        ),
+        (
+            '[[steps]]\nkind = "redact"\npatterns = { X = "a(" }\n',
+            "step 1 (redact): key 'patterns': pattern 'X' does not compile",
+        ),
+    ],
+)
+def test_clean_verb_bad_spec_kinds(
+    snaps: dict[str, Path], tmp_path: Path, spec_text: str, expected: str
+) -> None:
+    spec = tmp_path / "SPEC.toml"
+    spec.write_text(spec_text)
+    proc = cli("clean", str(snaps["acme"]), "--spec", str(spec), "--root", str(tmp_path / "out"))
+    assert proc.returncode == 2 and expected in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_clean_verb_bad_now(snaps: dict[str, Path], tmp_path: Path) -> None:
+    proc = cli(
+        "clean", str(snaps["acme"]), "--spec", str(SPECS / "migration-hygiene.toml"),
+        "--root", str(tmp_path), "--now", "tomorrow",
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--now" in proc.stderr
