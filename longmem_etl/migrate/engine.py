@@ -26,7 +26,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,7 +44,7 @@ from longmem_etl.migrate.plan import (
     plan_items,
     summarise,
 )
-from longmem_etl.migrate.reconcile import export_target
+from longmem_etl.migrate.reconcile import Interrupted, export_target
 from longmem_etl.migrate.uploader import Uploader, make_sender
 from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
 from longmem_etl.progress import progress
@@ -290,16 +290,19 @@ def run_migration(
             raise error(
                 f"{stats.fatal}; the journal is consistent — resume with: {result.resume_command}"
             )
-        if stop.is_set():
+        t_verify = time.monotonic()
+        result.timings["upload"] = round(t_verify - t_upload, 3)
+        report = None
+        if not stop.is_set():
+            with suppress(Interrupted):
+                report = verify_journal(journal, target, migration_id=mid, stop=stop)
+        if report is None:  # stopped: everything is journaled; the same command resumes
             result.interrupted = True
             result.counts = journal.counts()
             result.outputs = _write_outputs(journal, work_dir, None)
             result.dead_letters = result.counts["items_dead"]
             result.seconds = time.monotonic() - started
             return result
-        t_verify = time.monotonic()
-        result.timings["upload"] = round(t_verify - t_upload, 3)
-        report = verify_journal(journal, target, migration_id=mid, stop=stop)
         result.verification = {**report.as_dict(), "dead_lettered": journal.counts()["items_dead"]}
         result.counts = journal.counts()
         result.dead_letters = result.counts["items_dead"]

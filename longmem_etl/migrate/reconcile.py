@@ -25,6 +25,10 @@ from longmem_etl.migrate.keys import fingerprint, marker_of
 from longmem_etl.migrate.limiter import backoff
 
 
+class Interrupted(LongmemETLError):
+    """The run was asked to stop (Ctrl-C/SIGTERM) while waiting to retry an export."""
+
+
 def export_target(
     target: Any, *, stop: threading.Event | None = None, max_retries: int = 30
 ) -> dict[str, Any]:
@@ -41,7 +45,7 @@ def export_target(
             attempt += 1
             if stop is not None:
                 if stop.wait(delay):
-                    raise LongmemETLError("interrupted while exporting the target") from exc
+                    raise Interrupted("interrupted while exporting the target") from exc
             else:
                 threading.Event().wait(delay)
 

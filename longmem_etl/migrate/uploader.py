@@ -32,7 +32,7 @@ from typing import Any
 from longmem_etl.errors import AmbiguousError, APIError
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.limiter import AdaptiveLimit, backoff
-from longmem_etl.migrate.reconcile import TargetIndex, reconcile_chunks
+from longmem_etl.migrate.reconcile import Interrupted, TargetIndex, reconcile_chunks
 
 Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
 """``send(collection, items) -> target ids (None where the API does not say)``; raises the toolkit's errors."""
@@ -143,6 +143,8 @@ class Uploader:
         sys.setswitchinterval(min(previous, 0.0005))
         try:
             return self._run(resumed=resumed, max_rounds=max_rounds)
+        except Interrupted:
+            return self.stats  # stop was set: the journal is consistent, the caller reports 130
         finally:
             sys.setswitchinterval(previous)
 
@@ -235,11 +237,19 @@ class Uploader:
             try:
                 chunk_no = self._queue.get_nowait()
             except queue.Empty:
-                if self._reconcile_early():
-                    continue
+                try:
+                    if self._reconcile_early():
+                        continue
+                except Interrupted:
+                    return
+                except Exception as exc:  # e.g. the export keeps failing: stop, state is kept
+                    self.stats.fatal = f"reconciliation failed: {type(exc).__name__}: {exc}"
+                    self.stop.set()
                 return
             try:
                 self._chunk(chunk_no)
+            except Interrupted:
+                return
             except Exception as exc:  # a bug or a journal failure: stop everything, keep state
                 self.stats.fatal = f"{type(exc).__name__}: {exc}"
                 self.stop.set()
