@@ -285,6 +285,55 @@ def _inplace_chunks(data: bytearray, memories: list[Any], size: int) -> Iterator
             data[first - 1], data[last] = before, after
 
 
+class _TopMemories(msgspec.Struct):
+    memories: list[msgspec.Raw]
+
+
+_TOP_MEMORIES = msgspec.json.Decoder(_TopMemories)
+
+
+def _top_and_memories(path: str, data: Any) -> tuple[list[Any], dict[str, Any]]:
+    """``(memories as raw slices, other top-level keys as raw)`` in ONE scan of the big file.
+
+    The scan validates the whole document and slices the memories; the other keys are then decoded
+    from a small copy of the file with the memories array cut out (it lies between the byte before
+    the first item and the byte after the last). Unusual shapes take the simple two-scan way, which
+    also gives the precise error messages.
+    """
+    try:
+        memories = _TOP_MEMORIES.decode(data).memories
+    except msgspec.ValidationError:  # (a subclass of DecodeError) no / not-a-list memories
+        memories = None
+    except msgspec.DecodeError as exc:
+        raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
+    if memories:
+        base = _address(data)
+        i = _address(memories[0]) - base - 1
+        j = _address(memories[-1]) - base + len(memories[-1])
+        while i > 0 and data[i] in _WS_BYTES:
+            i -= 1
+        while j < len(data) - 1 and data[j] in _WS_BYTES:
+            j += 1
+        if data[i] == 0x5B and data[j] == 0x5D:  # [ ... ]
+            top = _TOP.decode(bytes(data[:i]) + b"[]" + bytes(data[j + 1 :]))
+            top.pop("memories", None)
+            return memories, top
+    try:
+        top = _TOP.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
+    if "memories" not in top:
+        raise BadInput(f"{path}: no 'memories' list at the top level")
+    try:
+        memories = _LIST_RAW.decode(top.pop("memories"))
+    except msgspec.ValidationError:
+        raise BadInput(f"{path}: 'memories' is not a list") from None
+    return memories, top
+
+
+_WS_BYTES = frozenset(b" \t\r\n")
+
+
 def _read_json_whole(path: str, batch_size: int) -> DumpSource:
     data = read_all_bytes(path)
     first = _WS.match(data).end()  # type: ignore[union-attr]  # no copy, unlike lstrip()
@@ -297,16 +346,7 @@ def _read_json_whole(path: str, batch_size: int) -> DumpSource:
         raise BadInput(
             f"{path}: top level is {_raw_kind(stripped)}, expected an object with a 'memories' list"
         )
-    try:
-        top = _TOP.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
-    if "memories" not in top:
-        raise BadInput(f"{path}: no 'memories' list at the top level")
-    try:
-        memories = _LIST_RAW.decode(top.pop("memories"))
-    except msgspec.ValidationError:
-        raise BadInput(f"{path}: 'memories' is not a list") from None
+    memories, top = _top_and_memories(path, data)
     collections_raw = top.pop("collections", None)
     collections = jsonio.loads(collections_raw) if collections_raw is not None else None
     header = {k: jsonio.loads(v) for k, v in top.items()}
