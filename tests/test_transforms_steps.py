@@ -417,3 +417,39 @@ def test_dedup_key_shortcut_equals_full_key() -> None:
     fast = [r[0] for r in con.execute(f"SELECT {dedup_key_sql()} FROM t").fetchall()]
     assert fast == dedup_key(pa.array(texts)).to_pylist()
     assert dedup_key(pa.array(["bel\x07"])).to_pylist() == ["bel"]
+
+
+def test_parquet_input_with_many_row_groups_keeps_order(tmp_path) -> None:
+    """The streamed path (Parquet read in place, parallel row groups): same result as in memory."""
+    import pyarrow.parquet as pq
+
+    rows = [
+        mem(
+            f"m{i:03d}",
+            f"  text {i % 37}  ",
+            archived=(i % 5 == 0),
+            updated_at=T("2025-01-01T00:00:00"),
+        )
+        for i in range(400)
+    ]
+    table = pa.Table.from_pylist(rows, schema=MEMORIES_SCHEMA)
+    path = tmp_path / "memories.parquet"
+    pq.write_table(table, path, row_group_size=7)
+    spec = parse_spec(
+        "[[steps]]\nkind='drop_archived'\n[[steps]]\nkind='normalize_text'\n"
+        "[[steps]]\nkind='dedup'\n[[steps]]\nkind='redact'\n[[steps]]\nkind='filter'\nwhere=\"id <> 'm001'\""
+    )
+    con = duckdb.connect()
+    con.execute("SET threads = 4")
+    from_file = apply_spec(con, spec, str(path), now=NOW, defer_tail=True)
+    got = [r for b in from_file.output_batches(50) for r in b.to_pylist()]
+    out, rej, _ = run(
+        "[[steps]]\nkind='drop_archived'\n[[steps]]\nkind='normalize_text'\n"
+        "[[steps]]\nkind='dedup'\n[[steps]]\nkind='redact'\n[[steps]]\nkind='filter'\nwhere=\"id <> 'm001'\"",
+        rows,
+    )
+    assert got == out
+    assert [r["id"] for r in got] == sorted(r["id"] for r in got)  # input order
+    assert from_file.rejected.to_arrow_table().to_pylist() == rej
+    # 37 distinct texts survive dedup (smallest id wins the tie); the filter then drops m001
+    assert len(got) == 36

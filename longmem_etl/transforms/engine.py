@@ -219,6 +219,8 @@ def apply_spec(
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     register(con)
+    # Rows keep input order through every step only with this on (DuckDB's default).
+    con.execute("SET preserve_insertion_order = true")
     names = _Names()
     base = _load_input(con, source, names)  # SQL relation of the current data, in _row order
     original = base
@@ -241,9 +243,16 @@ def apply_spec(
                 con.execute(f"DROP TABLE {flags}")
             flags = names("alive")
             con.execute(
-                f"CREATE TEMP TABLE {flags} AS SELECT {ROW} NOT IN (SELECT row_index FROM {rem}) "
-                f"AS alive FROM {base} ORDER BY {ROW}"
+                f"CREATE TEMP TABLE {flags} AS SELECT {ROW}, {ROW} NOT IN "
+                f"(SELECT row_index FROM {rem}) AS alive FROM {base} ORDER BY {ROW}"
             )
+            # The positional join below needs `base` in _row order; prove it rather than trust it.
+            misaligned = con.execute(
+                f"SELECT count(*) FROM {base} b POSITIONAL JOIN {flags} f "
+                f"WHERE b.{ROW} IS DISTINCT FROM f.{ROW}"
+            ).fetchall()[0][0]
+            if misaligned:
+                raise InvariantBroken(f"data is not in input order ({misaligned} rows off)")
             stale = False
         if flags is None:
             return base
