@@ -453,3 +453,13 @@ def test_parquet_input_with_many_row_groups_keeps_order(tmp_path) -> None:
     assert from_file.rejected.to_arrow_table().to_pylist() == rej
     # 37 distinct texts survive dedup (smallest id wins the tie); the filter then drops m001
     assert len(got) == 36
+
+
+def test_redact_metadata_that_cannot_stay_json_is_replaced_and_counted() -> None:
+    out, _, rep = run(
+        "[[steps]]\nkind='redact'\nbuiltin=[]\npatterns={BRACE='[{]'}\nfields=['metadata']",
+        [mem("a", metadata='{"k": 1}'), mem("b", metadata="[1]")],
+    )
+    assert out[0]["metadata"] == '{"redacted":true}'
+    assert out[1]["metadata"] == "[1]"
+    assert rep.steps[0].counts["metadata_replaced"] == 1

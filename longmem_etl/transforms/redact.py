@@ -2,9 +2,10 @@
 
 Detectors run in order: user patterns (most specific, spec order), then secret, email, card, ipv4,
 ipv6, phone — so a token's digits are not mistaken for a phone number, and a card number is tested
-with Luhn before the phone detector could see it. Each detector is one RE2 ``regexp_replace`` over the
-previous detector's output (vectorised in DuckDB); counts use ``regexp_extract_all`` only on rows the
-detector actually changed. Card candidates are replaced only when their digits pass Luhn (pure SQL).
+with Luhn before the phone detector could see it. One combined RE2 pre-check picks the rows that
+match any detector (most rows match none and are left as they are); on those, each detector is one
+RE2 ``regexp_replace`` over the previous detector's output (vectorised in DuckDB), and counts use
+``regexp_extract_all`` only on rows the detector actually changed. Card candidates are replaced only when their digits pass Luhn (pure SQL).
 
 Metadata (opt-in via ``fields``) is JSON text: placeholders contain no quote or backslash, so a match
 inside a JSON string keeps the JSON valid. A match over a bare JSON number (e.g. a phone stored as a
