@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from longmem_etl.errors import BadInput
 from longmem_etl.migrate.keys import PROVENANCE_KEY, fingerprint, marker_of
@@ -111,3 +113,24 @@ def test_summary_is_deterministic_and_counts_per_collection() -> None:
     assert a.items == 450 and a.chunks == 6  # 150 per collection -> 2 chunks each
     assert a.collections["c0"] == {"items": 150, "chunks": 2, "bytes": a.collections["c0"]["bytes"]}
     assert "TOTAL" in a.render()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(1, 3000)), max_size=400),
+    chunk_size=st.integers(1, 100),
+    max_bytes=st.integers(100, 20_000),
+)
+def test_chunking_invariants(rows: list[tuple[str, int]], chunk_size: int, max_bytes: int) -> None:
+    ordered = sorted(rows, key=lambda r: r[0])  # plan order groups collections
+    items = [(f"s{i}", coll, nb) for i, (coll, nb) in enumerate(ordered)]
+    got = list(assign_chunks(items, chunk_size=chunk_size, max_bytes=max_bytes))
+    assert [sid for sid, _ in got] == [sid for sid, _, _ in items]  # every item once, in order
+    chunks: dict[int, list[tuple[str, int]]] = {}
+    for (_sid, c), (_, coll, nb) in zip(got, items, strict=True):
+        chunks.setdefault(c, []).append((coll, nb))
+    assert sorted(chunks) == list(range(len(chunks)))
+    for members in chunks.values():
+        assert len(members) <= chunk_size
+        assert len({coll for coll, _ in members}) == 1
+        assert len(members) == 1 or sum(nb + 1 for _, nb in members) + 2 <= max_bytes
