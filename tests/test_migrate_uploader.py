@@ -187,3 +187,45 @@ def test_other_errors_count_attempts_then_dead(tmp_path: Path) -> None:
     ).run()
     c = j.counts()
     assert c["chunks"]["dead"] == 3 and c["items_dead"] == 60 and t.calls == 9
+
+
+class _NoExport:
+    """The real store, except that the whole-account export is too big for the server (413)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.pages = 0
+
+    def export_account(self):
+        raise APIError(413, "export too large; page with list_memories")
+
+    def list_memories(self, **kw):
+        self.pages += 1
+        return self.store.list_memories(**kw)
+
+    def collections(self):
+        return self.store.collections()
+
+    def add_many(self, items, **kw):
+        return self.store.add_many(items, **kw)
+
+
+def test_reconciliation_pages_when_the_account_cannot_be_exported(tmp_path: Path) -> None:
+    from longmem_etl.migrate.reconcile import TargetIndex
+
+    mems = _mems(450)
+    j, store = _setup(tmp_path, mems, "add")
+    target = _NoExport(store)
+    up = Uploader(j, target, make_sender(target, "add"), migration_id=MID, concurrency=2)
+    up.run()
+    full = TargetIndex.from_target(store, MID, fingerprints=False)
+    paged = TargetIndex.from_target(target, MID, fingerprints=False)
+    assert target.pages >= 5 and paged.size == full.size == 450
+    assert paged.by_source == full.by_source
+    # a resumed run reconciles every unfinished chunk through the pages, and sends nothing twice
+    j.mark_in_flight(0)
+    with j._tx() as db:
+        db.execute("UPDATE items SET state = 'planned' WHERE chunk_no = 0")
+    stats = Uploader(j, target, make_sender(target, "add"), migration_id=MID).run(resumed=True)
+    assert stats.calls == 0 and stats.reconciled_items == 50
+    assert max(_landed(store).values()) == 1

@@ -8,7 +8,9 @@ marks every item it finds as done (recording its target id); only the missing it
 Cost choice: one ``export_account()`` per reconciliation round, not a lookup per chunk. At 20k items
 that is one call; at 1M it is one large download (the same one verification makes) instead of
 thousands of paged ``list_memories`` calls, and ambiguous chunks are deferred to the end of a pass so
-a run with many ambiguities still pays for one export per round, not per chunk. (In provenance
+a run with many ambiguities still pays for one export per round, not per chunk. A backend that
+cannot export the account in one call (404/405/413/501/504, or Unsupported) is read page by page
+with ``list_memories`` instead, only over the collections of the chunks being reconciled. (In provenance
 mode the round starts as soon as the work queue drains, overlapping the pass's last calls.)
 """
 
@@ -16,10 +18,10 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-from longmem_etl.errors import AmbiguousError, APIError, LongmemETLError
+from longmem_etl.errors import AmbiguousError, APIError, LongmemETLError, Unsupported
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint, marker_of
 from longmem_etl.migrate.limiter import backoff
@@ -29,14 +31,12 @@ class Interrupted(LongmemETLError):
     """The run was asked to stop (Ctrl-C/SIGTERM) while waiting to retry an export."""
 
 
-def export_target(
-    target: Any, *, stop: threading.Event | None = None, max_retries: int = 30
-) -> dict[str, Any]:
-    """``target.export_account()`` retried through transient errors (5xx, 429, ambiguous reads)."""
+def _retrying(call: Any, *, stop: threading.Event | None, max_retries: int = 30) -> Any:
+    """A read retried through transient errors (5xx, 429, ambiguous reads, network)."""
     attempt = 0
     while True:
         try:
-            return target.export_account()
+            return call()
         except (APIError, AmbiguousError, OSError) as exc:
             retryable = isinstance(exc, AmbiguousError | OSError) or exc.retryable
             if not retryable or attempt >= max_retries:
@@ -45,9 +45,41 @@ def export_target(
             attempt += 1
             if stop is not None:
                 if stop.wait(delay):
-                    raise Interrupted("interrupted while exporting the target") from exc
+                    raise Interrupted("interrupted while reading the target") from exc
             else:
                 threading.Event().wait(delay)
+
+
+def export_target(
+    target: Any, *, stop: threading.Event | None = None, max_retries: int = 30
+) -> dict[str, Any]:
+    """``target.export_account()`` retried through transient errors."""
+    return _retrying(target.export_account, stop=stop, max_retries=max_retries)
+
+
+def list_collection(
+    target: Any, collection: str, *, stop: threading.Event | None = None, page: int = 100
+) -> Iterator[dict[str, Any]]:
+    """Every memory of one collection, paged with ``list_memories`` (archived included).
+
+    Writers running meanwhile only insert, which can shift a memory to the next page (seen twice,
+    deduplicated by id by the caller), never make one skip a page."""
+    offset = 0
+    while True:
+        rows = _retrying(
+            lambda o=offset: target.list_memories(
+                collection=collection, limit=page, offset=o, include_archived=True
+            ),
+            stop=stop,
+        )
+        yield from rows
+        if len(rows) < page:
+            return
+        offset += len(rows)
+
+
+# Answers that mean "this backend cannot hand over the whole account in one call".
+EXPORT_UNAVAILABLE = frozenset({404, 405, 413, 501, 504})
 
 
 class TargetIndex:
@@ -59,9 +91,14 @@ class TargetIndex:
         self.by_source: dict[str, list[str]] = defaultdict(list)
         self.by_fp: dict[str, list[str]] = defaultdict(list)
         self.size = 0
+        seen: set[str] = set()
         for m in memories:
-            self.size += 1
             tid = None if m.get("id") is None else str(m["id"])
+            if tid is not None:
+                if tid in seen:  # paged listings can show a memory twice
+                    continue
+                seen.add(tid)
+            self.size += 1
             sid, mig = marker_of(m.get("metadata"))
             if sid is not None and mig == migration_id:
                 self.by_source[sid].append(tid)
@@ -76,10 +113,27 @@ class TargetIndex:
         migration_id: str,
         *,
         fingerprints: bool = True,
+        collections: Iterable[str] | None = None,
+        paged: bool = False,
         stop: threading.Event | None = None,
     ) -> TargetIndex:
-        dump = export_target(target, stop=stop)
-        return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
+        """One export of the account; or, when the backend cannot export (or ``paged``), the
+        listed pages of ``collections`` (default: all of the account's collections)."""
+        if not paged:
+            try:
+                dump = export_target(target, stop=stop)
+                return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
+            except Unsupported:
+                pass
+            except APIError as exc:
+                if exc.status not in EXPORT_UNAVAILABLE:
+                    raise
+        if collections is None:
+            listed = _retrying(target.collections, stop=stop)
+            collections = [c.get("name") if isinstance(c, dict) else c for c in listed]
+        names = sorted({c for c in collections if c})
+        memories = (m for name in names for m in list_collection(target, name, stop=stop))
+        return cls(memories, migration_id, fingerprints=fingerprints)
 
 
 def reconcile_chunks(

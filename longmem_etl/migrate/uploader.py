@@ -173,7 +173,12 @@ class Uploader:
     def _reconcile(self, chunk_nos: list[int], *, skipped: set[int] = frozenset()) -> list[int]:
         """Reconcile ``chunk_nos`` with one export; returns the chunks put back to ``planned``."""
         index = TargetIndex.from_target(
-            self.target, self.migration_id, fingerprints=not self.provenance, stop=self.stop
+            self.target,
+            self.migration_id,
+            fingerprints=not self.provenance,
+            # only read if the target cannot export the account in one call
+            collections=(self.journal.chunk_collection(c) for c in chunk_nos),
+            stop=self.stop,
         )
         missing, found = reconcile_chunks(
             self.journal, index, chunk_nos, provenance=self.provenance
