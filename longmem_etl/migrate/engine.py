@@ -248,6 +248,8 @@ def run_migration(
                 if not result.resumed:  # nothing half-made stays behind a refused first run
                     journal.close()
                     _discard(work_dir, journal_path)
+                    with suppress(OSError):
+                        work_dir.rmdir()  # only if empty
                 raise
         target = sources.open_target(opts.target, key_env=opts.target_key_env)
         counts = journal.counts()
