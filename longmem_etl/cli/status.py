@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         f"{st['items_pending']} pending",
         f"chunks: {chunks}",
     ]
+    if st["last_errors"]:
+        lines.append("recent errors (retried or reconciled unless the chunk is failed/dead):")
     for e in st["last_errors"]:
         lines.append(f"  chunk {e['chunk']} ({e['state']}, {e['attempts']} attempts): {e['error']}")
     if "verification" in st:
