@@ -180,3 +180,25 @@ def test_strict_mode_writes_nothing(tmp_path):
     with pytest.raises(BadInput, match=r"row 1 field id: duplicate id .*strict"):
         convert_dump(p, tmp_path / "root", strict=True, progress=False)
     assert os.listdir(tmp_path / "root") == []
+
+
+def test_batches_api_for_other_readers(tmp_path):
+    """``open_dump(...).batches()`` (used by local seeding) gives raw rows and whole-file errors."""
+    good = _write(tmp_path, "g.json", json.dumps({"memories": [GOOD, 5]}).encode())
+    [(start, raws)] = list(open_dump(good).batches())
+    assert start == 0 and [json.loads(bytes(r)) for r in raws] == [GOOD, 5]
+    broken = _write(tmp_path, "b.jsonl", b'{"id": "a", "text": "t"}\n{"id": \n')
+    with pytest.raises(BadInput, match="line 2"):
+        list(open_dump(broken).batches())
+
+
+def test_a_rejected_row_does_not_reserve_its_id():
+    rows = [
+        {"id": "x", "text": "t", "created_at": "not a time"},
+        {"id": "x", "text": "second, valid"},
+        {"id": "x", "text": "third: the duplicate"},
+    ]
+    good, rejected = normalize_memories(rows)
+    assert good.column("text").to_pylist() == ["second, valid"]
+    assert rejected.column("row_index").to_pylist() == [0, 2]
+    assert rejected.column("field").to_pylist() == ["created_at", "id"]

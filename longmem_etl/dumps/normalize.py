@@ -418,25 +418,6 @@ class Normalizer:
             placeholder = _Mem(id="", text="")
             mems = [placeholder if m is None else m for m in mems]
         ids = list(map(_GET["id"], mems))
-        seen = self.seen
-        before = len(seen)
-        fast = not bad and "" not in ids and seen.isdisjoint(ids)
-        if fast:
-            seen.update(ids)
-            if len(seen) - before != n:  # a repeat inside the batch: undo (none was seen before)
-                seen.difference_update(ids)
-                fast = False
-        if not fast:
-            for i, ident in enumerate(ids):
-                if i in bad:
-                    continue
-                if not ident:
-                    bad[i] = _Bad("id", "id is an empty string, expected a non-empty string")
-                elif ident in seen:
-                    bad[i] = _Bad("id", f"duplicate id {ident[:80]!r} (the first one is kept)")
-                else:
-                    seen.add(ident)
-
         fid_raw: dict[int, dict[str, bytes]] = {}
         absent: dict[int, list[str]] = {}
         columns: dict[str, Any] = {
@@ -482,6 +463,26 @@ class Normalizer:
         else:
             fidelity = pa.nulls(n, pa.string())
         columns["fidelity"] = fidelity
+
+        # ids last, so that a row rejected for any other reason never reserves its id
+        seen = self.seen
+        before = len(seen)
+        fast = not bad and "" not in ids and seen.isdisjoint(ids)
+        if fast:
+            seen.update(ids)
+            if len(seen) - before != n:  # a repeat inside the batch: undo (none was seen before)
+                seen.difference_update(ids)
+                fast = False
+        if not fast:
+            for i, ident in enumerate(ids):
+                if i in bad:
+                    continue
+                if not ident:
+                    bad[i] = _Bad("id", "id is an empty string, expected a non-empty string")
+                elif ident in seen:
+                    bad[i] = _Bad("id", f"duplicate id {ident[:80]!r} (the first one is kept)")
+                else:
+                    seen.add(ident)
 
         arrays = []
         for f in MEMORIES_SCHEMA:

@@ -195,10 +195,8 @@ class DumpSource:
 
     def batches(self) -> Iterator[tuple[int, list[Any]]]:
         for chunk in self._chunks:
-            raws = chunk.raws()
-            if chunk.body is None or len(raws) != chunk.count:
-                chunk.check()
-            yield chunk.start, list(raws)
+            chunk.check()  # whole-file problems (a broken JSONL line) stay whole-file problems
+            yield chunk.start, list(chunk.raws())
 
 
 def _chunks_of(items: list[Any], size: int) -> Iterator[Chunk]:
