@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from typing import TYPE_CHECKING
 
 from longmem_etl.cli.common import add_json_flag, add_verb, emit
-from longmem_etl.migrate import MigrationOptions, run_migration, stop_on_signals
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS
+
+if TYPE_CHECKING:
+    from longmem_etl.migrate import MigrationOptions
 
 VERB = "migrate"
 ORDER = 70
@@ -115,6 +118,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def options_from_args(args: argparse.Namespace) -> MigrationOptions:
+    from longmem_etl.migrate import MigrationOptions
+
     return MigrationOptions(
         source=args.source,
         target=args.target,
@@ -133,6 +138,8 @@ def options_from_args(args: argparse.Namespace) -> MigrationOptions:
 
 
 def run(args: argparse.Namespace) -> int:
+    from longmem_etl.migrate import run_migration, stop_on_signals
+
     opts = options_from_args(args)
     stop = threading.Event()
     with stop_on_signals(stop):

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
-from longmem_etl import warehouse
 from longmem_etl.cli.common import add_verb
 from longmem_etl.errors import BadInput
 
@@ -73,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from longmem_etl import warehouse
+
     if not args.root.is_dir():
         raise BadInput(f"{args.root}: no such directory")
     con = warehouse.connect(args.root, database=args.database, read_only=True)
@@ -95,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _batches(result: Any) -> Iterator[tuple]:
+    from longmem_etl import warehouse
+
     if result.description is None:
         return
     while True:

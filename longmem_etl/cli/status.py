@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from longmem_etl.cli.common import add_json_flag, add_verb, emit
-from longmem_etl.migrate import migration_status
 
 VERB = "status"
 ORDER = 71
@@ -32,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from longmem_etl.migrate import migration_status
+
     st = migration_status(args.journal)
     chunks = ", ".join(f"{k} {v}" for k, v in st["chunks"].items())
     lines = [

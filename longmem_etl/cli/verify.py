@@ -6,7 +6,6 @@ import argparse
 
 from longmem_etl.cli.common import add_json_flag, add_verb, emit
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK
-from longmem_etl.migrate import verify_source_target
 
 VERB = "verify"
 ORDER = 72
@@ -48,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from longmem_etl.migrate import verify_source_target
+
     report = verify_source_target(
         args.source,
         args.target,

@@ -6,24 +6,29 @@ Public calls (the CLI verbs and the Dagster assets use these):
 - `verify_source_target(source, target, ...) -> VerificationReport`.
 """
 
-from longmem_etl.migrate.engine import (
-    MigrationOptions,
-    MigrationResult,
-    migration_status,
-    run_migration,
-    stop_on_signals,
-)
-from longmem_etl.migrate.keys import PROVENANCE_KEY
-from longmem_etl.migrate.verify import VerificationReport
-from longmem_etl.migrate.verifying import verify_source_target
+from __future__ import annotations
 
-__all__ = [
-    "PROVENANCE_KEY",
-    "MigrationOptions",
-    "MigrationResult",
-    "VerificationReport",
-    "migration_status",
-    "run_migration",
-    "stop_on_signals",
-    "verify_source_target",
-]
+import importlib
+from typing import Any
+
+# Imported on first use, so that `longmem-etl --help` and light callers do not pay for DuckDB/pyarrow.
+_EXPORTS = {
+    "MigrationOptions": "longmem_etl.migrate.engine",
+    "MigrationResult": "longmem_etl.migrate.engine",
+    "PROVENANCE_KEY": "longmem_etl.migrate.keys",
+    "VerificationReport": "longmem_etl.migrate.verify",
+    "migration_status": "longmem_etl.migrate.engine",
+    "run_migration": "longmem_etl.migrate.engine",
+    "stop_on_signals": "longmem_etl.migrate.engine",
+    "verify_source_target": "longmem_etl.migrate.verifying",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = sorted(_EXPORTS)
