@@ -10,7 +10,7 @@ VERB = "convert"
 ORDER = 20
 
 EXAMPLES = """\
-  longmem-etl convert sample_data/healthy.json --root snapshots/
+  longmem-etl convert sample_data/acme.json --root snapshots/
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
 """
@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stream",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bounded-memory reading of .json dumps (default: automatic above 1 GiB; JSONL always streams)",
+        help="bounded-memory reading of .json dumps (default: automatic above 900 MiB; JSONL always streams)",
     )
     add_json_flag(p)
     p.set_defaults(func=run)

@@ -12,7 +12,7 @@ Which inputs stream (bounded memory, whatever the size):
 - JSONL (plain or compressed) always streams, a batch of lines at a time.
 - ``.json`` streams with ijson (C backend, exact numbers) when ``stream=True`` or, with
   ``stream=None``, when the file is bigger than ``STREAM_THRESHOLD_BYTES`` on disk (compressed
-  files: a quarter of it). Otherwise the whole file is decoded at once with msgspec, which is several
+  files: an eighth of it). Otherwise the whole file is decoded at once with msgspec, which is several
   times faster but holds the decompressed bytes in memory.
 
 JSONL header rule: the first non-blank line is the dump header (every top-level key except
@@ -47,7 +47,8 @@ from longmem_etl.errors import BadInput
 from longmem_etl.schema import FORMAT_VERSION
 
 BOM = b"\xef\xbb\xbf"
-STREAM_THRESHOLD_BYTES = 1 << 30  # 1 GiB on disk; compressed files count four times their size
+STREAM_THRESHOLD_BYTES = 900 << 20  # on disk; compressed files count 8x (JSON compresses ~4-8x)
+# (the whole-file path peaks at about the decompressed size + 0.5 GB: 800 MB -> 1.3 GB)
 DEFAULT_BATCH = 50_000
 STREAM_BATCH = 20_000  # rows per batch when streaming: keeps peak RSS well under 600 MB
 
@@ -715,7 +716,7 @@ def open_dump(
         return _read_jsonl(spath, min(batch_size, STREAM_BATCH))
     if stream is None:
         size = os.path.getsize(spath)
-        stream = size * (4 if compression else 1) > STREAM_THRESHOLD_BYTES
+        stream = size * (8 if compression else 1) > STREAM_THRESHOLD_BYTES
     if stream:
         return _read_json_streaming(spath, min(batch_size, STREAM_BATCH))
     return _read_json_whole(spath, batch_size)
