@@ -23,8 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dagster import ConfigurableResource, EnvVar
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SAMPLE_DATA = REPO_ROOT / "sample_data"
+from longmem_etl.samples import SAMPLE_TENANTS, sample_data_dir
 
 DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
 DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
@@ -37,15 +36,6 @@ DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
 def state_home() -> Path:
     """The local state directory: ``$LONGMEM_ETL_HOME`` or ``./.longmem-etl`` (git-ignored)."""
     return Path(os.environ.get("LONGMEM_ETL_HOME") or ".longmem-etl").resolve()
-
-
-def sample_data_dir() -> Path:
-    """Where the sample tenants' dumps are: ``$LONGMEM_ETL_SAMPLE_DATA`` or the repo's sample_data."""
-    return Path(os.environ.get("LONGMEM_ETL_SAMPLE_DATA") or SAMPLE_DATA)
-
-
-SAMPLE_TENANTS = {"acme": "acme.json", "globex": "globex-dirty.json"}
-"""The offline default tenants and their sample dumps (the healthy one and the dirty one)."""
 
 
 def sample_dump(tenant: str) -> Path | None:
