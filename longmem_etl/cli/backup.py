@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
 
 VERB = "backup"
 ORDER = 30
@@ -46,12 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--page-size", type=int, default=100, metavar="N", help="memories per page (default 100)"
     )
     p.add_argument("--keep", type=int, metavar="N", help="keep only the newest N snapshots")
-    p.add_argument(
-        "--source-key-env",
-        default="LONGMEM_API_KEY",
-        metavar="VAR",
-        help="environment variable holding the API key (default LONGMEM_API_KEY)",
-    )
+    add_key_env_flags(p, "source")
     add_json_flag(p)
     p.set_defaults(func=run)
 

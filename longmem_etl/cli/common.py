@@ -34,3 +34,18 @@ def emit(args: argparse.Namespace, result: dict[str, Any], human: str) -> None:
         sys.stdout.write("\n")
     else:
         print(human)
+
+
+def add_key_env_flags(parser: argparse.ArgumentParser, *sides: str) -> None:
+    """``--source-key-env`` / ``--target-key-env``: the *name* of the variable holding a key.
+
+    Keys themselves are never arguments (they would end up in shell history and process lists).
+    """
+    for side in sides:
+        parser.add_argument(
+            f"--{side}-key-env",
+            default="LONGMEM_API_KEY",
+            metavar="VAR",
+            help=f"environment variable holding the {side} API key, for https:// endpoints "
+            "(default LONGMEM_API_KEY)",
+        )

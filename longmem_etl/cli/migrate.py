@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS
 
 if TYPE_CHECKING:
@@ -101,18 +101,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="add no metadata marker; reconcile and verify by content fingerprint",
     )
-    p.add_argument(
-        "--source-key-env",
-        default="LONGMEM_API_KEY",
-        metavar="VAR",
-        help="env var holding the source API key (https sources)",
-    )
-    p.add_argument(
-        "--target-key-env",
-        default="LONGMEM_API_KEY",
-        metavar="VAR",
-        help="env var holding the target API key (https targets)",
-    )
+    add_key_env_flags(p, "source", "target")
     add_json_flag(p)
     p.set_defaults(func=run)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK
 
 VERB = "verify"
@@ -40,8 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ID",
         help="only this migration's markers count; unrelated target memories are not 'extra'",
     )
-    p.add_argument("--source-key-env", default="LONGMEM_API_KEY", metavar="VAR")
-    p.add_argument("--target-key-env", default="LONGMEM_API_KEY", metavar="VAR")
+    add_key_env_flags(p, "source", "target")
     add_json_flag(p)
     p.set_defaults(func=run)
 
