@@ -49,7 +49,10 @@ from longmem_etl.schema import FORMAT_VERSION
 BOM = b"\xef\xbb\xbf"
 STREAM_THRESHOLD_BYTES = 900 << 20  # on disk; compressed files count 8x (JSON compresses ~4-8x)
 # (the whole-file path peaks at about the decompressed size + 0.5 GB: 800 MB -> 1.3 GB)
-DEFAULT_BATCH = 50_000
+DEFAULT_BATCH = (
+    10_000  # rows decoded at once: small enough that the work stays in cache (~15% faster
+)
+# than 50k); convert writes them out in row groups of ROW_GROUP_ROWS
 STREAM_BATCH = 20_000  # rows per batch when streaming: keeps peak RSS well under 600 MB
 
 _SUFFIXES = {

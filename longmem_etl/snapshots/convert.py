@@ -26,6 +26,7 @@ from longmem_etl.dumps.read import (
 )
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
+from longmem_etl.schema import MEMORIES_SCHEMA
 from longmem_etl.snapshots.layout import sanitize_tenant, tenant_from_header
 from longmem_etl.snapshots.writer import SnapshotWriter
 
@@ -52,6 +53,11 @@ class ConvertResult:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
+
+
+# Rows per Parquet row group: normalisation works in smaller batches (DEFAULT_BATCH, for cache
+# locality), which are gathered into row groups of this size before writing.
+ROW_GROUP_ROWS = 50_000
 
 
 def _dump_stem(path: str | os.PathLike) -> str:
@@ -99,6 +105,8 @@ def _run(
     ):
         writer.set_header(src.header)
         writer.set_collections(src.collections)
+        pending: list[pa.RecordBatch] = []  # good rows not yet written (one row group at a time)
+        pending_rows = 0
         for chunk in src.chunks():
             good, rejected = norm.chunk(chunk)
             if rejected.num_rows:
@@ -108,8 +116,14 @@ def _run(
                     key = r.split(" ", 1)[0] if r.startswith("duplicate") else r.split(":")[0]
                     reasons[key] = reasons.get(key, 0) + 1
                 writer.write_rejected(rejected)
-            writer.write_memories(good)
+            pending.append(good)
+            pending_rows += good.num_rows
+            if pending_rows >= ROW_GROUP_ROWS:
+                writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
+                pending, pending_rows = [], 0
             bar.update(chunk.count)
+        if pending:
+            writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
     assert writer.path is not None
     return ConvertResult(
         path=writer.path,
