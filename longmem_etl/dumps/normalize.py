@@ -299,12 +299,12 @@ def _importance(
         floats = None
     if floats is not None:
         back = floats.cast(pa.string())
-        differs = pc.fill_null(pc.not_equal(back, text), False)
-        is_int = pc.fill_null(pc.match_substring_regex(text, _INT_LITERAL), False)
-        check = pc.or_(differs, is_int)
-        if not pc.any(check).as_py():
+        # null exactly where text is null; indices_nonzero skips nulls
+        check = pc.or_(pc.not_equal(back, text), pc.match_substring_regex(text, _INT_LITERAL))
+        rows = pc.indices_nonzero(check)
+        if not len(rows):
             return floats
-        idx = np.flatnonzero(check.to_numpy(zero_copy_only=False))
+        idx = rows.to_numpy()
         out = floats.to_pylist()
     else:
         idx = np.flatnonzero(lengths > 0)
@@ -331,12 +331,28 @@ def _raw_strings(values: Sequence[Raw | bytes], lengths: np.ndarray | None = Non
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     data = b"".join(values)
-    arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
-    mask = pa.array((lengths == 0) | (lengths == 4), pa.bool_())
-    if pc.any(mask).as_py():
-        is_null = pc.or_(pa.array(lengths == 0), pc.equal(arr, "null"))
-        arr = pc.if_else(is_null, pa.scalar(None, pa.large_string()), arr)
-    return arr.cast(pa.string())
+    is_null = lengths == 0
+    four = np.flatnonzero(lengths == 4)  # a 4-byte JSON value starting with "n" is null
+    if len(four):
+        is_null[four] = np.frombuffer(data, np.uint8)[offsets[four]] == ord("n")
+    return _string_array(n, offsets, data, is_null)
+
+
+def _string_array(n: int, offsets: np.ndarray, data: bytes, is_null: np.ndarray | None) -> pa.Array:
+    """string column from int64 offsets, UTF-8 bytes and a null mask (None: no nulls)."""
+    validity, nulls = None, 0
+    if is_null is not None:
+        nulls = int(np.count_nonzero(is_null))
+        if nulls:
+            validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
+    if offsets[-1] < 2**31:
+        return pa.StringArray.from_buffers(
+            n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), validity, nulls
+        )
+    big = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(data), validity, nulls
+    )
+    return big.cast(pa.string())
 
 
 # --------------------------------------------------------------------------------------------------
