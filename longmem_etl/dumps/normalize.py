@@ -66,6 +66,27 @@ class _Mem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     superseded_by: str | None | UnsetType = UNSET
 
 
+class _FastMem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """``_Mem`` with ``text`` left as raw JSON: the longest value is then never built as a Python
+    string (nor re-encoded by Arrow); ``_raw_text`` turns the batch's texts into a column at once."""
+
+    id: str
+    text: Raw
+    collection: str | None | UnsetType = UNSET
+    importance: Raw = _EMPTY
+    category: str | None | UnsetType = UNSET
+    metadata: Raw = _EMPTY
+    source: str | None | UnsetType = UNSET
+    container_tag: str | None | UnsetType = UNSET
+    pinned: bool | None | UnsetType = UNSET
+    archived: bool | None | UnsetType = UNSET
+    created_at: str | None | UnsetType = UNSET
+    updated_at: str | None | UnsetType = UNSET
+    expires_at: str | None | UnsetType = UNSET
+    superseded_by: str | None | UnsetType = UNSET
+
+
+_DEC_FAST = msgspec.json.Decoder(list[_FastMem])
 _DEC_ONE = msgspec.json.Decoder(_Mem)
 _DEC_LIST = msgspec.json.Decoder(list[_Mem])
 _DEC_OBJ = msgspec.json.Decoder(dict[str, Raw])
@@ -338,6 +359,38 @@ def _raw_strings(values: Sequence[Raw | bytes], lengths: np.ndarray | None = Non
     return _string_array(n, offsets, data, is_null)
 
 
+def _raw_text(values: list[Raw]) -> pa.Array | None:
+    """string column from raw JSON string literals (quotes cut off in one Arrow pass; only values
+    with a backslash escape are decoded one by one). None when a value is not a string (null, a
+    number, ...) or not valid UTF-8: the typed decode then says which row and why."""
+    n = len(values)
+    lengths = _lengths(values)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    data = b"".join(values)
+    if n and not (np.frombuffer(data, np.uint8)[offsets[:-1]] == ord('"')).all():
+        return None
+    quoted = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
+    try:
+        arr = pc.binary_slice(quoted, 1, -1).cast(pa.large_string()).cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # bad UTF-8, or > 2 GiB
+        return None
+    if b"\\" in data:
+        escaped = pc.match_substring(quoted, "\\")
+        rows = pc.indices_nonzero(escaped).to_numpy()
+        try:
+            decoded = [_DEC_STR.decode(values[i]) for i in rows.tolist()]
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        arr = pc.replace_with_mask(arr, escaped, pa.array(decoded, pa.string()))
+    return arr
+
+
+_DEC_STR = msgspec.json.Decoder(str)
+
+
 def _string_array(n: int, offsets: np.ndarray, data: bytes, is_null: np.ndarray | None) -> pa.Array:
     """string column from int64 offsets, UTF-8 bytes and a null mask (None: no nulls)."""
     validity, nulls = None, 0
@@ -386,6 +439,15 @@ class Normalizer:
         """Like ``batch`` for a ``dumps.read.Chunk``: one typed decode of its body when it has one."""
         if chunk.body is not None:
             try:
+                fast = _DEC_FAST.decode(chunk.body)
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                fast = None
+            if fast is not None and len(fast) == chunk.count:
+                text = _raw_text(list(map(_GET["text"], fast)))
+                if text is not None:
+                    return self._columns(chunk.raws, fast, None, {}, chunk.start, text)  # type: ignore[arg-type]
+            del fast
+            try:
                 mems = _DEC_LIST.decode(chunk.body)
             except (msgspec.ValidationError, msgspec.DecodeError):
                 mems = None
@@ -428,7 +490,10 @@ class Normalizer:
         extras: list[str | None] | None,
         bad: dict[int, _Bad],
         start: int,
+        text: pa.Array | None = None,
     ) -> tuple[pa.RecordBatch, pa.Table]:
+        """Columns of decoded rows; ``text`` is the column already built (``_raw_text``) when the
+        rows are ``_FastMem``."""
         n = len(mems)
         if bad:  # placeholders keep positions; their columns are dropped below
             placeholder = _Mem(id="", text="")
@@ -438,7 +503,9 @@ class Normalizer:
         absent: dict[int, list[str]] = {}
         columns: dict[str, Any] = {
             "id": pa.array(ids, pa.string()),
-            "text": pa.array(list(map(_GET["text"], mems)), pa.string()),
+            "text": text
+            if text is not None
+            else pa.array(list(map(_GET["text"], mems)), pa.string()),
         }
         for name in _TYPED_STR_FIELDS + _BOOL_FIELDS:
             col = list(map(_GET[name], mems))
