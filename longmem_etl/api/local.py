@@ -81,6 +81,24 @@ CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF text ON memories BEGIN
 END;
 """
 
+_INSERT_SQL = (
+    f"INSERT INTO memories({', '.join(localrows.COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(localrows.COLUMNS))})"
+)
+
+
+def _encoded(mems: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """Memories -> INSERT parameters. Callers run this *before* taking the write lock: encoding is
+    pure Python (it holds the GIL), and under the lock it stretched every writer's turn while the
+    other uploader threads queued behind it."""
+    cols = localrows.COLUMNS
+    out = []
+    for mem in mems:
+        row = localrows.encode(mem)
+        out.append(tuple([row[c] for c in cols]))
+    return out
+
+
 _ORDER = "ORDER BY coalesce(pinned, 0) DESC, created_ts DESC, seq DESC"
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -300,10 +318,9 @@ class LocalStore:
     def tenant(self) -> str:
         return self._meta(self._conn(), "tenant") or self.path.stem
 
-    def _insert(self, conn: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
-        cols = localrows.COLUMNS
-        sql = f"INSERT INTO memories({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
-        conn.executemany(sql, ([r[c] for c in cols] for r in rows))
+    def _insert(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
+        """Insert rows already encoded by `_encoded` (done before the write lock is taken)."""
+        conn.executemany(_INSERT_SQL, params)
 
     def _ensure_collection(self, conn: sqlite3.Connection, name: str) -> None:
         if conn.execute("SELECT 1 FROM collections WHERE name=?", (name,)).fetchone():
@@ -431,9 +448,10 @@ class LocalStore:
             where="add",
             now=_now(),
         )
+        params = _encoded([mem])
         with self._write() as conn:
             self._ensure_collection(conn, collection)
-            self._insert(conn, [localrows.encode(mem)])
+            self._insert(conn, params)
         return mem
 
     @_api(write=True)
@@ -480,9 +498,10 @@ class LocalStore:
                 )
             )
         if mems:
+            params = _encoded(mems)
             with self._write() as conn:
                 self._ensure_collection(conn, collection)
-                self._insert(conn, [localrows.encode(m) for m in mems])
+                self._insert(conn, params)
         return {"created": len(mems), "ids": [m["id"] for m in mems]}
 
     @_api(write=True)
@@ -536,7 +555,8 @@ class LocalStore:
                 new.setdefault(key, default)
             new["updated_at"] = now
             touched[coll] = None
-            rows.append(localrows.encode(new))
+            rows.append(new)
+        params = _encoded(rows)
         wanted = []
         for c in collections or []:
             name = _collection_name(c)
@@ -546,7 +566,7 @@ class LocalStore:
         with self._write() as conn:
             for name in touched:
                 self._ensure_collection(conn, name)
-            self._insert(conn, rows)
+            self._insert(conn, params)
         return {"imported": len(rows), "skipped": skipped, "collections": list(touched)}
 
     @_api(write=True)
@@ -949,9 +969,9 @@ class LocalStore:
                 for mem in batch:
                     if not isinstance(mem, dict):
                         raise BadInput(f"dump: memories[{count}]: not an object")
-                    rows.append(localrows.encode(mem))
+                    rows.append(mem)
                     count += 1
-                self._insert(conn, rows)
+                self._insert(conn, _encoded(rows))
             conn.executemany(
                 "INSERT INTO collections(position, name, raw) VALUES (?, ?, ?)",
                 [(i, _collection_name(c), localrows.dumps(c)) for i, c in enumerate(collections)],
