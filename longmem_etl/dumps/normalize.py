@@ -437,116 +437,25 @@ class Normalizer:
 
     def chunk(self, chunk: Any) -> tuple[pa.RecordBatch, pa.Table]:
         """Like ``batch`` for a ``dumps.read.Chunk``: one typed decode of its body when it has one."""
-        if chunk.body is not None:
-            try:
-                fast = _DEC_FAST.decode(chunk.body)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                fast = None
-            if fast is not None and len(fast) == chunk.count:
-                text = _raw_text(list(map(_GET["text"], fast)))
-                if text is not None:
-                    return self._columns(chunk.raws, fast, None, {}, chunk.start, text)  # type: ignore[arg-type]
-            del fast
-            try:
-                mems = _DEC_LIST.decode(chunk.body)
-            except (msgspec.ValidationError, msgspec.DecodeError):
-                mems = None
-            if mems is not None and len(mems) == chunk.count:
-                return self._columns(chunk.raws, mems, None, {}, chunk.start)
-        chunk.check()
-        return self.batch(chunk.raws(), chunk.start)
+        rows, ids, bad = local_chunk(chunk)
+        return self.finish(rows, ids, bad, chunk.start, chunk.raws)
 
     def batch(self, raws: Sequence[Raw | bytes], start: int = 0) -> tuple[pa.RecordBatch, pa.Table]:
         """``(good rows, rejected rows)`` for ``raws`` whose first row has index ``start``."""
-        n = len(raws)
-        bad: dict[int, _Bad] = {}
-        extras: list[str | None] | None = None
-        mems: list[_Mem | None]
-        try:
-            mems = _DEC_LIST.decode(b"[" + b",".join(raws) + b"]")  # type: ignore[assignment]
-            if len(mems) != n:
-                raise ValueError("row count")
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
-            mems, extras = [], [None] * n
-            for i, raw in enumerate(raws):
-                try:
-                    mems.append(_DEC_ONE.decode(raw))
-                except (msgspec.ValidationError, msgspec.DecodeError):
-                    try:
-                        mem, extras[i] = _slow_row(raw)
-                        mems.append(mem)
-                    except _Bad as exc:
-                        bad[i] = exc
-                        mems.append(None)
-                    except msgspec.DecodeError as exc:
-                        bad[i] = _Bad(None, f"not valid JSON: {exc}")
-                        mems.append(None)
-        return self._columns(lambda: raws, mems, extras, bad, start)
+        rows, ids, bad = _build(*_decode_rows(raws))
+        return self.finish(rows, ids, bad, start, lambda: raws)
 
-    def _columns(
+    def finish(
         self,
-        get_raws: Callable[[], Sequence[Raw | bytes]],
-        mems: list[_Mem | None],
-        extras: list[str | None] | None,
+        rows: pa.RecordBatch,
+        ids: list[str],
         bad: dict[int, _Bad],
         start: int,
-        text: pa.Array | None = None,
+        get_raws: Callable[[], Sequence[Raw | bytes]],
     ) -> tuple[pa.RecordBatch, pa.Table]:
-        """Columns of decoded rows; ``text`` is the column already built (``_raw_text``) when the
-        rows are ``_FastMem``."""
-        n = len(mems)
-        if bad:  # placeholders keep positions; their columns are dropped below
-            placeholder = _Mem(id="", text="")
-            mems = [placeholder if m is None else m for m in mems]
-        ids = list(map(_GET["id"], mems))
-        fid_raw: dict[int, dict[str, bytes]] = {}
-        absent: dict[int, list[str]] = {}
-        columns: dict[str, Any] = {
-            "id": pa.array(ids, pa.string()),
-            "text": text
-            if text is not None
-            else pa.array(list(map(_GET["text"], mems)), pa.string()),
-        }
-        for name in _TYPED_STR_FIELDS + _BOOL_FIELDS:
-            col = list(map(_GET[name], mems))
-            try:  # fast: no UNSET (Arrow refuses the sentinel, so this also detects absence)
-                columns[name] = pa.array(col, MEMORY_FIELDS[name])
-                continue
-            except (pa.ArrowTypeError, pa.ArrowInvalid):
-                pass
-            columns[name] = pa.array(_unset_to_none(col, name, absent), MEMORY_FIELDS[name])
-        for name in TIMESTAMP_FIELDS:
-            col = list(map(_GET[name], mems))
-            try:
-                arr = pa.array(col, pa.string())
-            except (pa.ArrowTypeError, pa.ArrowInvalid):
-                col = _unset_to_none(col, name, absent)
-                arr = pa.array(col, pa.string())
-            columns[name] = _timestamps(arr, col, bad, fid_raw, name)
-        imp = list(map(_GET["importance"], mems))
-        meta = list(map(_GET["metadata"], mems))
-        imp_len = _lengths(imp)
-        meta_len = _lengths(meta)
-        for name, lengths in (("importance", imp_len), ("metadata", meta_len)):
-            if not lengths.all():
-                for i in np.flatnonzero(lengths == 0).tolist():
-                    absent.setdefault(i, []).append(name)
-        columns["importance"] = _importance(imp, imp_len, bad, fid_raw)
-        columns["metadata"] = _raw_strings(meta, meta_len)
-        columns["extra"] = extras if extras is not None else pa.nulls(n, pa.string())
-
-        fidelity: list[str | None] | pa.Array
-        if absent or fid_raw:
-            order = {name: k for k, name in enumerate(MEMORY_FIELDS)}
-            fidelity = [None] * n
-            for i in set(absent) | set(fid_raw):
-                names = sorted(absent.get(i, ()), key=order.__getitem__)
-                raw = {k: Raw(v) for k, v in fid_raw.get(i, {}).items()}
-                fidelity[i] = jsonio.dumps_str({"absent": names, "raw": raw})
-        else:
-            fidelity = pa.nulls(n, pa.string())
-        columns["fidelity"] = fidelity
-
+        """``(good, rejected)`` from ``local_chunk``'s output: the id checks (the only step that
+        needs earlier batches), then the rejected rows split off."""
+        n = len(ids)
         # ids last, so that a row rejected for any other reason never reserves its id
         seen = self.seen
         before = len(seen)
@@ -567,11 +476,7 @@ class Normalizer:
                 else:
                     seen.add(ident)
 
-        arrays = []
-        for f in MEMORIES_SCHEMA:
-            col = columns[f.name]
-            arrays.append(col if isinstance(col, pa.Array) else pa.array(col, f.type))
-        good = pa.RecordBatch.from_arrays(arrays, schema=MEMORIES_SCHEMA)
+        good = rows
         rejected = _rejected_table(get_raws() if bad else (), ids, bad, start)
         if bad:
             keep = np.ones(n, dtype=bool)
@@ -580,6 +485,125 @@ class Normalizer:
         self.good += good.num_rows
         self.rejected += rejected.num_rows
         return good, rejected
+
+
+def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
+    """Everything ``Normalizer.chunk`` does that needs no other chunk: ``(all rows as Arrow, their
+    ids, row problems so far)``; ``Normalizer.finish`` completes it (ids across chunks)."""
+    if chunk.body is not None:
+        try:
+            fast = _DEC_FAST.decode(chunk.body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            fast = None
+        if fast is not None and len(fast) == chunk.count:
+            text = _raw_text(list(map(_GET["text"], fast)))
+            if text is not None:
+                return _build(fast, None, {}, text)  # type: ignore[arg-type]
+        del fast
+        try:
+            mems = _DEC_LIST.decode(chunk.body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            mems = None
+        if mems is not None and len(mems) == chunk.count:
+            return _build(mems, None, {})
+    chunk.check()
+    return _build(*_decode_rows(chunk.raws()))
+
+
+def _decode_rows(
+    raws: Sequence[Raw | bytes],
+) -> tuple[list[_Mem | None], list[str | None] | None, dict[int, _Bad]]:
+    """One typed decode of the batch; when it does not fit, row by row (slow path for misfits)."""
+    n = len(raws)
+    bad: dict[int, _Bad] = {}
+    extras: list[str | None] | None = None
+    mems: list[_Mem | None]
+    try:
+        mems = _DEC_LIST.decode(b"[" + b",".join(raws) + b"]")  # type: ignore[assignment]
+        if len(mems) != n:
+            raise ValueError("row count")
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+        mems, extras = [], [None] * n
+        for i, raw in enumerate(raws):
+            try:
+                mems.append(_DEC_ONE.decode(raw))
+            except (msgspec.ValidationError, msgspec.DecodeError):
+                try:
+                    mem, extras[i] = _slow_row(raw)
+                    mems.append(mem)
+                except _Bad as exc:
+                    bad[i] = exc
+                    mems.append(None)
+                except msgspec.DecodeError as exc:
+                    bad[i] = _Bad(None, f"not valid JSON: {exc}")
+                    mems.append(None)
+    return mems, extras, bad
+
+
+def _build(
+    mems: list[_Mem | None],
+    extras: list[str | None] | None,
+    bad: dict[int, _Bad],
+    text: pa.Array | None = None,
+) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
+    """Columns of decoded rows (rejected ones as placeholders); ``text`` is the column already
+    built (``_raw_text``) when the rows are ``_FastMem``."""
+    n = len(mems)
+    if bad:  # placeholders keep positions; their columns are dropped below
+        placeholder = _Mem(id="", text="")
+        mems = [placeholder if m is None else m for m in mems]
+    ids = list(map(_GET["id"], mems))
+    fid_raw: dict[int, dict[str, bytes]] = {}
+    absent: dict[int, list[str]] = {}
+    columns: dict[str, Any] = {
+        "id": pa.array(ids, pa.string()),
+        "text": text if text is not None else pa.array(list(map(_GET["text"], mems)), pa.string()),
+    }
+    for name in _TYPED_STR_FIELDS + _BOOL_FIELDS:
+        col = list(map(_GET[name], mems))
+        try:  # fast: no UNSET (Arrow refuses the sentinel, so this also detects absence)
+            columns[name] = pa.array(col, MEMORY_FIELDS[name])
+            continue
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            pass
+        columns[name] = pa.array(_unset_to_none(col, name, absent), MEMORY_FIELDS[name])
+    for name in TIMESTAMP_FIELDS:
+        col = list(map(_GET[name], mems))
+        try:
+            arr = pa.array(col, pa.string())
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            col = _unset_to_none(col, name, absent)
+            arr = pa.array(col, pa.string())
+        columns[name] = _timestamps(arr, col, bad, fid_raw, name)
+    imp = list(map(_GET["importance"], mems))
+    meta = list(map(_GET["metadata"], mems))
+    imp_len = _lengths(imp)
+    meta_len = _lengths(meta)
+    for name, lengths in (("importance", imp_len), ("metadata", meta_len)):
+        if not lengths.all():
+            for i in np.flatnonzero(lengths == 0).tolist():
+                absent.setdefault(i, []).append(name)
+    columns["importance"] = _importance(imp, imp_len, bad, fid_raw)
+    columns["metadata"] = _raw_strings(meta, meta_len)
+    columns["extra"] = extras if extras is not None else pa.nulls(n, pa.string())
+
+    fidelity: list[str | None] | pa.Array
+    if absent or fid_raw:
+        order = {name: k for k, name in enumerate(MEMORY_FIELDS)}
+        fidelity = [None] * n
+        for i in set(absent) | set(fid_raw):
+            names = sorted(absent.get(i, ()), key=order.__getitem__)
+            raw = {k: Raw(v) for k, v in fid_raw.get(i, {}).items()}
+            fidelity[i] = jsonio.dumps_str({"absent": names, "raw": raw})
+    else:
+        fidelity = pa.nulls(n, pa.string())
+    columns["fidelity"] = fidelity
+
+    arrays = []
+    for f in MEMORIES_SCHEMA:
+        col = columns[f.name]
+        arrays.append(col if isinstance(col, pa.Array) else pa.array(col, f.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=MEMORIES_SCHEMA), ids, bad
 
 
 def _rejected_table(
