@@ -81,10 +81,22 @@ CREATE TRIGGER IF NOT EXISTS memories_au AFTER UPDATE OF text ON memories BEGIN
 END;
 """
 
-_INSERT_SQL = (
-    f"INSERT INTO memories({', '.join(localrows.COLUMNS)})"
-    f" VALUES ({', '.join('?' * len(localrows.COLUMNS))})"
-)
+_ROWS_PER_INSERT = MAX_BATCH
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_sql(rows: int) -> str:
+    """``INSERT INTO memories(...) VALUES (?, ...), ...`` for ``rows`` rows."""
+    one = "(" + ", ".join("?" * len(localrows.COLUMNS)) + ")"
+    return f"INSERT INTO memories({', '.join(localrows.COLUMNS)}) VALUES " + ", ".join([one] * rows)
+
+
+def _max_variables(conn: sqlite3.Connection) -> int:
+    """This SQLite's bound-parameter limit (999 before 3.32, 32766 since)."""
+    try:
+        return conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    except AttributeError:  # Python < 3.11
+        return 999
 
 
 def _encoded(mems: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
@@ -319,8 +331,17 @@ class LocalStore:
         return self._meta(self._conn(), "tenant") or self.path.stem
 
     def _insert(self, conn: sqlite3.Connection, params: list[tuple[Any, ...]]) -> None:
-        """Insert rows already encoded by `_encoded` (done before the write lock is taken)."""
-        conn.executemany(_INSERT_SQL, params)
+        """Insert rows already encoded by `_encoded` (done before the write lock is taken).
+
+        Multi-row ``INSERT … VALUES (…), (…)``: one statement step inserts a whole batch (and
+        runs the FTS trigger) with the GIL released, where ``executemany`` would take the GIL
+        back for every row — and under the writer lock, each of those waits on whatever Python
+        the other threads are running."""
+        width = len(localrows.COLUMNS)
+        per = max(1, min(_ROWS_PER_INSERT, _max_variables(conn) // width))
+        for start in range(0, len(params), per):
+            part = params[start : start + per]
+            conn.execute(_insert_sql(len(part)), [v for row in part for v in row])
 
     def _ensure_collection(self, conn: sqlite3.Connection, name: str) -> None:
         if conn.execute("SELECT 1 FROM collections WHERE name=?", (name,)).fetchone():
