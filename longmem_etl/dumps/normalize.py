@@ -294,7 +294,8 @@ def _importance_row(b: bytes, i: int, bad: dict[int, _Bad], raws: dict[int, dict
         exact = False  # an integer literal: keep it an integer on the way back
     else:
         try:
-            exact = Decimal(repr(f)) == Decimal(b.decode())
+            shortest, literal = repr(f), b.decode()  # "1.0": Python says it the same way
+            exact = shortest == literal or Decimal(shortest) == Decimal(literal)
         except InvalidOperation:  # pragma: no cover
             exact = False
     if not exact:
@@ -325,8 +326,16 @@ def _importance(
         rows = pc.indices_nonzero(check)
         if not len(rows):
             return floats
-        idx = rows.to_numpy()
-        out = floats.to_pylist()
+        # a looked-at row keeps the parsed double (fidelity notes the literal) unless it has none
+        # (not finite, not a number): only those become null
+        gone = np.zeros(len(values), dtype=bool)
+        for i in rows.to_numpy().tolist():
+            b = bytes(values[i])
+            if b == b"null" or _importance_row(b, i, bad, raws) is None:
+                gone[i] = True
+        if not gone.any():
+            return floats
+        return pc.if_else(pa.array(gone), pa.nulls(len(values), pa.float64()), floats)
     else:
         idx = np.flatnonzero(lengths > 0)
         out = [None] * len(values)
