@@ -8,10 +8,8 @@ Public calls (the CLI verbs and the Dagster assets use these):
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from longmem_etl._lazy import lazy_exports
 
-# Imported on first use, so that `longmem-etl --help` and light callers do not pay for DuckDB/pyarrow.
 _EXPORTS = {
     "MigrationOptions": "longmem_etl.migrate.engine",
     "MigrationResult": "longmem_etl.migrate.engine",
@@ -24,11 +22,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)

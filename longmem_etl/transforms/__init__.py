@@ -3,10 +3,8 @@ for in ``rejected`` (DESIGN §5). Entry points: `load_spec`, `apply_spec`, `clea
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from longmem_etl._lazy import lazy_exports
 
-# Imported on first use, so that `longmem-etl --help` and light callers do not pay for DuckDB/pyarrow.
 _EXPORTS = {
     "Applied": "longmem_etl.transforms.engine",
     "Report": "longmem_etl.transforms.engine",
@@ -20,11 +18,7 @@ _EXPORTS = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 __all__ = sorted(_EXPORTS)
