@@ -166,6 +166,31 @@ def _owned(tmp: Path):
         os.close(fd)
 
 
+@contextlib.contextmanager
+def _backup_writer(
+    root: Path,
+    name: str,
+    source: dict[str, Any],
+    info: dict[str, Any],
+    total: int | None,
+    show: bool,
+):
+    """``(writer, bar)``: a snapshot writer whose temp dir is marked as this process's (so a killed
+    backup's leftovers are recognised at once), and a progress bar over ``total`` memories."""
+    from longmem_etl.snapshots import SnapshotWriter
+
+    bar = progress_bar(total, desc=f"backup {name}", unit="mem")
+    if not show:
+        bar.disable = True
+    with (
+        bar,
+        SnapshotWriter(root, name, source=source, extra_manifest={"backup": info}) as writer,
+    ):
+        assert writer.temp_path is not None
+        with _owned(writer.temp_path):
+            yield writer, bar
+
+
 def _owner_alive(tmp: Path) -> bool | None:
     """True/False when the temp dir has an owner file (locked = its writer is alive), else None."""
     owner = tmp / OWNER_FILE
@@ -238,7 +263,7 @@ def _source_info(uri: str, key_env: str) -> dict[str, Any]:
 def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
     from longmem_etl.dumps.normalize import Normalizer
     from longmem_etl.dumps.read import check_header
-    from longmem_etl.snapshots import SnapshotWriter, tenant_from_header
+    from longmem_etl.snapshots import tenant_from_header
 
     for attempt in range(EXPORT_ATTEMPTS):
         dump = _read(api.export_account)
@@ -266,37 +291,25 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
         "memories_exported": len(memories),
         "health_checked_collections": len(totals) if totals is not None else None,
     }
-    bar = progress_bar(len(memories), desc=f"backup {name}", unit="mem")
-    if not progress:
-        bar.disable = True
-    with (
-        bar,
-        SnapshotWriter(
-            root,
-            name,
-            source=source,
-            extra_manifest={"backup": {"mode": "export", "verification": verification}},
-        ) as writer,
-    ):
-        assert writer.temp_path is not None
-        with _owned(writer.temp_path):
-            # exact copies through jsonio, as a dump file read would give them
-            writer.set_header(jsonio.loads(jsonio.dumps(header)))
-            writer.set_collections(
-                None if collections is None else jsonio.loads(jsonio.dumps(collections))
+    info = {"mode": "export", "verification": verification}
+    with _backup_writer(root, name, source, info, len(memories), progress) as (writer, bar):
+        # exact copies through jsonio, as a dump file read would give them
+        writer.set_header(jsonio.loads(jsonio.dumps(header)))
+        writer.set_collections(
+            None if collections is None else jsonio.loads(jsonio.dumps(collections))
+        )
+        norm = Normalizer()
+        for i in range(0, len(memories), NORMALIZE_BATCH):
+            chunk = memories[i : i + NORMALIZE_BATCH]
+            good, rejected = norm.batch([jsonio.dumps(m) for m in chunk], i)
+            writer.write_rejected(rejected)
+            writer.write_memories(good)
+            bar.update(len(chunk))
+        if writer.counts["memories"] + writer.counts["rejected"] != len(memories):
+            raise Incomplete(  # pragma: no cover - the normalizer accounts for every row
+                f"snapshot would hold {writer.counts['memories']}+{writer.counts['rejected']} "
+                f"rows of {len(memories)}"
             )
-            norm = Normalizer()
-            for i in range(0, len(memories), NORMALIZE_BATCH):
-                chunk = memories[i : i + NORMALIZE_BATCH]
-                good, rejected = norm.batch([jsonio.dumps(m) for m in chunk], i)
-                writer.write_rejected(rejected)
-                writer.write_memories(good)
-                bar.update(len(chunk))
-            if writer.counts["memories"] + writer.counts["rejected"] != len(memories):
-                raise Incomplete(  # pragma: no cover - the normalizer accounts for every row
-                    f"snapshot would hold {writer.counts['memories']}+{writer.counts['rejected']} "
-                    f"rows of {len(memories)}"
-                )
     assert writer.path is not None
     return (
         writer.path,
@@ -317,7 +330,6 @@ def _paged(
     progress: bool,
 ):
     from longmem_etl.dumps.normalize import Normalizer
-    from longmem_etl.snapshots import SnapshotWriter
 
     started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     cols = _read(api.collections)
@@ -333,9 +345,6 @@ def _paged(
     pending_ids: set[str] = set()  # ids not yet in norm.seen: repeats are caught on the page
     start = 0
     duplicates: list[str] = []
-    bar = progress_bar(sum(before.values()) if before else None, desc=f"backup {name}", unit="mem")
-    if not progress:
-        bar.disable = True
 
     def flush(writer: Any) -> None:
         nonlocal start, pending
@@ -356,71 +365,63 @@ def _paged(
         pending = []
         pending_ids.clear()
 
-    with (
-        bar,
-        SnapshotWriter(
-            root,
-            name,
-            source=source,
-            extra_manifest={"backup": {"mode": "paged", "page_size": page_size}},
-        ) as writer,
-    ):
-        assert writer.temp_path is not None
-        with _owned(writer.temp_path):
-            writer.set_header({"tenant": name, "exported_at": started})
-            writer.set_collections(cols)
-            for coll in names:
-                offset = n_all = n_archived = 0
-                while True:
-                    page = _read(
-                        api.list_memories,
-                        collection=coll,
-                        limit=page_size,
-                        offset=offset,
-                        include_archived=True,
-                    )
-                    if not page:
-                        break
-                    for m in page:
-                        ident = m.get("id") if isinstance(m, dict) else None
-                        if isinstance(ident, str):
-                            if ident in norm.seen or ident in pending_ids:
-                                duplicates.append(ident)
-                            pending_ids.add(ident)
-                        pending.append(jsonio.dumps(m))
-                        n_archived += isinstance(m, dict) and m.get("archived") is True
-                    n_all += len(page)
-                    offset += len(page)
-                    bar.update(len(page))
-                    if len(pending) >= NORMALIZE_BATCH:
-                        flush(writer)
-                    if duplicates:
-                        break
-                counted[coll] = (n_all, n_archived)
+    info = {"mode": "paged", "page_size": page_size}
+    total = sum(before.values()) if before else None
+    with _backup_writer(root, name, source, info, total, progress) as (writer, bar):
+        writer.set_header({"tenant": name, "exported_at": started})
+        writer.set_collections(cols)
+        for coll in names:
+            offset = n_all = n_archived = 0
+            while True:
+                page = _read(
+                    api.list_memories,
+                    collection=coll,
+                    limit=page_size,
+                    offset=offset,
+                    include_archived=True,
+                )
+                if not page:
+                    break
+                for m in page:
+                    ident = m.get("id") if isinstance(m, dict) else None
+                    if isinstance(ident, str):
+                        if ident in norm.seen or ident in pending_ids:
+                            duplicates.append(ident)
+                        pending_ids.add(ident)
+                    pending.append(jsonio.dumps(m))
+                    n_archived += isinstance(m, dict) and m.get("archived") is True
+                n_all += len(page)
+                offset += len(page)
+                bar.update(len(page))
+                if len(pending) >= NORMALIZE_BATCH:
+                    flush(writer)
                 if duplicates:
                     break
-            flush(writer)
+            counted[coll] = (n_all, n_archived)
             if duplicates:
-                raise Incomplete(
-                    f"backup not written: paging returned memory id {duplicates[0]!r} twice "
-                    "(the account changed while it was paged, or it holds duplicate ids); "
-                    "retry, or back up without --paged"
-                )
-            after = _health_totals(api, names) if before is not None else None
-            problems = _count_problems(counted, before, "before paging") + _count_problems(
-                counted, after, "after paging"
+                break
+        flush(writer)
+        if duplicates:
+            raise Incomplete(
+                f"backup not written: paging returned memory id {duplicates[0]!r} twice "
+                "(the account changed while it was paged, or it holds duplicate ids); "
+                "retry, or back up without --paged"
             )
-            if problems:
-                raise Incomplete(
-                    "backup not written: paged memories disagree with the source's counts "
-                    f"(missed rows, or the account changed meanwhile): {problems[0]}"
-                )
-            verification = {
-                "memories_paged": sum(v[0] for v in counted.values()),
-                "collections_paged": len(names),
-                "health_checked_collections": len(before) if before is not None else None,
-                "duplicate_ids": 0,
-            }
+        after = _health_totals(api, names) if before is not None else None
+        problems = _count_problems(counted, before, "before paging") + _count_problems(
+            counted, after, "after paging"
+        )
+        if problems:
+            raise Incomplete(
+                "backup not written: paged memories disagree with the source's counts "
+                f"(missed rows, or the account changed meanwhile): {problems[0]}"
+            )
+        verification = {
+            "memories_paged": sum(v[0] for v in counted.values()),
+            "collections_paged": len(names),
+            "health_checked_collections": len(before) if before is not None else None,
+            "duplicate_ids": 0,
+        }
     assert writer.path is not None
     return (
         writer.path,
