@@ -78,3 +78,33 @@ def same_json(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same_json(x, y) for x, y in zip(a, b, strict=False))
     return type(a) is type(b) and a == b
+
+
+def kind_of(value: Any) -> str:
+    """A JSON value's kind as error messages say it ("an object", "a number", "null", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def raw_kind(raw: bytes | bytearray | memoryview | msgspec.Raw) -> str:
+    """`kind_of` for raw JSON text, from its first byte (never copying a whole buffer)."""
+    first = bytes(raw)[:1] if isinstance(raw, msgspec.Raw) else bytes(raw[:1])
+    return {
+        b"{": "an object",
+        b"[": "an array",
+        b'"': "a string",
+        b"n": "null",
+        b"t": "a boolean",
+        b"f": "a boolean",
+    }.get(first, "a number")

@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from msgspec import UNSET, Raw, UnsetType
 
 from longmem_etl import jsonio
+from longmem_etl.jsonio import kind_of, raw_kind
 from longmem_etl.schema import (
     KNOWN_MEMORY_FIELDS,
     MEMORIES_SCHEMA,
@@ -108,34 +109,6 @@ class _Bad(Exception):
         self.reason = reason
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _raw_kind(raw: Raw | bytes) -> str:
-    first = bytes(raw)[:1]
-    return {
-        b"{": "an object",
-        b"[": "an array",
-        b'"': "a string",
-        b"n": "null",
-        b"t": "a boolean",
-        b"f": "a boolean",
-    }.get(first, "a number")
-
-
 def _key_json(key: str) -> bytes:
     return msgspec.json.encode(key)
 
@@ -149,7 +122,7 @@ def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
     try:
         obj = _DEC_OBJ.decode(raw)
     except msgspec.ValidationError:
-        raise _Bad(None, f"row is {_raw_kind(raw)}, expected an object") from None
+        raise _Bad(None, f"row is {raw_kind(raw)}, expected an object") from None
     known: dict[str, Any] = {}
     extra_parts: list[bytes] = []
     for key, value in obj.items():
@@ -164,27 +137,27 @@ def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
     if not isinstance(ident, str) or not ident:
         raise _Bad(
             "id",
-            f"id is {_kind(ident) if ident != '' else 'an empty string'}, expected a non-empty string",
+            f"id is {kind_of(ident) if ident != '' else 'an empty string'}, expected a non-empty string",
         )
     fields["id"] = ident
     if "text" not in known:
         raise _Bad("text", "missing text")
     text = _DEC_ANY.decode(known["text"])
     if not isinstance(text, str):
-        raise _Bad("text", f"text is {_kind(text)}, expected a string")
+        raise _Bad("text", f"text is {kind_of(text)}, expected a string")
     fields["text"] = text
     for name in _TYPED_STR_FIELDS + TIMESTAMP_FIELDS:
         if name in known:
             v = _DEC_ANY.decode(known[name])
             if v is not None and not isinstance(v, str):
                 what = "an ISO-8601 timestamp string" if name in TIMESTAMP_FIELDS else "a string"
-                raise _Bad(name, f"{name} is {_kind(v)}, expected {what}")
+                raise _Bad(name, f"{name} is {kind_of(v)}, expected {what}")
             fields[name] = v
     for name in _BOOL_FIELDS:
         if name in known:
             v = _DEC_ANY.decode(known[name])
             if v is not None and not isinstance(v, bool):
-                raise _Bad(name, f"{name} is {_kind(v)}, expected a boolean")
+                raise _Bad(name, f"{name} is {kind_of(v)}, expected a boolean")
             fields[name] = v
     for name in ("importance", "metadata"):
         if name in known:
@@ -285,7 +258,7 @@ def _importance_row(b: bytes, i: int, bad: dict[int, _Bad], raws: dict[int, dict
     try:
         f = float(b)
     except ValueError:
-        bad.setdefault(i, _Bad("importance", f"importance is {_raw_kind(b)}, expected a number"))
+        bad.setdefault(i, _Bad("importance", f"importance is {raw_kind(b)}, expected a number"))
         return None
     if not math.isfinite(f):
         raws.setdefault(i, {})["importance"] = b

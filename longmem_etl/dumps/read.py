@@ -44,6 +44,7 @@ import numpy as np
 
 from longmem_etl import jsonio
 from longmem_etl.errors import BadInput
+from longmem_etl.jsonio import kind_of, raw_kind
 from longmem_etl.schema import FORMAT_VERSION
 
 BOM = b"\xef\xbb\xbf"
@@ -227,35 +228,7 @@ def check_header(path: Any, header: dict[str, Any], collections: Any) -> None:
                 f"{path}: unknown format_version {jsonio.dumps_str(fv)} (this tool reads {FORMAT_VERSION})"
             )
     if collections is not None and not isinstance(collections, list):
-        raise BadInput(f"{path}: 'collections' is {_kind_of(collections)}, expected a list")
-
-
-def _kind_of(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
-
-
-def _raw_kind(raw: bytes | msgspec.Raw) -> str:
-    first = bytes(raw[:1]) if not isinstance(raw, msgspec.Raw) else bytes(raw)[:1]
-    return {
-        b"{": "an object",
-        b"[": "an array",
-        b'"': "a string",
-        b"n": "null",
-        b"t": "a boolean",
-        b"f": "a boolean",
-    }.get(first, "a number")
+        raise BadInput(f"{path}: 'collections' is {kind_of(collections)}, expected a list")
 
 
 _WS = re.compile(rb"[ \t\r\n]*")
@@ -346,7 +319,7 @@ def _read_json_whole(path: str, batch_size: int) -> DumpSource:
         except msgspec.DecodeError as exc:
             raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
         raise BadInput(
-            f"{path}: top level is {_raw_kind(stripped)}, expected an object with a 'memories' list"
+            f"{path}: top level is {raw_kind(stripped)}, expected an object with a 'memories' list"
         )
     memories, top = _top_and_memories(path, data)
     collections_raw = top.pop("collections", None)
