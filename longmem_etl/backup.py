@@ -191,6 +191,20 @@ def _backup_writer(
             yield writer, bar
 
 
+def _written(writer: Any, verification: dict[str, Any]) -> tuple:
+    """What a committed backup writer made: (path, tenant, memories, rejected, collections, checks)."""
+    assert writer.path is not None
+    counts = writer.counts
+    return (
+        writer.path,
+        writer.tenant,
+        counts["memories"],
+        counts["rejected"],
+        counts["collections"],
+        verification,
+    )
+
+
 def _owner_alive(tmp: Path) -> bool | None:
     """True/False when the temp dir has an owner file (locked = its writer is alive), else None."""
     owner = tmp / OWNER_FILE
@@ -310,15 +324,7 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
                 f"snapshot would hold {writer.counts['memories']}+{writer.counts['rejected']} "
                 f"rows of {len(memories)}"
             )
-    assert writer.path is not None
-    return (
-        writer.path,
-        writer.tenant,
-        writer.counts["memories"],
-        writer.counts["rejected"],
-        writer.counts["collections"],
-        verification,
-    )
+    return _written(writer, verification)
 
 
 def _paged(
@@ -422,15 +428,7 @@ def _paged(
             "health_checked_collections": len(before) if before is not None else None,
             "duplicate_ids": 0,
         }
-    assert writer.path is not None
-    return (
-        writer.path,
-        writer.tenant,
-        writer.counts["memories"],
-        writer.counts["rejected"],
-        writer.counts["collections"],
-        verification,
-    )
+    return _written(writer, verification)
 
 
 def backup(
