@@ -9,7 +9,6 @@ snapshot into ``frozen/cleaned``. The plan is then made from the frozen (cleaned
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -23,16 +22,9 @@ import pyarrow.parquet as pq
 
 from longmem_etl.api.endpoints import classify_source, endpoint_identity, is_endpoint, open_endpoint
 from longmem_etl.errors import BadInput
+from longmem_etl.snapshots.manifest import file_digest
 
 READ_BATCH = 2000
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
@@ -43,11 +35,11 @@ def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
         return {"kind": "endpoint", **endpoint_identity(source, key_env)}
     path = Path(source).expanduser().resolve()
     if kind == "dump":
-        return {"kind": "dump", "path": str(path), "sha256": _file_sha256(path)}
+        return {"kind": "dump", "path": str(path), "sha256": file_digest(path)[0]}
     return {
         "kind": "snapshot",
         "path": str(path),
-        "manifest_sha256": _file_sha256(path / "manifest.json"),
+        "manifest_sha256": file_digest(path / "manifest.json")[0],
     }
 
 
