@@ -35,6 +35,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -194,6 +195,19 @@ class DumpSource:
     streamed: bool
     _chunks: Iterator[Chunk] = field(repr=False)
     size_hint: int | None = None  # bytes, for progress when total is unknown
+    # whole-file .json: every memory's raw JSON (chunk k is rows[k*batch : (k+1)*batch]), so that
+    # chunks can also be normalised elsewhere (convert's worker process)
+    rows: list[Any] | None = field(default=None, repr=False)
+    batch_size: int = DEFAULT_BATCH
+    data: Any = field(default=None, repr=False)  # the buffer ``rows`` are slices of
+
+    def span(self, start: int, count: int) -> tuple[int, int]:
+        """Byte offsets ``(first, end)`` in ``read_all_bytes(path)`` of rows ``start..start+count``
+        (whole-file .json only): another process can map the file and take the chunk from there."""
+        assert self.rows is not None
+        base = _address(self.data)
+        last = self.rows[start + count - 1]
+        return _address(self.rows[start]) - base, _address(last) - base + len(last)
 
     def chunks(self) -> Iterator[Chunk]:
         return self._chunks
@@ -238,6 +252,19 @@ _LIST_RAW = msgspec.json.Decoder(list[msgspec.Raw])
 
 def _address(buf: Any) -> int:
     return np.frombuffer(buf, np.uint8).__array_interface__["data"][0] if len(buf) else 0
+
+
+@contextmanager
+def bracketed(data: Any, first: int, end: int) -> Iterator[Any]:
+    """(Context-manager body) the JSON array text of the rows at ``data[first:end]``, zero-copy: the
+    separator bytes just outside are set to ``[`` / ``]`` meanwhile (``data`` must be writable)."""
+    view = memoryview(data)
+    before, after = data[first - 1], data[end]
+    data[first - 1], data[end] = 0x5B, 0x5D  # [ ]
+    try:
+        yield view[first - 1 : end + 1]
+    finally:
+        data[first - 1], data[end] = before, after
 
 
 def _inplace_chunks(data: bytearray, memories: list[Any], size: int) -> Iterator[Chunk]:
@@ -338,6 +365,9 @@ def _read_json_whole(path: str, batch_size: int) -> DumpSource:
         total=len(memories),
         streamed=False,
         _chunks=chunks,
+        rows=memories,
+        batch_size=batch_size,
+        data=data,
     )
 
 

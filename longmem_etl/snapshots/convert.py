@@ -17,17 +17,12 @@ import pyarrow as pa
 
 from longmem_etl import jsonio
 from longmem_etl.dumps.normalize import Normalizer
-from longmem_etl.dumps.read import (
-    DEFAULT_BATCH,
-    DumpSource,
-    _list_chunk,
-    check_header,
-    open_dump,
-)
+from longmem_etl.dumps.read import DEFAULT_BATCH, DumpSource, _list_chunk, check_header, open_dump
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.schema import MEMORIES_SCHEMA
 from longmem_etl.snapshots.layout import sanitize_tenant, tenant_from_header
+from longmem_etl.snapshots.parallel import Worker, close_workers, normalized, start_workers
 from longmem_etl.snapshots.writer import SnapshotWriter
 
 
@@ -87,43 +82,48 @@ def _run(
     show_progress: bool,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    workers: list[Worker] | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
     norm = Normalizer()
     reasons: dict[str, int] = {}
-    if src.total is not None:
-        bar = progress_bar(src.total, desc=f"convert {tenant}", unit="mem")
-    else:
-        bar = progress_bar(None, desc=f"convert {tenant}", unit="mem")
-    if not show_progress:
-        bar.disable = True
-    with (
-        bar,
-        SnapshotWriter(
-            root, tenant, source=source, parent=parent, extra_manifest=extra_manifest
-        ) as writer,
-    ):
-        writer.set_header(src.header)
-        writer.set_collections(src.collections)
-        pending: list[pa.RecordBatch] = []  # good rows not yet written (one row group at a time)
-        pending_rows = 0
-        for chunk in src.chunks():
-            good, rejected = norm.chunk(chunk)
-            if rejected.num_rows:
-                if strict:
-                    raise _strict_error(src.path, rejected)
-                for r in rejected.column("reason").to_pylist():
-                    key = r.split(" ", 1)[0] if r.startswith("duplicate") else r.split(":")[0]
-                    reasons[key] = reasons.get(key, 0) + 1
-                writer.write_rejected(rejected)
-            pending.append(good)
-            pending_rows += good.num_rows
-            if pending_rows >= ROW_GROUP_ROWS:
+    chunks = normalized(src, norm, workers or [])
+    try:
+        if src.total is not None:
+            bar = progress_bar(src.total, desc=f"convert {tenant}", unit="mem")
+        else:
+            bar = progress_bar(None, desc=f"convert {tenant}", unit="mem")
+        if not show_progress:
+            bar.disable = True
+        with (
+            bar,
+            SnapshotWriter(
+                root, tenant, source=source, parent=parent, extra_manifest=extra_manifest
+            ) as writer,
+        ):
+            writer.set_header(src.header)
+            writer.set_collections(src.collections)
+            # good rows not yet written (one row group at a time)
+            pending: list[pa.RecordBatch] = []
+            pending_rows = 0
+            for chunk, good, rejected in chunks:
+                if rejected.num_rows:
+                    if strict:
+                        raise _strict_error(src.path, rejected)
+                    for r in rejected.column("reason").to_pylist():
+                        key = r.split(" ", 1)[0] if r.startswith("duplicate") else r.split(":")[0]
+                        reasons[key] = reasons.get(key, 0) + 1
+                    writer.write_rejected(rejected)
+                pending.append(good)
+                pending_rows += good.num_rows
+                if pending_rows >= ROW_GROUP_ROWS:
+                    writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
+                    pending, pending_rows = [], 0
+                bar.update(chunk.count)
+            if pending:
                 writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
-                pending, pending_rows = [], 0
-            bar.update(chunk.count)
-        if pending:
-            writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
+    finally:
+        chunks.close()
     assert writer.path is not None
     return ConvertResult(
         path=writer.path,
@@ -155,20 +155,29 @@ def convert_dump(
     Whole-file problems raise BadInput before anything is visible; with ``strict`` so does the first
     rejected row. ``stream`` forces (True) or forbids (False) the bounded-memory reader for .json
     (JSONL always streams); None decides by size (see ``dumps.read``).
+
+    A big uncompressed .json read whole is decoded by worker processes as well as this one (see
+    ``snapshots.parallel``; ``LONGMEM_ETL_CONVERT_WORKERS=0`` turns them off); the snapshot is the
+    same either way.
     """
-    src = open_dump(path, batch_size=batch_size, stream=stream)
-    name = tenant or tenant_from_header(src.header) or _dump_stem(path)
-    source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
-    return _run(
-        src,
-        root,
-        sanitize_tenant(name),
-        source=source,
-        strict=strict,
-        show_progress=progress,
-        parent=parent,
-        extra_manifest=extra_manifest,
-    )
+    workers = start_workers(path, stream)
+    try:
+        src = open_dump(path, batch_size=batch_size, stream=stream)
+        name = tenant or tenant_from_header(src.header) or _dump_stem(path)
+        source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
+        return _run(
+            src,
+            root,
+            sanitize_tenant(name),
+            source=source,
+            strict=strict,
+            show_progress=progress,
+            parent=parent,
+            extra_manifest=extra_manifest,
+            workers=workers,
+        )
+    finally:
+        close_workers(workers)
 
 
 def snapshot_from_dump(
