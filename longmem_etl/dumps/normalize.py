@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from msgspec import UNSET, Raw, UnsetType
 
 from longmem_etl import jsonio
+from longmem_etl.arrays import string_array
 from longmem_etl.jsonio import kind_of, raw_kind
 from longmem_etl.schema import (
     KNOWN_MEMORY_FIELDS,
@@ -338,7 +339,7 @@ def _raw_strings(values: Sequence[Raw | bytes], lengths: np.ndarray | None = Non
     four = np.flatnonzero(lengths == 4)  # a 4-byte JSON value starting with "n" is null
     if len(four):
         is_null[four] = np.frombuffer(data, np.uint8)[offsets[four]] == ord("n")
-    return _string_array(n, offsets, data, is_null)
+    return string_array(n, offsets, data, is_null)
 
 
 def _raw_text(values: list[Raw]) -> pa.Array | None:
@@ -371,23 +372,6 @@ def _raw_text(values: list[Raw]) -> pa.Array | None:
 
 
 _DEC_STR = msgspec.json.Decoder(str)
-
-
-def _string_array(n: int, offsets: np.ndarray, data: bytes, is_null: np.ndarray | None) -> pa.Array:
-    """string column from int64 offsets, UTF-8 bytes and a null mask (None: no nulls)."""
-    validity, nulls = None, 0
-    if is_null is not None:
-        nulls = int(np.count_nonzero(is_null))
-        if nulls:
-            validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
-    if offsets[-1] < 2**31:
-        return pa.StringArray.from_buffers(
-            n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), validity, nulls
-        )
-    big = pa.LargeStringArray.from_buffers(
-        n, pa.py_buffer(offsets), pa.py_buffer(data), validity, nulls
-    )
-    return big.cast(pa.string())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -463,7 +447,7 @@ class Normalizer:
         if bad:
             keep = np.ones(n, dtype=bool)
             keep[list(bad)] = False
-            good = good.filter(pa.array(keep))
+            good = good.filter(keep)
         self.good += good.num_rows
         self.rejected += rejected.num_rows
         return good, rejected
@@ -592,7 +576,9 @@ def _rejected_table(
     raws: Sequence[Raw | bytes], ids: list[str], bad: dict[int, _Bad], start: int
 ) -> pa.Table:
     if not bad:
-        return REJECTED_SCHEMA.empty_table()
+        # (not REJECTED_SCHEMA.empty_table(): that imports pandas, ~0.5 s, in a process that
+        # otherwise never needs it)
+        return pa.Table.from_batches([], REJECTED_SCHEMA)
     rows = sorted(bad)
     return pa.Table.from_pydict(
         {

@@ -17,10 +17,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longmem_etl import __version__, jsonio
+from longmem_etl.arrays import int64s, strings
 from longmem_etl.schema import (
     COLLECTIONS_SCHEMA,
     FORMAT_VERSION,
@@ -75,9 +77,8 @@ def collections_table(collections: list[Any] | None) -> pa.Table:
         else:
             names.append(None)
         raws.append(jsonio.dumps_str(item))
-    return pa.Table.from_pydict(
-        {"position": list(range(len(raws))), "name": names, "raw": raws}, schema=COLLECTIONS_SCHEMA
-    )
+    columns = [int64s(np.arange(len(raws))), strings(names), strings(raws)]
+    return pa.Table.from_arrays(columns, schema=COLLECTIONS_SCHEMA)
 
 
 class SnapshotWriter:

@@ -1,0 +1,47 @@
+"""Arrow arrays built straight from buffers.
+
+``pa.array(list)`` first asks whether the list is a pandas object, and the first such question in
+a process imports pandas (~0.5 s). ``convert`` never needs pandas, so the columns it builds outside
+the hot decode path (collections, masks, the string columns made from raw JSON slices) are built
+here from NumPy buffers instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+
+def string_array(n: int, offsets: np.ndarray, data: bytes, is_null: np.ndarray | None) -> pa.Array:
+    """string column from int64 offsets, UTF-8 bytes and a null mask (None: no nulls)."""
+    validity, nulls = None, 0
+    if is_null is not None:
+        nulls = int(np.count_nonzero(is_null))
+        if nulls:
+            validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
+    if offsets[-1] < 2**31:
+        return pa.StringArray.from_buffers(
+            n, pa.py_buffer(offsets.astype(np.int32)), pa.py_buffer(data), validity, nulls
+        )
+    big = pa.LargeStringArray.from_buffers(
+        n, pa.py_buffer(offsets), pa.py_buffer(data), validity, nulls
+    )
+    return big.cast(pa.string())
+
+
+def strings(values: Sequence[str | None]) -> pa.Array:
+    """``pa.array(values, pa.string())`` for small lists (one Python encode per value)."""
+    encoded = [b"" if v is None else v.encode("utf-8") for v in values]
+    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
+    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    is_null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    return string_array(len(encoded), offsets, b"".join(encoded), is_null)
+
+
+def int64s(values: Sequence[int] | np.ndarray) -> pa.Array:
+    """``pa.array(values, pa.int64())`` (no nulls)."""
+    data = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
