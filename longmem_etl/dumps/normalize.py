@@ -20,7 +20,6 @@ over-precise ``importance``, a timestamp with sub-microsecond digits or without 
 from __future__ import annotations
 
 import math
-import operator
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta, timezone
@@ -378,7 +377,26 @@ _DEC_STR = msgspec.json.Decoder(str)
 # A batch
 
 
-_GET = {name: operator.attrgetter(name) for name in MEMORY_FIELDS}
+# One column of decoded rows. Comprehensions with the attribute written out are specialised by
+# CPython 3.11+ and take half the time of ``list(map(operator.attrgetter(name), rows))``, which
+# adds up over 14 fields of every row.
+_GET: dict[str, Callable[[Sequence[Any]], list[Any]]] = {
+    "id": lambda rows: [r.id for r in rows],
+    "collection": lambda rows: [r.collection for r in rows],
+    "text": lambda rows: [r.text for r in rows],
+    "importance": lambda rows: [r.importance for r in rows],
+    "category": lambda rows: [r.category for r in rows],
+    "metadata": lambda rows: [r.metadata for r in rows],
+    "source": lambda rows: [r.source for r in rows],
+    "container_tag": lambda rows: [r.container_tag for r in rows],
+    "pinned": lambda rows: [r.pinned for r in rows],
+    "archived": lambda rows: [r.archived for r in rows],
+    "created_at": lambda rows: [r.created_at for r in rows],
+    "updated_at": lambda rows: [r.updated_at for r in rows],
+    "expires_at": lambda rows: [r.expires_at for r in rows],
+    "superseded_by": lambda rows: [r.superseded_by for r in rows],
+}
+assert set(_GET) == set(MEMORY_FIELDS), "_GET must list every memory field"
 
 
 def _unset_to_none(col: list[Any], name: str, absent: dict[int, list[str]]) -> list[Any]:
@@ -462,7 +480,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
         except (msgspec.ValidationError, msgspec.DecodeError):
             fast = None
         if fast is not None and len(fast) == chunk.count:
-            text = _raw_text(list(map(_GET["text"], fast)))
+            text = _raw_text(_GET["text"](fast))
             if text is not None:
                 return _build(fast, None, {}, text)  # type: ignore[arg-type]
         del fast
@@ -518,15 +536,15 @@ def _build(
     if bad:  # placeholders keep positions; their columns are dropped below
         placeholder = _Mem(id="", text="")
         mems = [placeholder if m is None else m for m in mems]
-    ids = list(map(_GET["id"], mems))
+    ids = _GET["id"](mems)
     fid_raw: dict[int, dict[str, bytes]] = {}
     absent: dict[int, list[str]] = {}
     columns: dict[str, Any] = {
         "id": pa.array(ids, pa.string()),
-        "text": text if text is not None else pa.array(list(map(_GET["text"], mems)), pa.string()),
+        "text": text if text is not None else pa.array(_GET["text"](mems), pa.string()),
     }
     for name in _TYPED_STR_FIELDS + _BOOL_FIELDS:
-        col = list(map(_GET[name], mems))
+        col = _GET[name](mems)
         try:  # fast: no UNSET (Arrow refuses the sentinel, so this also detects absence)
             columns[name] = pa.array(col, MEMORY_FIELDS[name])
             continue
@@ -534,15 +552,15 @@ def _build(
             pass
         columns[name] = pa.array(_unset_to_none(col, name, absent), MEMORY_FIELDS[name])
     for name in TIMESTAMP_FIELDS:
-        col = list(map(_GET[name], mems))
+        col = _GET[name](mems)
         try:
             arr = pa.array(col, pa.string())
         except (pa.ArrowTypeError, pa.ArrowInvalid):
             col = _unset_to_none(col, name, absent)
             arr = pa.array(col, pa.string())
         columns[name] = _timestamps(arr, col, bad, fid_raw, name)
-    imp = list(map(_GET["importance"], mems))
-    meta = list(map(_GET["metadata"], mems))
+    imp = _GET["importance"](mems)
+    meta = _GET["metadata"](mems)
     imp_len = _lengths(imp)
     meta_len = _lengths(meta)
     for name, lengths in (("importance", imp_len), ("metadata", meta_len)):
