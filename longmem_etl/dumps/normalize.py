@@ -479,7 +479,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
             fast = _DEC_FAST.decode(chunk.body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             fast = None
-        if fast is not None and len(fast) == chunk.count:
+        if fast is not None and chunk.count in (None, len(fast)):
             text = _raw_text(_GET["text"](fast))
             if text is not None:
                 return _build(fast, None, {}, text)  # type: ignore[arg-type]
@@ -488,7 +488,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
             mems = _DEC_LIST.decode(chunk.body)
         except (msgspec.ValidationError, msgspec.DecodeError):
             mems = None
-        if mems is not None and len(mems) == chunk.count:
+        if mems is not None and chunk.count in (None, len(mems)):
             return _build(mems, None, {})
     chunk.check()
     return _build(*_decode_rows(chunk.raws()))

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import msgspec
 import numpy as np
@@ -164,7 +164,8 @@ def read_all_bytes(path: str | os.PathLike) -> bytearray | memoryview:
 
 @dataclass
 class Chunk:
-    """A run of consecutive memories: ``count`` rows from row index ``start``.
+    """A run of consecutive memories: ``count`` rows from row index ``start`` (``count`` is None
+    for a guessed span not parsed yet: whatever ``body`` holds).
 
     ``body`` is, when the reader has it cheaply, the JSON array text of exactly these rows (valid only
     until the next chunk is read); ``raws()`` gives each row's raw JSON (computed on demand);
@@ -173,10 +174,25 @@ class Chunk:
     """
 
     start: int
-    count: int
+    count: int | None
     body: Any
     raws: Callable[[], Sequence[Any]]
     check: Callable[[], None] = lambda: None
+
+
+class Span(NamedTuple):
+    """Memories at bytes ``data[first:end]`` of a whole-file .json: ``data[first - 1]`` and
+    ``data[end]`` are the bytes just outside them (``bracketed`` turns those into ``[`` ``]``).
+    ``count`` is the number of memories, or None when the span was guessed and not yet parsed."""
+
+    first: int
+    end: int
+    count: int | None
+
+
+class Misplaced(Exception):
+    """A guessed span boundary was not a boundary between two memories, or the JSON around it is
+    broken: the dump has to be read again with exact boundaries (a full scan)."""
 
 
 @dataclass
@@ -195,33 +211,21 @@ class DumpSource:
     streamed: bool
     _chunks: Iterator[Chunk] = field(repr=False)
     size_hint: int | None = None  # bytes, for progress when total is unknown
-    # whole-file .json: every memory's raw JSON (chunk k is rows[k*batch : (k+1)*batch]), so that
-    # chunks can also be normalised elsewhere (convert's worker process)
-    rows: list[Any] | None = field(default=None, repr=False)
-    batch_size: int = DEFAULT_BATCH
-    data: Any = field(default=None, repr=False)  # the buffer ``rows`` are slices of
-
-    def span(self, start: int, count: int) -> tuple[int, int]:
-        """Byte offsets ``(first, end)`` in ``read_all_bytes(path)`` of rows ``start..start+count``
-        (whole-file .json only): another process can map the file and take the chunk from there."""
-        assert self.rows is not None
-        base = _address(self.data)
-        last = self.rows[start + count - 1]
-        return _address(self.rows[start]) - base, _address(last) - base + len(last)
+    # whole-file .json: the mapped file and its memories as byte spans ``(first, end, count)``
+    # (see ``Span``), so that chunks can also be normalised elsewhere (convert's worker processes)
+    spans: list[Span] | None = field(default=None, repr=False)
+    data: Any = field(default=None, repr=False)
+    exact: bool = True  # False: the spans' boundaries are guesses (``guess_json_spans``)
 
     def chunks(self) -> Iterator[Chunk]:
+        if not self.exact:  # guessed spans must be parsed one by one (snapshots.parallel)
+            raise RuntimeError("a dump with guessed spans is read through its spans")
         return self._chunks
 
     def batches(self) -> Iterator[tuple[int, list[Any]]]:
         for chunk in self._chunks:
             chunk.check()  # whole-file problems (a broken JSONL line) stay whole-file problems
             yield chunk.start, list(chunk.raws())
-
-
-def _chunks_of(items: list[Any], size: int) -> Iterator[Chunk]:
-    for i in range(0, len(items), size):
-        part = items[i : i + size]
-        yield Chunk(i, len(part), None, lambda part=part: part)
 
 
 def _msgspec_problem(exc: Exception) -> str:
@@ -267,24 +271,139 @@ def bracketed(data: Any, first: int, end: int) -> Iterator[Any]:
         data[first - 1], data[end] = before, after
 
 
-def _inplace_chunks(data: bytearray, memories: list[Any], size: int) -> Iterator[Chunk]:
-    """Chunks whose ``body`` is a zero-copy view of ``data``: the separator bytes just outside the
-    run are set to ``[`` and ``]`` while the chunk is in use, then restored."""
+def _exact_spans(data: Any, memories: list[Any], size: int) -> list[Span]:
+    """Spans of ``size`` memories each, from the raw slices a full scan of ``data`` gave."""
     base = _address(data)
-    view = memoryview(data)
+    spans = []
     for i in range(0, len(memories), size):
         part = memories[i : i + size]
         first = _address(part[0]) - base
-        last = _address(part[-1]) - base + len(part[-1])
-        if first < 1 or last >= len(data):  # pragma: no cover - a list always has brackets
-            yield Chunk(i, len(part), None, lambda part=part: part)
-            continue
-        before, after = data[first - 1], data[last]
-        data[first - 1], data[last] = 0x5B, 0x5D  # [ ]
+        spans.append(Span(first, _address(part[-1]) - base + len(part[-1]), len(part)))
+    return spans
+
+
+def _inplace_chunks(data: Any, memories: list[Any], spans: list[Span]) -> Iterator[Chunk]:
+    """Chunks whose ``body`` is a zero-copy view of ``data`` (see ``bracketed``)."""
+    start = 0
+    for span in spans:
+        assert span.count is not None
+        part = memories[start : start + span.count]
+        with bracketed(data, span.first, span.end) as body:
+            yield Chunk(start, span.count, body, lambda part=part: part)
+        start += span.count
+
+
+def span_raws(data: Any, span: Span) -> list[Any]:
+    """Each memory's raw JSON in ``span`` (zero-copy slices of ``data``); Misplaced when the span
+    does not parse as a run of JSON values (only possible for a guessed span)."""
+    with bracketed(data, span.first, span.end) as body:
         try:
-            yield Chunk(i, len(part), view[first - 1 : last + 1], lambda part=part: part)
-        finally:
-            data[first - 1], data[last] = before, after
+            return _LIST_RAW.decode(body)
+        except msgspec.DecodeError:  # (ValidationError is a subclass)
+            raise Misplaced(f"bytes {span.first}-{span.end} are not a run of memories") from None
+
+
+# --- Guessed spans: no full scan ----------------------------------------------------------------
+
+_MEMORIES_KEY = re.compile(rb'"memories"[ \t\r\n]*:[ \t\r\n]*\[')
+_ANY_SEPARATOR = re.compile(rb"\}[ \t\r\n]*,[ \t\r\n]*\{")
+_FIRST_KEY = re.compile(rb'[ \t\r\n]*"[^"\\]*"')
+_LEARN_TRIES = 16
+_LEARN_BYTES = 1 << 20
+
+
+def _closing_bracket(data: Any) -> int | None:
+    """Index of the ``]`` just before the final ``}`` of the file, if the file ends that way."""
+    j = len(data) - 1
+    for want in (0x7D, 0x5D):  # } then ]
+        while j >= 0 and data[j] in _WS_BYTES:
+            j -= 1
+        if j < 0 or data[j] != want:
+            return None
+        if want == 0x7D:
+            j -= 1
+    return j
+
+
+def _learn_separator(data: Any, first: int, closing: int) -> re.Pattern[bytes] | None:
+    """The bytes between two memories, learned from the first real boundary, plus the next
+    memory's first key (e.g. ``}``, ``,``, a newline, ``{"id"``): a pattern nested objects rarely
+    repeat, and that cannot occur inside a string (its ``"`` would end the string). A candidate
+    is a real boundary when the memories before it parse as a complete list (see
+    ``guess_json_spans``)."""
+    for tries, m in enumerate(_ANY_SEPARATOR.finditer(data, first, closing)):
+        if tries >= _LEARN_TRIES or m.start() - first > _LEARN_BYTES:
+            return None
+        comma = m.start() + m.group().index(b",")
+        try:
+            span_raws(data, Span(first, comma, None))
+        except Misplaced:
+            continue
+        key = _FIRST_KEY.match(data, m.end(), closing)
+        tail = bytes(data[m.end() : key.end()]) if key else b""
+        return re.compile(re.escape(m.group() + tail))
+    return None
+
+
+def guess_json_spans(path: str, span_bytes: int) -> DumpSource | None:
+    """A whole-file .json cut into spans of about ``span_bytes`` at *guessed* boundaries between
+    memories, without parsing the memories (the full scan costs ~1 s per GB before any work could
+    start). None when the file does not have the usual shape (``"memories": [...]`` last in the
+    top-level object, memories separated the same way throughout): read it with ``open_dump``.
+
+    Why a guess is safe: the header is parsed with the memories cut out, which proves where the
+    array starts and ends. Every span is then parsed on its own as ``[ ... ]``; a span that parses
+    completely, starting from a proven boundary, proves its own end is a boundary too (the parser
+    is in the same state there as when reading the whole file). So when every span parses, the
+    spans are exactly the memories; when one does not, ``span_raws`` raises Misplaced and the
+    caller reads the file again with ``open_dump``. Whole-file problems are left to that path too,
+    so the error a user sees is the same either way.
+    """
+    data = read_all_bytes(path)
+    key = _MEMORIES_KEY.search(data)
+    closing = _closing_bracket(data)
+    if key is None or closing is None or closing < key.end() - 1:
+        return None
+    opening = key.end() - 1
+    try:
+        top = _TOP.decode(bytes(data[:opening]) + b"[]" + bytes(data[closing + 1 :]))
+        if bytes(top.pop("memories", b"")) != b"[]":
+            return None
+        header, collections = _header_of(path, top)
+    except (msgspec.DecodeError, BadInput):
+        return None
+    first = opening + 1
+    spans: list[Span] = []
+    if _WS.match(data, first).end() < closing:  # type: ignore[union-attr]
+        pattern = _learn_separator(data, first, closing)
+        if pattern is None:
+            return None
+        while (m := pattern.search(data, first + span_bytes, closing)) is not None:
+            comma = m.start() + m.group().index(b",")
+            spans.append(Span(first, comma, None))
+            first = comma + 1
+        spans.append(Span(first, closing, None))
+    return DumpSource(
+        path=path,
+        header=header,
+        collections=collections,
+        total=None,
+        streamed=False,
+        _chunks=iter(()),
+        size_hint=closing - opening,
+        spans=spans,
+        data=data,
+        exact=False,
+    )
+
+
+def _header_of(path: str, top: dict[str, Any]) -> tuple[dict[str, Any], list[Any] | None]:
+    """``(header, collections)`` from the raw top-level keys other than ``memories``."""
+    collections_raw = top.pop("collections", None)
+    collections = jsonio.loads(collections_raw) if collections_raw is not None else None
+    header = {k: jsonio.loads(v) for k, v in top.items()}
+    check_header(path, header, collections)
+    return header, collections
 
 
 class _TopMemories(msgspec.Struct):
@@ -349,24 +468,16 @@ def _read_json_whole(path: str, batch_size: int) -> DumpSource:
             f"{path}: top level is {raw_kind(stripped)}, expected an object with a 'memories' list"
         )
     memories, top = _top_and_memories(path, data)
-    collections_raw = top.pop("collections", None)
-    collections = jsonio.loads(collections_raw) if collections_raw is not None else None
-    header = {k: jsonio.loads(v) for k, v in top.items()}
-    check_header(path, header, collections)
-    chunks = (
-        _inplace_chunks(data, memories, batch_size)
-        if memories
-        else _chunks_of(memories, batch_size)
-    )
+    header, collections = _header_of(path, top)
+    spans = _exact_spans(data, memories, batch_size)
     return DumpSource(
         path=path,
         header=header,
         collections=collections,
         total=len(memories),
         streamed=False,
-        _chunks=chunks,
-        rows=memories,
-        batch_size=batch_size,
+        _chunks=_inplace_chunks(data, memories, spans),
+        spans=spans,
         data=data,
     )
 

@@ -17,7 +17,15 @@ import pyarrow as pa
 
 from longmem_etl import jsonio
 from longmem_etl.dumps.normalize import Normalizer
-from longmem_etl.dumps.read import DEFAULT_BATCH, DumpSource, _list_chunk, check_header, open_dump
+from longmem_etl.dumps.read import (
+    DEFAULT_BATCH,
+    DumpSource,
+    Misplaced,
+    _list_chunk,
+    check_header,
+    guess_json_spans,
+    open_dump,
+)
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.schema import MEMORIES_SCHEMA
@@ -53,6 +61,9 @@ class ConvertResult:
 # Rows per Parquet row group: normalisation works in smaller batches (DEFAULT_BATCH, for cache
 # locality), which are gathered into row groups of this size before writing.
 ROW_GROUP_ROWS = 50_000
+# Bytes of dump per span when worker processes take a big .json without a full scan first (about
+# DEFAULT_BATCH memories of a typical dump)
+SPAN_BYTES = 8 << 20
 
 
 def _dump_stem(path: str | os.PathLike) -> str:
@@ -70,6 +81,30 @@ def _strict_error(where: str, rejected: pa.Table) -> BadInput:
         loc += f" field {row['field']}"
     more = f" (and {rejected.num_rows - 1} more)" if rejected.num_rows > 1 else ""
     return BadInput(f"{where}: {loc}: {row['reason']}{more} [--strict]")
+
+
+class _RowGroups:
+    """Gathers batches into row groups of exactly ``ROW_GROUP_ROWS`` rows (the last one shorter),
+    so the file is the same however the rows were batched (serially or by worker spans)."""
+
+    def __init__(self, writer: SnapshotWriter) -> None:
+        self.writer = writer
+        self.batches: list[pa.RecordBatch] = []
+        self.rows = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.batches.append(batch)
+        self.rows += batch.num_rows
+        while self.rows >= ROW_GROUP_ROWS:
+            table = pa.Table.from_batches(self.batches, schema=MEMORIES_SCHEMA)
+            self.writer.write_memories(table.slice(0, ROW_GROUP_ROWS))
+            rest = table.slice(ROW_GROUP_ROWS)
+            self.batches, self.rows = rest.to_batches(), rest.num_rows
+
+    def flush(self) -> None:
+        if self.batches:
+            self.writer.write_memories(pa.Table.from_batches(self.batches, schema=MEMORIES_SCHEMA))
+            self.batches, self.rows = [], 0
 
 
 def _run(
@@ -103,25 +138,20 @@ def _run(
         ):
             writer.set_header(src.header)
             writer.set_collections(src.collections)
-            # good rows not yet written (one row group at a time)
-            pending: list[pa.RecordBatch] = []
-            pending_rows = 0
-            for chunk, good, rejected in chunks:
+            pending = _RowGroups(writer)
+            for count, good, rejected in chunks:
                 if rejected.num_rows:
                     if strict:
+                        if not src.exact:  # a later span may yet prove the file broken: redo
+                            raise Misplaced("a rejected row in --strict mode")
                         raise _strict_error(src.path, rejected)
                     for r in rejected.column("reason").to_pylist():
                         key = r.split(" ", 1)[0] if r.startswith("duplicate") else r.split(":")[0]
                         reasons[key] = reasons.get(key, 0) + 1
                     writer.write_rejected(rejected)
-                pending.append(good)
-                pending_rows += good.num_rows
-                if pending_rows >= ROW_GROUP_ROWS:
-                    writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
-                    pending, pending_rows = [], 0
-                bar.update(chunk.count)
-            if pending:
-                writer.write_memories(pa.Table.from_batches(pending, schema=MEMORIES_SCHEMA))
+                pending.add(good)
+                bar.update(count)
+            pending.flush()
     finally:
         chunks.close()
     assert writer.path is not None
@@ -161,10 +191,10 @@ def convert_dump(
     same either way.
     """
     workers = start_workers(path, stream)
-    try:
-        src = open_dump(path, batch_size=batch_size, stream=stream)
+    source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
+
+    def run(src: DumpSource) -> ConvertResult:
         name = tenant or tenant_from_header(src.header) or _dump_stem(path)
-        source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
         return _run(
             src,
             root,
@@ -176,6 +206,15 @@ def convert_dump(
             extra_manifest=extra_manifest,
             workers=workers,
         )
+
+    try:
+        if workers and (guessed := guess_json_spans(str(path), SPAN_BYTES)) is not None:
+            try:
+                return run(guessed)
+            except Misplaced:  # nothing was committed; the workers may hold stale answers
+                close_workers(workers)
+                workers = start_workers(path, stream)
+        return run(open_dump(path, batch_size=batch_size, stream=stream))
     finally:
         close_workers(workers)
 

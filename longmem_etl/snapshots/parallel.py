@@ -37,13 +37,14 @@ import pyarrow as pa
 
 from longmem_etl.dumps.normalize import Normalizer, _Bad, local_chunk
 from longmem_etl.dumps.read import (
-    _LIST_RAW,
     STREAM_THRESHOLD_BYTES,
     Chunk,
     DumpSource,
+    Span,
     bracketed,
     dump_format,
     read_all_bytes,
+    span_raws,
 )
 from longmem_etl.errors import BadInput
 
@@ -92,20 +93,24 @@ def _recv(f: BinaryIO) -> Any:
 
 
 def work(
-    data: Any, size: int, start: int, count: int, first: int, end: int
+    data: Any, size: int, first: int, end: int, count: int | None
 ) -> tuple[pickle.PickleBuffer, list[str], list[tuple[int, str | None, str]]]:
-    """``local_chunk`` of rows ``start .. start+count`` at bytes ``first..end`` of the mapped file:
-    ``(Arrow IPC stream of the batch, ids, [(row, field, reason)])``."""
+    """``local_chunk`` of the memories in ``Span(first, end, count)`` of the mapped file:
+    ``(Arrow IPC stream of the batch, ids, [(row in span, field, reason)])``."""
     if len(data) != size:
         raise BadInput("the dump file changed while it was being converted")
-    with bracketed(data, first, end) as body:
-        chunk = Chunk(start, count, body, lambda: _LIST_RAW.decode(body))
-        batch, ids, bad = local_chunk(chunk)
+    batch, ids, bad = span_chunk(data, Span(first, end, count))
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as out:
         out.write_batch(batch)
     problems = [(i, b.field, b.reason) for i, b in bad.items()]
     return pickle.PickleBuffer(sink.getvalue()), ids, problems
+
+
+def span_chunk(data: Any, span: Span) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
+    """``local_chunk`` of one span (row indexes relative to the span)."""
+    with bracketed(data, span.first, span.end) as body:
+        return local_chunk(Chunk(0, span.count, body, lambda: span_raws(data, span)))
 
 
 class _NoPandas:
@@ -282,34 +287,30 @@ def close_workers(workers: list[Worker]) -> None:
 
 def normalized(
     src: DumpSource, norm: Normalizer, workers: list[Worker]
-) -> Iterator[tuple[Chunk, pa.RecordBatch, pa.Table]]:
-    """``(chunk, good, rejected)`` in dump order. With workers and a whole-file .json (``rows``),
-    chunk k is done by worker k mod n; the rest, and the chunks of a worker that died, here."""
-    rows = src.rows
-    if not workers or not rows:
+) -> Iterator[tuple[int, pa.RecordBatch, pa.Table]]:
+    """``(rows read, good, rejected)`` in dump order. With workers and a whole-file .json
+    (``spans``), span k is done by worker k mod n; the spans of a worker that died, here."""
+    spans = src.spans
+    if not workers or spans is None:
         for chunk in src.chunks():
-            yield (chunk, *norm.chunk(chunk))
+            good, rejected = norm.chunk(chunk)
+            yield chunk.count or 0, good, rejected
         return
-    total_bytes = len(src.data)
-    size = src.batch_size
-    starts = range(0, len(rows), size)
-    owner: list[Worker | None] = [workers[k % len(workers)] for k in range(len(starts))]
+    data = src.data
+    owner: list[Worker | None] = [workers[k % len(workers)] for k in range(len(spans))]
     ahead = AHEAD_PER_WORKER * len(workers)
-    submitted = 0  # chunks before this index have been asked for (or taken back)
+    submitted = 0  # spans before this index have been asked for (or taken back)
 
     def submit_until(k: int) -> None:
         nonlocal submitted
-        while submitted < min(k, len(starts)):
-            w = owner[submitted]
-            if w is not None:
-                start = starts[submitted]
-                count = min(size, len(rows) - start)
-                first, end = src.span(start, count)
-                if not w.submit((total_bytes, start, count, first, end)):
-                    owner[submitted] = None
+        while submitted < min(k, len(spans)):
+            w, span = owner[submitted], spans[submitted]
+            if w is not None and not w.submit((len(data), *span)):
+                owner[submitted] = None
             submitted += 1
 
-    for k, chunk in enumerate(src.chunks()):
+    start = 0  # row index of the span's first memory
+    for k, span in enumerate(spans):
         submit_until(k + 1 + ahead)
         w = owner[k]
         result = w.result() if w is not None else None
@@ -318,5 +319,9 @@ def normalized(
             batch = pa.ipc.open_stream(pa.py_buffer(ipc)).read_next_batch()
             bad = {j: _Bad(f, r) for j, f, r in problems}
         else:
-            batch, ids, bad = local_chunk(chunk)
-        yield (chunk, *norm.finish(batch, ids, bad, chunk.start, chunk.raws))
+            batch, ids, bad = span_chunk(data, span)
+        good, rejected = norm.finish(
+            batch, ids, bad, start, lambda span=span: span_raws(data, span)
+        )
+        yield len(ids), good, rejected
+        start += len(ids)
