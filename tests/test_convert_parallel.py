@@ -169,10 +169,13 @@ def test_a_guess_inside_a_memory_is_caught_and_redone(tmp_path, monkeypatch, ans
     real_start = convert.start_workers
     monkeypatch.setattr(convert, "start_workers", lambda *a: started.append(1) or real_start(*a))
     monkeypatch.setattr(convert, "SPAN_BYTES", 200)
-    par = _snapshot(convert_dump(path, tmp_path / "par", progress=False, batch_size=BATCH))
+    res = convert_dump(path, tmp_path / "par", progress=False, batch_size=BATCH)
     assert len(started) == 2  # redone once
-    _assert_same(par, serial)
-    assert par["result"][0] == 60
+    _assert_same(_snapshot(res), serial)
+    assert res.memories == 60
+    # the abandoned first attempt left nothing behind: one tenant dir, one snapshot in it
+    assert [p.name for p in (tmp_path / "par").iterdir()] == [res.path.parent.name]
+    assert list(res.path.parent.iterdir()) == [res.path]
 
 
 def test_whole_file_problems_are_the_serial_ones(tmp_path, monkeypatch, answered):

@@ -12,8 +12,10 @@ Which inputs stream (bounded memory, whatever the size):
 - JSONL (plain or compressed) always streams, a batch of lines at a time.
 - ``.json`` streams with ijson (C backend, exact numbers) when ``stream=True`` or, with
   ``stream=None``, when the file is bigger than ``STREAM_THRESHOLD_BYTES`` on disk (compressed
-  files: an eighth of it). Otherwise the whole file is decoded at once with msgspec, which is several
-  times faster but holds the decompressed bytes in memory.
+  files: an eighth of it). Otherwise the whole file is mapped (or decompressed) into memory and cut
+  into chunks of raw memories: after one msgspec scan of the whole file (``open_dump``), or, for
+  ``convert``'s worker processes, at guessed boundaries proved by parsing each span
+  (``guess_json_spans``). Several times faster than streaming, but holds the file in memory.
 
 JSONL header rule: the first non-blank line is the dump header (every top-level key except
 ``memories``: format_version, tenant, collections, ...) when it is an object with no ``id`` key and
