@@ -13,7 +13,8 @@ sum over the tree counts the file's page-cache pages once, unlike a sum of RSS. 
 
 - ``naive``: ``json.load`` + ``pandas.DataFrame`` + ``to_parquet`` (nested values JSON-encoded so
   pyarrow accepts mixed shapes — the least a naive script must do to run at all);
-- ``convert``: ``longmem_etl.snapshots.convert_dump`` on the ``.json`` (whole-file msgspec path);
+- ``convert``: ``longmem_etl.snapshots.convert_dump`` on the ``.json`` (whole-file path: worker
+  processes on guessed spans, so compare its tree PSS, which counts them, with the goal);
 - ``convert-stream``: the same file with ``stream=True`` (ijson, bounded memory);
 - ``convert-jsonl``: the same dump as JSON Lines (always streamed, batch by batch).
 

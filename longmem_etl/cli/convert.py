@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Convert a Longmem dump (.json, .json.gz, .json.zst, .jsonl, .jsonl.gz) into a snapshot "
             "ROOT/tenant=T/snapshot=TS/ (memories, collections, rejected rows, manifest). Bad rows "
-            "go to rejected.parquet with a reason; a bad file exits 2 and writes nothing."
+            "go to rejected.parquet with a reason; a bad file exits 2 and writes nothing. A big "
+            "uncompressed .json read whole is decoded by worker processes, one per CPU up to 2 "
+            "(environment: LONGMEM_ETL_CONVERT_WORKERS=N sets the number, 0 turns them off)."
         ),
         examples=EXAMPLES,
     )
