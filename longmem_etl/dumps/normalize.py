@@ -67,24 +67,11 @@ class _Mem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     superseded_by: str | None | UnsetType = UNSET
 
 
-class _FastMem(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+class _FastMem(_Mem):
     """``_Mem`` with ``text`` left as raw JSON: the longest value is then never built as a Python
     string (nor re-encoded by Arrow); ``_raw_text`` turns the batch's texts into a column at once."""
 
-    id: str
-    text: Raw
-    collection: str | None | UnsetType = UNSET
-    importance: Raw = _EMPTY
-    category: str | None | UnsetType = UNSET
-    metadata: Raw = _EMPTY
-    source: str | None | UnsetType = UNSET
-    container_tag: str | None | UnsetType = UNSET
-    pinned: bool | None | UnsetType = UNSET
-    archived: bool | None | UnsetType = UNSET
-    created_at: str | None | UnsetType = UNSET
-    updated_at: str | None | UnsetType = UNSET
-    expires_at: str | None | UnsetType = UNSET
-    superseded_by: str | None | UnsetType = UNSET
+    text: Raw  # type: ignore[assignment]
 
 
 _DEC_FAST = msgspec.json.Decoder(list[_FastMem])
