@@ -279,3 +279,39 @@ def test_workers_off_for_small_streamed_compressed_or_switched_off(dump, tmp_pat
     workers = parallel.start_workers(dump, None)
     assert len(workers) == parallel.MAX_DEFAULT_WORKERS
     parallel.close_workers(workers)
+
+
+def test_above_the_streaming_threshold_workers_read_spans_and_release_them(
+    dump, tmp_path, monkeypatch, answered
+):
+    serial = _serial(dump, tmp_path, monkeypatch)
+    monkeypatch.setattr(read, "STREAM_THRESHOLD_BYTES", 0)  # every file counts as big
+    res = convert_dump(dump, tmp_path / "par", progress=False)
+    assert answered and not res.streamed  # worker spans, not ijson
+    _assert_same(_snapshot(res), serial)
+
+
+def test_above_the_threshold_a_misplaced_guess_falls_back_to_streaming(
+    tmp_path, monkeypatch, answered
+):
+    path = tmp_path / "nested.json"
+    rows = [
+        {"id": f"n{i}", "text": f"t{i}", "metadata": {"refs": [{"id": f"r{i}"}, {"id": "s"}]}}
+        for i in range(60)
+    ]
+    _write(path, rows, separators=(",", ":"))
+    serial = _serial(path, tmp_path, monkeypatch)
+    monkeypatch.setattr(read, "STREAM_THRESHOLD_BYTES", 0)
+    monkeypatch.setattr(convert, "SPAN_BYTES", 200)
+    res = convert_dump(path, tmp_path / "par", progress=False)
+    assert res.streamed  # the bounded fallback, not a whole-file scan
+    _assert_same(_snapshot(res), serial)
+
+
+def test_released_pages_read_back_the_same(dump):
+    src = read.guess_json_spans(str(dump), SPAN)
+    before = [[bytes(r) for r in read.span_raws(src.data, span)] for span in src.spans]
+    for span in src.spans:
+        read.release(src.data, span)
+    after = [[bytes(r) for r in read.span_raws(src.data, span)] for span in src.spans]
+    assert after == before and sum(map(len, after)) == 95

@@ -295,6 +295,31 @@ def _inplace_chunks(data: Any, memories: list[Any], spans: list[Span]) -> Iterat
         start += span.count
 
 
+def release(data: Any, span: Span) -> None:
+    """Drop the pages of ``span`` from this process's memory when ``data`` is a mapped file
+    (``read_all_bytes``); touching them again reads them back from the file (the bytes
+    ``bracketed`` changed are restored by then). A worker that releases each span once it is done
+    keeps its resident memory to the spans in flight, whatever the size of the file."""
+    mapped = getattr(data, "obj", None)
+    if not isinstance(mapped, mmap.mmap):
+        return
+    offset = _address(data) - _address(mapped)  # the BOM, if any, was cut off the front
+    lo = (offset + span.first) // mmap.PAGESIZE * mmap.PAGESIZE
+    hi = min(len(mapped), -(-(offset + span.end + 1) // mmap.PAGESIZE) * mmap.PAGESIZE)
+    if hi > lo:
+        mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+
+
+def reads_whole(path: str | os.PathLike, stream: bool | None) -> bool:
+    """Whether ``open_dump(path, stream=stream)`` reads a .json whole (not streamed)."""
+    kind, compression = dump_format(path)
+    if kind != "json" or stream:
+        return False
+    if stream is None:
+        return os.path.getsize(path) * (8 if compression else 1) <= STREAM_THRESHOLD_BYTES
+    return True
+
+
 def span_raws(data: Any, span: Span) -> list[Any]:
     """Each memory's raw JSON in ``span`` (zero-copy slices of ``data``); Misplaced when the span
     does not parse as a run of JSON values (only possible for a guessed span)."""
@@ -833,9 +858,6 @@ def open_dump(
         raise BadInput(f"{spath}: no such file")
     if kind == "jsonl":
         return _read_jsonl(spath, min(batch_size, STREAM_BATCH))
-    if stream is None:
-        size = os.path.getsize(spath)
-        stream = size * (8 if compression else 1) > STREAM_THRESHOLD_BYTES
-    if stream:
+    if not reads_whole(spath, stream):
         return _read_json_streaming(spath, min(batch_size, STREAM_BATCH))
     return _read_json_whole(spath, batch_size)

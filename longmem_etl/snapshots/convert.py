@@ -25,6 +25,7 @@ from longmem_etl.dumps.read import (
     check_header,
     guess_json_spans,
     open_dump,
+    reads_whole,
 )
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
@@ -213,7 +214,7 @@ def convert_dump(
                 return run(guessed)
             except Misplaced:  # nothing was committed; the workers may hold stale answers
                 close_workers(workers)
-                workers = start_workers(path, stream)
+                workers = start_workers(path, stream) if reads_whole(path, stream) else []
         return run(open_dump(path, batch_size=batch_size, stream=stream))
     finally:
         close_workers(workers)

@@ -37,13 +37,13 @@ import pyarrow as pa
 
 from longmem_etl.dumps.normalize import Normalizer, _Bad, local_chunk
 from longmem_etl.dumps.read import (
-    STREAM_THRESHOLD_BYTES,
     Chunk,
     DumpSource,
     Span,
     bracketed,
     dump_format,
     read_all_bytes,
+    release,
     span_raws,
 )
 from longmem_etl.errors import BadInput
@@ -99,7 +99,9 @@ def work(
     ``(Arrow IPC stream of the batch, ids, [(row in span, field, reason)])``."""
     if len(data) != size:
         raise BadInput("the dump file changed while it was being converted")
-    batch, ids, bad = span_chunk(data, Span(first, end, count))
+    span = Span(first, end, count)
+    batch, ids, bad = span_chunk(data, span)
+    release(data, span)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as out:
         out.write_batch(batch)
@@ -257,8 +259,9 @@ def worker_count() -> int:
 
 
 def start_workers(path: str | os.PathLike, stream: bool | None) -> list[Worker]:
-    """Workers being started (not waited for) when ``path`` will be read whole, is uncompressed and
-    big enough and workers are not switched off; else none."""
+    """Workers being started (not waited for) when ``path`` is an uncompressed .json big enough,
+    ``stream`` is not True and workers are not switched off; else none. (Above the streaming
+    threshold too: workers release each span's pages when done, so memory stays bounded.)"""
     count = worker_count()
     if not count:
         return []
@@ -268,8 +271,6 @@ def start_workers(path: str | os.PathLike, stream: bool | None) -> list[Worker]:
     except (BadInput, OSError):
         return []
     if kind != "json" or compression is not None or stream or size < PARALLEL_MIN_BYTES:
-        return []
-    if stream is None and size > STREAM_THRESHOLD_BYTES:
         return []
     workers: list[Worker] = []
     for _ in range(count):
@@ -320,6 +321,7 @@ def normalized(
             bad = {j: _Bad(f, r) for j, f, r in problems}
         else:
             batch, ids, bad = span_chunk(data, span)
+            release(data, span)
         good, rejected = norm.finish(
             batch, ids, bad, start, lambda span=span: span_raws(data, span)
         )
