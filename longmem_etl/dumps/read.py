@@ -15,7 +15,9 @@ Which inputs stream (bounded memory, whatever the size):
   files: an eighth of it). Otherwise the whole file is mapped (or decompressed) into memory and cut
   into chunks of raw memories: after one msgspec scan of the whole file (``open_dump``), or, for
   ``convert``'s worker processes, at guessed boundaries proved by parsing each span
-  (``guess_json_spans``). Several times faster than streaming, but holds the file in memory.
+  (``guess_json_spans``). Several times faster than streaming; the workers also drop each span's
+  pages once done (``release``), which bounds their memory, so ``convert`` uses them above the
+  threshold too (falling back to ijson when the guess fails).
 
 JSONL header rule: the first non-blank line is the dump header (every top-level key except
 ``memories``: format_version, tenant, collections, ...) when it is an object with no ``id`` key and
