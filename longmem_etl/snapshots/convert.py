@@ -125,10 +125,11 @@ def _run(
     reasons: dict[str, int] = {}
     chunks = normalized(src, norm, workers or [])
     try:
-        if src.total is not None:
-            bar = progress_bar(src.total, desc=f"convert {tenant}", unit="mem")
+        by_bytes = not src.exact  # guessed spans: rows unknown until read, so bytes (with an ETA)
+        if by_bytes:
+            bar = progress_bar(src.size_hint, desc=f"convert {tenant}", unit="B")
         else:
-            bar = progress_bar(None, desc=f"convert {tenant}", unit="mem")
+            bar = progress_bar(src.total, desc=f"convert {tenant}", unit="mem")
         if not show_progress:
             bar.disable = True
         with (
@@ -140,7 +141,7 @@ def _run(
             writer.set_header(src.header)
             writer.set_collections(src.collections)
             pending = _RowGroups(writer)
-            for count, good, rejected in chunks:
+            for rows, nbytes, good, rejected in chunks:
                 if rejected.num_rows:
                     if strict:
                         if not src.exact:  # a later span may yet prove the file broken: redo
@@ -151,7 +152,7 @@ def _run(
                         reasons[key] = reasons.get(key, 0) + 1
                     writer.write_rejected(rejected)
                 pending.add(good)
-                bar.update(count)
+                bar.update(nbytes if by_bytes else rows)
             pending.flush()
     finally:
         chunks.close()

@@ -31,7 +31,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import pyarrow as pa
 
@@ -286,16 +286,23 @@ def close_workers(workers: list[Worker]) -> None:
         w.close()
 
 
-def normalized(
-    src: DumpSource, norm: Normalizer, workers: list[Worker]
-) -> Iterator[tuple[int, pa.RecordBatch, pa.Table]]:
-    """``(rows read, good, rejected)`` in dump order. With workers and a whole-file .json
+class Normalized(NamedTuple):
+    """One chunk's outcome: rows read, bytes of dump read (0 when unknown), good and rejected rows."""
+
+    rows: int
+    nbytes: int
+    good: pa.RecordBatch
+    rejected: pa.Table
+
+
+def normalized(src: DumpSource, norm: Normalizer, workers: list[Worker]) -> Iterator[Normalized]:
+    """Each chunk's ``Normalized`` in dump order. With workers and a whole-file .json
     (``spans``), span k is done by worker k mod n; the spans of a worker that died, here."""
     spans = src.spans
     if not workers or spans is None:
         for chunk in src.chunks():
             good, rejected = norm.chunk(chunk)
-            yield chunk.count or 0, good, rejected
+            yield Normalized(chunk.count or 0, 0, good, rejected)
         return
     data = src.data
     owner: list[Worker | None] = [workers[k % len(workers)] for k in range(len(spans))]
@@ -325,5 +332,5 @@ def normalized(
         good, rejected = norm.finish(
             batch, ids, bad, start, lambda span=span: span_raws(data, span)
         )
-        yield len(ids), good, rejected
+        yield Normalized(len(ids), span.end - span.first, good, rejected)
         start += len(ids)
