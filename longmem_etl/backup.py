@@ -348,7 +348,7 @@ def _paged(
     norm = Normalizer()
     counted: dict[str, tuple[int, int]] = {}
     pending: list[bytes] = []
-    pending_ids: set[str] = set()  # ids not yet in norm.seen: repeats are caught on the page
+    pending_ids: set[str] = set()  # ids not yet in norm.ids: repeats are caught on the page
     start = 0
     duplicates: list[str] = []
 
@@ -388,10 +388,12 @@ def _paged(
                 )
                 if not page:
                     break
-                for m in page:
-                    ident = m.get("id") if isinstance(m, dict) else None
+                idents = [m.get("id") if isinstance(m, dict) else None for m in page]
+                strs = [i for i in idents if isinstance(i, str)]
+                kept_before = dict(zip(strs, norm.seen(strs).tolist(), strict=True))
+                for m, ident in zip(page, idents, strict=True):
                     if isinstance(ident, str):
-                        if ident in norm.seen or ident in pending_ids:
+                        if kept_before[ident] or ident in pending_ids:
                             duplicates.append(ident)
                         pending_ids.add(ident)
                     pending.append(jsonio.dumps(m))

@@ -34,6 +34,7 @@ from msgspec import UNSET, Raw, UnsetType
 
 from longmem_etl import jsonio
 from longmem_etl.arrays import string_array
+from longmem_etl.dumps.ids import IdIndex, fingerprints
 from longmem_etl.jsonio import kind_of, raw_kind
 from longmem_etl.schema import (
     KNOWN_MEMORY_FIELDS,
@@ -402,9 +403,13 @@ class Normalizer:
     """Turns batches of raw memories into Arrow, remembering ids across batches (first id wins)."""
 
     def __init__(self) -> None:
-        self.seen: set[str] = set()
+        self.ids = IdIndex()  # ids of the good rows so far (16 bytes each)
         self.good = 0
         self.rejected = 0
+
+    def seen(self, ids: Sequence[str]) -> np.ndarray:
+        """Boolean mask: which of ``ids`` earlier batches already kept."""
+        return self.ids.check(*fingerprints(ids))
 
     def chunk(self, chunk: Any) -> tuple[pa.RecordBatch, pa.Table]:
         """Like ``batch`` for a ``dumps.read.Chunk``: one typed decode of its body when it has one."""
@@ -428,24 +433,17 @@ class Normalizer:
         needs earlier batches), then the rejected rows split off."""
         n = len(ids)
         # ids last, so that a row rejected for any other reason never reserves its id
-        seen = self.seen
-        before = len(seen)
-        fast = not bad and "" not in ids and seen.isdisjoint(ids)
-        if fast:
-            seen.update(ids)
-            if len(seen) - before != n:  # a repeat inside the batch: undo (none was seen before)
-                seen.difference_update(ids)
-                fast = False
-        if not fast:
+        if bad or "" in ids:
             for i, ident in enumerate(ids):
-                if i in bad:
-                    continue
-                if not ident:
+                if not ident and i not in bad:
                     bad[i] = _Bad("id", "id is an empty string, expected a non-empty string")
-                elif ident in seen:
-                    bad[i] = _Bad("id", f"duplicate id {ident[:80]!r} (the first one is kept)")
-                else:
-                    seen.add(ident)
+            rows_left = [i for i in range(n) if i not in bad]
+            repeat = self.ids.repeats([ids[i] for i in rows_left])
+            repeated = [rows_left[j] for j in np.flatnonzero(repeat).tolist()]
+        else:
+            repeated = np.flatnonzero(self.ids.repeats(ids)).tolist()
+        for i in repeated:
+            bad[i] = _Bad("id", f"duplicate id {ids[i][:80]!r} (the first one is kept)")
 
         good = rows
         rejected = _rejected_table(get_raws() if bad else (), ids, bad, start)
