@@ -315,3 +315,17 @@ def test_released_pages_read_back_the_same(dump):
         read.release(src.data, span)
     after = [[bytes(r) for r in read.span_raws(src.data, span)] for span in src.spans]
     assert after == before and sum(map(len, after)) == 95
+
+
+def test_a_bom_and_crlf_layout_give_the_serial_snapshot(tmp_path, monkeypatch, answered):
+    path = tmp_path / "bom.json"
+    text = json.dumps({"format_version": 1, "memories": _rows()}, indent=1)
+    path.write_bytes(b"\xef\xbb\xbf" + text.replace("\n", "\r\n").encode("utf-8"))
+    serial = _serial(path, tmp_path, monkeypatch)
+    guessed = read.guess_json_spans(str(path), SPAN)
+    assert guessed is not None and len(guessed.spans) > 3
+    for span in guessed.spans:  # offsets are into the file without its BOM, in every process
+        read.release(guessed.data, span)
+    res = convert_dump(path, tmp_path / "par", progress=False)
+    assert len(answered) == len(guessed.spans)
+    _assert_same(_snapshot(res), serial)

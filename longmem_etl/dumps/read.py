@@ -303,13 +303,14 @@ def release(data: Any, span: Span) -> None:
     ``bracketed`` changed are restored by then). A worker that releases each span once it is done
     keeps its resident memory to the spans in flight, whatever the size of the file."""
     mapped = getattr(data, "obj", None)
-    if not isinstance(mapped, mmap.mmap):
+    advice = getattr(mmap, "MADV_DONTNEED", None)  # not on every platform
+    if not isinstance(mapped, mmap.mmap) or advice is None or not hasattr(mapped, "madvise"):
         return
     offset = _address(data) - _address(mapped)  # the BOM, if any, was cut off the front
     lo = (offset + span.first) // mmap.PAGESIZE * mmap.PAGESIZE
     hi = min(len(mapped), -(-(offset + span.end + 1) // mmap.PAGESIZE) * mmap.PAGESIZE)
     if hi > lo:
-        mapped.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+        mapped.madvise(advice, lo, hi - lo)
 
 
 def reads_whole(path: str | os.PathLike, stream: bool | None) -> bool:
