@@ -4,6 +4,7 @@ fidelity carried or forgotten, and input == output + rejected after every run.""
 from __future__ import annotations
 
 import json
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -91,6 +92,22 @@ def test_dedup_key_normalises_unicode_case_space() -> None:
         pa.array(["  Ｈｅｌｌｏ\u00a0\tWORLD\n", "hello world", "ﬁne", "a\u200bb", None])
     )
     assert got.to_pylist() == ["hello world", "hello world", "fine", "ab", None]
+
+
+def test_dedup_key_case_folds_beyond_lowercase() -> None:
+    """Full case folding, not just lowercase: ß/ẞ = ss, final sigma, Cherokee; like Python's
+    casefold() after NFKC, for every row (only the rows that need it take the Python path)."""
+    texts = ["Straße", "STRASSE", "ẞ", "ΌΣΟΣ", "όσος", "ᏣᎳᎩ", "ꮳꮃꭹ", "plain", "ǰ"]
+    got = dedup_key(pa.array(texts)).to_pylist()
+    assert got[0] == got[1] == "strasse" and got[2] == "ss"
+    assert got[3] == got[4] and got[5] == got[6]
+    assert got == [
+        unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", t).casefold()) for t in texts
+    ]
+    out, rej, _ = run(
+        "[[steps]]\nkind='dedup'", [mem("a", text="Straße"), mem("b", text="STRASSE")]
+    )
+    assert len(ids(out)) == 1 and len(ids(rej)) == 1
 
 
 def test_dedup_scope_keep_and_reason() -> None:

@@ -80,7 +80,7 @@ STEPS: dict[str, StepDef] = {
         },
     ),
     "dedup": StepDef(
-        "Reject exact duplicates of normalised text (NFKC, lowercase, whitespace collapsed, trimmed).",
+        "Reject exact duplicates of normalised text (NFKC, case folded, whitespace collapsed, trimmed).",
         {
             "by": Opt(
                 "enum_list",

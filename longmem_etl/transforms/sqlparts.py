@@ -9,8 +9,11 @@ vectors using pyarrow's RE2/utf8proc kernels; Luhn is pure SQL). The one plain-P
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
+import sys
+import unicodedata
 
 import duckdb
 import pyarrow as pa
@@ -56,12 +59,37 @@ CREATE OR REPLACE TEMP MACRO lm_luhn(s) AS lm_luhn_digits(regexp_replace(s, '[^0
 """
 
 
+@functools.cache
+def _folds_beyond_lower() -> str:
+    """An RE2 class of the characters whose case folding differs from lowercasing after NFKC
+    (ß → ss, final ς → σ, Cherokee, Greek with iota subscript, ...): ~270 of them."""
+    chars = (chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    odd = []
+    for ch in chars:
+        low = unicodedata.normalize("NFKC", ch).lower()
+        if low != low.casefold():
+            odd.append(f"\\x{{{ord(ch):X}}}")
+    return "[" + "".join(odd) + "]"
+
+
+def _casefold(x: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """Full case folding of NFKC+lowercased texts: Arrow has no casefold kernel, so the few rows
+    holding a character where it differs from lowercasing are folded in Python."""
+    rows = pc.match_substring_regex(x, _folds_beyond_lower())
+    if not pc.any(rows).as_py():
+        return x
+    if isinstance(x, pa.ChunkedArray):  # replace_with_mask wants plain arrays
+        x, rows = x.combine_chunks(), rows.combine_chunks()
+    folded = [unicodedata.normalize("NFKC", s.casefold()) for s in pc.filter(x, rows).to_pylist()]
+    return pc.replace_with_mask(x, rows, pa.array(folded, pa.string()))
+
+
 def dedup_key(texts: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Normalised text for exact dedup: NFKC, lowercase, zero-width and non-whitespace control
-    characters removed, whitespace collapsed, trimmed. A superset of `normalize_text`, so dedup finds
-    the same duplicates before or after it."""
+    """Normalised text for exact dedup: NFKC, case folded (so "Straße" and "STRASSE" match),
+    zero-width and non-whitespace control characters removed, whitespace collapsed, trimmed. A
+    superset of `normalize_text`, so dedup finds the same duplicates before or after it."""
     x = pc.utf8_normalize(texts, form="NFKC")
-    x = pc.utf8_lower(x)
+    x = _casefold(pc.utf8_lower(x))
     x = pc.replace_substring_regex(x, pattern=f"[{ZERO_WIDTH}]|{CONTROL_RE}", replacement="")
     x = pc.replace_substring_regex(x, pattern=COLLAPSE_RE, replacement=" ")
     return pc.utf8_trim_whitespace(x)
