@@ -329,3 +329,44 @@ def test_a_bom_and_crlf_layout_give_the_serial_snapshot(tmp_path, monkeypatch, a
     res = convert_dump(path, tmp_path / "par", progress=False)
     assert len(answered) == len(guessed.spans)
     _assert_same(_snapshot(res), serial)
+
+
+@pytest.mark.parametrize("suffix", [".json.gz", ".json.zst"])
+def test_a_compressed_dump_is_decompressed_for_the_workers(
+    dump, tmp_path, monkeypatch, answered, suffix
+):
+    import gzip
+
+    import zstandard
+
+    packed = tmp_path / f"packed{suffix}"
+    raw = dump.read_bytes()
+    packed.write_bytes(
+        gzip.compress(raw) if suffix == ".json.gz" else zstandard.ZstdCompressor().compress(raw)
+    )
+    serial = _serial(packed, tmp_path, monkeypatch)
+    root = tmp_path / "par"
+    res = convert_dump(packed, root, progress=False)
+    assert len(answered) >= 6  # the workers mapped the temp copy
+    _assert_same(_snapshot(res), serial)
+    assert res.source == str(packed)  # the user's file, not the copy
+    assert sorted(p.name for p in root.iterdir()) == ["tenant=par"]  # the copy is gone
+
+
+@pytest.mark.parametrize(
+    "content", [b"\x1f\x8b\x08\x00not really gzip", b""], ids=["corrupt", "empty"]
+)
+def test_a_bad_compressed_dump_gives_the_serial_error(tmp_path, monkeypatch, answered, content):
+    import gzip
+
+    packed = tmp_path / "bad.json.gz"
+    packed.write_bytes(content if content else gzip.compress(b""))
+    with monkeypatch.context() as m:
+        m.setenv(parallel.WORKERS_ENV, "0")
+        with pytest.raises(BadInput) as serial_err:
+            convert_dump(packed, tmp_path / "s", progress=False)
+    root = tmp_path / "par"
+    with pytest.raises(BadInput) as err:
+        convert_dump(packed, root, progress=False)
+    assert str(err.value) == str(serial_err.value) and str(packed) in str(err.value)
+    assert not root.exists() or os.listdir(root) == []

@@ -31,7 +31,13 @@ from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.schema import MEMORIES_SCHEMA
 from longmem_etl.snapshots.layout import sanitize_tenant, tenant_from_header
-from longmem_etl.snapshots.parallel import Worker, close_workers, normalized, start_workers
+from longmem_etl.snapshots.parallel import (
+    Worker,
+    close_workers,
+    decompressed_copy,
+    normalized,
+    start_workers,
+)
 from longmem_etl.snapshots.writer import SnapshotWriter
 
 
@@ -188,12 +194,12 @@ def convert_dump(
     rejected row. ``stream`` forces (True) or forbids (False) the bounded-memory reader for .json
     (JSONL always streams); None decides by size (see ``dumps.read``).
 
-    A big uncompressed .json read whole is decoded by worker processes as well as this one (see
-    ``snapshots.parallel``; ``LONGMEM_ETL_CONVERT_WORKERS=0`` turns them off); the snapshot is the
-    same either way.
+    A big .json is decoded by worker processes (see ``snapshots.parallel``; a compressed one is
+    first decompressed to a temp file under ``root``; ``LONGMEM_ETL_CONVERT_WORKERS=0`` turns them
+    off); the snapshot's content is the same either way.
     """
-    workers = start_workers(path, stream)
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
+    workers: list[Worker] = []
 
     def run(src: DumpSource) -> ConvertResult:
         name = tenant or tenant_from_header(src.header) or _dump_stem(path)
@@ -209,16 +215,27 @@ def convert_dump(
             workers=workers,
         )
 
-    try:
-        if workers and (guessed := guess_json_spans(str(path), SPAN_BYTES)) is not None:
-            try:
-                return run(guessed)
-            except Misplaced:  # nothing was committed; the workers may hold stale answers
-                close_workers(workers)
-                workers = start_workers(path, stream) if reads_whole(path, stream) else []
-        return run(open_dump(path, batch_size=batch_size, stream=stream))
-    finally:
-        close_workers(workers)
+    with decompressed_copy(path, root, stream) as copy:
+        plain = copy or path  # what the workers map
+        workers = start_workers(plain, stream)
+        try:
+            guessed = guess_json_spans(str(plain), SPAN_BYTES) if workers else None
+        except BadInput:  # (an empty copy, say) the usual path below reports it properly
+            guessed = None
+        if guessed is None and plain != path:  # these workers map the copy: not for path's spans
+            close_workers(workers)
+            workers = start_workers(path, stream)
+        try:
+            if guessed is not None:
+                guessed.path = str(path)  # messages and the result name the user's file
+                try:
+                    return run(guessed)
+                except Misplaced:  # nothing was committed; the workers may hold stale answers
+                    close_workers(workers)
+                    workers = start_workers(path, stream) if reads_whole(path, stream) else []
+            return run(open_dump(path, batch_size=batch_size, stream=stream))
+        finally:
+            close_workers(workers)
 
 
 def snapshot_from_dump(

@@ -25,9 +25,11 @@ import contextlib
 import os
 import pickle
 import queue
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -42,6 +44,7 @@ from longmem_etl.dumps.read import (
     Span,
     bracketed,
     dump_format,
+    open_binary,
     read_all_bytes,
     release,
     span_raws,
@@ -279,6 +282,38 @@ def start_workers(path: str | os.PathLike, stream: bool | None) -> list[Worker]:
         except OSError:
             break
     return workers
+
+
+@contextlib.contextmanager
+def decompressed_copy(
+    path: str | os.PathLike, root: str | os.PathLike, stream: bool | None
+) -> Iterator[Path | None]:
+    """(Context) for a compressed .json big enough for workers: its decompressed bytes in a temp
+    file under ``root`` (so workers can map it; removed on exit; a killed run's copy is an
+    ownerless ``.tmp-*`` that ``backup`` sweeps after 6 h). None when not worth it, or when the
+    copy cannot be made (corrupt data, no space): the caller then reads ``path`` as before, which
+    also reports any problem with ``path``'s own name."""
+    try:
+        kind, compression = dump_format(path)
+        worth = kind == "json" and compression is not None and not stream and worker_count() > 0
+        worth = worth and os.path.getsize(path) * 8 >= PARALLEL_MIN_BYTES
+    except (BadInput, OSError):
+        worth = False
+    if not worth:
+        yield None
+        return
+    os.makedirs(root, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-decompress-", dir=root))
+    try:
+        copy: Path | None = tmp / "dump.json"
+        try:
+            with open_binary(path) as src, open(copy, "wb") as dst:  # type: ignore[arg-type]
+                shutil.copyfileobj(src, dst, 8 << 20)
+        except Exception:  # noqa: BLE001 - any failure: read the original the usual way
+            copy = None
+        yield copy
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def close_workers(workers: list[Worker]) -> None:
