@@ -13,6 +13,7 @@ EXAMPLES = """\
   longmem-etl convert sample_data/acme.json --root snapshots/
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
+  LONGMEM_ETL_CONVERT_WORKERS=0 longmem-etl convert big.json.gz --root snapshots/
 """
 
 
@@ -25,8 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Convert a Longmem dump (.json, .json.gz, .json.zst, .jsonl, .jsonl.gz) into a snapshot "
             "ROOT/tenant=T/snapshot=TS/ (memories, collections, rejected rows, manifest). Bad rows "
             "go to rejected.parquet with a reason; a bad file exits 2 and writes nothing. A big "
-            "uncompressed .json read whole is decoded by worker processes, one per CPU up to 2 "
-            "(environment: LONGMEM_ETL_CONVERT_WORKERS=N sets the number, 0 turns them off)."
+            ".json is decoded by worker processes, one per CPU up to 2 (a .json.gz/.json.zst is "
+            "first decompressed to a temp file under --root); LONGMEM_ETL_CONVERT_WORKERS=N in "
+            "the environment sets the number, 0 turns them off."
         ),
         examples=EXAMPLES,
     )
@@ -42,7 +44,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--stream",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="bounded-memory reading of .json dumps (default: automatic above 900 MiB; JSONL always streams)",
+        help=(
+            "read a .json with ijson: one process, bounded memory, several times slower (default: "
+            "big .json files go to worker processes, bounded too; ijson above 900 MiB only when "
+            "they cannot take the file; JSONL always streams)"
+        ),
     )
     add_json_flag(p)
     p.set_defaults(func=run)
