@@ -5,6 +5,7 @@ only speed. Real worker processes throughout (started with subprocess, as in pro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -409,3 +410,56 @@ def test_jsonl_broken_line_gives_the_serial_error(tmp_path, monkeypatch, answere
         convert_dump(path, root, progress=False, batch_size=BATCH)
     assert str(err.value) == str(serial_err.value) and "line 61" in str(err.value)
     assert not root.exists() or os.listdir(root) == []
+
+
+def test_killing_convert_leaves_no_worker_behind(dump, tmp_path):
+    """SIGKILL the converting process mid-way: its workers see their stdin close and exit."""
+    import signal
+    import subprocess
+    import time
+
+    code = (
+        "import sys, time\n"
+        "from longmem_etl.snapshots import convert, parallel\n"
+        "parallel.PARALLEL_MIN_BYTES = 0\n"
+        "convert.SPAN_BYTES = 300\n"
+        "real = parallel.Worker.result\n"
+        "def slow(self):\n"
+        "    print('working', flush=True)\n"
+        "    time.sleep(0.5)\n"
+        "    return real(self)\n"
+        "parallel.Worker.result = slow\n"
+        "convert.convert_dump(sys.argv[1], sys.argv[2], progress=False)\n"
+    )
+    env = {**os.environ, parallel.WORKERS_ENV: "2"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(dump), str(tmp_path / "root")],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    assert proc.stdout.readline() == b"working\n"  # workers are up and answering
+    kids = []
+    for task in os.listdir(f"/proc/{proc.pid}/task"):
+        with open(f"/proc/{proc.pid}/task/{task}/children") as f:
+            kids += [int(k) for k in f.read().split()]
+    assert len(kids) == 2
+    for k in kids:
+        with open(f"/proc/{k}/cmdline", "rb") as f:
+            assert b"worker_main" in f.read()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while any(os.path.exists(f"/proc/{k}") for k in kids) and time.monotonic() < deadline:
+        for k in kids:  # reap them if they were ours (they are not: their parent is gone)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(k, os.WNOHANG)
+        time.sleep(0.05)
+    alive = []
+    for k in kids:
+        try:
+            with open(f"/proc/{k}/stat") as f:
+                if f.read().split()[2] != "Z":
+                    alive.append(k)
+        except FileNotFoundError:
+            pass
+    assert alive == []
