@@ -6,8 +6,8 @@ Guarantees:
 - **Atomic.** Everything goes through ``SnapshotWriter`` (temp dir, manifest last, rename), and every
   check runs *before* the commit, so a failed or interrupted backup leaves no snapshot. A killed
   process can only leave a ``ROOT/.tmp-*`` directory, which ``list_snapshots`` never shows and the
-  next backup removes (immediately when its owner is provably dead — its ``.owner`` lock file is no
-  longer locked — else once it is older than ``STALE_TEMP_AGE``).
+  next writer on that root removes (``snapshots.temps``: at once when its owner is provably dead,
+  else once it is older than ``STALE_TEMP_AGE``); a backup reports what it swept.
 - **Verified.** One-call: per collection, the export's count must equal ``health(collection).total``
   (accepting either reading of ``total``: all memories, or all but archived). Paged: the same counts
   taken before *and* after paging must agree with what was paged, and no id may come twice (offset
@@ -25,12 +25,11 @@ per-collection list order rather than export order.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,9 +43,8 @@ from longmem_etl.api.endpoints import (
 )
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
 from longmem_etl.progress import progress as progress_bar
+from longmem_etl.snapshots.temps import clean_stale_temps
 
-STALE_TEMP_AGE = timedelta(hours=6)
-OWNER_FILE = ".owner"
 READ_ATTEMPTS = 6
 EXPORT_ATTEMPTS = 3
 BACKOFF_BASE_S = 0.1
@@ -152,21 +150,6 @@ def _collection_names(cols: Any) -> list[str]:
 
 
 @contextlib.contextmanager
-def _owned(tmp: Path):
-    """Mark a writer's temp dir as ours with a locked ``.owner`` file, removed before commit."""
-    owner = tmp / OWNER_FILE
-    fd = os.open(owner, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            owner.unlink()
-        os.close(fd)
-
-
-@contextlib.contextmanager
 def _backup_writer(
     root: Path,
     name: str,
@@ -175,8 +158,7 @@ def _backup_writer(
     total: int | None,
     show: bool,
 ):
-    """``(writer, bar)``: a snapshot writer whose temp dir is marked as this process's (so a killed
-    backup's leftovers are recognised at once), and a progress bar over ``total`` memories."""
+    """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories."""
     from longmem_etl.snapshots import SnapshotWriter
 
     bar = progress_bar(total, desc=f"backup {name}", unit="mem")
@@ -186,9 +168,7 @@ def _backup_writer(
         bar,
         SnapshotWriter(root, name, source=source, extra_manifest={"backup": info}) as writer,
     ):
-        assert writer.temp_path is not None
-        with _owned(writer.temp_path):
-            yield writer, bar
+        yield writer, bar
 
 
 def _written(writer: Any, verification: dict[str, Any]) -> tuple:
@@ -203,44 +183,6 @@ def _written(writer: Any, verification: dict[str, Any]) -> tuple:
         counts["collections"],
         verification,
     )
-
-
-def _owner_alive(tmp: Path) -> bool | None:
-    """True/False when the temp dir has an owner file (locked = its writer is alive), else None."""
-    owner = tmp / OWNER_FILE
-    try:
-        fd = os.open(owner, os.O_RDWR)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def clean_stale_temps(root: str | os.PathLike, *, max_age: timedelta = STALE_TEMP_AGE) -> list[str]:
-    """Remove ``ROOT/.tmp-*`` dirs left by killed writers: those whose owner is dead, and ownerless
-    ones older than ``max_age`` (other verbs' writers do not mark ownership). Returns their names."""
-    rootp = Path(root)
-    removed: list[str] = []
-    if not rootp.is_dir():
-        return removed
-    cutoff = time.time() - max_age.total_seconds()
-    for tmp in rootp.glob(".tmp-*"):
-        if not tmp.is_dir():
-            continue
-        alive = _owner_alive(tmp)
-        try:
-            old = tmp.stat().st_mtime < cutoff
-        except FileNotFoundError:
-            continue
-        if alive is False or (alive is None and old):
-            shutil.rmtree(tmp, ignore_errors=True)
-            removed.append(tmp.name)
-    return removed
 
 
 def prune(

@@ -23,6 +23,7 @@ from longmem_etl.dumps.write import write_dump
 from longmem_etl.errors import APIError, Incomplete
 from longmem_etl.snapshots import list_snapshots, open_snapshot
 from longmem_etl.snapshots.diff import diff_snapshots
+from longmem_etl.snapshots.temps import owned
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
 FAKE_SDK = Path(__file__).resolve().parent / "fake_sdk"
@@ -204,7 +205,7 @@ def test_killed_backup_leaves_no_snapshot_and_next_run_cleans_up(tmp_path):
 def test_clean_stale_temps_keeps_live_writers(tmp_path):
     live = tmp_path / ".tmp-live"
     live.mkdir()
-    with backup_mod._owned(live):
+    with owned(live):
         assert clean_stale_temps(tmp_path) == []
         assert live.is_dir()
     old = tmp_path / ".tmp-old"

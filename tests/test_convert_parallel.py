@@ -412,8 +412,9 @@ def test_jsonl_broken_line_gives_the_serial_error(tmp_path, monkeypatch, answere
     assert not root.exists() or os.listdir(root) == []
 
 
-def test_killing_convert_leaves_no_worker_behind(dump, tmp_path):
-    """SIGKILL the converting process mid-way: its workers see their stdin close and exit."""
+def test_killing_convert_leaves_no_worker_behind_and_the_next_run_sweeps(dump, tmp_path):
+    """SIGKILL the converting process mid-way: its workers see their stdin close and exit, and the
+    next writer on the root removes the temp dir it left (its owner lock is gone)."""
     import signal
     import subprocess
     import time
@@ -463,3 +464,8 @@ def test_killing_convert_leaves_no_worker_behind(dump, tmp_path):
         except FileNotFoundError:
             pass
     assert alive == []
+    root = tmp_path / "root"
+    left = list(root.glob(".tmp-*"))
+    assert len(left) == 1 and (left[0] / ".owner").exists()
+    res = convert_dump(dump, root, progress=False)
+    assert not list(root.glob(".tmp-*")) and not (res.path / ".owner").exists()

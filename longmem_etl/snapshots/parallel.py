@@ -51,6 +51,7 @@ from longmem_etl.dumps.read import (
     span_raws,
 )
 from longmem_etl.errors import BadInput
+from longmem_etl.snapshots.temps import Owner
 
 PARALLEL_MIN_BYTES = 64 << 20  # below this, starting interpreters costs more than it saves
 WORKERS_ENV = "LONGMEM_ETL_CONVERT_WORKERS"
@@ -307,8 +308,8 @@ def decompressed_copy(
     path: str | os.PathLike, root: str | os.PathLike, stream: bool | None
 ) -> Iterator[Path | None]:
     """(Context) for a compressed .json big enough for workers: its decompressed bytes in a temp
-    file under ``root`` (so workers can map it; removed on exit; a killed run's copy is an
-    ownerless ``.tmp-*`` that ``backup`` sweeps after 6 h). None when not worth it, or when the
+    file under ``root`` (so workers can map it; removed on exit; a killed run's copy is swept by
+    the next writer on ``root``, see ``snapshots.temps``). None when not worth it, or when the
     copy cannot be made (corrupt data, no space): the caller then reads ``path`` as before, which
     also reports any problem with ``path``'s own name."""
     try:
@@ -323,6 +324,11 @@ def decompressed_copy(
     os.makedirs(root, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-decompress-", dir=root))
     try:
+        owner = Owner(tmp)  # so a killed run's copy is swept by the next writer at once
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    try:
         copy: Path | None = tmp / "dump.json"
         try:
             with open_binary(path) as src, open(copy, "wb") as dst:  # type: ignore[arg-type]
@@ -331,6 +337,7 @@ def decompressed_copy(
             copy = None
         yield copy
     finally:
+        owner.release()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -31,6 +31,7 @@ from longmem_etl.schema import (
 )
 from longmem_etl.snapshots.layout import next_free_snapshot_dir, sanitize_tenant, snapshot_name
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, write_manifest
+from longmem_etl.snapshots.temps import Owner, clean_stale_temps
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
 # Dictionary encoding and min/max statistics only where they pay: low-cardinality and filterable
@@ -119,12 +120,19 @@ class SnapshotWriter:
         self._pool: ThreadPoolExecutor | None = None
         self._pending: Future[None] | None = None
         self._header: dict[str, Any] = {}
+        self._owner: Owner | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def __enter__(self) -> SnapshotWriter:
         self.root.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(self.root)  # what killed writers left here
         self._tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
+        try:
+            self._owner = Owner(self._tmp)  # so a killed run's leftovers are known at once
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
@@ -240,6 +248,8 @@ class SnapshotWriter:
             "has_collections": self._collections is not None,
         }
         manifest.update(self.extra_manifest)
+        if self._owner is not None:  # the committed dir holds only the snapshot's files
+            self._owner.release()
         write_manifest(tmp, manifest)
         mask = os.umask(0)
         os.umask(mask)
@@ -263,6 +273,8 @@ class SnapshotWriter:
     def _abort(self) -> None:
         with contextlib.suppress(Exception):  # cleaning up after an error already raised
             self._close_writers()
+        if self._owner is not None:
+            self._owner.release()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
