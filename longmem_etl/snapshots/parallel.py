@@ -1,19 +1,21 @@
-"""Normalising a big whole-file ``.json`` dump in worker processes, so that both CPUs decode.
+"""Normalising a big dump in worker processes, so that both CPUs decode.
 
 Decoding JSON into columns is CPU-bound Python (msgspec, then Arrow), so threads cannot share it.
-``convert`` therefore starts worker processes for a big uncompressed ``.json`` that is read whole:
+``convert`` therefore starts worker processes for a big dump:
 
 - each worker is a fresh interpreter started with ``subprocess`` (not ``fork``, which is unsafe
   when the caller has threads, as Dagster's workers do; not multiprocessing's spawn/forkserver,
-  which re-run the caller's ``__main__``);
-- a worker maps the dump file itself, imports and warms up while this process scans the file, then
-  gets only byte ranges (``(size, start, count, first, end)``) and answers each with the chunk's
-  Arrow batch (IPC format, sent out-of-band: no pickling of the data), its ids and row problems;
-- chunks are dealt round-robin; this process consumes answers in dump order and keeps the one step
-  that needs every chunk (duplicate ids across chunks, ``Normalizer.finish``) and the Parquet
-  writer, so the snapshot is byte-for-byte the one a single process writes;
+  which re-run the caller's ``__main__``); it imports and warms up while this process reads the
+  header;
+- a ``.json`` is mapped by every worker, which gets byte spans (``dumps.read.Span``, guessed or
+  exact) and drops each span's pages once done, so memory stays bounded; a compressed ``.json`` is
+  first decompressed to a temp file (``decompressed_copy``); JSONL chunks are sent whole;
+- each answer is the chunk's Arrow batch (IPC, sent as an out-of-band buffer: never pickled), its
+  ids and row problems; chunks are dealt round-robin and consumed here in dump order, and this
+  process keeps the one step that needs every chunk (duplicate ids across chunks,
+  ``Normalizer.finish``) and the Parquet writer, so the snapshot has the serial one's content;
 - a worker's error is re-raised here as it is (the same one-line ``BadInput``); a worker that cannot
-  start or dies only costs speed: its chunks are done in this process.
+  start or dies, or a chunk a worker hands back, only costs speed: that chunk is done here.
 
 ``LONGMEM_ETL_CONVERT_WORKERS`` sets the number of workers: ``0`` turns them off; unset means one
 per CPU up to ``MAX_DEFAULT_WORKERS`` (none on a single CPU).
