@@ -277,9 +277,10 @@ def worker_count() -> int:
 
 
 def start_workers(path: str | os.PathLike, stream: bool | None) -> list[Worker]:
-    """Workers being started (not waited for) when ``path`` is an uncompressed .json big enough,
-    ``stream`` is not True and workers are not switched off; else none. (Above the streaming
-    threshold too: workers release each span's pages when done, so memory stays bounded.)"""
+    """Workers being started (not waited for), unless they are switched off or ``path`` is small:
+    for an uncompressed .json (not with ``stream=True``) they map it, at any size (they release
+    each span's pages when done); for JSONL, plain or compressed, they map nothing (chunks are sent
+    whole). Compressed .json gets none: see ``decompressed_copy``."""
     count = worker_count()
     if not count:
         return []
