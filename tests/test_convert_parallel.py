@@ -373,45 +373,6 @@ def test_a_bad_compressed_dump_gives_the_serial_error(tmp_path, monkeypatch, ans
     assert not root.exists() or os.listdir(root) == []
 
 
-def _jsonl(path, rows, *, header: bool = True) -> None:
-    lines = [json.dumps({"format_version": 1, "tenant": "par"})] if header else []
-    lines += [json.dumps(r) for r in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-@pytest.mark.parametrize("suffix", [".jsonl", ".jsonl.gz"])
-def test_jsonl_chunks_sent_whole_give_the_serial_snapshot(tmp_path, monkeypatch, answered, suffix):
-    import gzip
-
-    path = tmp_path / f"lines{suffix}"
-    _jsonl(tmp_path / "plain.jsonl", _rows())
-    raw = (tmp_path / "plain.jsonl").read_bytes()
-    path.write_bytes(gzip.compress(raw) if suffix.endswith(".gz") else raw)
-    serial = _serial(path, tmp_path, monkeypatch)
-    res = convert_dump(path, tmp_path / "par", progress=False, batch_size=BATCH)
-    # chunks with a row the typed decode refuses come back to the parent: only clean ones count
-    assert 3 <= len(answered) < 10
-    _assert_same(_snapshot(res), serial)
-    assert res.memories + res.rejected == 95
-
-
-def test_jsonl_broken_line_gives_the_serial_error(tmp_path, monkeypatch, answered):
-    path = tmp_path / "broken.jsonl"
-    _jsonl(path, _rows())
-    lines = path.read_text(encoding="utf-8").splitlines()
-    lines[60] = lines[60][:-5]  # cut a line short: a whole-file problem, named by line number
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    with monkeypatch.context() as m:
-        m.setenv(parallel.WORKERS_ENV, "0")
-        with pytest.raises(BadInput) as serial_err:
-            convert_dump(path, tmp_path / "s", progress=False, batch_size=BATCH)
-    root = tmp_path / "par"
-    with pytest.raises(BadInput) as err:
-        convert_dump(path, root, progress=False, batch_size=BATCH)
-    assert str(err.value) == str(serial_err.value) and "line 61" in str(err.value)
-    assert not root.exists() or os.listdir(root) == []
-
-
 def test_killing_convert_leaves_no_worker_behind_and_the_next_run_sweeps(dump, tmp_path):
     """SIGKILL the converting process mid-way: its workers see their stdin close and exit, and the
     next writer on the root removes the temp dir it left (its owner lock is gone)."""

@@ -459,33 +459,24 @@ class Normalizer:
 def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
     """Everything ``Normalizer.chunk`` does that needs no other chunk: ``(all rows as Arrow, their
     ids, row problems so far)``; ``Normalizer.finish`` completes it (ids across chunks)."""
-    if chunk.body is not None and (done := body_chunk(chunk.body, chunk.count)) is not None:
-        return done
+    if chunk.body is not None:
+        try:
+            fast = _DEC_FAST.decode(chunk.body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            fast = None
+        if fast is not None and chunk.count in (None, len(fast)):
+            text = _raw_text(_GET["text"](fast))
+            if text is not None:
+                return _build(fast, None, {}, text)  # type: ignore[arg-type]
+        del fast
+        try:
+            mems = _DEC_LIST.decode(chunk.body)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            mems = None
+        if mems is not None and chunk.count in (None, len(mems)):
+            return _build(mems, None, {})
     chunk.check()
     return _build(*_decode_rows(chunk.raws()))
-
-
-def body_chunk(
-    body: Any, count: int | None
-) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]] | None:
-    """``local_chunk`` from a chunk's JSON array text alone, when every row fits the typed decode
-    (the usual case); None when some row needs the row-by-row path (which needs the raw rows)."""
-    try:
-        fast = _DEC_FAST.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        fast = None
-    if fast is not None and count in (None, len(fast)):
-        text = _raw_text(_GET["text"](fast))
-        if text is not None:
-            return _build(fast, None, {}, text)  # type: ignore[arg-type]
-    del fast
-    try:
-        mems = _DEC_LIST.decode(body)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        mems = None
-    if mems is not None and count in (None, len(mems)):
-        return _build(mems, None, {})
-    return None
 
 
 def _decode_rows(

@@ -23,7 +23,6 @@ from longmem_etl.dumps.read import (
     Misplaced,
     _list_chunk,
     check_header,
-    dump_format,
     guess_json_spans,
     open_dump,
     reads_whole,
@@ -220,8 +219,7 @@ def convert_dump(
         plain = copy or path  # what the workers map
         workers = start_workers(plain, stream)
         try:
-            whole_json = workers and dump_format(plain) == ("json", None)
-            guessed = guess_json_spans(str(plain), SPAN_BYTES) if whole_json else None
+            guessed = guess_json_spans(str(plain), SPAN_BYTES) if workers else None
         except BadInput:  # (an empty copy, say) the usual path below reports it properly
             guessed = None
         if guessed is None and plain != path:  # these workers map the copy: not for path's spans
