@@ -133,7 +133,7 @@ class _NoPandas:
 
 def _warm_up() -> None:
     """Pay one-time costs while the parent is still scanning the file."""
-    if "pandas" not in sys.modules and not os.environ.get("X_PANDAS"):
+    if "pandas" not in sys.modules:
         sys.meta_path.insert(0, _NoPandas())
     pa.array(["warm"], pa.string())
 
@@ -211,12 +211,6 @@ class Worker:
             close_fds=True,
         )
         self.broken = False
-        if os.environ.get("X_PIPE"):
-            import fcntl
-
-            for f in (self.proc.stdin, self.proc.stdout):
-                with contextlib.suppress(OSError):
-                    fcntl.fcntl(f.fileno(), fcntl.F_SETPIPE_SZ, 1 << 20)
 
     def submit(self, req: tuple[Any, ...]) -> bool:
         if not self.broken:
