@@ -92,7 +92,8 @@ def _strict_error(where: str, rejected: pa.Table) -> BadInput:
 
 class _RowGroups:
     """Gathers batches into row groups of exactly ``ROW_GROUP_ROWS`` rows (the last one shorter),
-    so the file is the same however the rows were batched (serially or by worker spans)."""
+    so the row groups are the same however the rows were batched (serially or by worker spans;
+    the data pages inside may still split differently)."""
 
     def __init__(self, writer: SnapshotWriter) -> None:
         self.writer = writer
