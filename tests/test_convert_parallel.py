@@ -118,6 +118,7 @@ def test_guessed_spans_give_the_serial_snapshot(dump, tmp_path, monkeypatch, ans
     par = _snapshot(convert_dump(dump, tmp_path / "par", progress=False, batch_size=BATCH))
     assert len(answered) == len(guessed.spans)  # every span came from a worker
     _assert_same(par, serial)
+    assert convert_dump(dump, tmp_path / "again", progress=False).workers == 2
     assert "rejected.parquet" in par
     memories, rejected, _, reasons = par["result"]
     assert memories + rejected == 95 and rejected == 10
@@ -244,8 +245,9 @@ def test_worker_error_surfaces_as_bad_input_and_leaves_nothing(
 def test_dead_worker_falls_back_to_serial(dump, tmp_path, monkeypatch, answered):
     serial = _serial(dump, tmp_path, monkeypatch)
     monkeypatch.setattr(parallel, "worker_command", lambda path: [sys.executable, "-c", "pass"])
-    par = _snapshot(convert_dump(dump, tmp_path / "par", progress=False, batch_size=BATCH))
-    assert not answered
+    res = convert_dump(dump, tmp_path / "par", progress=False, batch_size=BATCH)
+    par = _snapshot(res)
+    assert not answered and res.workers == 0
     _assert_same(par, serial)
 
 

@@ -63,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
     human = (
         f"snapshot {result.path}\n"
         f"  tenant {result.tenant}: {result.memories} memories, {result.collections} collections, "
-        f"{result.rejected} rejected ({result.seconds:.1f}s{', streamed' if result.streamed else ''})"
+        f"{result.rejected} rejected ({result.seconds:.1f}s"
+        f"{', streamed' if result.streamed else ''}"
+        f"{f', {result.workers} worker processes' if result.workers else ''})"
     )
     if result.rejected_reasons:
         human += "\n  rejected: " + ", ".join(

@@ -52,6 +52,7 @@ class ConvertResult:
     collections: int
     source: str | None = None
     streamed: bool = False
+    workers: int = 0  # worker processes that shared the decoding (0: this process alone)
     seconds: float = 0.0
     rejected_reasons: dict[str, int] = field(default_factory=dict)
 
@@ -172,6 +173,7 @@ def _run(
         collections=writer.counts["collections"],
         source=src.path,
         streamed=src.streamed,
+        workers=sum(not w.broken for w in workers or []) if src.spans is not None else 0,
         seconds=round(time.perf_counter() - t0, 3),
         rejected_reasons=reasons,
     )
