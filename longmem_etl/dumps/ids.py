@@ -79,11 +79,6 @@ class IdIndex:
                     j += 1
         return seen
 
-    def add(self, hi: np.ndarray, lo: np.ndarray) -> None:
-        """Remember fingerprints that are not in the index and are distinct from each other."""
-        order = np.lexsort((lo, hi))
-        self._push(hi[order], lo[order])
-
     def _push(self, hi: np.ndarray, lo: np.ndarray) -> None:
         """Add a sorted run, then merge runs like a binary counter (up to ``MAX_RUN``)."""
         if not len(hi):

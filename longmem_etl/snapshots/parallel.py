@@ -31,7 +31,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -52,7 +51,7 @@ from longmem_etl.dumps.read import (
     span_raws,
 )
 from longmem_etl.errors import BadInput
-from longmem_etl.snapshots.temps import Owner
+from longmem_etl.snapshots.temps import new_owned_dir
 
 PARALLEL_MIN_BYTES = 64 << 20  # below this, starting interpreters costs more than it saves
 WORKERS_ENV = "LONGMEM_ETL_CONVERT_WORKERS"
@@ -301,13 +300,7 @@ def decompressed_copy(
     if not worth:
         yield None
         return
-    os.makedirs(root, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-decompress-", dir=root))
-    try:
-        owner = Owner(tmp)  # so a killed run's copy is swept by the next writer at once
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    tmp, owner = new_owned_dir(root, ".tmp-decompress-")  # a killed run's copy gets swept
     try:
         copy: Path | None = tmp / "dump.json"
         try:

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -41,6 +42,18 @@ class Owner:
                 self.file.unlink()
             os.close(self.fd)
             self.fd = None
+
+
+def new_owned_dir(root: str | os.PathLike, prefix: str = ".tmp-") -> tuple[Path, Owner]:
+    """A fresh ``ROOT/<prefix>*`` dir and its held ``.owner`` lock (the dir is removed again if the
+    lock cannot be taken). The caller releases the lock and commits or removes the dir."""
+    os.makedirs(root, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
+    try:
+        return tmp, Owner(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 @contextlib.contextmanager

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,7 +30,7 @@ from longmem_etl.schema import (
 )
 from longmem_etl.snapshots.layout import next_free_snapshot_dir, sanitize_tenant, snapshot_name
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, write_manifest
-from longmem_etl.snapshots.temps import Owner, clean_stale_temps
+from longmem_etl.snapshots.temps import Owner, clean_stale_temps, new_owned_dir
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
 # Dictionary encoding and min/max statistics only where they pay: low-cardinality and filterable
@@ -127,12 +126,8 @@ class SnapshotWriter:
     def __enter__(self) -> SnapshotWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(self.root)  # what killed writers left here
-        self._tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.root))
-        try:
-            self._owner = Owner(self._tmp)  # so a killed run's leftovers are known at once
-        except BaseException:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            raise
+        # the held lock tells the next writer on this root whether our leftovers are a killed run's
+        self._tmp, self._owner = new_owned_dir(self.root)
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
