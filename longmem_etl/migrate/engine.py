@@ -219,7 +219,9 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
         opts.source, spec=opts.spec, key_env=opts.source_key_env
     ) as frozen:
         summary = summarise(
-            plan_items(frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance),
+            plan_items(
+                frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
+            ),
             mode=opts.mode,
             chunk_size=opts.chunk_size,
             max_bytes=opts.max_bytes,
@@ -383,7 +385,9 @@ def _run_locked(
     return result
 
 
-def _why_replan(opts: MigrationOptions, journal: Journal, plan_binding: dict[str, Any]) -> str | None:
+def _why_replan(
+    opts: MigrationOptions, journal: Journal, plan_binding: dict[str, Any]
+) -> str | None:
     """None when the journal proves the state; else why it does not (the plan is then redone)."""
     if opts.restart:
         return "--restart"
@@ -461,7 +465,9 @@ def _freeze_and_plan(
         source_key=key,
         plan_binding=plan_binding,
     )
-    items = plan_items(frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance)
+    items = plan_items(
+        frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
+    )
     journal.write_plan(items, chunk_size=opts.chunk_size, max_bytes=opts.max_bytes)
 
 
@@ -566,6 +572,17 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
+def list_migrations(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Every migration journal under the state home (``root``: another ``migrations`` dir), newest
+    first: what `status` shows without an argument."""
+    base = Path(root) if root else migrations_dir()
+    out = []
+    for path in sorted(base.glob(f"*/{JOURNAL_NAME}"), key=lambda p: -p.stat().st_mtime):
+        with suppress(BadInput, OSError, ValueError):
+            out.append(migration_status(path))
+    return out
+
+
 def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
     """What `status JOURNAL` shows: chunk states, items done/total, dead letters, last errors."""
     path = Path(journal_path)
@@ -581,8 +598,11 @@ def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
             raise BadInput(f"{journal_path}: not a longmem-etl migration journal")
         counts = journal.counts()
         status = {
-            "journal": str(path),
+            "journal": str(path.absolute()),
             "migration_id": journal.get("migration_id"),
+            "source_key": journal.get("source_key"),
+            "holdings": journal.get("holdings"),
+            "changed": len(journal.changed_items()),
             "planned": journal.planned,
             "binding": binding,
             "options": journal.get("options"),

@@ -93,9 +93,7 @@ def repair_duplicates(
     stop: threading.Event | None = None,
 ) -> RepairResult:
     """Delete extra copies of ``source``'s memories in ``target`` (see the module docstring)."""
-    key = sources.source_key(
-        sources.stable_source_identity(source, key_env=source_key_env), copy
-    )
+    key = sources.source_key(sources.stable_source_identity(source, key_env=source_key_env), copy)
     target_id = sources.target_identity(target, key_env=target_key_env)
     api = sources.open_target(target, key_env=target_key_env, create=False)
     result = RepairResult(source_key=key, dry_run=dry_run)

@@ -155,8 +155,10 @@ rows AS (
            tn
     FROM fp_rows
     UNION ALL
-    -- markers naming no source memory
-    SELECT collection, container_tag, 0, 0, 0, 0, 1, 0, 1
+    -- markers naming no source memory: extra; scoped, they are this source's items that a
+    -- partial source (a dead-letter replay, a dump that lost memories) does not list: unrelated
+    SELECT collection, container_tag, 0, 0, 0, 0,
+           CASE WHEN $mig IS NULL THEN 1 ELSE 0 END, CASE WHEN $mig IS NULL THEN 0 ELSE 1 END, 1
     FROM t_mark WHERE prov_source_id NOT IN (SELECT source_id FROM s)
     UNION ALL
     -- other sources' markers (scoped check without foreign_copies only)
