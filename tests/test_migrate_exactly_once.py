@@ -100,7 +100,7 @@ def _kill_partway(args: list[str], cwd: Path, journal_of, at_least: int) -> None
     assert proc.poll() is None, f"finished before the kill: {proc.stderr.read()}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 0 < _done(journal_of()) or at_least == 0
+    assert _done(journal_of()) > 0 or at_least == 0
 
 
 def _home() -> Path:

@@ -81,18 +81,14 @@ def test_add_payload_carries_marker_and_keeps_per_item_fields() -> None:
 
 
 def test_non_object_metadata_is_kept_next_to_the_marker() -> None:
-    (item,) = plan_items(
-        [{"id": "a", "text": "t", "metadata": [1, 2]}], mode="add", source_key="M"
-    )
+    (item,) = plan_items([{"id": "a", "text": "t", "metadata": [1, 2]}], mode="add", source_key="M")
     meta = json.loads(item.payload)["metadata"]
     assert meta["_original_metadata"] == [1, 2] and marker_of(meta) == ("a", "M")
 
 
 def test_duplicate_source_ids_stay_distinct() -> None:
     items = list(
-        plan_items(
-            [{"id": "a", "text": "1"}, {"id": "a", "text": "2"}], mode="add", source_key="M"
-        )
+        plan_items([{"id": "a", "text": "1"}, {"id": "a", "text": "2"}], mode="add", source_key="M")
     )
     assert [i.source_id for i in items] == ["a", "a#2"]
 

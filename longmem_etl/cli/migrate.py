@@ -192,8 +192,8 @@ def command_for(opts: MigrationOptions, journal_path: Path | None = None) -> str
         dest = action.dest
         if dest in NOT_RESUMED or not action.option_strings:
             continue
-        get = FROM_OPTIONS.get(dest, lambda o, d=dest: getattr(o, d, action.default))
-        value = get(opts)
+        get = FROM_OPTIONS.get(dest)
+        value = get(opts) if get else getattr(opts, dest, action.default)
         if dest == "journal" and journal_path is not None:
             value = str(journal_path)
         if value is None or value is False or (value == action.default and not action.required):
