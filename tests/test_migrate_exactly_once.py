@@ -451,3 +451,91 @@ def test_status_lists_migrations_from_anywhere(tmp_path: Path) -> None:
     found = json.loads(st.stdout)["migrations"]
     assert st.returncode == 0 and len(found) == 1 and found[0]["items_done"] == 10
     assert str(_home()) in found[0]["journal"]
+
+
+def _repair_journal_counts(home: Path) -> tuple[int, int]:
+    for path in home.glob("repairs/*/repair.sqlite"):
+        try:
+            con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+            try:
+                rows = dict(con.execute("SELECT state, count(*) FROM extras GROUP BY 1").fetchall())
+            finally:
+                con.close()
+            return rows.get("planned", 0), rows.get("deleted", 0)
+        except sqlite3.Error:
+            return 0, 0
+    return 0, 0
+
+
+def test_repair_killed_partway_resumes_its_list(tmp_path: Path) -> None:
+    dump = tmp_path / "dump.json"
+    mems = _memories(40)
+    _write_dump(dump, mems)
+    db = tmp_path / "t.db"
+    assert (
+        _run(["migrate", "--source", str(dump), "--target", f"local:{db}"], tmp_path).returncode
+        == 0
+    )
+    store = open_endpoint(f"local:{db}")
+    landed = store.export_account()["memories"]
+    for m in landed[:30]:  # an overlapping run's copies
+        store.add_many(
+            [{"text": m["text"], "metadata": m["metadata"], "container_tag": m["container_tag"]}],
+            collection=m["collection"],
+        )
+    args = ["verify", "--source", str(dump), "--target", f"local:{db}?latency_ms=80", "--repair"]
+    proc = subprocess.Popen(
+        [*CLI, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.monotonic() + 60
+    while _repair_journal_counts(_home())[1] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    planned, deleted = _repair_journal_counts(_home())
+    assert planned > 0 and deleted >= 3 and planned + deleted == 30
+    again = _run(
+        ["verify", "--source", str(dump), "--target", f"local:{db}", "--repair", "--json"], tmp_path
+    )
+    out = json.loads(again.stdout)
+    assert again.returncode == 0, again.stderr
+    assert out["repair"]["resumed"] is True
+    assert out["repair"]["deleted"] + out["repair"]["already_gone"] == planned
+    assert {m["id"] for m in landed} == {m["id"] for m in _target(db)}  # the oldest stayed
+    _assert_exact(mems, db)
+
+
+def test_which_held_by_marker_by_id_copies_and_changes() -> None:
+    from longmem_etl.migrate import which_held
+    from longmem_etl.migrate.keys import with_marker
+
+    target = [
+        {
+            "id": "t1",
+            "text": "a",
+            "created_at": "2025-01-02",
+            "metadata": with_marker({}, "s1", "K", "c1"),
+        },
+        {
+            "id": "t0",
+            "text": "a",
+            "created_at": "2025-01-01",
+            "metadata": with_marker({}, "s1", "K", "c1"),
+        },
+        {"id": "t2", "text": "b", "metadata": with_marker({}, "s2", "K", "old")},
+        {"id": "t3", "text": "c", "metadata": with_marker({}, "s3", "OTHER", "c3")},
+        {"id": "s4", "text": "d", "metadata": {}},
+    ]
+    items = [
+        {"source_id": s, "content": c}
+        for s, c in [("s1", "c1"), ("s2", "new"), ("s3", "c3"), ("s4", None), ("s5", None)]
+    ]
+    held = {r["source_id"]: r for r in which_held(items, target, source_key="K").to_pylist()}
+    assert set(held) == {"s1", "s2"}
+    assert held["s1"]["target_id"] == "t0" and held["s1"]["copies"] == 2  # the oldest copy
+    assert held["s2"]["changed"] is True and held["s1"]["changed"] is False
+    by_id = {
+        r["source_id"]: r for r in which_held(items, target, source_key="K", by_id=True).to_pylist()
+    }
+    assert set(by_id) == {"s1", "s2", "s4"} and by_id["s4"]["by"] == "id"
