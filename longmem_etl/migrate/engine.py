@@ -310,8 +310,10 @@ def _run_locked(
         if fresh and opts.provenance:
             from longmem_etl.migrate.holdings import learn_holdings
 
+            t_held = time.monotonic()
             found = learn_holdings(journal, target, source_key=key, stop=stop)
             journal.put(holdings=found.as_dict())
+            result.timings["holdings"] = round(time.monotonic() - t_held, 3)
         result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
         counts = journal.counts()
         bar = (
