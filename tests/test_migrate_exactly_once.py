@@ -19,6 +19,13 @@ from pathlib import Path
 import pytest
 
 from longmem_etl.api.endpoints import open_endpoint
+from longmem_etl.migrate import (
+    MigrationOptions,
+    MigrationResult,
+    repair_duplicates,
+    run_migration,
+    verify_source_target,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
@@ -127,19 +134,17 @@ def _latest_journal() -> Path | None:
     return found[0] if found else None
 
 
-def _reference(tmp_path: Path, source: Path, *extra: str) -> list[dict]:
+def _inproc(source: Path, db: Path, **kw) -> MigrationResult:
+    """A migration in this process (set-up and follow-up runs; the runs under test are processes)."""
+    return run_migration(
+        MigrationOptions(source=str(source), target=f"local:{db}", show_progress=False, **kw)
+    )
+
+
+def _reference(tmp_path: Path, source: Path, **kw) -> list[dict]:
     """What a clean, uninterrupted migration lands (for spec runs), into a throwaway target."""
     ref = tmp_path / "reference.db"
-    env = {**os.environ, "LONGMEM_ETL_HOME": str(tmp_path / "ref-home")}
-    proc = subprocess.run(
-        [*CLI, "migrate", "--source", str(source), "--target", f"local:{ref}", *extra],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    assert _inproc(source, ref, **kw).exit_code == 0
     return _target(ref)
 
 
@@ -160,7 +165,7 @@ def test_spec_edited_between_runs_sends_only_what_is_missing(tmp_path: Path) -> 
         out["holdings"]["already_in_target"] >= landed - 20
     )  # ambiguous calls may not have landed
     assert out["verification"]["exact"] is True
-    _assert_exact(_reference(tmp_path, dump, "--spec", str(spec)), db)
+    _assert_exact(_reference(tmp_path, dump, spec=str(spec)), db)
 
 
 def test_same_command_from_another_directory_resumes_the_same_journal(tmp_path: Path) -> None:
@@ -219,8 +224,8 @@ def test_dump_grown_or_edited_between_runs(tmp_path: Path, edit: str) -> None:
     assert out["replanned"] == "the source changed" and out["verification"]["exact"] is True
     _assert_exact(mems, db)
     # and once more, nothing at all is sent
-    again = json.loads(_run([*_migrate(dump, db), "--json"], tmp_path).stdout)
-    assert again["upload"]["items_sent"] == 0 and again["exit_code"] == 0
+    again = _inproc(dump, db)
+    assert again.upload["items_sent"] == 0 and again.exit_code == 0
 
 
 def test_two_runs_at_once_one_refuses_naming_the_holder(tmp_path: Path) -> None:
@@ -310,10 +315,7 @@ def test_duplicates_from_any_cause_are_never_exact_and_repair_fixes_them(tmp_pat
     mems = _memories(60)
     _write_dump(dump, mems)
     db = tmp_path / "t.db"
-    assert (
-        _run(["migrate", "--source", str(dump), "--target", f"local:{db}"], tmp_path).returncode
-        == 0
-    )
+    assert _inproc(dump, db).exit_code == 0
     store = open_endpoint(f"local:{db}")
     landed = store.export_account()["memories"]
     # three marked copies (as an overlapping run would make) and one unmarked copy by content
@@ -329,40 +331,24 @@ def test_duplicates_from_any_cause_are_never_exact_and_repair_fixes_them(tmp_pat
     )
     rerun = _run(["migrate", "--source", str(dump), "--target", f"local:{db}"], tmp_path)
     assert rerun.returncode == 3 and "MISMATCH" in rerun.stdout and "EXACT" not in rerun.stdout
-    listed = _run(
-        [
-            "verify",
-            "--source",
-            str(dump),
-            "--target",
-            f"local:{db}",
-            "--repair",
-            "--dry-run",
-            "--json",
-        ],
-        tmp_path,
-    )
-    out = json.loads(listed.stdout)
-    assert listed.returncode == 3 and out["repair"]["extra_copies"] == 3
+    listed = repair_duplicates(str(dump), f"local:{db}", dry_run=True)
+    assert len(listed.extras) == 3 and listed.journal is None
     assert len(_target(db)) == 64  # the dry run deleted nothing
     kept = {m["id"] for m in landed[:3]}
-    assert not kept & {e["target_id"] for e in out["repair"]["extras"]}  # the oldest stay
+    assert not kept & {e["target_id"] for e in listed.extras}  # the oldest stay
     fixed = _run(
-        ["verify", "--source", str(dump), "--target", f"local:{db}", "--repair", "--json"], tmp_path
+        ["verify", "--source", str(dump), "--target", f"local:{db}", "--repair", "--json"],
+        tmp_path,
     )
     out = json.loads(fixed.stdout)
     assert out["repair"]["deleted"] == 3 and Path(out["repair"]["journal"]).is_file()
-    assert (
-        fixed.returncode == 3 and out["totals"]["duplicated"] == 1
-    )  # the unmarked copy is not ours
+    assert fixed.returncode == 3 and out["totals"]["duplicated"] == 1  # the unmarked copy: not ours
     assert kept <= {m["id"] for m in _target(db)}
     store.delete(
         next(m["id"] for m in _target(db) if "_longmem_etl" not in (m["metadata"] or {})),
         collection=landed[5]["collection"],
     )
-    assert (
-        _run(["verify", "--source", str(dump), "--target", f"local:{db}"], tmp_path).returncode == 0
-    )
+    assert verify_source_target(str(dump), f"local:{db}").exact
     _assert_exact(mems, db)
 
 
@@ -371,26 +357,19 @@ def test_changed_payloads_are_listed_and_updated_only_on_request(tmp_path: Path)
     mems = _memories(30)
     _write_dump(dump, mems)
     db = tmp_path / "t.db"
-    assert (
-        _run(["migrate", "--source", str(dump), "--target", f"local:{db}"], tmp_path).returncode
-        == 0
-    )
+    assert _inproc(dump, db).exit_code == 0
     mems[4] = {**mems[4], "text": "corrected text", "importance": 0.9}
     _write_dump(dump, mems)
-    listed = _run(["migrate", "--source", str(dump), "--target", f"local:{db}", "--json"], tmp_path)
-    out = json.loads(listed.stdout)
-    assert out["holdings"]["changed"] == 1 and out["holdings"]["updated"] == 0
-    assert out["holdings"]["changed_items"][0]["source_id"] == "m-00004"
-    assert out["upload"]["items_sent"] == 0
-    assert "corrected text" not in {m["text"] for m in _target(db)}  # left alone
     human = _run(["migrate", "--source", str(dump), "--target", f"local:{db}"], tmp_path)
+    assert human.returncode == 0, human.stderr
     assert "1 item(s) in the target differ" in human.stdout and "--update-changed" in human.stdout
-    upd = _run(
-        ["migrate", "--source", str(dump), "--target", f"local:{db}", "--update-changed", "--json"],
-        tmp_path,
-    )
-    out = json.loads(upd.stdout)
-    assert upd.returncode == 0 and out["holdings"]["updated"] == 1
+    assert "corrected text" not in {m["text"] for m in _target(db)}  # left alone
+    listed = _inproc(dump, db, restart=True).as_dict()
+    assert listed["holdings"]["changed"] == 1 and listed["holdings"]["updated"] == 0
+    assert listed["holdings"]["changed_items"][0]["source_id"] == "m-00004"
+    assert listed["upload"]["items_sent"] == 0
+    upd = _inproc(dump, db, update_changed=True)
+    assert upd.exit_code == 0 and upd.holdings["updated"] == 1
     _assert_exact(mems, db)
     assert len(_target(db)) == 30
 
@@ -400,13 +379,26 @@ def test_a_deliberate_second_copy(tmp_path: Path) -> None:
     mems = _memories(20)
     _write_dump(dump, mems)
     db = tmp_path / "t.db"
-    base = ["migrate", "--source", str(dump), "--target", f"local:{db}"]
-    assert _run(base, tmp_path).returncode == 0
-    copy = _run([*base, "--copy", "sandbox", "--json"], tmp_path)
+    assert _inproc(dump, db).exit_code == 0
+    copy = _run(
+        [
+            "migrate",
+            "--source",
+            str(dump),
+            "--target",
+            f"local:{db}",
+            "--copy",
+            "sandbox",
+            "--json",
+        ],
+        tmp_path,
+    )
     assert copy.returncode == 0 and json.loads(copy.stdout)["upload"]["items_sent"] == 20
-    again = _run([*base, "--copy", "sandbox", "--json"], tmp_path)
-    assert json.loads(again.stdout)["upload"]["items_sent"] == 0  # exactly once per copy name
+    again = _inproc(dump, db, copy="sandbox")
+    assert again.upload["items_sent"] == 0 and again.exit_code == 0  # exactly once per copy name
     assert _content(_target(db)) == Counter({k: 2 for k in _content(mems)})
+    # the plain migration's own verification now sees two copies of everything: never EXACT
+    assert _inproc(dump, db).exit_code == 3
 
 
 def test_resume_command_is_absolute_and_keeps_every_flag(tmp_path: Path) -> None:
@@ -440,12 +432,7 @@ def test_resume_command_is_absolute_and_keeps_every_flag(tmp_path: Path) -> None
 def test_status_lists_migrations_from_anywhere(tmp_path: Path) -> None:
     dump = tmp_path / "dump.json"
     _write_dump(dump, _memories(10))
-    assert (
-        _run(
-            ["migrate", "--source", str(dump), "--target", f"local:{tmp_path / 't.db'}"], tmp_path
-        ).returncode
-        == 0
-    )
+    assert _inproc(dump, tmp_path / "t.db").exit_code == 0
     (tmp_path / "elsewhere").mkdir()
     st = _run(["status", "--json"], tmp_path / "elsewhere")
     found = json.loads(st.stdout)["migrations"]
