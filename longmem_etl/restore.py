@@ -239,9 +239,9 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
         if conds:
             sql += " WHERE " + " AND ".join(conds)
         rel = con.sql(sql)
-        if where is not None:
-            rel = rel.filter(where)
         try:
+            if where is not None:
+                rel = rel.filter(where)
             return rel.to_arrow_table()
         except duckdb.Error as exc:
             first = str(exc).splitlines()[0]
