@@ -124,6 +124,27 @@ class Policy:
         )
 
 
+def parse_policy(text: str) -> Policy:
+    """``daily=7,weekly=4,within=30d`` (also ``keep-daily=7``) -> ``Policy``; BadInput naming the
+    bad part. How a policy is written in one environment variable or config string."""
+    rules: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        name = name.strip().removeprefix("keep-").removeprefix("keep_")
+        if not sep:
+            raise BadInput(f"retention {text!r}: {part!r} is not RULE=VALUE")
+        if name == "within":
+            rules[name] = value.strip()
+            continue
+        try:
+            rules[name] = UNLIMITED if value.strip() == "unlimited" else int(value)
+        except ValueError:
+            raise BadInput(f"retention {text!r}: {part!r} needs a count") from None
+    return Policy.from_mapping(rules)
+
+
 def _buckers() -> dict[str, Callable[[datetime, int], int]]:
     def week(t: datetime, _: int) -> int:
         y, w, _d = t.isocalendar()
