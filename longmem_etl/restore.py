@@ -372,6 +372,32 @@ def _write_selection(snapshot: Path, rows: Any, add: list[str], work: Path) -> P
     return writer.path
 
 
+_HELD_LOCKS: dict[str, int] = {}
+
+
+def _lock_work(work: Path) -> None:
+    """One restore per work dir: a second identical restore running at once would plan the same
+    missing memories. The flock is dropped when the process ends (or ``_unlock_work``)."""
+    import fcntl
+
+    fd = os.open(work / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise BadInput(
+            f"{work}: the same restore is already running (its lock is held); wait for it, "
+            "or run this command again afterwards"
+        ) from None
+    _HELD_LOCKS[str(work)] = fd
+
+
+def _unlock_work(work: Path) -> None:
+    fd = _HELD_LOCKS.pop(str(work), None)
+    if fd is not None:
+        os.close(fd)
+
+
 def _save_state(work: Path, state: dict[str, Any] | None) -> None:
     path = work / "state.json"
     if state is None:
@@ -430,6 +456,20 @@ def restore(
 ) -> RestoreResult:
     """Run (or continue) a restore; see the module docstring. ``before_remove(n)`` is asked before
     ``mirror`` deletes ``n`` memories (the CLI shows the count there); False skips the deletes."""
+    try:
+        return _restore(opts, stop=stop, before_remove=before_remove)
+    finally:
+        for work in list(_HELD_LOCKS):
+            _unlock_work(Path(work))
+
+
+def _restore(
+    opts: RestoreOptions,
+    *,
+    stop: threading.Event | None = None,
+    before_remove: Callable[[int], bool] | None = None,
+) -> RestoreResult:
+    """The body of ``restore`` (which releases the work-dir lock however this ends)."""
     from longmem_etl.migrate.reconcile import export_target
     from longmem_etl.migrate.source import open_target
     from longmem_etl.snapshots import open_snapshot
@@ -460,6 +500,7 @@ def restore(
         work = (Path(opts.work_dir) if opts.work_dir else DEFAULT_WORK_ROOT / rid).absolute()
         work.mkdir(parents=True, exist_ok=True)
         result.work_dir = str(work)
+        _lock_work(work)
         state_path = work / "state.json"
         pending = json.loads(state_path.read_text()) if state_path.is_file() else {}
         sel = pending.get("selection")

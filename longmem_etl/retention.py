@@ -21,21 +21,26 @@ Removing a snapshot (``remove_snapshot``): the manifest is renamed to ``.forgett
 first (one atomic step after which no reader lists the snapshot), then exactly the files that manifest
 names are deleted, then the marker and the directory (only if empty: a foreign file stops there and is
 reported). A killed ``forget`` leaves the marker behind; the next ``forget`` on that tenant finishes
-the job (``finish_interrupted``).
+the job (``finish_interrupted``). One ``forget`` runs per root at a time (``forget_lock``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from longmem_etl.errors import BadInput
+from longmem_etl.errors import BadInput, Incomplete
 
+FORGET_LOCK = ".forget.lock"
+LOCK_WAIT_S = 120.0
 FORGET_MARKER = ".forgetting-manifest.json"
 UNLIMITED = -1
 BUCKET_RULES = ("last", "hourly", "daily", "weekly", "monthly", "yearly")
@@ -364,6 +369,30 @@ def plan_tenant(
     return plan
 
 
+@contextlib.contextmanager
+def forget_lock(root: Path, wait_s: float | None = None) -> Iterator[None]:
+    """One ``forget`` per root at a time (``ROOT/.forget.lock``, an flock the kernel drops when the
+    holder dies). Two forgets with different policies could otherwise each remove what the other
+    keeps and leave a tenant with nothing. A second one waits, then gives up (exit 3)."""
+    path = root / FORGET_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Incomplete(
+                        f"{path}: another forget on this root is still running; try again later"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
 def forget(
     root: str | os.PathLike,
     policy: Policy,
@@ -380,14 +409,15 @@ def forget(
     if policy.empty:
         apply_policy([], policy)  # raises the one-line refusal
     result = ForgetResult(policy=policy.to_json(), dry_run=dry_run)
-    if not dry_run:
-        result.finished_interrupted = finish_interrupted(rootp, tenant)
-    for name, snaps in _tenants(rootp, tenant):
-        plan = plan_tenant(name, snaps, policy, protect=protect)
-        result.tenants.append(plan)
-        if dry_run:
-            continue
-        for s in plan.remove:
-            if remove_snapshot(Path(s)):
-                result.removed.append(s)
+    with contextlib.nullcontext() if dry_run else forget_lock(rootp):
+        if not dry_run:
+            result.finished_interrupted = finish_interrupted(rootp, tenant)
+        for name, snaps in _tenants(rootp, tenant):
+            plan = plan_tenant(name, snaps, policy, protect=protect)
+            result.tenants.append(plan)
+            if dry_run:
+                continue
+            for s in plan.remove:
+                if remove_snapshot(Path(s)):
+                    result.removed.append(s)
     return result

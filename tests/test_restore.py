@@ -258,3 +258,24 @@ def test_sigkill_mid_restore_then_rerun_is_exact(account):
     assert len(after) == 1050
     assert _held(ids, after) == Counter(dict.fromkeys(ids, 1))
     assert set(new_ids) <= {m["id"] for m in after}
+
+
+def test_the_same_restore_twice_at_once_is_refused(account, capsys, tmp_path):
+    import fcntl
+    import os
+
+    db, snap = account
+    _lose_300_gain_50(db)
+    work = tmp_path / "work"
+    work.mkdir()
+    fd = os.open(work / "lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the first one is still running
+    args = ["restore", str(snap), "--target", f"local:{db}", "--work-dir", str(work)]
+    try:
+        capsys.readouterr()
+        assert main(args) == 2
+        assert "already running" in capsys.readouterr().err
+        assert len(_memories(db)) == 750
+    finally:
+        os.close(fd)
+    assert main(args) == 0 and len(_memories(db)) == 1050

@@ -299,3 +299,27 @@ def test_tenants_are_independent(tmp_path, one_snapshot):
 def test_policy_from_mapping_round_trips():
     p = Policy.from_mapping({"daily": 7, "weekly": 4, "within": "1y6m"})
     assert p.to_json() == {"daily": 7, "weekly": 4, "within": "1y6m"}
+
+
+def test_a_second_forget_on_the_same_root_waits_then_gives_up(
+    tmp_path, one_snapshot, capsys, monkeypatch
+):
+    import fcntl
+    import os
+
+    import longmem_etl.retention as retention
+
+    root = _month_root(tmp_path, one_snapshot)
+    fd = os.open(root / retention.FORGET_LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # another forget holds the root
+    monkeypatch.setattr(retention, "LOCK_WAIT_S", 0.3)
+    try:
+        capsys.readouterr()
+        assert main(["forget", "--root", str(root), "--keep-last", "1"]) == 3
+        assert "another forget" in capsys.readouterr().err
+        assert len(_names(root)) == 15
+        assert main(["forget", "--root", str(root), "--keep-last", "1", "--dry-run"]) == 0
+    finally:
+        os.close(fd)
+    assert main(["forget", "--root", str(root), "--keep-last", "1"]) == 0
+    assert len(_names(root)) == 1
