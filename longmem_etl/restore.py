@@ -284,8 +284,15 @@ def _in_scope(m: dict[str, Any], opts: RestoreOptions) -> bool:
 
 
 def plan_restore(rows: Any, target_memories: list[dict[str, Any]], opts: RestoreOptions):
-    """Compare the selected rows with one export of the target (steps 3 and 5)."""
+    """Compare the selected rows with one export of the target (steps 3 and 5).
+
+    A held memory *differs* when none of its holders has the snapshot's content (collection,
+    container tag, normalised text). By default it is left alone (and reported); with ``mirror``
+    its holders are deleted and the snapshot's version is sent, so the account ends equal."""
     from longmem_etl.migrate.keys import fingerprint
+
+    def fp(m: dict[str, Any]) -> str:
+        return fingerprint(m.get("collection") or "default", m.get("container_tag"), m.get("text"))
 
     ids = rows.column("id").to_pylist()
     colls = rows.column("collection").to_pylist()
@@ -293,23 +300,27 @@ def plan_restore(rows: Any, target_memories: list[dict[str, Any]], opts: Restore
     texts = rows.column("text").to_pylist()
     holders = held_by(set(ids), target_memories)
     plan = RestorePlan(selected=len(ids))
+    keep: set[int] = set()  # id() of the one holder kept per snapshot memory
     for sid, coll, tag, text in zip(ids, colls, tags, texts, strict=True):
         hs = holders.get(sid)
         if not hs:
             plan.add.append(sid)
             continue
         plan.held += 1
-        h = hs[0]
         want = fingerprint(coll or "default", tag, text)
-        if fingerprint(h.get("collection") or "default", h.get("container_tag"), h.get("text")) != (
-            want
-        ):
-            plan.differ.append(sid)
+        same = next((h for h in hs if fp(h) == want), None)
+        if same is not None:
+            keep.add(id(same))
+            continue
+        plan.differ.append(sid)
+        if opts.mirror:
+            plan.add.append(sid)
     if opts.mirror:
-        keep = {id(hs[0]) for hs in holders.values()}
+        holding = {id(h) for hs in holders.values() for h in hs}
         for m in target_memories:
-            if id(m) not in keep and _in_scope(m, opts):
-                plan.remove.append((str(m.get("id")), str(m.get("collection") or "default")))
+            if id(m) in keep or (id(m) not in holding and not _in_scope(m, opts)):
+                continue
+            plan.remove.append((str(m.get("id")), str(m.get("collection") or "default")))
     return plan, holders
 
 

@@ -166,9 +166,18 @@ def test_lost_300_gained_50_restore_then_mirror(account, capsys):
     rc, again = _run(["restore", str(snap), *target], capsys)
     assert rc == 0 and again["plan"]["add"] == 0 and again["added"] == 0
     assert len(_memories(db)) == 1050
+    # a bad edit since: the default leaves it (would-differ); mirror puts the snapshot's text back
+    victim = before[0]
+    store = LocalStore(db, create=False)
+    store.update(victim["id"], collection=victim["collection"], text="rewritten by a bad clean")
+    store.close()
+    rc, again = _run(["restore", str(snap), *target], capsys)
+    assert again["plan"]["differ"] == 1 and again["plan"]["examples"]["differ"] == [victim["id"]]
+    assert again["added"] == 0
     # mirror: equal to the snapshot
     rc, mir = _run(["restore", str(snap), *target, "--mirror", "--yes"], capsys)
-    assert rc == 0 and mir["removed"] == 50 and mir["verification"]["exact"] is True
+    assert rc == 0 and mir["removed"] == 51 and mir["added"] == 1
+    assert mir["verification"]["exact"] is True
     final = _memories(db)
     assert len(final) == 1000
     assert _held(ids, final) == Counter(dict.fromkeys(ids, 1))
