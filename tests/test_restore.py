@@ -288,3 +288,32 @@ def test_the_same_restore_twice_at_once_is_refused(account, capsys, tmp_path):
     finally:
         os.close(fd)
     assert main(args) == 0 and len(_memories(db)) == 1050
+
+
+def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, tmp_path):
+    db, snap = account
+    before, new_ids = _lose_300_gain_50(db)
+    cwd = db.parent
+    target = f"local:{db}?latency_ms=300&seed=9"
+    args = [*CLI, "restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    proc = subprocess.Popen(
+        args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _done(cwd) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert json.loads(out)["interrupted"] is True
+    assert 100 <= len(_memories(db)) - 750 < 300
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()  # no work dir there: the account itself says what already came back
+    final = subprocess.run(args, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    res = json.loads(final.stdout)
+    assert res["resumed_pending"] is False and res["plan"]["already_held"] >= 800
+    ids = [m["id"] for m in before]
+    after = _memories(db)
+    assert len(after) == 1050 and _held(ids, after) == Counter(dict.fromkeys(ids, 1))
