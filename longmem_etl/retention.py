@@ -271,18 +271,33 @@ def _finish_removal(snapshot: Path) -> bool:
     return True
 
 
-def remove_snapshot(snapshot: Path) -> bool:
+def remove_snapshot(snapshot: Path) -> str:
     """Remove one committed snapshot: manifest away first (readers stop seeing it), then its files.
 
-    Returns False when someone else removed it first. Raises OSError on a real failure."""
+    Returns ``"removed"``; ``"gone"`` when someone else removed it first; ``"left"`` when the
+    directory also held files the tool did not make (they stay; the snapshot is gone);
+    ``"unreadable"`` when its manifest cannot be read, so which files are ours is unknown: then
+    nothing is touched. Raises OSError on a real failure."""
     manifest = snapshot / "manifest.json"
+    if not manifest.exists():
+        return "gone"
+    if not _listed_files(snapshot, manifest) and _manifest_unreadable(manifest):
+        return "unreadable"
     try:
         os.rename(manifest, snapshot / FORGET_MARKER)
     except FileNotFoundError:
-        return False
+        return "gone"
     _fsync_dir(snapshot)
-    _finish_removal(snapshot)
-    return True
+    return "removed" if _finish_removal(snapshot) else "left"
+
+
+def _manifest_unreadable(path: Path) -> bool:
+    from longmem_etl import jsonio
+
+    try:
+        return not isinstance(jsonio.loads(path.read_bytes()).get("files"), dict)
+    except Exception:
+        return True
 
 
 def finish_interrupted(root: Path, tenant: str | None) -> list[str]:
@@ -323,6 +338,7 @@ class ForgetResult:
     tenants: list[TenantPlan] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     finished_interrupted: list[str] = field(default_factory=list)
+    not_removed: list[dict[str, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -418,6 +434,15 @@ def forget(
             if dry_run:
                 continue
             for s in plan.remove:
-                if remove_snapshot(Path(s)):
+                outcome = remove_snapshot(Path(s))
+                if outcome in ("removed", "left"):
                     result.removed.append(s)
+                if outcome == "left":
+                    result.not_removed.append(
+                        {"path": s, "why": "files the tool did not write stay in the directory"}
+                    )
+                elif outcome == "unreadable":
+                    result.not_removed.append(
+                        {"path": s, "why": "unreadable manifest: which files are ours is unknown"}
+                    )
     return result

@@ -273,6 +273,21 @@ def test_removal_deletes_only_listed_files_and_is_finished_after_a_kill(
     assert not second.exists()
     assert sorted(p.name for p in oldest.iterdir()) == ["notes.txt"]
     assert len(_names(root)) == 3
+    assert [Path(n["path"]).name for n in out["not_removed"]] == [oldest.name]
+
+
+def test_a_snapshot_with_an_unreadable_manifest_is_not_touched(tmp_path, one_snapshot, capsys):
+    root = _month_root(tmp_path, one_snapshot)
+    oldest = root / "tenant=acme" / snapshot_name(_t(MONTH[0]))
+    (oldest / "manifest.json").write_text("{not json")
+    capsys.readouterr()
+    assert main(["forget", "--root", str(root), "--keep-last", "2", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["removed"]) == 12
+    assert out["not_removed"][0]["path"] == str(oldest)
+    assert sorted(p.name for p in oldest.iterdir()) == sorted(
+        p.name for p in one_snapshot.iterdir()
+    )
 
 
 def test_forget_without_a_rule_or_with_bad_values_is_refused(tmp_path, one_snapshot, capsys):

@@ -102,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         lines.append(
             f"no snapshots under {args.root}" + (f" for {args.tenant}" if args.tenant else "")
         )
+    for n in r.not_removed:
+        lines.append(f"  note: {Path(n['path']).name}: {n['why']}")
     if r.finished_interrupted:
         lines.append(f"finished {len(r.finished_interrupted)} interrupted removal(s)")
     emit(args, r.to_json(), "\n".join(lines))
