@@ -48,6 +48,7 @@ from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLErr
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal, is_journal
+from longmem_etl.migrate.known_limits import refusal_check
 from longmem_etl.migrate.lock import migration_locks
 from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
@@ -335,6 +336,7 @@ def _run_locked(
             settle_timeout=opts.settle_timeout,
             stop=stop,
             on_items=(bar.update if bar is not None else None),
+            refuses=refusal_check(opts.target),
         )
         t_upload = time.monotonic()
         result.timings["freeze_plan"] = round(t_upload - t_plan, 3)
