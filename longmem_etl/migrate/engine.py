@@ -298,9 +298,14 @@ def _run_locked(
         journal.put(resume_command=result.resume_command)
         t_plan = time.monotonic()
         fresh = not journal.planned
+        # A fresh plan with provenance markers is written while the upload runs (`planstream`):
+        # what already landed is known from the markers (one export, before the first batch).
+        streamed = fresh and opts.provenance and os.environ.get("LONGMEM_ETL_STREAM_PLAN") != "0"
         if fresh:
             try:
-                _freeze_and_plan(opts, journal, work_dir, mid, key, plan_binding)
+                _freeze_and_plan(
+                    opts, journal, work_dir, mid, key, plan_binding, write=not streamed
+                )
             except BadInput:
                 if not existed:  # nothing half-made stays behind a refused first run
                     journal.close()
@@ -308,7 +313,10 @@ def _run_locked(
                     _discard_plan(work_dir)
                 raise
         target = sources.open_target(opts.target, key_env=opts.target_key_env)
-        if fresh and opts.provenance:
+        feed, streamed_plan = None, None
+        if streamed:
+            feed, streamed_plan = _plan_feed(opts, journal, target, key, stop, result)
+        elif fresh and opts.provenance:
             from longmem_etl.migrate.holdings import learn_holdings
 
             t_held = time.monotonic()
@@ -317,11 +325,10 @@ def _run_locked(
             result.timings["holdings"] = round(time.monotonic() - t_held, 3)
         result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
         counts = journal.counts()
-        bar = (
-            progress(counts["items_total"], desc="migrate", unit="item")
-            if opts.show_progress
-            else None
-        )
+        total = counts["items_total"]
+        if streamed:
+            total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
+        bar = progress(total, desc="migrate", unit="item") if opts.show_progress else None
         if bar is not None:
             bar.update(counts["items_done"] + counts["items_dead"])
         send = make_sender(target, opts.mode, journal.get("collection_defs", {}))
@@ -343,10 +350,21 @@ def _run_locked(
         try:
             # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
             # provenance (content counting is its only way to learn what is already there).
-            stats = uploader.run(resumed=result.resumed or (fresh and not opts.provenance))
+            stats = uploader.run(
+                resumed=result.resumed or (fresh and not opts.provenance), feed=feed
+            )
         finally:
             if bar is not None:
                 bar.close()
+        if streamed_plan is not None:
+            held = {
+                "already_in_target": streamed_plan.held,
+                "changed": streamed_plan.changed,
+                "with_extra_copies": streamed_plan.with_copies,
+            }
+            journal.put(holdings=held)
+            result.holdings = dict(held)
+            result.timings["plan_overlapped"] = round(streamed_plan.seconds, 3)
         if fresh and not opts.provenance:
             result.holdings["already_in_target"] = stats.reconciled_items
             journal.put(holdings=result.holdings)
@@ -443,6 +461,47 @@ def _interrupted_by_user(stop: threading.Event, stats: Any) -> bool:
     return stop.is_set() and stats.fatal is None
 
 
+def _memories_file(journal: Journal) -> Path:
+    return Path(journal.get("frozen_snapshot")) / "memories.parquet"
+
+
+def _plan_feed(
+    opts: MigrationOptions,
+    journal: Journal,
+    target: Any,
+    key: str,
+    stop: threading.Event,
+    result: MigrationResult,
+):
+    """Learn what the target holds under this source key (one export), then return the
+    uploader's ``feed``: the streamed plan, queueing each chunk once its rows are durable."""
+    from longmem_etl.migrate.planstream import StreamedPlan, held_by_marker, stream_plan
+
+    t_held = time.monotonic()
+    dump = export_target(target, stop=stop)
+    held = held_by_marker(target_keys(dump.get("memories") or []), key)
+    del dump
+    result.timings["holdings"] = round(time.monotonic() - t_held, 3)
+    report = StreamedPlan()
+    memories = _memories_file(journal)
+
+    def feed(queue) -> None:
+        stream_plan(
+            journal,
+            memories,
+            mode=opts.mode,
+            source_key=key,
+            chunk_size=opts.chunk_size,
+            max_bytes=opts.max_bytes,
+            held=held,
+            put=queue.put,
+            stop=stop,
+            report=report,
+        )
+
+    return feed, report
+
+
 def _freeze_and_plan(
     opts: MigrationOptions,
     journal: Journal,
@@ -450,8 +509,11 @@ def _freeze_and_plan(
     mid: str,
     key: str,
     plan_binding: dict[str, Any],
+    *,
+    write: bool = True,
 ) -> None:
-    """A fresh plan: freeze the source into the work dir, clean it, store the whole plan."""
+    """A fresh plan: freeze the source into the work dir, clean it, store the whole plan (or, with
+    ``write=False``, leave the plan to the streaming planner)."""
     frozen = sources.freeze(
         opts.source, work_dir / "frozen", spec=opts.spec, key_env=opts.source_key_env
     )
@@ -469,6 +531,8 @@ def _freeze_and_plan(
         source_key=key,
         plan_binding=plan_binding,
     )
+    if not write:
+        return
     items = plan_items(
         frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
     )

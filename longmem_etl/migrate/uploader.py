@@ -228,28 +228,46 @@ class Uploader:
         self.refuses = refuses
 
     # -- top level ---------------------------------------------------------------------------
-    def run(self, *, resumed: bool = False, max_rounds: int = 50) -> UploadStats:
+    def run(
+        self,
+        *,
+        resumed: bool = False,
+        max_rounds: int = 50,
+        feed: Callable[[WorkQueue], None] | None = None,
+    ) -> UploadStats:
         """Reconcile leftovers of a previous run, then send passes until nothing is pending.
 
         ``resumed``: an earlier run may have been killed at any point, so every unfinished chunk
-        (not only those marked in_flight) is reconciled first, with one export of the target."""
+        (not only those marked in_flight) is reconciled first, with one export of the target.
+        ``feed(queue)``: runs in its own thread during the first pass, queueing chunks as the
+        planner makes them durable (`planstream`); workers wait for it until it returns."""
         previous = sys.getswitchinterval()
         # Many threads that mostly wait on the network: a short GIL switch interval lets a thread
         # whose call just returned get back to work without queueing 5 ms behind CPU-bound peers.
         sys.setswitchinterval(min(previous, 0.0005))
         try:
-            return self._run(resumed=resumed, max_rounds=max_rounds)
+            return self._run(resumed=resumed, max_rounds=max_rounds, feed=feed)
         except Interrupted:
             return self.stats  # stop was set: the journal is consistent, the caller reports 130
         finally:
             sys.setswitchinterval(previous)
 
-    def _run(self, *, resumed: bool, max_rounds: int) -> UploadStats:
+    def _run(
+        self, *, resumed: bool, max_rounds: int, feed: Callable[[WorkQueue], None] | None = None
+    ) -> UploadStats:
         suspects = self.journal.chunks_in("in_flight", "failed")
         if resumed:
             suspects = self.journal.chunks_in("planned", "in_flight", "failed")
         if suspects:
             self._reconcile(suspects)
+        if feed is not None:
+            self._pass([], feed)
+            if not self.stop.is_set():
+                with self._lock:
+                    ambiguous, self._ambiguous = sorted(self._ambiguous), set()
+                    skipped, self._skipped = set(self._skipped), set()
+                if ambiguous:
+                    self._reconcile(ambiguous, skipped=skipped)
         for _ in range(max_rounds):
             if self.stop.is_set():
                 break
