@@ -31,7 +31,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TEXT_LIMIT = 100_000  # the embedded store's MAX_TEXT_CHARS: longer texts are refused (422)
-WORDS = "alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu".split()
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+]
 COLLECTIONS = ["notes", "crm", "support", "research", "journal"]
 
 

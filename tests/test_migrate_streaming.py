@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 
 from longmem_etl.api.endpoints import open_endpoint
-from longmem_etl.migrate import MigrationOptions, run_migration
-from longmem_etl.migrate import planstream
+from longmem_etl.migrate import MigrationOptions, planstream, run_migration
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.plan import plan_items
 from longmem_etl.migrate.uploader import presplit
