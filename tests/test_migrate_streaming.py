@@ -188,13 +188,12 @@ def test_presplit_isolates_known_refusals() -> None:
 
     groups = presplit(items, refuses)
     assert [[s for s, _ in g] for g in groups] == [
-        ["s0", "s1"],
+        ["s0", "s1", "s4", "s5", "s6", "s8"],
         ["s2"],
         ["s3"],
-        ["s4", "s5", "s6"],
         ["s7"],
-        ["s8"],
     ]
+    assert presplit(items[2:4], refuses) == [[items[2]], [items[3]]]
     assert presplit(items, None) == [items]
 
 
@@ -213,8 +212,8 @@ def test_known_refused_item_is_split_out_before_sending(tmp_path: Path) -> None:
         )
     )
     assert res.dead_letters == 1 and res.upload["bisections"] == 0
-    # 3 chunks; the middle one goes as [m020..m036], [m037 alone], [m038..m039]: 2 extra calls
-    assert res.upload["calls"] == 5
+    # 3 chunks; the first goes as [the 19 others] and [m017 alone]: 1 extra call
+    assert res.upload["calls"] == 4
     dead = [json.loads(x) for x in Path(res.outputs["dead_letter"]).read_text().splitlines()]
     assert [d["source_id"] for d in dead] == ["m017"] and dead[0]["status"] == 422
     assert (

@@ -479,7 +479,7 @@ def _plan_feed(
 
     t_held = time.monotonic()
     dump = export_target(target, stop=stop)
-    held = held_by_marker(target_keys(dump.get("memories") or []), key)
+    held = held_by_marker(target_keys(dump.get("memories") or [], fingerprints=False), key)
     del dump
     result.timings["holdings"] = round(time.monotonic() - t_held, 3)
     report = StreamedPlan()
@@ -559,23 +559,34 @@ def verify_journal(
             "fp": [r[4] for r in rows],
         }
     )
+    # only ids the journal does not know yet get filled in (add_many returned most already)
+    unknown = {r[0] for r in rows if r[1] is None}
+    del rows  # the export is the big allocation: hold as little as possible beside it
     dump = export_target(target, stop=stop)
     provenance = (journal.get("options") or {}).get("provenance", True)
-    report = compare(
-        source,
-        target_keys(dump.get("memories") or []),
-        migration_id=migration_id if provenance else None,
-        foreign_copies=foreign_copies,
-    )
-    if report.id_pairs is not None and report.id_pairs.num_rows:
+    mig = migration_id if provenance else None
+    keys = target_keys(_drain(dump.get("memories") or []), own_key=mig)
+    del dump
+    report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
+    if report.id_pairs is not None and report.id_pairs.num_rows and unknown:
         journal.set_target_ids(
-            zip(
+            (s, t)
+            for s, t in zip(
                 report.id_pairs["source_id"].to_pylist(),
                 report.id_pairs["target_id"].to_pylist(),
                 strict=True,
             )
+            if s in unknown
         )
     return report
+
+
+def _drain(rows: list) -> Iterator[Any]:
+    """Yield a list's items, dropping each from the list once yielded (memory is freed as the
+    keys are built, instead of holding the whole export and its keys at once)."""
+    for i in range(len(rows)):
+        row, rows[i] = rows[i], None
+        yield row
 
 
 def _write_outputs(

@@ -152,23 +152,18 @@ def presplit(
     sizes: list[int] | None = None,
 ) -> list[list[tuple[str, dict[str, Any]]]]:
     """Cut a chunk so every item the target is known to refuse travels alone: the server still
-    answers for it (its status and message go to the dead letter), but its neighbours land in
-    one call instead of a chain of bisections."""
+    answers for it (its status and message go to the dead letter), and the chunk's other items
+    land together in ONE call instead of a chain of bisections (one extra call per such item)."""
     if refuses is None:
         return [items]
-    groups: list[list[tuple[str, dict[str, Any]]]] = []
-    run: list[tuple[str, dict[str, Any]]] = []
+    good: list[tuple[str, dict[str, Any]]] = []
+    alone: list[list[tuple[str, dict[str, Any]]]] = []
     for n, pair in enumerate(items):
         if refuses(pair[1], sizes[n] if sizes is not None else None):
-            if run:
-                groups.append(run)
-                run = []
-            groups.append([pair])
+            alone.append([pair])
         else:
-            run.append(pair)
-    if run:
-        groups.append(run)
-    return groups or [items]
+            good.append(pair)
+    return ([good] if good else []) + alone
 
 
 class SkippedItems(Exception):
