@@ -38,6 +38,8 @@ from longmem_etl.migrate.plan import Chunker, PlannedItem, build_planned
 
 BATCH = int(os.environ.get("LONGMEM_ETL_PLAN_BATCH", "5000"))
 """Items per durable plan transaction (tests lower it to see a plan that is still being written)."""
+FIRST_BATCH = 1000
+"""The first transaction: enough chunks to fill the pipe at once (8 workers x 100 items)."""
 KEY_COLUMNS = ("id", "collection", "container_tag", "created_at", "fidelity")
 
 
@@ -137,11 +139,11 @@ def stream_plan(
     journal.begin_plan()
     chunker = Chunker(chunk_size=chunk_size, max_bytes=max_bytes)
     seq = 0
-    for start in range(0, len(order), BATCH):
+    for start, size in _batches(len(order)):
         if stop is not None and stop.is_set():
             out.seconds = time.monotonic() - t0
             return out
-        idx = order.slice(start, BATCH)
+        idx = order.slice(start, size)
         rows = table.take(idx)
         mems = (
             batch_to_dump_memories(rows.combine_chunks().to_batches()[0]) if rows.num_rows else []
@@ -163,7 +165,7 @@ def stream_plan(
             items.append(_row(item, seq, chunk_no, state, tid))
             seq += 1
         closed = chunker.closed()
-        last = len(order) <= start + BATCH
+        last = len(order) <= start + size
         if last:
             closed += chunker.finish()
         open_chunks = journal.write_plan_batch(items, closed, changed, finished=last)
@@ -178,6 +180,18 @@ def stream_plan(
     if not len(order):
         journal.write_plan_batch([], [], [], finished=True)
     out.seconds = time.monotonic() - t0
+    return out
+
+
+def _batches(n: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of each plan batch: a small first one (`FIRST_BATCH`), so the first calls
+    go out within milliseconds, then `BATCH`."""
+    out, start = [], 0
+    size = min(FIRST_BATCH, BATCH)
+    while start < n:
+        out.append((start, size))
+        start += size
+        size = BATCH
     return out
 
 
