@@ -47,8 +47,12 @@ class PlannedItem:
         return self.size if self.size is not None else len(self.payload.encode("utf-8"))
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""One encoder for every payload (``json.dumps`` with options builds a new one per call)."""
+
+
 def _encode(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(obj)
 
 
 def build_payload(

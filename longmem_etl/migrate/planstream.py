@@ -179,6 +179,10 @@ def stream_plan(
                 put(chunk_no)
     if not len(order):
         journal.write_plan_batch([], [], [], finished=True)
+    del table
+    # Arrow's allocator keeps freed pages for reuse; hand the snapshot's back before the
+    # verification export (the run's biggest allocation) needs the room.
+    pa.default_memory_pool().release_unused()
     out.seconds = time.monotonic() - t0
     return out
 
