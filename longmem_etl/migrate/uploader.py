@@ -219,6 +219,7 @@ class Uploader:
         self._reconciling = False
         self._queue = WorkQueue()
         self._runs: dict[int, _ChunkRun] = {}
+        self._finishing = 0
         self._feed_error: BaseException | None = None
         self.refuses = refuses
 
@@ -375,7 +376,7 @@ class Uploader:
             unit = self._queue.get(timeout=0.05)
             if unit is None:
                 with self._lock:
-                    busy = bool(self._runs)
+                    busy = bool(self._runs) or self._finishing > 0
                 if busy or not self._queue.drained():
                     # a chunk still has calls out (its halves may come back), or the planner is
                     # still writing chunks: stay, so the pipe stays full when they arrive
@@ -465,8 +466,13 @@ class Uploader:
                 finished = run.outstanding == 0
                 if finished:
                     del self._runs[unit.chunk_no]
+                    self._finishing += 1  # idle workers stay: this may queue the chunk again
             if finished:
-                self._finish_chunk(unit.chunk_no, run)
+                try:
+                    self._finish_chunk(unit.chunk_no, run)
+                finally:
+                    with self._lock:
+                        self._finishing -= 1
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
