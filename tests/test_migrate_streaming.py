@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -219,3 +220,34 @@ def test_known_refused_item_is_split_out_before_sending(tmp_path: Path) -> None:
     assert (
         res.verification["totals"]["missing"] == 1 and res.verification["totals"]["present"] == 59
     )
+
+
+def test_halves_of_a_refused_chunk_run_concurrently(tmp_path: Path) -> None:
+    """One chunk, two items the store refuses (blank text: no known limit says so, so it is
+    bisected): the halves go back to the shared queue and idle workers send them at once."""
+    from longmem_etl.migrate.uploader import Uploader, make_sender
+
+    mems = [{"id": f"m{i:02d}", "collection": "c", "text": f"fact {i}"} for i in range(16)]
+    mems[0]["text"] = mems[15]["text"] = "   "
+    j = Journal(tmp_path / "j.sqlite")
+    j.bind(BINDING)
+    j.write_plan(plan_items(mems, mode="add", source_key="K"), chunk_size=16)
+    target = open_endpoint(f"local:{tmp_path / 't.db'}?latency_ms=60")
+    send = make_sender(target, "add")
+    lock, state = threading.Lock(), {"now": 0, "max": 0}
+
+    def counting(collection: str, items: list[dict]) -> list[str | None]:
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        try:
+            return send(collection, items)
+        finally:
+            with lock:
+                state["now"] -= 1
+
+    stats = Uploader(j, target, counting, migration_id="K", concurrency=4).run()
+    assert state["max"] >= 2  # a lone chunk's halves were in flight together
+    assert stats.bisections >= 2 and stats.dead_items == 2
+    assert sorted(d["source_id"] for d in j.dead_letters()) == ["m00", "m15"]
+    assert j.counts()["items_done"] == 14

@@ -377,9 +377,13 @@ class Uploader:
             if unit is None:
                 with self._lock:
                     busy = bool(self._runs) or self._finishing > 0
-                if busy or not self._queue.drained():
+                drained = self._queue.drained()
+                if busy or not drained:
                     # a chunk still has calls out (its halves may come back), or the planner is
-                    # still writing chunks: stay, so the pipe stays full when they arrive
+                    # still writing chunks: stay, so the pipe stays full when they arrive. Only
+                    # the last calls of the pass overlap a reconciliation (one export each).
+                    if not drained:
+                        continue
                     try:
                         self._reconcile_early()
                     except Interrupted:
