@@ -517,6 +517,7 @@ def _freeze_and_plan(
     frozen = sources.freeze(
         opts.source, work_dir / "frozen", spec=opts.spec, key_env=opts.source_key_env
     )
+    pa.default_memory_pool().release_unused()  # convert's Arrow buffers: not needed any more
     journal.put(
         frozen_snapshot=str(frozen.path) if frozen.path else None,
         frozen_identity=frozen.identity,
