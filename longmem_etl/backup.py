@@ -6,8 +6,8 @@ Guarantees:
 - **Atomic.** Everything goes through ``SnapshotWriter`` (temp dir, manifest last, rename), and every
   check runs *before* the commit, so a failed or interrupted backup leaves no snapshot. A killed
   process can only leave a ``ROOT/.tmp-*`` directory, which ``list_snapshots`` never shows and the
-  next writer on that root removes (``snapshots.temps``: at once when its owner is provably dead,
-  else once it is older than ``STALE_TEMP_AGE``); a backup reports what it swept.
+  next writer on that root removes (``snapshots.temps``: only dirs carrying this tool's marker
+  whose owner is provably dead; nothing unmarked is ever removed); a backup reports what it swept.
 - **Verified.** One-call: per collection, the export's count must equal ``health(collection).total``
   (accepting either reading of ``total``: all memories, or all but archived). Paged: the same counts
   taken before *and* after paging must agree with what was paged, and no id may come twice (offset
@@ -157,8 +157,10 @@ def _backup_writer(
     info: dict[str, Any],
     total: int | None,
     show: bool,
+    named_at: datetime,
 ):
-    """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories."""
+    """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories; the
+    snapshot is named after ``named_at``, the moment the export was taken."""
     from longmem_etl.snapshots import SnapshotWriter
 
     bar = progress_bar(total, desc=f"backup {name}", unit="mem")
@@ -166,7 +168,9 @@ def _backup_writer(
         bar.disable = True
     with (
         bar,
-        SnapshotWriter(root, name, source=source, extra_manifest={"backup": info}) as writer,
+        SnapshotWriter(
+            root, name, source=source, extra_manifest={"backup": info}, named_at=named_at
+        ) as writer,
     ):
         yield writer, bar
 
@@ -188,23 +192,39 @@ def _written(writer: Any, verification: dict[str, Any]) -> tuple:
 def prune(
     root: str | os.PathLike, tenant: str, keep: int, *, protect: Path | None = None
 ) -> list[str]:
-    """Keep the newest ``keep`` complete snapshots of ``tenant``; never removes ``protect``.
+    """Keep the newest ``keep`` complete snapshots of exactly ``tenant``; never removes ``protect``
+    nor a snapshot this tool did not write (its manifest must name ``longmem-etl``).
 
-    A pruned snapshot is first renamed to a ``.tmp-`` dir (one atomic step: it stops being a
-    snapshot), then deleted."""
-    from longmem_etl.snapshots import list_snapshots
+    Runs under the tenant's lock (``layout.tenant_lock``). Each victim is moved, in one rename,
+    into a fresh marked temp dir (``temps.new_owned_dir``) and deleted from there: killed at any
+    point, what is left is either the intact snapshot or a marked temp dir the next sweep removes."""
+    from longmem_etl.snapshots.layout import list_snapshots, tenant_lock
+    from longmem_etl.snapshots.manifest import read_manifest
+    from longmem_etl.snapshots.temps import new_owned_dir
 
     if keep < 1:
         raise BadInput(f"--keep must be at least 1 (got {keep})")
-    snaps = list_snapshots(root, tenant)
-    victims = [s for s in snaps[:-keep] if protect is None or s.resolve() != protect.resolve()]
     removed = []
-    for snap in victims:
-        doomed = Path(root) / f".tmp-prune-{snap.parent.name}-{snap.name}-{os.getpid()}"
-        os.rename(snap, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-        removed.append(str(snap))
+    with tenant_lock(root, tenant):
+        snaps = [s for s in list_snapshots(root, tenant) if _ours(s, read_manifest)]
+        victims = [s for s in snaps[:-keep] if protect is None or s.resolve() != protect.resolve()]
+        for snap in victims:
+            doomed, owner = new_owned_dir(root, ".tmp-prune-")
+            try:
+                os.rename(snap, doomed / "snapshot")
+                removed.append(str(snap))
+            finally:
+                owner.release()
+                shutil.rmtree(doomed, ignore_errors=True)
     return removed
+
+
+def _ours(snap: Path, read_manifest: Any) -> bool:
+    try:
+        tool = read_manifest(snap).get("tool")
+    except BadInput:
+        return False
+    return isinstance(tool, dict) and tool.get("name") == "longmem-etl"
 
 
 # -- the backup ------------------------------------------------------------------------------------
@@ -222,6 +242,7 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
     from longmem_etl.snapshots import tenant_from_header
 
     for attempt in range(EXPORT_ATTEMPTS):
+        exported = datetime.now(timezone.utc)  # the backup's export time names the snapshot
         dump = _read(api.export_account)
         if not isinstance(dump, dict) or not isinstance(dump.get("memories"), list):
             raise APIError(502, "export_account did not return {tenant, collections, memories}")
@@ -248,7 +269,10 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
         "health_checked_collections": len(totals) if totals is not None else None,
     }
     info = {"mode": "export", "verification": verification}
-    with _backup_writer(root, name, source, info, len(memories), progress) as (writer, bar):
+    with _backup_writer(root, name, source, info, len(memories), progress, exported) as (
+        writer,
+        bar,
+    ):
         # exact copies through jsonio, as a dump file read would give them
         writer.set_header(jsonio.loads(jsonio.dumps(header)))
         writer.set_collections(
@@ -279,7 +303,8 @@ def _paged(
 ):
     from longmem_etl.dumps.normalize import Normalizer
 
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    started_at = datetime.now(timezone.utc)
+    started = started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     cols = _read(api.collections)
     if not isinstance(cols, list):
         raise APIError(502, "collections() did not return a list")
@@ -315,7 +340,7 @@ def _paged(
 
     info = {"mode": "paged", "page_size": page_size}
     total = sum(before.values()) if before else None
-    with _backup_writer(root, name, source, info, total, progress) as (writer, bar):
+    with _backup_writer(root, name, source, info, total, progress, started_at) as (writer, bar):
         writer.set_header({"tenant": name, "exported_at": started})
         writer.set_collections(cols)
         for coll in names:
