@@ -318,3 +318,17 @@ def test_manifest_records_exact_name_and_source_sha(tmp_path):
     assert manifest["tenant"] == "  spaced / Ünï  "
     assert manifest["source"]["sha256"] and manifest["source"]["bytes"] == dump.stat().st_size
     assert Path(out["path"]).parent.name == "tenant=" + encode_tenant("  spaced / Ünï  ")
+
+
+def test_dump_never_replaces_an_existing_file_unless_forced(tmp_path):
+    root = tmp_path / "snaps"
+    dump = _write(tmp_path / "d.json", _dump("Acme"))
+    snap = json.loads(_cli("convert", str(dump), "--root", str(root), "--json").stdout)["path"]
+    out = tmp_path / "mine.json"
+    out.write_text("the user's own file")
+    p = _cli("dump", snap, "--out", str(out), expect=2)
+    assert str(out) in p.stderr and "--force" in p.stderr and p.stderr.count("\n") == 1
+    assert out.read_text() == "the user's own file"
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["d.json", "mine.json", "snaps"]
+    _cli("dump", snap, "--out", str(out), "--force")
+    assert jsonio.loads(out.read_bytes())["tenant"] == "Acme"
