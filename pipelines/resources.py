@@ -58,16 +58,17 @@ def render(template: str, tenant: str | None = None) -> str:
     return out
 
 
-_PLAIN_ENV = re.compile(r"^[a-z0-9]+(?:_[a-z0-9]+)*$")
+_PLAIN_ENV = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
 
 
 def env_name(tenant: str) -> str:
     """The tenant as part of an environment variable name, distinct for distinct tenants (two
-    tenants must never read one key): ``acme`` / ``acme_eu`` are upper-cased as they are; any
-    other name (``Acme``, ``a/b``, ``東京``) becomes ``_`` + the hex of its UTF-8 bytes, which a
-    plain name (never starting with ``_``) cannot spell."""
+    tenants must never read one key). Plain lowercase names stay readable: upper-cased, ``-``
+    becomes ``_`` and ``_`` becomes ``__`` (``globex-eu`` -> ``GLOBEX_EU``, ``globex_eu`` ->
+    ``GLOBEX__EU``); any other name (``Acme``, ``a/b``, ``東京``) becomes ``_`` + the hex of its
+    UTF-8 bytes, which a plain name (never starting with ``_``) cannot spell."""
     if _PLAIN_ENV.match(tenant):
-        return tenant.upper()
+        return tenant.replace("_", "__").replace("-", "_").upper()
     return "_" + tenant.encode("utf-8", "surrogatepass").hex().upper()
 
 

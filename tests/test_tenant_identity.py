@@ -294,7 +294,7 @@ def test_partition_keys_are_exact_names_or_reversible_escapes():
     from pipelines.partitions import partition_key, tenant_of
     from pipelines.resources import env_name, render
 
-    names = [*NAMES, "a...b", "line\nbreak", "50%", "%41", "tab\there", "acme.eu"]
+    names = [*NAMES, "a...b", "line\nbreak", "50%", "%41", "tab\there", "acme.eu", "a-b", "a__b"]
     keys = [partition_key(n) for n in names]
     assert keys[: len(NAMES)] == NAMES and partition_key("acme.eu") == "acme.eu"
     assert len(set(keys)) == len(names)
