@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -190,41 +189,27 @@ def _written(writer: Any, verification: dict[str, Any]) -> tuple:
 
 
 def prune(
-    root: str | os.PathLike, tenant: str, keep: int, *, protect: Path | None = None
+    root: str | os.PathLike,
+    tenant: str,
+    keep: int | None = None,
+    *,
+    protect: Path | None = None,
+    policy: Any = None,
 ) -> list[str]:
-    """Keep the newest ``keep`` complete snapshots of exactly ``tenant``; never removes ``protect``
-    nor a snapshot this tool did not write (its manifest must name ``longmem-etl``).
+    """Retention after a backup: ``keep`` N is ``forget --keep-last N``; ``policy`` a full
+    ``retention.Policy``. Same code as the ``forget`` verb (``retention.forget``): ``protect`` (the
+    snapshot just written) and the newest verified snapshot are never removed."""
+    from longmem_etl.retention import Policy, forget
 
-    Runs under the tenant's lock (``layout.tenant_lock``). Each victim is moved, in one rename,
-    into a fresh marked temp dir (``temps.new_owned_dir``) and deleted from there: killed at any
-    point, what is left is either the intact snapshot or a marked temp dir the next sweep removes."""
-    from longmem_etl.snapshots.layout import list_snapshots, tenant_lock
-    from longmem_etl.snapshots.manifest import read_manifest
-    from longmem_etl.snapshots.temps import new_owned_dir
-
-    if keep < 1:
+    if keep is not None and keep < 1:
         raise BadInput(f"--keep must be at least 1 (got {keep})")
-    removed = []
-    with tenant_lock(root, tenant):
-        snaps = [s for s in list_snapshots(root, tenant) if _ours(s, read_manifest)]
-        victims = [s for s in snaps[:-keep] if protect is None or s.resolve() != protect.resolve()]
-        for snap in victims:
-            doomed, owner = new_owned_dir(root, ".tmp-prune-")
-            try:
-                os.rename(snap, doomed / "snapshot")
-                removed.append(str(snap))
-            finally:
-                owner.release()
-                shutil.rmtree(doomed, ignore_errors=True)
-    return removed
-
-
-def _ours(snap: Path, read_manifest: Any) -> bool:
-    try:
-        tool = read_manifest(snap).get("tool")
-    except BadInput:
-        return False
-    return isinstance(tool, dict) and tool.get("name") == "longmem-etl"
+    if policy is None:
+        if keep is None:
+            return []
+        policy = Policy(last=keep)
+    elif keep is not None:
+        raise BadInput("give --keep or a retention policy, not both")
+    return forget(root, policy, tenant=tenant, protect=protect).removed
 
 
 # -- the backup ------------------------------------------------------------------------------------
@@ -410,18 +395,20 @@ def backup(
     key_env: str = DEFAULT_KEY_ENV,
     page_size: int = 100,
     progress: bool = False,
+    retention: Any = None,
 ) -> BackupResult:
     """Back up the account behind ``source_uri`` into a new snapshot under ``root``.
 
     ``tenant`` overrides the snapshot's tenant (default: the export's tenant, or the local store's).
-    ``keep`` prunes older complete snapshots of that tenant after a successful backup.
+    ``keep`` prunes older complete snapshots of that tenant after a successful backup (it is
+    ``--keep-last``); ``retention`` (a ``retention.Policy``) applies a full policy instead.
     """
     if classify_source(source_uri) != "endpoint":
         raise BadInput(
             f"{source_uri}: backup reads from an endpoint (local:PATH or https://HOST); "
             "to snapshot a dump file use: longmem-etl convert"
         )
-    _check_options(root, keep, page_size)
+    _check_options(root, keep, page_size, retention)
     source = _source_info(source_uri, key_env)
     api = open_endpoint(source_uri, key_env=key_env, create=False)
     try:
@@ -434,6 +421,7 @@ def backup(
             keep=keep,
             page_size=page_size,
             progress=progress,
+            retention=retention,
         )
     finally:
         close = getattr(api, "close", None)
@@ -441,9 +429,13 @@ def backup(
             close()
 
 
-def _check_options(root: str | os.PathLike, keep: int | None, page_size: int) -> None:
+def _check_options(
+    root: str | os.PathLike, keep: int | None, page_size: int, retention: Any = None
+) -> None:
     if keep is not None and keep < 1:
         raise BadInput(f"--keep must be at least 1 (got {keep})")
+    if retention is not None and keep is not None:
+        raise BadInput("give --keep or a retention policy, not both")
     if page_size < 1:
         raise BadInput(f"--page-size must be at least 1 (got {page_size})")
     if Path(root).exists() and not Path(root).is_dir():
@@ -460,11 +452,12 @@ def backup_from(
     keep: int | None = None,
     page_size: int = 100,
     progress: bool = False,
+    retention: Any = None,
 ) -> BackupResult:
     """``backup`` for an already open ``LongmemAPI`` (Dagster resources, tests). ``source`` is what
     the manifest records about it (no secrets: use ``endpoint_identity``)."""
     t0 = time.perf_counter()
-    _check_options(root, keep, page_size)
+    _check_options(root, keep, page_size, retention)
     rootp = Path(root)
     cleaned = clean_stale_temps(rootp)
     if paged:
@@ -475,7 +468,7 @@ def backup_from(
         path, name, n_mem, n_rej, n_coll, verification = _one_call(
             api, rootp, tenant, source, progress
         )
-    pruned = prune(rootp, name, keep, protect=path) if keep is not None else []
+    pruned = prune(rootp, name, keep, protect=path, policy=retention)
     return BackupResult(
         path=path,
         tenant=name,
