@@ -358,9 +358,7 @@ class ForgetResult:
 
 
 def _tenants(root: Path, tenant: str | None) -> list[tuple[str, list[Path]]]:
-    from longmem_etl.snapshots.layout import list_snapshots
-
-    from longmem_etl.snapshots.layout import snapshot_tenant
+    from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
 
     by: dict[str, list[Path]] = {}
     for snap in list_snapshots(root, tenant):  # grouped by the exact name, from the manifest
