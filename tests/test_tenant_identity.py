@@ -332,3 +332,27 @@ def test_dump_never_replaces_an_existing_file_unless_forced(tmp_path):
     assert sorted(x.name for x in tmp_path.iterdir()) == ["d.json", "mine.json", "snaps"]
     _cli("dump", snap, "--out", str(out), "--force")
     assert jsonio.loads(out.read_bytes())["tenant"] == "Acme"
+
+
+def test_a_later_backup_always_sorts_after_the_newest_snapshot(tmp_path):
+    """Backup 2 took the next second (same-second commit); backup 1 was then pruned; backup 3,
+    exported in backup 1's second, must still be named after backup 2, or retention and
+    latest_memories would take backup 2 for the newest."""
+    from datetime import datetime, timezone
+
+    root = tmp_path / "snaps"
+    t = datetime(2026, 1, 1, 12, 0, 0, 300_000, tzinfo=timezone.utc)
+    paths = []
+    for _ in range(2):
+        with SnapshotWriter(root, "acme", source={"kind": "t"}, named_at=t) as w:
+            pass
+        paths.append(w.path)
+    assert [p.name for p in paths] == ["snapshot=20260101T120000Z", "snapshot=20260101T120001Z"]
+    assert prune(root, "acme", 1, protect=paths[1]) == [str(paths[0])]
+    with SnapshotWriter(root, "acme", source={"kind": "t"}, named_at=t) as w:
+        pass
+    assert w.path.name == "snapshot=20260101T120002Z"
+    # a dump's exported_at is history, not the present: it keeps its own (older) second
+    with SnapshotWriter(root, "acme", source={"kind": "t"}, named_at=t, in_order=False) as w:
+        pass
+    assert w.path.name == "snapshot=20260101T120000Z"

@@ -167,6 +167,7 @@ def _run(
                 parent=parent,
                 extra_manifest=extra_manifest,
                 named_at=named_at,
+                in_order=named_at is None,
             ) as writer,
         ):
             writer.set_header(src.header)

@@ -18,7 +18,7 @@ import contextlib
 import os
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from longmem_etl.snapshots.layout import (
     list_snapshots,
     next_free_snapshot_dir,
     snapshot_name,
+    snapshot_time,
     tenant_lock,
 )
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, read_manifest, write_manifest
@@ -100,7 +101,10 @@ class SnapshotWriter:
     one derives from (a transform's input, the previous backup); ``extra_manifest`` entries are added
     to the manifest's top level (they may not replace the standard keys). ``exported_at`` defaults to
     the dump header's ``exported_at`` when it is a string, else the commit time. ``tenant`` is kept
-    exactly (``layout.check_tenant``). ``named_at``: the instant the snapshot is named after (the
+    exactly (``layout.check_tenant``). ``in_order``: the snapshot is of the present (a backup,
+    a derived snapshot), so its name must sort after the tenant's newest one even when that one
+    took a later second than its own (same-second commits); False for a dump's ``exported_at``,
+    which may legitimately be older. ``named_at``: the instant the snapshot is named after (the
     export time); default the commit time.
     """
 
@@ -114,6 +118,7 @@ class SnapshotWriter:
         extra_manifest: dict[str, Any] | None = None,
         exported_at: str | None = None,
         named_at: datetime | None = None,
+        in_order: bool = True,
     ) -> None:
         clash = RESERVED_KEYS & set(extra_manifest or {})
         if clash:
@@ -121,6 +126,7 @@ class SnapshotWriter:
         self.root = Path(root)
         self.tenant = check_tenant(tenant)
         self.named_at = named_at
+        self.in_order = in_order
         self.already_present = False
         self.source = dict(source)
         self.parent = str(parent) if parent is not None else None
@@ -272,7 +278,8 @@ class SnapshotWriter:
                 self.manifest = read_manifest(existing)
                 self.already_present = True
                 return
-            final = next_free_snapshot_dir(self.root, self.tenant, self.named_at or now)
+            when = self._name_time(self.named_at or now)
+            final = next_free_snapshot_dir(self.root, self.tenant, when)
             manifest["snapshot"] = final.name
             write_manifest(tmp, manifest)
             while True:
@@ -283,12 +290,25 @@ class SnapshotWriter:
                     if not final.exists():
                         raise
                     # an older version (no lock) committed the same second meanwhile: next one
-                    final = next_free_snapshot_dir(self.root, self.tenant, self.named_at or now)
+                    final = next_free_snapshot_dir(self.root, self.tenant, when)
                     manifest["snapshot"] = final.name
                     write_manifest(tmp, manifest)
         self._tmp = None
         self.path = final
         self.manifest = manifest
+
+    def _name_time(self, when: datetime) -> datetime:
+        """``when``, or one second after the tenant's newest snapshot when ``in_order`` and that
+        one is named at or up to a minute after ``when`` (a same-second commit moved it forward;
+        further ahead is clock skew, which is not followed)."""
+        if not self.in_order:
+            return when
+        snaps = list_snapshots(self.root, self.tenant)
+        newest = snapshot_time(snaps[-1]) if snaps else None
+        start = when.astimezone(timezone.utc).replace(microsecond=0)
+        if newest is not None and start <= newest <= start + timedelta(minutes=1):
+            return newest + timedelta(seconds=1)
+        return when
 
     def _abort(self) -> None:
         with contextlib.suppress(Exception):  # cleaning up after an error already raised
