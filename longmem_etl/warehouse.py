@@ -5,7 +5,11 @@ Layout (DESIGN §4): ``ROOT/tenant=<t>/snapshot=<ts>/{memories,collections,rejec
 without ``manifest.json`` is a write in progress or a crash leftover, not a snapshot, and a file a
 manifest does not list is not part of it.
 
-Views (each with ``tenant`` and ``snapshot`` columns first, from the hive layout):
+Views (each with ``tenant`` and ``snapshot`` columns first). ``tenant`` is the exact tenant name
+from the snapshot's manifest (``snapshots.layout.snapshot_tenant``), never the folder's encoding, so
+``東京``, ``a/b`` and ``Acme`` show as themselves and old snapshots show the name their manifest
+recorded; the columns come from a small (file -> tenant, snapshot) table joined on each row's file,
+not from Hive partition parsing of the path.
 
 - ``memories``        every memory of every snapshot; ``metadata``/``extra``/``fidelity`` as ``JSON``
 - ``latest_memories`` the same, restricted to the newest snapshot of each tenant
@@ -42,7 +46,7 @@ import pyarrow as pa
 
 from longmem_etl.errors import BadInput
 from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCHEMA
-from longmem_etl.snapshots.layout import TENANT_PREFIX, list_snapshots
+from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
 from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
 
 VIEWS = ("memories", "latest_memories", "collections", "rejected", "snapshots")
@@ -99,7 +103,7 @@ def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
             raise BadInput(f"{snap / MANIFEST}: no 'files' object")
         found.append(
             SnapshotEntry(
-                tenant=snap.parent.name.removeprefix(TENANT_PREFIX),
+                tenant=snapshot_tenant(snap, manifest),
                 snapshot=snap.name.split("=", 1)[1],
                 path=snap.resolve(),
                 files=frozenset(files),
@@ -160,38 +164,52 @@ def _empty_select(columns: Iterable[tuple[str, str]]) -> str:
     return f"SELECT {cols} LIMIT 0"
 
 
+_FILE_COLUMN = "__longmem_etl_file"
+
+
+def _names_table(pairs: list[tuple[str, SnapshotEntry]]) -> str:
+    """``(VALUES (file, tenant, snapshot), ...) AS names(...)``: who each file belongs to."""
+    rows = ", ".join(f"({_lit(f)}, {_lit(e.tenant)}, {_lit(e.snapshot)})" for f, e in pairs)
+    return f"(VALUES {rows}) AS names({_FILE_COLUMN}, tenant, snapshot)"
+
+
 def table_view_sql(table: str, entries: Iterable[SnapshotEntry]) -> str:
     """``SELECT`` reading ``table`` from each snapshot whose manifest lists it."""
     cols = _table_columns(table)
-    files = [str(e.path / f"{table}.parquet") for e in entries if f"{table}.parquet" in e.files]
-    if not files:
+    pairs = [
+        (str(e.path / f"{table}.parquet"), e) for e in entries if f"{table}.parquet" in e.files
+    ]
+    if not pairs:
         return _empty_select((name, typ) for name, typ, _ in cols)
     select = ", ".join(
-        f"CAST({_ident(name)} AS JSON) AS {_ident(name)}" if is_json else _ident(name)
+        f"names.{_ident(name)}"
+        if name in ("tenant", "snapshot")
+        else f"CAST(data.{_ident(name)} AS JSON) AS {_ident(name)}"
+        if is_json
+        else f"data.{_ident(name)}"
         for name, _, is_json in cols
     )
-    listing = ", ".join(_lit(f) for f in files)
+    listing = ", ".join(_lit(f) for f, _ in pairs)
     return (
-        f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = true, "
-        "hive_types_autocast = false, union_by_name = true)"
+        f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = false, "
+        f"union_by_name = true, filename = {_lit(_FILE_COLUMN)}) AS data "
+        f"JOIN {_names_table(pairs)} USING ({_ident(_FILE_COLUMN)})"
     )
 
 
 def snapshots_view_sql(entries: Iterable[SnapshotEntry]) -> str:
     """One row per snapshot, read from its ``manifest.json`` (so counts are what was committed)."""
-    manifests = [str(e.path / MANIFEST) for e in entries]
-    if not manifests:
+    pairs = [(str(e.path / MANIFEST), e) for e in entries]
+    if not pairs:
         return _empty_select(SNAPSHOT_COLUMNS)
-    listing = ", ".join(_lit(m) for m in manifests)
-    pattern = _lit(r"tenant=([^/\\]+)[/\\]snapshot=([^/\\]+)[/\\]manifest\.json$")
+    listing = ", ".join(_lit(m) for m, _ in pairs)
     return f"""
         WITH m AS (
-            SELECT filename, CAST(content AS JSON) AS manifest FROM read_text([{listing}])
+            SELECT filename AS {_FILE_COLUMN}, CAST(content AS JSON) AS manifest
+            FROM read_text([{listing}])
         ), named AS (
-            SELECT regexp_extract(filename, {pattern}, 1) AS tenant,
-                   regexp_extract(filename, {pattern}, 2) AS snapshot,
-                   filename, manifest
-            FROM m
+            SELECT tenant, snapshot, {_FILE_COLUMN} AS filename, manifest
+            FROM m JOIN {_names_table(pairs)} USING ({_FILE_COLUMN})
         )
         SELECT tenant,
                snapshot,

@@ -208,10 +208,14 @@ def test_clean_stale_temps_keeps_live_writers(tmp_path):
     with owned(live):
         assert clean_stale_temps(tmp_path) == []
         assert live.is_dir()
+    # released: the marker is gone with the lock, so the dir is no longer provably ours
+    assert clean_stale_temps(tmp_path) == [] and live.is_dir()
+    # an unmarked dir is never ours to remove, however old (a user's build cache, say)
     old = tmp_path / ".tmp-old"
     old.mkdir()
-    os.utime(old, (time.time() - 7 * 3600,) * 2)
-    assert clean_stale_temps(tmp_path) == [".tmp-old"]
+    (old / ".owner").write_text("not our marker\n")
+    os.utime(old, (time.time() - 7 * 24 * 3600,) * 2)
+    assert clean_stale_temps(tmp_path) == [] and old.is_dir()
 
 
 @pytest.mark.parametrize(

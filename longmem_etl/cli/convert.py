@@ -28,7 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "go to rejected.parquet with a reason; a bad file exits 2 and writes nothing. A big "
             ".json is decoded by worker processes, one per CPU up to 2 (a .json.gz/.json.zst is "
             "first decompressed to a temp file under --root); LONGMEM_ETL_CONVERT_WORKERS=N in "
-            "the environment sets the number, 0 turns them off."
+            "the environment sets the number, 0 turns them off. The snapshot is named after the "
+            "dump's exported_at (else the conversion time); converting a dump whose content "
+            "(sha256) a snapshot of the tenant already holds writes nothing, says so and exits 0 "
+            '(--json: "already_present": true). The tenant name is kept exactly (any script, '
+            "case, / or spaces); docs/snapshots.md describes the folder encoding."
         ),
         examples=EXAMPLES,
     )
@@ -60,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
     result = convert_dump(
         args.dump, args.root, tenant=args.tenant, strict=args.strict, stream=args.stream
     )
+    if result.already_present:
+        human = (
+            f"already present: {result.path} holds this dump's content (same sha256) for tenant "
+            f"{result.tenant}; nothing written"
+        )
+        emit(args, result.to_json(), human)
+        return 0
     human = (
         f"snapshot {result.path}\n"
         f"  tenant {result.tenant}: {result.memories} memories, {result.collections} collections, "

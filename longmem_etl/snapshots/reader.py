@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl import jsonio
 from longmem_etl.schema import FORMAT_VERSION, MEMORY_FIELDS, TIMESTAMP_FIELDS
-from longmem_etl.snapshots.layout import list_snapshots, snapshot_time
+from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant, snapshot_time
 from longmem_etl.snapshots.manifest import read_manifest, verify_files
 
 _DEC_OBJ = msgspec.json.Decoder(dict[str, msgspec.Raw])
@@ -91,7 +91,8 @@ class Snapshot:
 
     @property
     def tenant(self) -> str:
-        return self.manifest.get("tenant") or self.path.parent.name.split("=", 1)[-1]
+        """The exact tenant name (the manifest's; see ``layout.snapshot_tenant``)."""
+        return snapshot_tenant(self.path, self.manifest)
 
     @property
     def name(self) -> str:

@@ -11,7 +11,7 @@ file's views see every cleaned snapshot present when it was refreshed; filter on
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from pipelines.backup.assets import memories_snapshot
-from pipelines.partitions import tenants_partitions
+from pipelines.partitions import tenant_of, tenants_partitions
 from pipelines.resources import SnapshotRoot, WarehouseResource, sample_data_dir
 from pipelines.utils import latest_path, md_table, read_sql, snapshot_metadata
 
@@ -41,8 +41,10 @@ def memories_clean(
 ) -> MaterializeResult:
     from longmem_etl.transforms.run import clean_snapshot
 
-    tenant = context.partition_key
-    source = latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
+    tenant = tenant_of(context.partition_key)
+    source = latest_path(
+        context.instance, "memories_snapshot", context.partition_key, "snapshot_path"
+    )
     if source is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     spec = config.spec or default_spec()
@@ -79,16 +81,13 @@ def warehouse(
     clean_root: SnapshotRoot,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
-    from longmem_etl.snapshots import sanitize_tenant
     from longmem_etl.warehouse import connect
 
-    tenant = context.partition_key
+    tenant = tenant_of(context.partition_key)
     path = warehouse.database_path(tenant)
     con = connect(clean_root.root(), database=str(path))
     try:
-        rows = con.execute(
-            read_sql("analysis", "warehouse_summary"), {"tenant": sanitize_tenant(tenant)}
-        ).fetchall()
+        rows = con.execute(read_sql("analysis", "warehouse_summary"), {"tenant": tenant}).fetchall()
         views = [r[0] for r in con.execute(read_sql("analysis", "views")).fetchall()]
     finally:
         con.close()
