@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from longmem_etl import __version__
-from longmem_etl.errors import EXIT_ERROR, LongmemETLError
+from longmem_etl.errors import EXIT_ERROR, LongmemETLError, environment_problem
 
 EPILOG = """\
 start here:
@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: one line, with the traceback only when asked for
+        problem = environment_problem(exc)  # disk full, read-only, a file in the way: exit 2
+        if problem is not None:
+            print(f"longmem-etl {args.verb}: {problem}", file=sys.stderr)
+            return problem.exit_code
         if os.environ.get("LONGMEM_ETL_DEBUG"):
             raise
         print(
