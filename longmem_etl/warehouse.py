@@ -236,8 +236,11 @@ def refresh(
     """(Re)create the views on ``con`` over the snapshots now under ``root``; returns them
     (``trust``: see ``discover``)."""
     entries = discover(root, trust=trust)
-    for sql in view_statements(entries).values():
-        con.execute(sql)
+    for name, sql in view_statements(entries).items():
+        try:
+            con.execute(sql)
+        except duckdb.Error as exc:  # e.g. a damaged Parquet file under --trust
+            raise BadInput(f"{root}: cannot build the {name} view: {one_line(exc)}") from None
     return entries
 
 
