@@ -202,9 +202,9 @@ def test_healthy_root_exits_0_and_json_says_so(root: Path) -> None:
 
 def test_debris_is_listed_but_not_damage(root: Path) -> None:
     (root / ".tmp-abandoned").mkdir()
-    half = snap_of(root).parent / "snapshot=20990101T000000Z"
-    half.mkdir()
-    (snap_of(root) / "upload.part").write_bytes(b"x")
+    snap = snap_of(root)
+    (snap / "upload.part").write_bytes(b"x")
+    (snap.parent / "snapshot=20990101T000000Z").mkdir()
     r = cli("check", "--root", str(root), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
