@@ -110,8 +110,64 @@ def open_binary(path: str | os.PathLike) -> BinaryIO:
     if compression == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+        return _ZstdReader(raw, zstandard.ZstdDecompressor())  # type: ignore[return-value]
     return raw
+
+
+class _ZstdReader:
+    """A zstd stream (one or more frames) as a ``read``/``readline`` file; EOFError when the data
+    ends inside a frame (zstandard's own ``stream_reader`` just stops, so a truncated file looked
+    empty or short)."""
+
+    def __init__(self, raw: BinaryIO, dctx: Any) -> None:
+        self._raw, self._dctx = raw, dctx
+        self._obj = dctx.decompressobj()
+        self._buf = bytearray()
+        self._eof = False
+        self._started = False  # bytes of the current frame seen
+
+    def _fill(self, want: int) -> None:
+        while not self._eof and (want < 0 or len(self._buf) < want):
+            block = self._raw.read(1 << 20)
+            if not block:
+                if self._started:
+                    raise EOFError("zstd data ends inside a frame")
+                self._eof = True
+                break
+            while block:
+                self._started = True
+                self._buf += self._obj.decompress(block)
+                if not self._obj.eof:
+                    break
+                block = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._started = False
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill(n if n is not None else -1)
+        if n is None or n < 0:
+            out, self._buf = bytes(self._buf), bytearray()
+        else:
+            out, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        return out
+
+    def readline(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0 or self._eof:
+                end = i + 1 if i >= 0 else len(self._buf)
+                out, self._buf = bytes(self._buf[:end]), self._buf[end:]
+                return out
+            self._fill(len(self._buf) + (1 << 16))
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _ZstdReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _compression_error(path: Any, exc: BaseException) -> BadInput:
