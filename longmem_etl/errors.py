@@ -85,13 +85,13 @@ _ENVIRONMENT_ERRNOS = {
 _FULL_TEXT = ("database or disk is full", "no space left on device", "file too large")
 
 
-def environment_problem(exc: BaseException) -> BadInput | None:
+def environment_problem(exc: BaseException, where: str | None = None) -> BadInput | None:
     """A ``BadInput`` for a failure the user's environment caused (disk full, file size limit,
     read-only or permission-denied path, a file where a directory must be), else None.
 
     Follows the exception's cause/context chain, so a disk-full error stays visible even when a
     later cleanup step failed too (SQLite's "cannot rollback - no transaction is active" after
-    SQLITE_FULL). The message names the path when the error carries one.
+    SQLITE_FULL). The message names the path the error carries, else ``where``.
     """
     import errno as _errno
 
@@ -109,11 +109,11 @@ def environment_problem(exc: BaseException) -> BadInput | None:
         e = e.__cause__ or e.__context__
     for e in chain:
         if isinstance(e, OSError) and e.errno in codes:
-            where = e.filename if e.filename is not None else "?"
-            return BadInput(f"{where}: {codes[e.errno]}")
+            path = e.filename if e.filename is not None else (where or "?")
+            return BadInput(f"{path}: {codes[e.errno]}")
     for e in chain:
         text = str(e).lower()
         if any(t in text for t in _FULL_TEXT):
             first = (str(e).strip().splitlines() or [""])[0]
-            return BadInput(f"no space left while writing ({first})")
+            return BadInput(f"{where or '?'}: no space left while writing ({first})")
     return None

@@ -175,6 +175,8 @@ def _check(directory: Path, read_data: float) -> tuple[dict[str, Any] | None, li
     for name, info in files.items():
         hash_it = read_data >= 1.0 or (read_data > 0 and random.random() < read_data)
         problems.extend(_file_problems(directory, name, info, counts, hash_it))
+    # the most telling first: a name reaching outside the snapshot, then the rest in order
+    problems.sort(key=lambda p: p.kind != "unsafe-name")
     return manifest, problems
 
 
