@@ -21,6 +21,17 @@ API keys are read from environment variables only (default LONGMEM_API_KEY).
 """
 
 
+_LINE_BREAKS = {
+    c: f"\\u{c:04x}" for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)
+}
+
+
+def one_line(message: str) -> str:
+    """The message with every character that could end a line escaped (a value quoted from a hostile
+    file may hold a newline, U+0085 or U+2028), so the error stays ONE line for people and scripts."""
+    return message.translate(_LINE_BREAKS)
+
+
 def _verb_modules() -> list:
     import longmem_etl.cli as pkg
 
@@ -57,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LongmemETLError as exc:
-        print(f"longmem-etl {args.verb}: {exc}", file=sys.stderr)
+        print(f"longmem-etl {args.verb}: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"longmem-etl {args.verb}: interrupted", file=sys.stderr)
@@ -67,12 +78,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, with the traceback only when asked for
         problem = environment_problem(exc)  # disk full, read-only, a file in the way: exit 2
         if problem is not None:
-            print(f"longmem-etl {args.verb}: {problem}", file=sys.stderr)
+            print(f"longmem-etl {args.verb}: {one_line(str(problem))}", file=sys.stderr)
             return problem.exit_code
         if os.environ.get("LONGMEM_ETL_DEBUG"):
             raise
         print(
-            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {exc} "
+            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
             "(set LONGMEM_ETL_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

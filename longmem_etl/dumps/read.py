@@ -490,9 +490,12 @@ def _header_of(path: str, top: dict[str, Any]) -> tuple[dict[str, Any], list[Any
     for key, value in top.items():
         if jsonio.too_deep(value):
             raise BadInput(f"{path}: top-level key {key!r} is {jsonio.TOO_DEEP}")
-    collections_raw = top.pop("collections", None)
-    collections = jsonio.loads(collections_raw) if collections_raw is not None else None
-    header = {k: jsonio.loads(v) for k, v in top.items()}
+    try:
+        collections_raw = top.pop("collections", None)
+        collections = jsonio.loads(collections_raw) if collections_raw is not None else None
+        header = {k: jsonio.loads(v) for k, v in top.items()}
+    except msgspec.DecodeError as exc:
+        raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
     check_header(path, header, collections)
     return header, collections
 
@@ -527,7 +530,10 @@ def _top_and_memories(path: str, data: Any) -> tuple[list[Any], dict[str, Any]]:
         while j < len(data) - 1 and data[j] in _WS_BYTES:
             j += 1
         if data[i] == 0x5B and data[j] == 0x5D:  # [ ... ]
-            top = _TOP.decode(bytes(data[:i]) + b"[]" + bytes(data[j + 1 :]))
+            try:
+                top = _TOP.decode(bytes(data[:i]) + b"[]" + bytes(data[j + 1 :]))
+            except msgspec.DecodeError as exc:  # e.g. a key that is not valid UTF-8
+                raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
             top.pop("memories", None)
             return memories, top
     try:
