@@ -81,3 +81,29 @@ def test_hostile_file(name: str, tmp_path: Path) -> None:
         timeout=120,
     )
     assert q.returncode == 0, q.stderr
+
+
+@pytest.mark.parametrize("depth", [1000, 100_000])
+def test_deep_row_through_convert_worker_processes(depth: int, tmp_path: Path, monkeypatch) -> None:
+    """convert's worker processes (forced on for a small file): the deep row is rejected with its
+    reason and the snapshot equals the serial one."""
+    from longmem_etl.snapshots import convert as conv
+    from longmem_etl.snapshots import parallel
+
+    rows = [b'{"id":"r%d","text":"t%d","metadata":{"i":%d}}' % (i, i, i) for i in range(300)]
+    rows.insert(150, b'{"id":"deep","text":"t","metadata":' + b"[" * depth + b"]" * depth + b"}")
+    path = tmp_path / "w.json"
+    path.write_bytes(b'{"format_version":1,"tenant":"w","memories":[' + b",".join(rows) + b"]}")
+    serial = conv.convert_dump(path, tmp_path / "serial", progress=False)
+    monkeypatch.setattr(parallel, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(conv, "SPAN_BYTES", 2048)
+    monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    res = conv.convert_dump(path, tmp_path / "par", progress=False)
+    assert (res.memories, res.rejected) == (serial.memories, serial.rejected) == (300, 1)
+    import pyarrow.parquet as pq
+
+    rej = pq.read_table(res.path / "rejected.parquet").to_pylist()
+    assert rej[0]["id"] == "deep" and "nested deeper" in rej[0]["reason"]
+    assert pq.read_table(res.path / "memories.parquet").equals(
+        pq.read_table(serial.path / "memories.parquet")
+    )

@@ -387,8 +387,11 @@ def span_raws(data: Any, span: Span) -> list[Any]:
             return _LIST_RAW.decode(body)
         except msgspec.DecodeError:  # (ValidationError is a subclass)
             raise Misplaced(f"bytes {span.first}-{span.end} are not a run of memories") from None
-        except RecursionError:  # a too-deep row: the serial reader splits without recursion
-            raise Misplaced(f"bytes {span.first}-{span.end} hold a too-deep memory") from None
+        except RecursionError:  # a too-deep row
+            if span.count is None:  # a guess is proven only by parsing: redo with exact spans
+                raise Misplaced(f"bytes {span.first}-{span.end} hold a too-deep memory") from None
+            items, _ = jsonio.container_items(body, 0)  # exact: split without recursion
+            return [body[i:j] for i, j in items]
 
 
 # --- Guessed spans: no full scan ----------------------------------------------------------------
