@@ -185,9 +185,11 @@ def test_writer_failure_at_commit_leaves_nothing(tmp_path):
     (root / "tenant=acme").write_text("a file where the tenant dir should be")
     good, _ = normalize_memories(make_dump(5)["memories"])
     # a user-caused environment problem: BadInput (exit 2) naming the path, not an OSError
-    with pytest.raises(BadInput, match="tenant=acme"):
-        with SnapshotWriter(root, "acme", source={"kind": "t"}) as w:
-            w.write_memories(good)
+    with (
+        pytest.raises(BadInput, match="tenant=acme"),
+        SnapshotWriter(root, "acme", source={"kind": "t"}) as w,
+    ):
+        w.write_memories(good)
     assert sorted(os.listdir(root)) == ["tenant=acme"]
 
 
