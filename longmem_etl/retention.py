@@ -214,16 +214,14 @@ def apply_policy(times: Sequence[datetime], policy: Policy) -> dict[int, list[st
 
 
 def is_verified(snapshot: Path) -> bool:
-    """Manifest readable, every file it lists present with its size and sha256.
-
-    Kept in one small function so ``check``'s verifier can replace it."""
-    from longmem_etl.snapshots.manifest import read_manifest, verify_files
+    """Intact by ``check``'s own rules (``snapshots.integrity.check_snapshot`` with every file's
+    sha256): manifest and its checksum, safe names, sizes, Parquet row counts, bytes."""
+    from longmem_etl.snapshots.integrity import check_snapshot
 
     try:
-        verify_files(snapshot, read_manifest(snapshot), checksums=True)
-    except (BadInput, OSError):
+        return not check_snapshot(snapshot, read_data=1.0)
+    except OSError:
         return False
-    return True
 
 
 def _fsync_dir(path: Path) -> None:

@@ -46,6 +46,7 @@ import pyarrow as pa
 
 from longmem_etl.errors import BadInput
 from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCHEMA
+from longmem_etl.snapshots.integrity import safe_file_name, verify_at_open
 from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
 from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
 
@@ -89,18 +90,25 @@ class SnapshotEntry:
     files: frozenset[str]
 
 
-def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
+def discover(root: str | os.PathLike, *, trust: bool = False) -> list[SnapshotEntry]:
     """Every committed snapshot under ``root`` (oldest first); a missing root has none.
 
-    A manifest that cannot be read is an error (``BadInput`` naming it), not a silent skip: a
-    warehouse quietly missing a snapshot would give wrong answers.
+    Each is checked against its manifest first (``snapshots.integrity.verify_at_open``: manifest
+    checksum, file names inside the snapshot, sizes, Parquet row counts); ``trust=True`` skips that
+    (only the manifest is read). A manifest that cannot be read or a damaged snapshot is an error
+    (``BadInput`` naming it), not a silent skip: a warehouse quietly missing a snapshot would give
+    wrong answers.
     """
     found = []
     for snap in list_snapshots(root):
-        manifest = read_manifest(snap)
+        manifest = read_manifest(snap) if trust else verify_at_open(snap)
         files = manifest.get("files")
         if not isinstance(files, dict):
             raise BadInput(f"{snap / MANIFEST}: no 'files' object")
+        if trust:  # even trusted, a manifest may never name a file outside its snapshot
+            for name in files:
+                if safe_file_name(snap, name) is None:
+                    raise BadInput(f"snapshot {snap}: {name}: not a file name inside the snapshot")
         found.append(
             SnapshotEntry(
                 tenant=snapshot_tenant(snap, manifest),
@@ -240,11 +248,17 @@ def view_statements(entries: list[SnapshotEntry]) -> dict[str, str]:
     return {name: f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in bodies.items()}
 
 
-def refresh(con: duckdb.DuckDBPyConnection, root: str | os.PathLike) -> list[SnapshotEntry]:
-    """(Re)create the views on ``con`` over the snapshots now under ``root``; returns them."""
-    entries = discover(root)
-    for sql in view_statements(entries).values():
-        con.execute(sql)
+def refresh(
+    con: duckdb.DuckDBPyConnection, root: str | os.PathLike, *, trust: bool = False
+) -> list[SnapshotEntry]:
+    """(Re)create the views on ``con`` over the snapshots now under ``root``; returns them
+    (``trust``: see ``discover``)."""
+    entries = discover(root, trust=trust)
+    for name, sql in view_statements(entries).items():
+        try:
+            con.execute(sql)
+        except duckdb.Error as exc:  # e.g. a damaged Parquet file under --trust
+            raise BadInput(f"{root}: cannot build the {name} view: {one_line(exc)}") from None
     return entries
 
 
@@ -256,6 +270,7 @@ def connect(
     root: str | os.PathLike,
     database: str | os.PathLike | None = None,
     read_only: bool = False,
+    trust: bool = False,
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the warehouse views over every snapshot under ``root``.
 
@@ -263,11 +278,12 @@ def connect(
     tools can open it; None for an in-memory catalog. ``read_only=True`` returns a locked-down
     session (see the module doc): the views are refreshed first, then the catalog is reopened
     read-only and file access is limited to reading the snapshot files. Use ``run_query`` on it.
+    Every snapshot is checked against its manifest first unless ``trust`` (see ``discover``).
     """
     if not read_only:
         con = _open(database, read_only=False)
         try:
-            refresh(con, root)
+            refresh(con, root, trust=trust)
         except BaseException:
             con.close()
             raise
@@ -280,7 +296,7 @@ def connect(
     try:
         writer = _open(database, read_only=False)
         try:
-            entries = refresh(writer, root)
+            entries = refresh(writer, root, trust=trust)
         finally:
             writer.close()
         con = _open(database, read_only=True)

@@ -16,7 +16,7 @@ from pipelines.analysis.assets import memories_clean, warehouse
 from pipelines.analysis.checks import analysis_checks
 from pipelines.backup.assets import account_dump, memories_snapshot
 from pipelines.backup.checks import backup_checks
-from pipelines.backup.schedules import backup_job, daily_backup
+from pipelines.backup.schedules import backup_job, daily_backup, health_job, snapshot_health
 from pipelines.backup.sensors import tenant_registry
 from pipelines.migration.assets import tenant_migration
 from pipelines.migration.checks import migration_checks
@@ -32,8 +32,8 @@ def build_defs() -> Definitions:
     return Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[backup_job, migration_job],
-        schedules=[daily_backup],
+        jobs=[backup_job, migration_job, health_job],
+        schedules=[daily_backup, snapshot_health],
         sensors=[tenant_registry, migrate_after_backup],
         resources=default_resources(),
         executor=default_executor(),

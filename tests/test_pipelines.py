@@ -149,6 +149,9 @@ def test_blocking_snapshot_checks_fail_on_a_tampered_snapshot_and_stop_downstrea
         ("memories_snapshot", "ids_unique"): False,
         ("memories_snapshot", "manifest_counts_match"): False,
         ("memories_snapshot", "schema_matches"): True,
+        # the per-tenant health checks see it too (the tenant's only snapshot is not intact)
+        ("memories_snapshot", "tenant_snapshots_intact"): False,
+        ("memories_snapshot", "tenant_fresh"): False,
     }
     assert not result.success
     assert result.asset_materializations_for_node("account_dump") == []  # blocked

@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from longmem_etl import jsonio
 from longmem_etl.api import localrows
 from longmem_etl.api.faults import FaultConfig, FaultInjector
 from longmem_etl.api.localdb import TRIGGERS, StoreFile, encoded_rows
@@ -309,6 +310,8 @@ class LocalStore(StoreFile):
             )
             if unknown:
                 raise _unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
+            if localrows.too_deep(item):  # depth check, separate from the size limits
+                raise _unprocessable(f"items[{i}]: {jsonio.TOO_DEEP}")
             mems.append(
                 self._new_memory(
                     item.get("text"),
@@ -354,7 +357,9 @@ class LocalStore(StoreFile):
         rows = []
         touched: dict[str, None] = {}
         skipped = 0
-        for mem in memories:
+        for i, mem in enumerate(memories):
+            if localrows.too_deep(mem):  # refused (422), never skipped: it would be lost silently
+                raise _unprocessable(f"memories[{i}]: {jsonio.TOO_DEEP}")
             text = mem.get("text") if isinstance(mem, dict) else None
             if not isinstance(text, str) or not text.strip():
                 skipped += 1
@@ -423,6 +428,8 @@ class LocalStore(StoreFile):
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise _unprocessable("update: metadata must be an object")
+            if jsonio.value_too_deep(metadata):
+                raise _unprocessable(f"update: metadata {jsonio.TOO_DEEP}")
             values["metadata"] = metadata
         with self._write() as conn:
             row = self._row(conn, memory_id, collection)

@@ -462,7 +462,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
     if chunk.body is not None:
         try:
             fast = _DEC_FAST.decode(chunk.body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             fast = None
         if fast is not None and chunk.count in (None, len(fast)):
             text = _raw_text(_GET["text"](fast))
@@ -471,7 +471,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
         del fast
         try:
             mems = _DEC_LIST.decode(chunk.body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             mems = None
         if mems is not None and chunk.count in (None, len(mems)):
             return _build(mems, None, {})
@@ -491,12 +491,12 @@ def _decode_rows(
         mems = _DEC_LIST.decode(b"[" + b",".join(raws) + b"]")  # type: ignore[assignment]
         if len(mems) != n:
             raise ValueError("row count")
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, RecursionError):
         mems, extras = [], [None] * n
         for i, raw in enumerate(raws):
             try:
                 mems.append(_DEC_ONE.decode(raw))
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 try:
                     mem, extras[i] = _slow_row(raw)
                     mems.append(mem)
@@ -505,6 +505,9 @@ def _decode_rows(
                     mems.append(None)
                 except msgspec.DecodeError as exc:
                     bad[i] = _Bad(None, f"not valid JSON: {exc}")
+                    mems.append(None)
+                except RecursionError:  # hundreds of levels: msgspec gives up before we look
+                    bad[i] = _Bad(None, f"row {jsonio.TOO_DEEP}")
                     mems.append(None)
     return mems, extras, bad
 
@@ -552,6 +555,7 @@ def _build(
         if not lengths.all():
             for i in np.flatnonzero(lengths == 0).tolist():
                 absent.setdefault(i, []).append(name)
+    _refuse_deep(meta, meta_len, extras, bad)
     columns["importance"] = _importance(imp, imp_len, bad, fid_raw)
     columns["metadata"] = _raw_strings(meta, meta_len)
     columns["extra"] = extras if extras is not None else pa.nulls(n, pa.string())
@@ -573,6 +577,36 @@ def _build(
         col = columns[f.name]
         arrays.append(col if isinstance(col, pa.Array) else pa.array(col, f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=MEMORIES_SCHEMA), ids, bad
+
+
+def _too_deep_stand_in(mem: Any) -> bytes:
+    """The row that stands for a memory too deep to encode (rejected as such, with its id)."""
+    ident = mem.get("id") if isinstance(mem, dict) else None
+    deep = Raw(b"[" * (jsonio.MAX_DEPTH + 1) + b"]" * (jsonio.MAX_DEPTH + 1))
+    return jsonio.dumps(
+        {"id": ident if isinstance(ident, str) else "", "text": "", "metadata": deep}
+    )
+
+
+def _refuse_deep(
+    meta: Sequence[Raw | bytes],
+    meta_len: np.ndarray,
+    extras: list[str | None] | None,
+    bad: dict[int, _Bad],
+) -> None:
+    """Reject rows whose metadata or unknown fields nest deeper than ``jsonio.MAX_DEPTH``: every
+    later reader decodes them recursively. Only values long enough to be that deep are scanned."""
+    for i in np.flatnonzero(meta_len > 2 * jsonio.MAX_DEPTH).tolist():
+        if i not in bad and jsonio.too_deep(meta[i]):
+            bad[i] = _Bad("metadata", f"metadata {jsonio.TOO_DEEP}")
+    for i, extra in enumerate(extras or ()):
+        # an unknown field's value sits one level inside the extra object
+        if (
+            extra is not None
+            and i not in bad
+            and jsonio.too_deep(extra.encode(), jsonio.MAX_DEPTH + 1)
+        ):
+            bad[i] = _Bad(None, f"an unknown field's value {jsonio.TOO_DEEP}")
 
 
 def _rejected_table(
@@ -602,6 +636,11 @@ def _rejected_id(raw: Raw | bytes, ident: str) -> str | None:
     try:
         obj = _DEC_OBJ.decode(raw)
         v = _DEC_ANY.decode(obj["id"]) if "id" in obj else None
+    except RecursionError:  # a too-deep row: find its id without recursion
+        try:
+            v = _DEC_ANY.decode(jsonio.object_members(raw)["id"])
+        except (KeyError, ValueError, msgspec.DecodeError, RecursionError):
+            return None
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     if isinstance(v, str):
@@ -619,7 +658,10 @@ def normalize_memories(
     batch: list[bytes] = []
     start = 0
     for mem in memories:
-        batch.append(jsonio.dumps(mem))
+        try:
+            batch.append(jsonio.dumps(mem))
+        except RecursionError:  # too deep even to encode: keep its id, mark its depth
+            batch.append(_too_deep_stand_in(mem))
         if len(batch) >= batch_size:
             g, r = norm.batch(batch, start)
             goods.append(g)

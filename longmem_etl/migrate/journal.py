@@ -102,7 +102,7 @@ class Journal:
         self.close()
 
     def _tx(self, *, durable: bool = True):
-        return _Tx(self._db, self._lock, durable=durable)
+        return _Tx(self._db, self._lock, durable=durable, path=self.path)
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -493,8 +493,10 @@ def _describe(value: Any) -> str:
 class _Tx:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` under the journal lock; rollback on error."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, *, durable: bool) -> None:
-        self.db, self.lock, self.durable = db, lock, durable
+    def __init__(
+        self, db: sqlite3.Connection, lock: threading.RLock, *, durable: bool, path: Path
+    ) -> None:
+        self.db, self.lock, self.durable, self.path = db, lock, durable, path
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
@@ -504,6 +506,29 @@ class _Tx:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            elif self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                self.db.execute("ROLLBACK")
+        except sqlite3.OperationalError as failure:
+            raise _full(self.path, failure) or failure from None
         finally:
             self.lock.release()
+        if exc is not None and isinstance(exc, sqlite3.OperationalError):
+            full = _full(self.path, exc)
+            if full is not None:
+                raise full from None
+
+
+def _full(path: Path, exc: BaseException) -> Exception | None:
+    """BadInput naming the journal when SQLite says the disk (or the file size limit) is full."""
+    from longmem_etl.errors import BadInput
+
+    text = str(exc).lower()
+    if "full" in text or "too large" in text:
+        return BadInput(f"{path}: no space left on device while writing the journal ({exc})")
+    if "disk i/o" in text:  # SQLite's word for a failed write (a file size limit, a dying disk)
+        return BadInput(
+            f"{path}: cannot write the journal: no space left or the disk failed ({exc})"
+        )
+    return None

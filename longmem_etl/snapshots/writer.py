@@ -28,6 +28,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl import __version__, jsonio
 from longmem_etl.arrays import int64s, strings
+from longmem_etl.errors import environment_problem
 from longmem_etl.schema import (
     COLLECTIONS_SCHEMA,
     FORMAT_VERSION,
@@ -154,13 +155,18 @@ class SnapshotWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        where = str(self._tmp or self.root)
         if exc_type is not None:
             self._abort()
+            if isinstance(exc, Exception) and (problem := environment_problem(exc, where)):
+                raise problem from None  # disk full / file size limit: exit 2 naming the path
             return False
         try:
             self._commit()
-        except BaseException:
+        except BaseException as failure:
             self._abort()
+            if isinstance(failure, Exception) and (problem := environment_problem(failure, where)):
+                raise problem from None
             raise
         return False
 
