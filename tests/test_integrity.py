@@ -219,18 +219,21 @@ def test_max_age_flags_stale_tenant(root: Path) -> None:
 
     from longmem_etl.snapshots.check import check_root
 
-    later = datetime.now(timezone.utc) + timedelta(days=3)
+    # snapshots are named after the dump's export time, so measure age from the newest one
+    newest = max(t.newest_verified_at for t in check_root(root).tenants)
+    later = newest + timedelta(days=3)
     report = check_root(root, max_age=timedelta(days=2), now=later)
     assert report.exit_code == 3 and {t.tenant for t in report.tenants if t.stale} == {
         "acme",
         "other",
     }
     assert check_root(root, max_age=timedelta(days=4), now=later).exit_code == 0
-    r = cli("check", "--root", str(root), "--tenant", "acme", "--max-age", "1h")
-    assert r.returncode == 0, r.stderr  # just written
+    fresh_enough = f"{(datetime.now(timezone.utc) - newest).days + 2}d"
+    r = cli("check", "--root", str(root), "--tenant", "acme", "--max-age", fresh_enough)
+    assert r.returncode == 0, r.stderr
     # a tenant whose only snapshot is damaged has no intact snapshot: stale
     os.truncate(snap_of(root) / "memories.parquet", 10)
-    r = cli("check", "--root", str(root), "--tenant", "acme", "--max-age", "1h")
+    r = cli("check", "--root", str(root), "--tenant", "acme", "--max-age", fresh_enough)
     assert r.returncode == 3 and "STALE tenant acme: no intact snapshot" in r.stdout
 
 
