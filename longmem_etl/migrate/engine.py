@@ -124,6 +124,10 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput(f"--concurrency {opts.concurrency}: must be between 1 and 64")
     if opts.spec is not None and not Path(opts.spec).is_file():
         raise BadInput(f"{opts.spec}: no such spec file")
+    if opts.spec is not None:  # a bad or hostile spec is refused before any directory is made
+        from longmem_etl.transforms.spec import load_spec
+
+        load_spec(opts.spec)
 
 
 def binding_of(opts: MigrationOptions) -> dict[str, Any]:
