@@ -258,7 +258,9 @@ def test_rejected_rows_and_accounting(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_read_only_session_answers_queries(ro: duckdb.DuckDBPyConnection) -> None:
-    assert warehouse.run_query(ro, "SELECT count(*) FROM longmem.latest_memories").fetchall() == [(1056,)]
+    assert warehouse.run_query(ro, "SELECT count(*) FROM longmem.latest_memories").fetchall() == [
+        (1056,)
+    ]
     for sql in ("SHOW TABLES", "DESCRIBE memories", "SUMMARIZE collections", "EXPLAIN SELECT 1",
                 "EXPLAIN ANALYZE SELECT count(*) FROM memories", "FROM snapshots",
                 "WITH x AS (SELECT 1 AS a) SELECT * FROM x", "VALUES (1), (2)"):  # fmt: skip
