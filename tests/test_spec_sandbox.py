@@ -140,6 +140,18 @@ HOSTILE = [
         "can match the empty string",
     ),
     (
+        "filter-fails-at-run-time",
+        _filter("CAST(text AS INTEGER) > 0"),
+        "step 2 (filter)",
+        "Conversion Error",
+    ),
+    (
+        "sql-fails-at-run-time",
+        _sql("SELECT * REPLACE (CAST(CAST(text AS INTEGER) AS VARCHAR) AS text) FROM input"),
+        "step 1 (sql)",
+        "Conversion Error",
+    ),
+    (
         "toml-deep",
         "x = " + "[" * 5000 + "]" * 5000 + "\n",
         "nested too deep",
@@ -200,7 +212,11 @@ def test_hostile_spec_refused_nothing_written(
     assert proc.returncode == 2, proc.stderr
     assert step in proc.stderr
     assert not target.exists()
-    assert _files(tmp_path, snap.parent) == before
+    # (a spec failing only at run time fails after migrate froze the source: its work dir is
+    # removed, the empty .longmem-etl/migrations/ parent may stay; no file does)
+    assert {p for p in _files(tmp_path, snap.parent) if p.is_file()} == {
+        p for p in before if p.is_file()
+    }
 
 
 def test_sandbox_refuses_at_run_time_too(snap: Path, tmp_path: Path) -> None:
@@ -249,3 +265,25 @@ def test_good_sql_still_works(snap: Path, tmp_path: Path) -> None:
 def test_filter_is_one_expression(where: str) -> None:
     with pytest.raises(BadInput, match=r"step 2 \(filter\): key 'where'"):
         parse_spec(_filter(where))
+
+
+def test_dry_run_writes_nothing_anywhere(snap: Path, tmp_path: Path) -> None:
+    """A dry run of a real spec (every step kind that rewrites, filters or runs SQL) leaves the
+    root, the working directory and the source exactly as they were."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        (ROOT / "sample_data" / "specs" / "migration-hygiene.toml").read_text()
+        + _filter("length(text) > 3")
+        + _sql("SELECT * FROM input")
+    )
+    root = tmp_path / "root"
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    before = _files(tmp_path, snap.parent)
+    proc = _cli(
+        "clean", str(snap), "--spec", str(spec), "--root", str(root), "--dry-run", "--json",
+        cwd=cwd,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["snapshot"] is None
+    assert _files(tmp_path, snap.parent) == before
