@@ -14,6 +14,10 @@ Views (each with ``tenant`` and ``snapshot`` columns first, from the hive layout
                       anything, and one odd row must not make the whole view unreadable)
 - ``snapshots``       one row per snapshot, from its manifest: counts, exported_at, the manifest
 
+The views live in schema ``longmem`` (each marked by a comment), put first on the connection's
+search path: a user's ``--database`` file keeps its own objects (its ``main.snapshots`` survives),
+and a ``longmem`` schema holding anything this module did not make is refused, never overwritten.
+
 Column names and types come from ``longmem_etl/schema.py``; an empty root gives the same columns
 with no rows. The views name the files they read, so they show the snapshots present when they
 were built: ``refresh(con, root)`` (or a new ``connect``) picks up newer ones.
@@ -22,7 +26,8 @@ Read-only sessions (``read_only=True``, used by ``longmem-etl sql``) are enforce
 in three layers: the catalog is a database opened read-only (no CREATE/INSERT/DROP...), file access
 is switched off except for reading the snapshot files the views name, with the configuration locked;
 and ``run_query`` lets through only statements DuckDB's own parser classifies as ``SELECT`` (which
-includes SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM-first) or an ``EXPLAIN [ANALYZE]`` of one - this last
+includes SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM-first), a PIVOT (which DuckDB parses as several
+statements) or an ``EXPLAIN [ANALYZE]`` of one - this last
 layer is what stops ``COPY ... TO`` from overwriting a snapshot file DuckDB must be allowed to read.
 """
 

@@ -4,9 +4,11 @@ One table (`STEPS`) declares each step kind's options, types and defaults. The h
 and `json_schema()` (which writes ``schemas/transform-spec.schema.json``) both read that table, so what
 the CLI accepts and what an editor's schema accepts cannot drift apart; a test checks they agree.
 
-SQL and regex options are checked for real: predicates and queries are bound against an empty table with
-the memories schema in a throwaway DuckDB, and regexes are compiled by DuckDB's RE2 (the engine that
-will run them), so "valid here" means "runs later".
+SQL and regex options are checked for real: DuckDB's parser decides that a predicate is one expression
+and a query one SELECT over `input` (`sandbox.py`), both are bound against an empty table with the
+memories schema in a sandboxed throwaway DuckDB that can read no file, and regexes are compiled by
+DuckDB's RE2 (the engine that will run them) and refused if they can match the empty string, so
+"valid here" means "runs later" - and a spec reaching outside its data is refused before any is read.
 """
 
 from __future__ import annotations
