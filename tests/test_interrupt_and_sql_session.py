@@ -131,3 +131,38 @@ def test_database_keeps_users_objects(root: Path, tmp_path: Path) -> None:
     assert "schema 'longmem' holds 'memories'" in proc.stderr
     with duckdb.connect(str(other), read_only=True) as con:
         assert con.execute("SELECT x FROM longmem.memories").fetchall() == [(1,)]
+
+
+def test_interruptible_restores_the_wakeup_fd_and_is_inert_off_main_thread() -> None:
+    """The handler plumbing is put back as it was (asyncio and others own the wakeup fd), and in a
+    worker thread (Dagster) nothing is installed at all."""
+    import socket
+    import threading
+
+    from longmem_etl.interrupts import interruptible
+
+    a, b = socket.socketpair()
+    b.setblocking(False)
+    old = signal.set_wakeup_fd(b.fileno())
+    try:
+        with duckdb.connect() as con:
+            with interruptible(con):
+                ours = signal.set_wakeup_fd(-1)
+                signal.set_wakeup_fd(ours)
+                assert ours not in (-1, b.fileno())  # its own while inside
+            assert signal.set_wakeup_fd(b.fileno()) == b.fileno()  # the previous one is back
+            seen: list[int] = []
+
+            def worker() -> None:
+                with interruptible(con):
+                    seen.append(con.execute("SELECT 1").fetchall()[0][0])
+
+            t = threading.Thread(target=worker)
+            t.start()
+            t.join()
+            assert seen == [1]
+            assert signal.set_wakeup_fd(b.fileno()) == b.fileno()
+    finally:
+        signal.set_wakeup_fd(old)
+        a.close()
+        b.close()
