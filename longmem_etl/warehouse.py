@@ -18,6 +18,10 @@ not from Hive partition parsing of the path.
                       anything, and one odd row must not make the whole view unreadable)
 - ``snapshots``       one row per snapshot, from its manifest: counts, exported_at, the manifest
 
+The views live in schema ``longmem`` (each marked by a comment), put first on the connection's
+search path: a user's ``--database`` file keeps its own objects (its ``main.snapshots`` survives),
+and a ``longmem`` schema holding anything this module did not make is refused, never overwritten.
+
 Column names and types come from ``longmem_etl/schema.py``; an empty root gives the same columns
 with no rows. The views name the files they read, so they show the snapshots present when they
 were built: ``refresh(con, root)`` (or a new ``connect``) picks up newer ones.
@@ -26,7 +30,8 @@ Read-only sessions (``read_only=True``, used by ``longmem-etl sql``) are enforce
 in three layers: the catalog is a database opened read-only (no CREATE/INSERT/DROP...), file access
 is switched off except for reading the snapshot files the views name, with the configuration locked;
 and ``run_query`` lets through only statements DuckDB's own parser classifies as ``SELECT`` (which
-includes SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM-first) or an ``EXPLAIN [ANALYZE]`` of one - this last
+includes SHOW, DESCRIBE, SUMMARIZE, VALUES, FROM-first), a PIVOT (which DuckDB parses as several
+statements) or an ``EXPLAIN [ANALYZE]`` of one - this last
 layer is what stops ``COPY ... TO`` from overwriting a snapshot file DuckDB must be allowed to read.
 """
 
@@ -51,6 +56,8 @@ from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
 from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
 
 VIEWS = ("memories", "latest_memories", "collections", "rejected", "snapshots")
+SCHEMA = "longmem"  # the views' own schema: a user's database keeps its objects untouched
+VIEW_MARK = "longmem-etl warehouse view"  # comment on each view: what may be replaced
 JSON_COLUMNS = {
     "memories": ("metadata", "extra", "fidelity"),
     "collections": ("raw",),
@@ -237,7 +244,7 @@ def snapshots_view_sql(entries: Iterable[SnapshotEntry]) -> str:
 
 
 def view_statements(entries: list[SnapshotEntry]) -> dict[str, str]:
-    """``{view name: CREATE OR REPLACE VIEW ...}`` for the given snapshots."""
+    """``{view name: CREATE OR REPLACE VIEW longmem.<name> ...}`` for the given snapshots."""
     bodies = {
         "memories": table_view_sql("memories", entries),
         "latest_memories": table_view_sql("memories", latest_per_tenant(entries)),
@@ -245,21 +252,66 @@ def view_statements(entries: list[SnapshotEntry]) -> dict[str, str]:
         "rejected": table_view_sql("rejected", entries),
         "snapshots": snapshots_view_sql(entries),
     }
-    return {name: f"CREATE OR REPLACE VIEW {name} AS {sql}" for name, sql in bodies.items()}
+    return {
+        name: f"CREATE OR REPLACE VIEW {SCHEMA}.{name} AS {sql}" for name, sql in bodies.items()
+    }
+
+
+def _claim_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the ``longmem`` schema, or check that it holds only views this module made.
+
+    A user's ``--database`` file is theirs: its own tables and views (``main.snapshots``, ...)
+    are never touched, and a ``longmem`` schema of theirs is refused rather than overwritten.
+    """
+    con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    foreign = con.execute(
+        """
+        SELECT name FROM (
+            SELECT table_name AS name FROM duckdb_tables()
+            WHERE database_name = current_database() AND schema_name = $s
+            UNION ALL
+            SELECT view_name FROM duckdb_views()
+            WHERE database_name = current_database() AND schema_name = $s AND NOT internal
+              AND (comment IS DISTINCT FROM $mark OR NOT list_contains($ours, view_name))
+            UNION ALL
+            SELECT sequence_name FROM duckdb_sequences()
+            WHERE database_name = current_database() AND schema_name = $s
+            UNION ALL
+            SELECT DISTINCT function_name FROM duckdb_functions()
+            WHERE database_name = current_database() AND schema_name = $s AND NOT internal
+        ) ORDER BY name LIMIT 1
+        """,
+        {"s": SCHEMA, "mark": VIEW_MARK, "ours": list(VIEWS)},
+    ).fetchall()
+    if foreign:
+        db = con.execute("SELECT current_database()").fetchall()[0][0]
+        raise BadInput(
+            f"database {db!r}: schema '{SCHEMA}' holds {foreign[0][0]!r}, which longmem-etl did "
+            "not make; it keeps its views there and will not replace yours (use another --database)"
+        )
 
 
 def refresh(
     con: duckdb.DuckDBPyConnection, root: str | os.PathLike, *, trust: bool = False
 ) -> list[SnapshotEntry]:
-    """(Re)create the views on ``con`` over the snapshots now under ``root``; returns them
-    (``trust``: see ``discover``)."""
+    """(Re)create the views in schema ``longmem`` on ``con`` over the snapshots now under ``root``
+    (returned), and put that schema first on the connection's search path (``trust``: see
+    ``discover``)."""
     entries = discover(root, trust=trust)
+    _claim_schema(con)
     for name, sql in view_statements(entries).items():
         try:
             con.execute(sql)
         except duckdb.Error as exc:  # e.g. a damaged Parquet file under --trust
             raise BadInput(f"{root}: cannot build the {name} view: {one_line(exc)}") from None
+        con.execute(f"COMMENT ON VIEW {SCHEMA}.{name} IS {_lit(VIEW_MARK)}")
+    _use_schema(con)
     return entries
+
+
+def _use_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Unqualified names find the warehouse views first, then the database's own objects."""
+    con.execute(f"SET search_path = '{SCHEMA},main'")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,6 +379,7 @@ def _lock_down(con: duckdb.DuckDBPyConnection, entries: list[SnapshotEntry]) -> 
     """Allow reading exactly the files the views name; no other file access; config locked."""
     paths = [str(e.path / MANIFEST) for e in entries]
     paths += [str(e.path / name) for e in entries for name in sorted(e.files)]
+    _use_schema(con)
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     if paths:
@@ -354,7 +407,7 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
     if not statements:
         raise BadInput("SQL error: no statement given")
     for st in statements:
-        if st.type in ALLOWED_STATEMENTS:
+        if st.type in ALLOWED_STATEMENTS or _is_pivot(st):
             continue
         if st.type == duckdb.StatementType.EXPLAIN and _EXPLAIN.match(st.query):
             # EXPLAIN ANALYZE runs its statement: allowed only when DuckDB parses that as a query
@@ -366,6 +419,26 @@ def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
             f"read-only: {kind} statements are not allowed (only queries: SELECT, WITH, "
             "SHOW, DESCRIBE, SUMMARIZE, EXPLAIN)"
         )
+
+
+_QUERY_START = {"pivot", "unpivot", "pivot_wider", "pivot_longer", "select", "from"}
+
+
+def _is_pivot(st: Any) -> bool:
+    """A PIVOT is parsed as several statements (a type for its columns, then the query), which
+    DuckDB reports as MULTI. Accepted when the statement's first word (DuckDB's tokenizer; comments
+    and parentheses skipped) starts a query: COPY, ATTACH, SET, EXPORT... each start with their own."""
+    if st.type != duckdb.StatementType.MULTI:
+        return False
+    text = st.query
+    for pos, kind in duckdb.tokenize(text):
+        if kind == duckdb.token_type.comment:
+            continue
+        word = text[pos:].split(None, 1)[0] if text[pos:].strip() else ""
+        if kind == duckdb.token_type.operator and word.startswith("("):
+            continue
+        return kind == duckdb.token_type.keyword and word.lower().rstrip("(") in _QUERY_START
+    return False
 
 
 def run_query(con: duckdb.DuckDBPyConnection, sql: str) -> duckdb.DuckDBPyConnection:
@@ -392,6 +465,7 @@ def json_column_names(description: Any) -> set[int]:
 
 
 __all__ = [
+    "SCHEMA",
     "VIEWS",
     "SnapshotEntry",
     "check_read_only",

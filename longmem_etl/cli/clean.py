@@ -28,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "redact, filter, sql, ...; see schemas/transform-spec.schema.json) to a snapshot and "
             "write a NEW snapshot under ROOT whose parent is the source. Every removed row is kept "
             "in its rejected.parquet with the step name and a reason; the per-step table shows rows "
-            "in / out / rejected. A bad spec exits 2 before any data is read."
+            "in / out / rejected. A bad spec exits 2 before any data is read. Spec SQL (filter.where: one "
+            "expression; sql.query: one SELECT over `input`) runs in a DuckDB sandbox that reads "
+            "only the source's Parquet and writes nothing (docs/spec.md). Ctrl-C stops at once "
+            "(exit 130), leaving nothing half-written."
         ),
         examples=EXAMPLES,
     )

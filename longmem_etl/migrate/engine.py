@@ -152,6 +152,10 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput("--copy: give the extra copy a non-empty name")
     if opts.copy is not None and not opts.provenance:
         raise BadInput("--copy needs provenance markers; drop --no-provenance")
+    if opts.spec is not None:  # a bad or hostile spec is refused before any directory is made
+        from longmem_etl.transforms.spec import load_spec
+
+        load_spec(opts.spec)
 
 
 def binding_of(opts: MigrationOptions) -> dict[str, Any]:

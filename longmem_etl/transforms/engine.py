@@ -189,6 +189,22 @@ def _load_input(con: duckdb.DuckDBPyConnection, source: Any, names: _Names) -> s
     return f"(SELECT {casts}, rowid AS {ROW} FROM {staging})"
 
 
+# Step kinds that run the user's own SQL: a DuckDB error there is the spec's fault (exit 2).
+USER_SQL_KINDS = frozenset({"filter", "sql"})
+
+
+def _raise_step_error(spec: Spec, step: Any, exc: duckdb.Error) -> None:
+    """An error while a step ran: Ctrl-C stays Ctrl-C; the sandbox refusing something, or the user's
+    own SQL failing, is BadInput naming the step; anything else is a bug and propagates."""
+    if isinstance(exc, duckdb.InterruptException):
+        raise KeyboardInterrupt from None
+    if isinstance(exc, duckdb.PermissionException) or step.kind in USER_SQL_KINDS:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        msg = lines[0] if lines else type(exc).__name__
+        raise BadInput(f"{spec.path}: step {step.index} ({step.name}): {msg}") from None
+    raise exc
+
+
 def apply_spec(
     con: duckdb.DuckDBPyConnection,
     spec: Spec,
@@ -219,8 +235,10 @@ def apply_spec(
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     register(con)
-    # Rows keep input order through every step only with this on (DuckDB's default).
-    con.execute("SET preserve_insertion_order = true")
+    # Rows keep input order through every step only with this on (DuckDB's default; a sandbox
+    # session has it on and locked, so it is set only when it is not already).
+    if not con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]:
+        con.execute("SET preserve_insertion_order = true")
     names = _Names()
     base = _load_input(con, source, names)  # SQL relation of the current data, in _row order
     original = base
@@ -293,53 +311,56 @@ def apply_spec(
         rows_in = rows
         rejected = 0
         counts: dict[str, int] = {}
-        for plan in compile_step(step, now):
-            if isinstance(plan, Reject):
-                flush()
-                src = live()
-                if plan.query is not None:
-                    query = plan.query.replace("{input}", src)
-                    marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
-                else:
-                    reason = (plan.reason or "NULL").replace("{input}", src)
-                    marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
-                field_sql = sql_str(plan.field) if plan.field else "NULL"
-                raw = raw_sql if pristine else "NULL"
-                n = con.execute(
-                    f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
-                    f"{raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
-                ).fetchall()[0][0]
-                rejected += n
-                stale = stale or n > 0
-            elif isinstance(plan, Rewrite):
-                src = pending if pending is not None else live()
-                for layer in plan.layers:
-                    adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
-                    src = f"(SELECT *, {adds} FROM {src})"
-                sel = []
-                changed = {c: (e, f'"{c}"') for c, e in plan.exprs.items()}
-                for c in MEM_COLS:
-                    if c == "fidelity" and "fidelity" not in plan.exprs:
-                        sel.append(f"{fidelity_sql(changed)} AS fidelity")
-                    elif c in plan.exprs:
-                        sel.append(f'{plan.exprs[c]} AS "{c}"')
+        try:
+            for plan in compile_step(step, now):
+                if isinstance(plan, Reject):
+                    flush()
+                    src = live()
+                    if plan.query is not None:
+                        query = plan.query.replace("{input}", src)
+                        marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
                     else:
-                        sel.append(f'"{c}"')
-                sel.append(ROW)
-                sel += [f"_cnt{i}" for i in range(len(pending_counters))]
-                for name, e in plan.counters.items():
-                    sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(pending_counters)}")
-                    pending_counters.append((counts, name))
-                pending = f"(SELECT {', '.join(sel)} FROM {src})"
-                pristine = False
-            elif isinstance(plan, Custom):
-                flush()
-                nxt = names("s")
-                before = _count(con, rem)
-                counts.update(plan.run(con, live(), nxt, rem, step.name, step.index))
-                rejected += _count(con, rem) - before
-                new_base(nxt)
-                pristine = False
+                        reason = (plan.reason or "NULL").replace("{input}", src)
+                        marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
+                    field_sql = sql_str(plan.field) if plan.field else "NULL"
+                    raw = raw_sql if pristine else "NULL"
+                    n = con.execute(
+                        f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
+                        f"{raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
+                    ).fetchall()[0][0]
+                    rejected += n
+                    stale = stale or n > 0
+                elif isinstance(plan, Rewrite):
+                    src = pending if pending is not None else live()
+                    for layer in plan.layers:
+                        adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
+                        src = f"(SELECT *, {adds} FROM {src})"
+                    sel = []
+                    changed = {c: (e, f'"{c}"') for c, e in plan.exprs.items()}
+                    for c in MEM_COLS:
+                        if c == "fidelity" and "fidelity" not in plan.exprs:
+                            sel.append(f"{fidelity_sql(changed)} AS fidelity")
+                        elif c in plan.exprs:
+                            sel.append(f'{plan.exprs[c]} AS "{c}"')
+                        else:
+                            sel.append(f'"{c}"')
+                    sel.append(ROW)
+                    sel += [f"_cnt{i}" for i in range(len(pending_counters))]
+                    for name, e in plan.counters.items():
+                        sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(pending_counters)}")
+                        pending_counters.append((counts, name))
+                    pending = f"(SELECT {', '.join(sel)} FROM {src})"
+                    pristine = False
+                elif isinstance(plan, Custom):
+                    flush()
+                    nxt = names("s")
+                    before = _count(con, rem)
+                    counts.update(plan.run(con, live(), nxt, rem, step.name, step.index))
+                    rejected += _count(con, rem) - before
+                    new_base(nxt)
+                    pristine = False
+        except duckdb.Error as exc:
+            _raise_step_error(spec, step, exc)
         rows = rows_in - rejected
         reports.append(
             StepReport(
