@@ -14,9 +14,17 @@ EXIT_INCOMPLETE = 3
 
 
 class LongmemETLError(Exception):
-    """Base of every error the toolkit raises on purpose."""
+    """Base of every error the toolkit raises on purpose.
+
+    Its text is always masked (`longmem_etl.secrets.mask`): a key, URL userinfo or secret query
+    parameter echoed into a message never reaches stderr, a journal or a report."""
 
     exit_code = EXIT_ERROR
+
+    def __str__(self) -> str:
+        from longmem_etl.secrets import mask
+
+        return mask(super().__str__())
 
 
 class BadInput(LongmemETLError):
@@ -38,6 +46,9 @@ class APIError(LongmemETLError):
     """
 
     def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        from longmem_etl.secrets import mask
+
+        message = mask(message)
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message

@@ -67,8 +67,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, with the traceback only when asked for
         if os.environ.get("LONGMEM_ETL_DEBUG"):
             raise
+        from longmem_etl.secrets import mask
+
         print(
-            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {exc} "
+            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {mask(exc)} "
             "(set LONGMEM_ETL_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

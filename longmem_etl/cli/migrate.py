@@ -126,6 +126,12 @@ def options_from_args(args: argparse.Namespace) -> MigrationOptions:
     )
 
 
+def _limits(values: dict):
+    from longmem_etl.api.limits import StoreLimits
+
+    return StoreLimits(**values)
+
+
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.migrate import run_migration, stop_on_signals
 
@@ -144,11 +150,18 @@ def run(args: argparse.Namespace) -> int:
             max_bytes=plan["max_bytes"],
             collections=plan["collections"],
         )
+        from longmem_etl.migrate.refusals import RefusalScan
+
+        refused = plan.get("refused") or {}
+        scan = RefusalScan(None if refused.get("limits") is None else _limits(refused["limits"]))
+        scan.refused = list(refused.get("items") or [])
         emit(
             args,
             data,
             f"dry run (migration {result.migration_id}): nothing written, no target call\n"
-            + summary.render(),
+            + summary.render()
+            + "\n"
+            + scan.render(),
         )
         return result.exit_code
     c = result.counts

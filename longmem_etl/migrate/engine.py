@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from longmem_etl.api.endpoints import known_limits, same_account
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal, is_journal
@@ -45,9 +46,11 @@ from longmem_etl.migrate.plan import (
     summarise,
 )
 from longmem_etl.migrate.reconcile import Interrupted, export_target
+from longmem_etl.migrate.refusals import RefusalScan
 from longmem_etl.migrate.uploader import Uploader, make_sender
 from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
 from longmem_etl.progress import progress
+from longmem_etl.secrets import mask_obj
 
 DEFAULT_WORK_ROOT = Path(".longmem-etl") / "migrations"
 JOURNAL_NAME = "journal.sqlite"
@@ -106,7 +109,7 @@ class MigrationResult:
         return EXIT_OK if exact and self.dead_letters == 0 else EXIT_INCOMPLETE
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = mask_obj(asdict(self))  # error texts in `upload` may echo a server's words
         out["exit_code"] = self.exit_code
         return out
 
@@ -131,7 +134,7 @@ def binding_of(opts: MigrationOptions) -> dict[str, Any]:
     spec_sha = hashlib.sha256(Path(opts.spec).read_bytes()).hexdigest() if opts.spec else None
     source = sources.source_identity(opts.source, key_env=opts.source_key_env)
     target = sources.target_identity(opts.target, key_env=opts.target_key_env)
-    if {k: v for k, v in source.items() if k != "kind"} == target:
+    if same_account(source, target):  # device + inode: hard links and symlinks too
         raise BadInput(
             f"--source and --target are the same account ({opts.target}); nothing to migrate"
         )
@@ -186,20 +189,22 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
     sources.check_target_uri(opts.target)
     binding = binding_of(opts)
     mid = migration_id_of(binding)
+    scan = RefusalScan(known_limits(opts.target))  # items the target would refuse, named first
     with sources.frozen_temporarily(
         opts.source, spec=opts.spec, key_env=opts.source_key_env
     ) as frozen:
         summary = summarise(
-            plan_items(
-                frozen.memories(), mode=opts.mode, migration_id=mid, provenance=opts.provenance
+            scan.watch(
+                plan_items(
+                    frozen.memories(), mode=opts.mode, migration_id=mid, provenance=opts.provenance
+                )
             ),
             mode=opts.mode,
             chunk_size=opts.chunk_size,
             max_bytes=opts.max_bytes,
         )
-    return MigrationResult(
-        migration_id=mid, work_dir=None, journal=None, dry_run=True, plan=summary.as_dict()
-    )
+    plan = {**summary.as_dict(), "refused": scan.as_dict()}
+    return MigrationResult(migration_id=mid, work_dir=None, journal=None, dry_run=True, plan=plan)
 
 
 def run_migration(
@@ -462,4 +467,4 @@ def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
     ver = path.parent / "verification.json"
     if ver.is_file():
         status["verification"] = json.loads(ver.read_text())
-    return status
+    return mask_obj(status)
