@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longmem_etl.api.endpoints import known_limits, same_account
-from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
+from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, APIError, BadInput, LongmemETLError
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal, is_journal
 from longmem_etl.migrate.plan import (
@@ -76,7 +76,8 @@ class MigrationOptions:
     source_key_env: str = "LONGMEM_API_KEY"
     target_key_env: str = "LONGMEM_API_KEY"
     work_root: str | None = None
-    max_attempts: int = 5
+    max_attempts: int = 8
+    give_up_after: float | None = None
     settle_timeout: float = 30.0
     show_progress: bool = True
 
@@ -123,6 +124,10 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput(f"--mode {opts.mode!r}: must be one of {', '.join(MODES)}")
     if not 1 <= opts.chunk_size <= MAX_CHUNK_ITEMS:
         raise BadInput(f"--chunk-size {opts.chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
+    if not 1 <= opts.max_attempts <= 1000:
+        raise BadInput(f"--max-attempts {opts.max_attempts}: must be between 1 and 1000")
+    if opts.give_up_after is not None and not opts.give_up_after > 0:
+        raise BadInput(f"--give-up-after {opts.give_up_after}: must be a positive duration")
     if not 1 <= opts.concurrency <= 64:
         raise BadInput(f"--concurrency {opts.concurrency}: must be between 1 and 64")
     if opts.spec is not None and not Path(opts.spec).is_file():
@@ -259,7 +264,7 @@ def run_migration(
         target = sources.open_target(opts.target, key_env=opts.target_key_env)
         counts = journal.counts()
         bar = (
-            progress(counts["items_total"], desc="migrate", unit="item")
+            progress(counts["items_total"], desc="migrate", unit="item", heartbeat=True)
             if opts.show_progress
             else None
         )
@@ -274,6 +279,7 @@ def run_migration(
             provenance=opts.provenance,
             concurrency=opts.concurrency,
             max_attempts=opts.max_attempts,
+            give_up_after=opts.give_up_after,
             settle_timeout=opts.settle_timeout,
             stop=stop,
             on_items=(bar.update if bar is not None else None),
@@ -301,8 +307,19 @@ def run_migration(
         result.timings["upload"] = round(t_verify - t_upload, 3)
         report = None
         if not stop.is_set():
-            with suppress(Interrupted):
-                report = verify_journal(journal, target, migration_id=mid, stop=stop)
+            try:
+                report = verify_journal(
+                    journal, target, migration_id=mid, stop=stop, max_retries=opts.max_attempts - 1
+                )
+            except Interrupted:
+                pass
+            except APIError as exc:  # the target cannot be read within the retry budget: exit 3
+                result.counts = journal.counts()
+                result.dead_letters = result.counts["items_dead"]
+                result.verification = {"exact": False, "error": f"cannot read the target: {exc}"}
+                result.outputs = _write_outputs(journal, work_dir, result.verification)
+                result.seconds = time.monotonic() - started
+                return result
         if report is None:  # stopped: everything is journaled; the same command resumes
             result.interrupted = True
             result.counts = journal.counts()
@@ -347,7 +364,12 @@ def _freeze_and_plan(opts: MigrationOptions, journal: Journal, work_dir: Path, m
 
 
 def verify_journal(
-    journal: Journal, target: Any, *, migration_id: str, stop: threading.Event | None = None
+    journal: Journal,
+    target: Any,
+    *,
+    migration_id: str,
+    stop: threading.Event | None = None,
+    max_retries: int = 30,
 ) -> VerificationReport:
     """Compare everything the plan holds with one export of the target; fill in target ids."""
     rows = list(journal.iter_items())
@@ -359,7 +381,7 @@ def verify_journal(
             "fp": [r[4] for r in rows],
         }
     )
-    dump = export_target(target, stop=stop)
+    dump = export_target(target, stop=stop, max_retries=max_retries)
     provenance = (journal.get("options") or {}).get("provenance", True)
     report = compare(
         source,

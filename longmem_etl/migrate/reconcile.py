@@ -116,12 +116,13 @@ class TargetIndex:
         collections: Iterable[str] | None = None,
         paged: bool = False,
         stop: threading.Event | None = None,
+        max_retries: int = 30,
     ) -> TargetIndex:
         """One export of the account; or, when the backend cannot export (or ``paged``), the
         listed pages of ``collections`` (default: all of the account's collections)."""
         if not paged:
             try:
-                dump = export_target(target, stop=stop)
+                dump = export_target(target, stop=stop, max_retries=max_retries)
                 return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
             except Unsupported:
                 pass
