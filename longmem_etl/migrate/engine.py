@@ -309,7 +309,12 @@ def run_migration(
         if not stop.is_set():
             try:
                 report = verify_journal(
-                    journal, target, migration_id=mid, stop=stop, max_retries=opts.max_attempts - 1
+                    journal,
+                    target,
+                    migration_id=mid,
+                    stop=stop,
+                    max_retries=opts.max_attempts - 1,
+                    give_up_after=opts.give_up_after,
                 )
             except Interrupted:
                 pass
@@ -370,6 +375,7 @@ def verify_journal(
     migration_id: str,
     stop: threading.Event | None = None,
     max_retries: int = 30,
+    give_up_after: float | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one export of the target; fill in target ids."""
     rows = list(journal.iter_items())
@@ -381,7 +387,7 @@ def verify_journal(
             "fp": [r[4] for r in rows],
         }
     )
-    dump = export_target(target, stop=stop, max_retries=max_retries)
+    dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
     provenance = (journal.get("options") or {}).get("provenance", True)
     report = compare(
         source,

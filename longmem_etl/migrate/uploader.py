@@ -196,6 +196,7 @@ class Uploader:
             collections=(self.journal.chunk_collection(c) for c in chunk_nos),
             stop=self.stop,
             max_retries=self.max_attempts - 1,  # the same retry budget as the writes
+            give_up_after=self.give_up_after,
         )
         missing, found = reconcile_chunks(
             self.journal, index, chunk_nos, provenance=self.provenance
