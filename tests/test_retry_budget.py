@@ -26,7 +26,7 @@ def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=300,
-        env={**os.environ, **env},
+        env={**os.environ, "LONGMEM_ETL_HOME": str(cwd / "home"), **env},
     )
 
 
@@ -39,14 +39,14 @@ def dump(tmp_path: Path) -> Path:
 
 
 def _dead(cwd: Path) -> list[dict]:
-    [path] = (cwd / ".longmem-etl" / "migrations").glob("*/dead_letter.jsonl")
+    [path] = (cwd / "home" / "migrations").glob("*/dead_letter.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_a_target_that_always_fails_ends_with_exit_3_dead_letters_and_heartbeats(
     tmp_path: Path, dump: Path
 ) -> None:
-    target = "local:./t.db?fail_rate=1.0&latency_ms=40"
+    target = "local:./t.db?write_fail_rate=1.0&latency_ms=40"  # reads answer, writes fail
     out = cli(
         [
             "migrate",
@@ -67,7 +67,7 @@ def test_a_target_that_always_fails_ends_with_exit_3_dead_letters_and_heartbeats
     assert sorted(d["source_id"] for d in dead) == [f"m{i:02d}" for i in range(60)]
     assert all(d["status"] == 503 for d in dead)
     assert all("gave up after 3 attempts" in d["message"] for d in dead)
-    assert "verification: NOT DONE — cannot read the target" in out.stdout
+    assert "verification: EXACT" not in out.stdout
     assert "60 item(s) dead-lettered" in out.stdout
     assert HEARTBEAT.search(out.stderr), out.stderr  # a pipe still hears from the run
     # the dead letters replay once the target is back
@@ -75,13 +75,39 @@ def test_a_target_that_always_fails_ends_with_exit_3_dead_letters_and_heartbeats
         [
             "migrate",
             "--source",
-            str(next((tmp_path / ".longmem-etl").rglob("dead_letter.jsonl"))),
+            str(next((tmp_path / "home").rglob("dead_letter.jsonl"))),
             "--target",
             "local:./t.db",
         ],  # fmt: skip
         tmp_path,
     )
     assert replay.returncode == 0, replay.stderr
+
+
+def test_a_target_that_fails_every_call_ends_with_exit_3_and_nothing_sent(
+    tmp_path: Path, dump: Path
+) -> None:
+    out = cli(
+        [
+            "migrate",
+            "--source",
+            str(dump),
+            "--target",
+            "local:./t.db?fail_rate=1.0",
+            "--max-attempts",
+            "3",
+        ],  # fmt: skip
+        tmp_path,
+    )
+    assert out.returncode == 3, out.stderr
+    [line] = out.stderr.strip().splitlines()
+    assert "cannot read the target to learn what it already holds" in line
+    assert "nothing was sent — resume with: longmem-etl migrate" in line
+    [work] = (tmp_path / "home" / "migrations").iterdir()
+    assert (work / "dead_letter.jsonl").read_text() == ""
+    # the target back: the printed resume command finishes the job exactly
+    again = cli(["migrate", "--source", str(dump), "--target", "local:./t.db"], tmp_path)
+    assert again.returncode == 0, again.stderr
 
 
 def test_give_up_after_bounds_the_time_of_a_failing_call(tmp_path: Path, dump: Path) -> None:
@@ -91,7 +117,7 @@ def test_give_up_after_bounds_the_time_of_a_failing_call(tmp_path: Path, dump: P
             "--source",
             str(dump),
             "--target",
-            "local:./t.db?fail_rate=1.0",
+            "local:./t.db?write_fail_rate=1.0",
             "--max-attempts",
             "1000",
             "--give-up-after",
@@ -161,7 +187,7 @@ def test_same_store_under_another_name_is_the_same_account(
     out = cli(["migrate", "--source", "local:./a.db", "--target", target], tmp_path)
     assert out.returncode == 2
     assert "--source and --target are the same account" in out.stderr
-    assert not (tmp_path / ".longmem-etl").exists()
+    assert not (tmp_path / "home" / "migrations").exists()
 
 
 def test_a_copy_is_another_account(tmp_path: Path, dump: Path) -> None:

@@ -59,7 +59,7 @@ def test_url_secrets_are_masked_in_cli_errors(tmp_path: Path, target: str, secre
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={"PATH": "/usr/bin:/bin", "LONGMEM_API_KEY": KEY},
+        env={"PATH": "/usr/bin:/bin", "LONGMEM_API_KEY": KEY, "LONGMEM_ETL_HOME": str(tmp_path)},
     )
     assert out.returncode == 2
     assert secret not in out.stderr and KEY not in out.stderr and "***" in out.stderr
@@ -77,6 +77,7 @@ def test_key_echoed_by_the_server_lands_nowhere(tmp_path: Path) -> None:
         "PYTHONPATH": str(FAKE),
         "TARGET_KEY": KEY,
         "FAKE_LONGMEM_ECHO_KEY": "1",
+        "LONGMEM_ETL_HOME": str(tmp_path / "home"),
         "FAKE_LONGMEM_BACKEND": f"local:{tmp_path}/server.db?max_text_chars=50&fail_rate=0.3&seed=3",
     }
     args = [
@@ -86,7 +87,7 @@ def test_key_echoed_by_the_server_lands_nowhere(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert out.returncode == 3, out.stderr
     assert KEY not in out.stdout and KEY not in out.stderr
-    [work] = (tmp_path / ".longmem-etl" / "migrations").iterdir()
+    [work] = (tmp_path / "home" / "migrations").iterdir()
     dead = [json.loads(line) for line in (work / "dead_letter.jsonl").read_text().splitlines()]
     assert [d["source_id"] for d in dead] == ["m7"]
     # the echo happened (so masking was exercised) and was masked

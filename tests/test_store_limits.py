@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,10 @@ LONG = ("lorem ipsum dolor " * 8400)[:150_000]  # a 150k-character text
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    env = {**os.environ, "LONGMEM_ETL_HOME": str(cwd / "home")}  # this test's own state home
+    return subprocess.run(
+        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def test_defaults_and_uri_parameters(tmp_path: Path) -> None:
@@ -125,7 +129,7 @@ def test_dry_run_names_the_item_the_target_would_refuse(seeded: Path) -> None:
             "(max_text_chars)",
         }
     ]
-    assert not (seeded / "b.db").exists() and not (seeded / ".longmem-etl").exists()
+    assert not (seeded / "b.db").exists() and not (seeded / "home" / "migrations").exists()
     # a stricter target (URI limit) refuses both
     strict = cli(["migrate", "--source", "local:./a.db", "--target", "local:./b.db?max_text_chars=5",
                   "--dry-run", "--json"], seeded)  # fmt: skip
@@ -135,7 +139,7 @@ def test_dry_run_names_the_item_the_target_would_refuse(seeded: Path) -> None:
 def test_without_a_fit_step_the_long_text_is_dead_lettered(seeded: Path) -> None:
     out = cli(["migrate", "--source", "local:./a.db", "--target", "local:./b.db"], seeded)
     assert out.returncode == 3, out.stderr
-    [dead] = (seeded / ".longmem-etl" / "migrations").glob("*/dead_letter.jsonl")
+    [dead] = (seeded / "home" / "migrations").glob("*/dead_letter.jsonl")
     rows = [json.loads(line) for line in dead.read_text().splitlines()]
     assert [r["source_id"] for r in rows] == ["long-1"]
     assert rows[0]["status"] == 422 and "max_text_chars" in rows[0]["message"]
@@ -151,7 +155,7 @@ def test_fit_text_spec_migrates_the_seeded_tenant_with_no_dead_letters(seeded: P
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["dead_letters"] == 0 and res["verification"]["exact"]
-    [dead] = (seeded / ".longmem-etl" / "migrations").glob("*/dead_letter.jsonl")
+    [dead] = (seeded / "home" / "migrations").glob("*/dead_letter.jsonl")
     assert dead.read_text() == ""
     target = open_endpoint("local:" + str(seeded / "b.db"))
     mems = target.export_account()["memories"]
