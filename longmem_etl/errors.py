@@ -2,7 +2,7 @@
 
 Every failure a user can cause or fix is one of these, raised with a message that names *what* and
 *where* (file, row, field) in one line. The CLI turns them into that one line on stderr and the exit
-code from DESIGN §7; anything else is a bug and exits 1.
+code the README documents; anything else is a bug and exits 1.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ EXIT_INCOMPLETE = 3
 
 
 class LongmemETLError(Exception):
-    """Base of every error the toolkit raises on purpose."""
+    """Base of every error the toolkit raises on purpose.
+
+    Its text is always masked (`longmem_etl.secrets.mask`): a key, URL userinfo or secret query
+    parameter echoed into a message never reaches stderr, a journal or a report."""
 
     exit_code = EXIT_ERROR
+
+    def __str__(self) -> str:
+        from longmem_etl.secrets import mask
+
+        return mask(super().__str__())
 
 
 class BadInput(LongmemETLError):
@@ -38,6 +46,9 @@ class APIError(LongmemETLError):
     """
 
     def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        from longmem_etl.secrets import mask
+
+        message = mask(message)
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message

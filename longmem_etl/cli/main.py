@@ -82,8 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return problem.exit_code
         if os.environ.get("LONGMEM_ETL_DEBUG"):
             raise
+        from longmem_etl.secrets import mask
+
         print(
-            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {one_line(mask(exc))} "
             "(set LONGMEM_ETL_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

@@ -44,7 +44,15 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
+from longmem_etl.api.endpoints import known_limits, same_account
+from longmem_etl.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    APIError,
+    BadInput,
+    Incomplete,
+    LongmemETLError,
+)
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal, is_journal
@@ -57,10 +65,12 @@ from longmem_etl.migrate.plan import (
     summarise,
 )
 from longmem_etl.migrate.reconcile import Interrupted, _retrying, export_target
+from longmem_etl.migrate.refusals import RefusalScan
 from longmem_etl.migrate.state import locks_dir, migrations_dir
 from longmem_etl.migrate.uploader import Uploader, make_sender
 from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
 from longmem_etl.progress import progress
+from longmem_etl.secrets import mask_obj
 
 JOURNAL_NAME = "journal.sqlite"
 EXIT_INTERRUPTED = 130
@@ -86,7 +96,10 @@ class MigrationOptions:
     target_key_env: str = "LONGMEM_API_KEY"
     work_root: str | None = None
     """Where ``<migration_id>/`` dirs go (default ``{home}/migrations``)."""
-    max_attempts: int = 5
+    max_attempts: int = 8
+    """Retry budget: tries of one call on 5xx/timeouts (and of a chunk on other errors)."""
+    give_up_after: float | None = None
+    """Retry budget in seconds since a call first failed (None: no time limit)."""
     settle_timeout: float = 30.0
     show_progress: bool = True
     wait: bool = False
@@ -130,7 +143,7 @@ class MigrationResult:
         return EXIT_OK if exact and self.dead_letters == 0 else EXIT_INCOMPLETE
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = mask_obj(asdict(self))  # error texts in `upload` may echo a server's words
         out["exit_code"] = self.exit_code
         return out
 
@@ -144,6 +157,10 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput(f"--mode {opts.mode!r}: must be one of {', '.join(MODES)}")
     if not 1 <= opts.chunk_size <= MAX_CHUNK_ITEMS:
         raise BadInput(f"--chunk-size {opts.chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
+    if not 1 <= opts.max_attempts <= 1000:
+        raise BadInput(f"--max-attempts {opts.max_attempts}: must be between 1 and 1000")
+    if opts.give_up_after is not None and not opts.give_up_after > 0:
+        raise BadInput(f"--give-up-after {opts.give_up_after}: must be a positive duration")
     if not 1 <= opts.concurrency <= 64:
         raise BadInput(f"--concurrency {opts.concurrency}: must be between 1 and 64")
     if opts.spec is not None and not Path(opts.spec).is_file():
@@ -163,7 +180,8 @@ def binding_of(opts: MigrationOptions) -> dict[str, Any]:
     spec or the source's content (those may change between runs; see `plan_binding_of`)."""
     ident = sources.stable_source_identity(opts.source, key_env=opts.source_key_env)
     target = sources.target_identity(opts.target, key_env=opts.target_key_env)
-    if ident.get("account") == target:
+    # device + inode: a hard link, symlink or other spelling of the source store is the same
+    if ident.get("account") is not None and same_account(ident["account"], target):
         raise BadInput(
             f"--source and --target are the same account ({opts.target}); nothing to migrate"
         )
@@ -219,12 +237,15 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
     binding = binding_of(opts)
     mid = migration_id_of(binding)
     key = binding["source"]["key"]
+    scan = RefusalScan(known_limits(opts.target))  # items the target would refuse, named first
     with sources.frozen_temporarily(
         opts.source, spec=opts.spec, key_env=opts.source_key_env
     ) as frozen:
         summary = summarise(
-            plan_items(
-                frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
+            scan.watch(
+                plan_items(
+                    frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
+                )
             ),
             mode=opts.mode,
             chunk_size=opts.chunk_size,
@@ -236,7 +257,7 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
         journal=None,
         dry_run=True,
         source_key=key,
-        plan=summary.as_dict(),
+        plan={**summary.as_dict(), "refused": scan.as_dict()},
     )
 
 
@@ -315,13 +336,27 @@ def _run_locked(
             from longmem_etl.migrate.holdings import learn_holdings
 
             t_held = time.monotonic()
-            found = learn_holdings(journal, target, source_key=key, stop=stop)
+            try:
+                found = learn_holdings(
+                    journal,
+                    target,
+                    source_key=key,
+                    stop=stop,
+                    max_retries=opts.max_attempts - 1,
+                    give_up_after=opts.give_up_after,
+                )
+            except APIError as exc:  # unreadable within the retry budget: nothing sent, exit 3
+                _write_outputs(journal, work_dir, None)
+                raise Incomplete(
+                    f"cannot read the target to learn what it already holds ({exc}); nothing "
+                    f"was sent — resume with: {result.resume_command}"
+                ) from None
             journal.put(holdings=found.as_dict())
             result.timings["holdings"] = round(time.monotonic() - t_held, 3)
         result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
         counts = journal.counts()
         bar = (
-            progress(counts["items_total"], desc="migrate", unit="item")
+            progress(counts["items_total"], desc="migrate", unit="item", heartbeat=True)
             if opts.show_progress
             else None
         )
@@ -336,6 +371,7 @@ def _run_locked(
             provenance=opts.provenance,
             concurrency=opts.concurrency,
             max_attempts=opts.max_attempts,
+            give_up_after=opts.give_up_after,
             settle_timeout=opts.settle_timeout,
             stop=stop,
             on_items=(bar.update if bar is not None else None),
@@ -371,10 +407,25 @@ def _run_locked(
         result.timings["upload"] = round(t_verify - t_upload, 3)
         report = None
         if not stop.is_set():
-            with suppress(Interrupted):
+            try:
                 report = verify_journal(
-                    journal, target, migration_id=key, stop=stop, foreign_copies=opts.copy is None
+                    journal,
+                    target,
+                    migration_id=key,
+                    stop=stop,
+                    foreign_copies=opts.copy is None,
+                    max_retries=opts.max_attempts - 1,
+                    give_up_after=opts.give_up_after,
                 )
+            except Interrupted:
+                pass
+            except APIError as exc:  # the target cannot be read within the retry budget: exit 3
+                result.counts = journal.counts()
+                result.dead_letters = result.counts["items_dead"]
+                result.verification = {"exact": False, "error": f"cannot read the target: {exc}"}
+                result.outputs = _write_outputs(journal, work_dir, result.verification)
+                result.seconds = time.monotonic() - started
+                return result
         if report is None:  # stopped: everything is journaled; the same command resumes
             result.interrupted = True
             result.counts = journal.counts()
@@ -484,6 +535,8 @@ def verify_journal(
     migration_id: str,
     stop: threading.Event | None = None,
     foreign_copies: bool = True,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one export of the WHOLE target (copies made under
     another key or by an older version count as duplicates with ``foreign_copies``); fill in
@@ -497,7 +550,7 @@ def verify_journal(
             "fp": [r[4] for r in rows],
         }
     )
-    dump = export_target(target, stop=stop)
+    dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
     provenance = (journal.get("options") or {}).get("provenance", True)
     report = compare(
         source,
@@ -620,4 +673,4 @@ def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
     ver = path.parent / "verification.json"
     if ver.is_file():
         status["verification"] = json.loads(ver.read_text())
-    return status
+    return mask_obj(status)

@@ -17,6 +17,7 @@ mode the round starts as soon as the work queue drains, overlapping the pass's l
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -31,17 +32,30 @@ class Interrupted(LongmemETLError):
     """The run was asked to stop (Ctrl-C/SIGTERM) while waiting to retry an export."""
 
 
-def _retrying(call: Any, *, stop: threading.Event | None, max_retries: int = 30) -> Any:
-    """A read retried through transient errors (5xx, 429, ambiguous reads, network)."""
+def _retrying(
+    call: Any,
+    *,
+    stop: threading.Event | None,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
+) -> Any:
+    """A read retried through transient errors (5xx, 429, ambiguous reads, network), at most
+    ``max_retries`` times and (if set) ``give_up_after`` seconds after the first failure."""
     attempt = 0
+    first = None
     while True:
         try:
             return call()
         except (APIError, AmbiguousError, OSError) as exc:
             retryable = isinstance(exc, AmbiguousError | OSError) or exc.retryable
-            if not retryable or attempt >= max_retries:
+            now = time.monotonic()
+            first = now if first is None else first
+            late = give_up_after is not None and now - first >= give_up_after
+            if not retryable or attempt >= max_retries or late:
                 raise
             delay = backoff(attempt, retry_after=getattr(exc, "retry_after", None))
+            if give_up_after is not None:
+                delay = min(delay, max(0.0, first + give_up_after - now))
             attempt += 1
             if stop is not None:
                 if stop.wait(delay):
@@ -51,10 +65,16 @@ def _retrying(call: Any, *, stop: threading.Event | None, max_retries: int = 30)
 
 
 def export_target(
-    target: Any, *, stop: threading.Event | None = None, max_retries: int = 30
+    target: Any,
+    *,
+    stop: threading.Event | None = None,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
 ) -> dict[str, Any]:
-    """``target.export_account()`` retried through transient errors."""
-    return _retrying(target.export_account, stop=stop, max_retries=max_retries)
+    """``target.export_account()`` retried through transient errors (within the budget)."""
+    return _retrying(
+        target.export_account, stop=stop, max_retries=max_retries, give_up_after=give_up_after
+    )
 
 
 def list_collection(
@@ -119,12 +139,16 @@ class TargetIndex:
         collections: Iterable[str] | None = None,
         paged: bool = False,
         stop: threading.Event | None = None,
+        max_retries: int = 30,
+        give_up_after: float | None = None,
     ) -> TargetIndex:
         """One export of the account; or, when the backend cannot export (or ``paged``), the
         listed pages of ``collections`` (default: all of the account's collections)."""
         if not paged:
             try:
-                dump = export_target(target, stop=stop)
+                dump = export_target(
+                    target, stop=stop, max_retries=max_retries, give_up_after=give_up_after
+                )
                 return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
             except Unsupported:
                 pass

@@ -248,6 +248,8 @@ def apply_spec(
         f"reason VARCHAR NOT NULL, field VARCHAR, id VARCHAR, raw VARCHAR, step INTEGER NOT NULL)"
     )
     total_in = rows = _count(con, base)
+    added = 0  # rows added by expanding steps (fit_text split); their _row is >= total_in
+    origin: str | None = None  # (_row, origin) of added rows, when any step expands
     owned: list[str] = []  # temp tables holding data, dropped when superseded
     flags: str | None = None  # table of `alive` aligned with `base`, when rows were removed from it
     stale = False  # rows removed from `base` since `flags` was built
@@ -310,6 +312,7 @@ def apply_spec(
         t0 = time.perf_counter()
         rows_in = rows
         rejected = 0
+        step_added = 0
         counts: dict[str, int] = {}
         try:
             for plan in compile_step(step, now):
@@ -355,13 +358,23 @@ def apply_spec(
                     flush()
                     nxt = names("s")
                     before = _count(con, rem)
-                    counts.update(plan.run(con, live(), nxt, rem, step.name, step.index))
+                    extra: dict[str, Any] = {}
+                    if plan.expands:
+                        if origin is None:
+                            origin = names("origin")
+                            con.execute(f"CREATE TEMP TABLE {origin} ({ROW} BIGINT, origin BIGINT)")
+                        extra = {"first_row": total_in + added, "origin": origin}
+                    got = dict(plan.run(con, live(), nxt, rem, step.name, step.index, **extra))
+                    grown = int(got.pop("rows_added", 0))
+                    added += grown
+                    step_added += grown
+                    counts.update(got)
                     rejected += _count(con, rem) - before
                     new_base(nxt)
                     pristine = False
         except duckdb.Error as exc:
             _raise_step_error(spec, step, exc)
-        rows = rows_in - rejected
+        rows = rows_in - rejected + step_added
         reports.append(
             StepReport(
                 step.index,
@@ -392,23 +405,37 @@ def apply_spec(
     # what was removed is exactly the input.
     total_rej, distinct, out_of_range = con.execute(
         f"SELECT count(*), count(DISTINCT row_index), "
-        f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total_in}) FROM {rem}"
+        f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total_in + added}) FROM {rem}"
     ).fetchall()[0]
     left = _count(con, live())
-    if distinct != total_rej or out_of_range or total_in != left + total_rej or left != rows:
+    if (
+        distinct != total_rej
+        or out_of_range
+        or total_in + added != left + total_rej
+        or left != rows
+    ):
         raise InvariantBroken(
-            f"{total_in} in != {left} out + {total_rej} rejected ({distinct} distinct rows, "
+            f"{total_in} in{f' + {added} added' if added else ''} != {left} out + {total_rej} rejected "
+            f"({distinct} distinct rows, "
             f"{out_of_range} out of range; steps say {rows} out)"
         )
     report = Report(total_in, rows, total_rej, now, reports)
     # rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite are
     # looked up in the input now, only those.
     missing = con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]
+    # An added row (fit_text part) has no input row of its own: its raw is its origin's.
+    src_of = (
+        f"(SELECT row_index AS r, coalesce(o.origin, row_index) AS src FROM {rem} "
+        f"LEFT JOIN {origin} o ON o.{ROW} = {rem}.row_index WHERE {rem}.raw IS NULL)"
+        if origin
+        else f"(SELECT row_index AS r, row_index AS src FROM {rem} WHERE raw IS NULL)"
+    )
     if missing:
         fix = names("raw")
         con.execute(
-            f"CREATE TEMP TABLE {fix} AS SELECT {ROW}, {raw_sql} AS raw FROM {original} "
-            f"WHERE {ROW} IN (SELECT row_index FROM {rem} WHERE raw IS NULL)"
+            f"CREATE TEMP TABLE {fix} AS SELECT w.r AS {ROW}, x.raw FROM {src_of} w JOIN "
+            f"(SELECT {ROW}, {raw_sql} AS raw FROM {original} "
+            f"WHERE {ROW} IN (SELECT src FROM {src_of})) x ON x.{ROW} = w.src"
         )
         con.execute(
             f"UPDATE {rem} SET raw = f.raw FROM {fix} f WHERE {rem}.raw IS NULL "
@@ -418,7 +445,13 @@ def apply_spec(
         if con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]:
             raise InvariantBroken("rejected rows lost joining back to the input")
     output = con.sql(f"SELECT {_COLS} FROM {output_sql}")
+    index = "row_index"
+    if origin:  # report an added row at the input row it came from
+        index = (
+            f"coalesce((SELECT o.origin FROM {origin} o WHERE o.{ROW} = {rem}.row_index), "
+            "row_index) AS row_index"
+        )
     rejected_rel = con.sql(
-        f"SELECT row_index, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
+        f"SELECT {index}, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
     )
     return Applied(output, rejected_rel, report, stream, tail)

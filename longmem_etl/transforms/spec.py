@@ -42,6 +42,7 @@ DROPPABLE_COLUMNS = (
     "extra",
 )
 REDACT_FIELDS = ("text", "metadata")
+FIT_MODES = ("split", "truncate")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -49,7 +50,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 class Opt:
     """One option of a step kind: its type, default and (for enums) its choices."""
 
-    type: str  # bool|str|number|timestamp|enum|enum_list|str_list|str_map|regex_map|sql_predicate|sql_query
+    type: str  # bool|str|integer|number|timestamp|enum|enum_list|str_list|str_map|regex_map|sql_predicate|sql_query
     doc: str
     default: Any = None
     required: bool = False
@@ -156,6 +157,21 @@ STEPS: dict[str, StepDef] = {
             "columns": Opt(
                 "enum_list", "fields to null out", required=True, choices=DROPPABLE_COLUMNS
             )
+        },
+    ),
+    "fit_text": StepDef(
+        "Fit texts longer than max_chars to a target's limit: split them into linked parts "
+        '(mode "split": part 1 keeps the id, part k is <id>~part<k>, metadata._fit_text = '
+        '{of, part, parts, original_chars}) or cut them (mode "truncate": metadata._fit_text = '
+        "{truncated, original_chars}). Shorter texts are untouched.",
+        {
+            "max_chars": Opt(
+                "integer",
+                "longest text to keep, in characters (the embedded store refuses over 100000)",
+                default=100_000,
+                minimum=1,
+            ),
+            "mode": Opt("enum", "split or truncate", default="split", choices=FIT_MODES),
         },
     ),
     "keep_metadata_keys": StepDef(
@@ -303,6 +319,16 @@ def _check_value(value: Any, opt: Opt, where: str, checker: _SqlChecker) -> Any:
     if t == "str":
         if not isinstance(value, str):
             raise BadInput(f"{where}: expected a string, got {_tname(value)} {value!r}")
+        return value
+    if t == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInput(f"{where}: expected a whole number, got {_tname(value)} {value!r}")
+        if (opt.minimum is not None and value < opt.minimum) or (
+            opt.maximum is not None and value > opt.maximum
+        ):
+            raise BadInput(
+                f"{where}: expected a whole number in [{opt.minimum}, {opt.maximum}], got {value!r}"
+            )
         return value
     if t == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -505,8 +531,8 @@ def _opt_schema(opt: Opt) -> dict[str, Any]:
         s = {"type": "boolean"}
     elif t == "str":
         s = {"type": "string"}
-    elif t == "number":
-        s = {"type": "number"}
+    elif t in ("number", "integer"):
+        s = {"type": t}
         if opt.minimum is not None:
             s["minimum"] = opt.minimum
         if opt.maximum is not None:
