@@ -6,6 +6,7 @@ the Dagster asset ``memories_report`` are both thin faces over these two calls.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,11 +38,14 @@ def build_report(
     *,
     snapshot: str | None = None,
     migration_dirs: list[Path] | None = None,
+    migration_roots: Sequence[Path] = (),
     stale_days: int = STALE_DAYS,
     top: int = TOP_TAGS,
 ) -> Report:
     """Figures for each tenant (all tenants under ``root`` when None) from its newest snapshot, or
-    ``snapshot`` (a snapshot name; only with one tenant). ``BadInput`` when the root has no
+    ``snapshot`` (a snapshot name; only with one tenant). Migrations are looked for in
+    ``migration_dirs`` (default: ``report.migrations.default_dirs``) and count when their source is
+    a snapshot under ``root`` or ``migration_roots``. ``BadInput`` when the root has no
     snapshot, or a tenant / snapshot is not there."""
     from longmem_etl.report.figures import pick, tenant_figures
     from longmem_etl.report.migrations import find_migrations
@@ -63,7 +67,7 @@ def build_report(
     if snapshot is not None and len(wanted) != 1:
         raise BadInput("--snapshot needs exactly one --tenant (snapshot names differ per tenant)")
     picks = [pick(entries, t, snapshot) for t in wanted]  # all BadInput before any work
-    migrations = find_migrations(root, migration_dirs)
+    migrations = find_migrations(root, migration_dirs, migration_roots)
     report = Report(
         root=str(root.resolve()),
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

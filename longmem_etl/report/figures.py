@@ -148,7 +148,9 @@ def personal_data_sql() -> str:
         rx = dets[i][1]
         n = len(cols)
         cols.append(f"CAST({expr} AS BIGINT) AS c{n}")
-        cols.append(f"CASE WHEN CAST({expr} AS BIGINT) > 0 THEN regexp_extract({prev}, {sql_str(rx)}) END AS e{n}")
+        cols.append(
+            f"CASE WHEN CAST({expr} AS BIGINT) > 0 THEN regexp_extract({prev}, {sql_str(rx)}) END AS e{n}"
+        )
         unions.append(
             f"SELECT {sql_str(kind)} AS kind, {sql_str(fld)} AS field, "
             f"coalesce(sum(c{n}), 0) AS matches, count_if(c{n} > 0) AS memories, "

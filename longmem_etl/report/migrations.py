@@ -53,15 +53,21 @@ def _binding(journal: Path) -> dict[str, Any] | None:
     return {"binding": binding, "migration_id": values.get("migration_id")}
 
 
-def find_migrations(root: Path, dirs: Iterable[Path] | None = None) -> dict[str, list[dict]]:
+def find_migrations(
+    root: Path, dirs: Iterable[Path] | None = None, also: Iterable[Path] = ()
+) -> dict[str, list[dict]]:
     """``{tenant: [{migration_id, source_snapshot, verification, work_dir}]}`` for every migration
-    with a ``verification.json`` whose source is a snapshot under ``root``."""
+    with a ``verification.json`` whose source is a snapshot under ``root`` (or a root in ``also``:
+    the Dagster asset reports the clean root, while its migrations start from the backup root)."""
     root = root.resolve()
+    roots = [root, *(Path(r).resolve() for r in also)]
     out: dict[str, list[dict]] = {}
     seen: set[Path] = set()
     for base in dirs if dirs is not None else default_dirs(root):
         base = Path(base)
-        journals = [base / JOURNAL] if (base / JOURNAL).is_file() else sorted(base.glob(f"*/{JOURNAL}"))
+        journals = (
+            [base / JOURNAL] if (base / JOURNAL).is_file() else sorted(base.glob(f"*/{JOURNAL}"))
+        )
         for journal in journals:
             work = journal.parent.resolve()
             ver = work / VERIFICATION
@@ -75,7 +81,9 @@ def find_migrations(root: Path, dirs: Iterable[Path] | None = None) -> dict[str,
             if source.get("kind") != "snapshot" or not isinstance(source.get("path"), str):
                 continue
             snap = Path(source["path"]).resolve()
-            if not snap.is_relative_to(root) or not snap.parent.name.startswith(TENANT_PREFIX):
+            if not any(snap.is_relative_to(r) for r in roots) or not snap.parent.name.startswith(
+                TENANT_PREFIX
+            ):
                 continue
             try:
                 verification = json.loads(ver.read_text(encoding="utf-8"))

@@ -82,7 +82,9 @@ def _svg(fig: Any) -> str:
     return _XMLNS.sub("", text)
 
 
-def _figure(height: float = 3.2, width: float = 9.0, left: float = 0.08, right: float = 0.98) -> Any:
+def _figure(
+    height: float = 3.2, width: float = 9.0, left: float = 0.08, right: float = 0.98
+) -> Any:
     import matplotlib
 
     matplotlib.rcParams["svg.hashsalt"] = "longmem-etl-report"
@@ -184,7 +186,9 @@ def charts(t: TenantReport) -> dict[str, str]:
     pii: dict[str, dict[str, int]] = {}
     for r in f["personal_data"]:
         pii.setdefault(r["kind"], {"text": 0, "metadata": 0})[r["field"]] += r["matches"]
-    pii_kinds = [k for k in sorted(pii, key=lambda k: -sum(pii[k].values())) if sum(pii[k].values())]
+    pii_kinds = [
+        k for k in sorted(pii, key=lambda k: -sum(pii[k].values())) if sum(pii[k].values())
+    ]
     rej = f["rejected"][:TOP]
     chg = f["changes"][:TOP]
     return {
@@ -227,7 +231,9 @@ def charts(t: TenantReport) -> dict[str, str]:
             [r["collection"] for r in dup],
             {
                 "exact": [r["exact_duplicates"] for r in dup],
-                "normalised only": [r["normalised_duplicates"] - r["exact_duplicates"] for r in dup],
+                "normalised only": [
+                    r["normalised_duplicates"] - r["exact_duplicates"] for r in dup
+                ],
             },
             "memories",
         ),
@@ -348,7 +354,7 @@ def render_html(report: Report) -> str:
     sections = "".join(tenant_html(t, report.stale_days) for t in report.tenants)
     names = ", ".join(t.tenant for t in report.tenants)
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>longmem-etl report: {_e(names)}</title><style>{CSS}</style></head><body>"
         f"<h1>Memories report</h1>"
