@@ -8,8 +8,6 @@ clean root. The HTML is written to ``{home}/reports/<tenant>.html`` (config ``ou
 figures go into the materialization's metadata as tables, so the UI shows them without opening it.
 """
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Any
 
