@@ -47,8 +47,9 @@ print(con.execute(
 """
 
 
-def measure(code: str, *args: str) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of ``python -c code args`` in a child process."""
+def measure(code: str, *args: str) -> tuple[float, float, str, float]:
+    """(wall s, peak RSS MB, stdout, CPU s) of ``python -c code args`` in a child process (CPU
+    time is worth printing on a shared machine: wall time there is mostly waiting for a core)."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, cwd=REPO, text=True
@@ -58,7 +59,7 @@ def measure(code: str, *args: str) -> tuple[float, float, str]:
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"child failed: {code.strip().splitlines()[1]}")
-    return wall, usage.ru_maxrss / 1024, out.strip()
+    return wall, usage.ru_maxrss / 1024, out.strip(), usage.ru_utime + usage.ru_stime
 
 
 def prepare(count: int, work: Path) -> tuple[Path, str]:
@@ -113,9 +114,12 @@ def main() -> int:
         "cpus": os.cpu_count(),
         "report_s": round(best["report"][0], 2),
         "report_peak_rss_mb": round(best["report"][1]),
+        "report_cpu_s": round(best["report"][3], 2),
         "baseline_s": round(best["baseline"][0], 2),
+        "baseline_cpu_s": round(best["baseline"][3], 2),
         "baseline_peak_rss_mb": round(best["baseline"][1]),
         "time_ratio": round(best["report"][0] / best["baseline"][0], 2),
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "html_bytes": out.stat().st_size,
         "goal": "report <= 10 s and <= 1024 MB at 1M memories",
     }

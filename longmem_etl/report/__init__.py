@@ -41,6 +41,7 @@ def build_report(
     migration_roots: Sequence[Path] = (),
     stale_days: int = STALE_DAYS,
     top: int = TOP_TAGS,
+    memory_limit_mb: int = 512,
 ) -> Report:
     """Figures for each tenant (all tenants under ``root`` when None) from its newest snapshot, or
     ``snapshot`` (a snapshot name; only with one tenant). Migrations are looked for in
@@ -75,6 +76,10 @@ def build_report(
     )
     con = connect(root)
     try:
+        con.execute("SET enable_progress_bar = false")  # DuckDB's bar would go to stdout (--json)
+        # the report's goal is <= 1 GB peak at 1M memories: DuckDB spills past this instead
+        con.execute(f"SET memory_limit = '{memory_limit_mb}MB'")
+        con.execute("SET preserve_insertion_order = false")  # every figure query sorts itself
         register(con)
         for chosen, previous in picks:
             report.tenants.append(

@@ -16,6 +16,9 @@ value have it replaced by ``…``.
 from __future__ import annotations
 
 import json
+import os
+import sys
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import cache
@@ -100,9 +103,13 @@ def _jsonable(value: Any) -> Any:
 
 def run_figure(con: duckdb.DuckDBPyConnection, sql: str, params: dict | None = None) -> Figure:
     """Run one figure query; values made JSON-ready (timestamps as ISO UTC text)."""
+    t0 = time.perf_counter()
     cur = con.execute(sql, params or {})
     cols = [d[0] for d in cur.description]
-    return Figure(cols, [[_jsonable(v) for v in row] for row in cur.fetchall()])
+    fig = Figure(cols, [[_jsonable(v) for v in row] for row in cur.fetchall()])
+    if os.environ.get("LONGMEM_ETL_REPORT_TIMINGS"):
+        print(f"{time.perf_counter() - t0:6.2f}s {sql[:60]!r}", file=sys.stderr)
+    return fig
 
 
 def snapshot_time(snapshot: str) -> datetime:
