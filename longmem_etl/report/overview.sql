@@ -13,6 +13,6 @@ SELECT
     count_if(created_at IS NULL) AS no_created_at,
     min(created_at) AS first_created,
     max(created_at) AS last_created,
-    CAST(avg(length(text)) AS DOUBLE) AS mean_text_length,
-    max(length(text)) AS max_text_length
-FROM report_memories
+    CAST(avg(n) AS DOUBLE) AS mean_text_length,
+    max(n) AS max_text_length
+FROM (SELECT *, length(text) AS n FROM report_memories)
