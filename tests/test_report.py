@@ -443,6 +443,30 @@ def test_default_out_is_report_html_and_rewrites_atomically(world, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temp left
 
 
+def test_damaged_snapshot_file_is_exit_2_naming_the_snapshot(world, tmp_path):
+    root = tmp_path / "snaps"
+    shutil.copytree(world["root"] / "tenant=hostile", root / "tenant=hostile")
+    (snap,) = (root / "tenant=hostile").glob("snapshot=*")
+    (snap / "memories.parquet").write_bytes(b"PAR1 not really parquet")
+    proc = cli("report", "--root", str(root), cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert str(snap.name) in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_two_reports_to_one_file_at_once_leave_one_whole_report(world, tmp_path):
+    out = tmp_path / "same.html"
+    args = [*CLI, "report", "--root", str(world["root"]), "--tenant", "hostile", "--out", str(out)]
+    procs = [
+        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
+    ]
+    assert [p.wait(timeout=240) for p in procs] == [0, 0]
+    html = out.read_text(encoding="utf-8")
+    assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
+    assert html.count('<figure class="chart"') == N_CHARTS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["same.html"]
+
+
 # ------------------------------------------------------------------------------------------------
 # headless Chromium
 

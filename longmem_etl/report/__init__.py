@@ -48,11 +48,13 @@ def build_report(
     ``migration_dirs`` (default: ``report.migrations.default_dirs``) and count when their source is
     a snapshot under ``root`` or ``migration_roots``. ``BadInput`` when the root has no
     snapshot, or a tenant / snapshot is not there."""
+    import duckdb
+
     from longmem_etl.report.figures import pick, tenant_figures
     from longmem_etl.report.migrations import find_migrations
     from longmem_etl.snapshots import sanitize_tenant
     from longmem_etl.transforms.sqlparts import register
-    from longmem_etl.warehouse import connect, discover
+    from longmem_etl.warehouse import connect, discover, one_line
 
     root = Path(root)
     if not root.is_dir():
@@ -74,7 +76,10 @@ def build_report(
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         stale_days=stale_days,
     )
-    con = connect(root)
+    try:
+        con = connect(root)  # the views read each file's Parquet footer: damage shows here
+    except duckdb.Error as exc:
+        raise BadInput(f"--root {root}: cannot read a snapshot ({one_line(exc)})") from None
     try:
         con.execute("SET enable_progress_bar = false")  # DuckDB's bar would go to stdout (--json)
         # the report's goal is <= 1 GB peak at 1M memories: DuckDB spills past this instead
@@ -82,8 +87,8 @@ def build_report(
         con.execute("SET preserve_insertion_order = false")  # every figure query sorts itself
         register(con)
         for chosen, previous in picks:
-            report.tenants.append(
-                tenant_figures(
+            try:
+                figures = tenant_figures(
                     con,
                     chosen,
                     previous,
@@ -91,7 +96,9 @@ def build_report(
                     stale_days=stale_days,
                     top=top,
                 )
-            )
+            except duckdb.Error as exc:  # a damaged or vanished snapshot file: name it, no trace
+                raise BadInput(f"{chosen.path}: cannot read ({one_line(exc)})") from None
+            report.tenants.append(figures)
     finally:
         con.close()
     return report
