@@ -40,7 +40,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
 h1{font-size:1.6em}h2{border-bottom:2px solid #4C72B0;padding-bottom:.2em;margin-top:2em}
 h3{font-size:1.1em;margin:1.4em 0 .3em}
-table{border-collapse:collapse;margin:.4em 0 1em;font-size:12px}
+table{border-collapse:collapse;margin:.4em 0 1em;font-size:12px;display:block;overflow-x:auto;max-width:100%}
 td,th{border:1px solid #ccc;padding:2px 6px;text-align:left;vertical-align:top}
 td.n{text-align:right;font-variant-numeric:tabular-nums}
 figure.chart{margin:.5em 0;page-break-inside:avoid;break-inside:avoid}
@@ -297,6 +297,16 @@ def table(fig: Figure, limit: int | None = 200) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{more}"
 
 
+def vertical(fig: Figure) -> str:
+    """A one-row figure (the overview) as name / value lines: readable at any width."""
+    if len(fig.rows) != 1:
+        return table(fig)
+    (row,) = fig.rows
+    return table(
+        Figure(["figure", "value"], [[c, v] for c, v in zip(fig.columns, row, strict=True)])
+    )
+
+
 def _chart(name: str, svg: str) -> str:
     return f'<figure class="chart" data-chart="{name}">{svg}</figure>'
 
@@ -345,7 +355,7 @@ def tenant_html(t: TenantReport, stale_days: int) -> str:
         f'<section class="tenant" data-tenant="{_e(t.tenant)}">'
         f"<h2>Tenant {_e(t.tenant)}</h2>"
         f'<p class="note">snapshot {_e(t.snapshot)} ({_e(t.path)}){prev}</p>'
-        f"{table(f['overview'])}{body}</section>"
+        f"{vertical(f['overview'])}{body}</section>"
     )
 
 
