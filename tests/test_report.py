@@ -35,8 +35,12 @@ IP = "203.0.113.77"
 HOSTILE_COLLECTION = "<script>alert(1)</script> $x^2$"
 
 
-def cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path | None = None, check: bool = True, home: Path | None = None
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if home is not None:  # the state home where migrate keeps its work dirs
+        env["LONGMEM_ETL_HOME"] = str(home)
     proc = subprocess.run(
         [*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
     )
@@ -86,10 +90,10 @@ def world(tmp_path_factory) -> dict:
         "--target",
         f"local:{tmp / 'target.sqlite'}",
         "--json",
-        cwd=tmp,  # work dir .longmem-etl/migrations beside the root
+        home=tmp / "state",
     )
     out = tmp / "out" / "report.html"
-    proc = cli("report", "--root", str(root), "--out", str(out), "--json")
+    proc = cli("report", "--root", str(root), "--out", str(out), "--json", home=tmp / "state")
     report = json.loads(proc.stdout)
     return {
         "tmp": tmp,

@@ -1,7 +1,7 @@
 """Migrations that ran from a snapshot root, and their verification summaries.
 
-A migration's work dir (``migrate``: ``.longmem-etl/migrations/<id>/`` under the directory it ran
-from, or the ``--journal`` file's directory) holds ``journal.sqlite`` (its binding names the source)
+A migration's work dir (``migrate``: ``<state home>/migrations/<id>/``, or the ``--journal``
+file's directory) holds ``journal.sqlite`` (its ``plan_binding`` names the source it planned from)
 and, once verified, ``verification.json``. A migration "ran from this root" when its source is a
 snapshot directory under the root; it belongs to the tenant of that snapshot. Journals are opened
 read-only (never locked or changed: a migration may be running).
@@ -23,11 +23,15 @@ VERIFICATION = "verification.json"
 
 
 def default_dirs(root: Path) -> list[Path]:
-    """Where migrations of this root's snapshots usually live: ``.longmem-etl/migrations`` in the
-    root, beside it, or in the current directory, and ``migrations/`` beside the root (the
-    quickstart's layout)."""
+    """Where migrations of this root's snapshots usually live: the state home's ``migrations/``
+    (``$LONGMEM_ETL_HOME``, where ``migrate`` puts them), ``.longmem-etl/migrations`` in the root,
+    beside it, or in the current directory, and ``migrations/`` beside the root (the quickstart's
+    layout)."""
+    from longmem_etl.migrate.state import migrations_dir
+
     root = root.resolve()
     return [
+        migrations_dir(),
         root / ".longmem-etl" / "migrations",
         root.parent / ".longmem-etl" / "migrations",
         root.parent / "migrations",
@@ -40,17 +44,24 @@ def _binding(journal: Path) -> dict[str, Any] | None:
         con = sqlite3.connect(f"file:{journal.absolute()}?mode=ro", uri=True)
         try:
             rows = con.execute(
-                "SELECT k, v FROM migration WHERE k IN ('binding', 'migration_id')"
+                "SELECT k, v FROM migration WHERE k IN ('binding', 'plan_binding', 'migration_id')"
             ).fetchall()
         finally:
             con.close()
     except sqlite3.Error:
         return None
     values = {k: json.loads(v) for k, v in rows}
+    plan = values.get("plan_binding")
     binding = values.get("binding")
-    if not isinstance(binding, dict):
+    # the content the plan was made from (path of a snapshot source); older journals had it
+    # as the binding's source
+    if isinstance(plan, dict) and isinstance(plan.get("content"), dict):
+        source = plan["content"]
+    elif isinstance(binding, dict) and isinstance(binding.get("source"), dict):
+        source = binding["source"]
+    else:
         return None
-    return {"binding": binding, "migration_id": values.get("migration_id")}
+    return {"source": source, "migration_id": values.get("migration_id")}
 
 
 def find_migrations(
@@ -77,7 +88,7 @@ def find_migrations(
             info = _binding(journal)
             if info is None:
                 continue
-            source = info["binding"].get("source") or {}
+            source = info["source"]
             if source.get("kind") != "snapshot" or not isinstance(source.get("path"), str):
                 continue
             snap = Path(source["path"]).resolve()
