@@ -73,8 +73,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         type=Path,
         metavar="DIR",
-        help="where migration work dirs are (repeatable; default: .longmem-etl/migrations in "
-        "the root, beside it and in the current directory, and migrations/ beside the root)",
+        help="where migration work dirs are (repeatable; default: the state home's migrations/ "
+        "($LONGMEM_ETL_HOME), .longmem-etl/migrations in or beside the root or in the current "
+        "directory, and migrations/ beside the root)",
     )
     p.add_argument(
         "--json", action="store_true", help="print the figures as JSON on stdout (for scripts)"
