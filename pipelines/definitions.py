@@ -14,6 +14,7 @@ from dagster import Definitions, ExecutorDefinition, in_process_executor, multip
 
 from pipelines.analysis.assets import memories_clean, warehouse
 from pipelines.analysis.checks import analysis_checks
+from pipelines.analysis.report import memories_report
 from pipelines.backup.assets import account_dump, memories_snapshot
 from pipelines.backup.checks import backup_checks
 from pipelines.backup.schedules import backup_job, daily_backup, health_job, snapshot_health
@@ -23,7 +24,14 @@ from pipelines.migration.checks import migration_checks
 from pipelines.migration.sensors import migrate_after_backup, migration_job
 from pipelines.resources import default_resources
 
-ASSETS = [memories_snapshot, account_dump, memories_clean, warehouse, tenant_migration]
+ASSETS = [
+    memories_snapshot,
+    account_dump,
+    memories_clean,
+    warehouse,
+    memories_report,
+    tenant_migration,
+]
 CHECKS = [*backup_checks, *analysis_checks, *migration_checks]
 
 

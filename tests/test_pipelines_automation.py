@@ -33,6 +33,7 @@ def test_defs_expose_the_graph_jobs_schedule_and_sensors():
         "account_dump",
         "memories_clean",
         "warehouse",
+        "memories_report",
         "tenant_migration",
     }
     assert {j.name for j in repo.get_all_jobs()} >= {"daily_backup_job", "tenant_migration_job"}
