@@ -39,7 +39,7 @@ def state_home() -> Path:
 
 
 def sample_dump(tenant: str) -> Path | None:
-    """The sample dump a tenant is seeded from: the table above, else ``sample_data/<tenant>.json``."""
+    """The sample dump a tenant is seeded from: the table above, else ``longmem_etl/sample_data/<tenant>.json``."""
     path = sample_data_dir() / SAMPLE_TENANTS.get(tenant, f"{tenant}.json")
     return path if path.is_file() else None
 
@@ -83,7 +83,7 @@ class LongmemEndpoint(ConfigurableResource):
     """A Longmem endpoint per tenant: a URI template and the *name* of the env var holding its key.
 
     With ``seed_from_sample_data``, a ``local:`` URI whose SQLite file does not exist yet is seeded
-    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``sample_data/<tenant>.json``) when
+    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``longmem_etl/sample_data/<tenant>.json``) when
     there is one (idempotent), so the offline default has data to back up. A tenant with neither a
     store nor a sample fails clearly in the library (``no such local store``).
     """

@@ -25,7 +25,7 @@ from longmem_etl.snapshots import list_snapshots, open_snapshot
 from longmem_etl.snapshots.diff import diff_snapshots
 from longmem_etl.snapshots.temps import owned
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 FAKE_SDK = Path(__file__).resolve().parent / "fake_sdk"
 DIRTY = SAMPLES / "globex-dirty.json"
 KEY = "lm_live_TOPSECRET_b4ckup_k3y_9f8e7d"

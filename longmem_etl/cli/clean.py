@@ -12,8 +12,8 @@ ORDER = 50
 
 EXAMPLES = """\
   longmem-etl clean snapshots/tenant=globex/snapshot=20251120T000000Z \\
-      --spec sample_data/specs/migration-hygiene.toml --root snapshots/
-  longmem-etl clean SNAP --spec sample_data/specs/gdpr-minimise.toml --root out/ --dry-run
+      --spec longmem_etl/sample_data/specs/migration-hygiene.toml --root snapshots/
+  longmem-etl clean SNAP --spec longmem_etl/sample_data/specs/gdpr-minimise.toml --root out/ --dry-run
   longmem-etl clean SNAP --spec spec.toml --root snapshots/ --now 2025-11-20T00:00:00Z --json
 """
 

@@ -10,7 +10,7 @@ VERB = "convert"
 ORDER = 20
 
 EXAMPLES = """\
-  longmem-etl convert sample_data/acme.json --root snapshots/
+  longmem-etl convert longmem_etl/sample_data/acme.json --root snapshots/
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
   LONGMEM_ETL_CONVERT_WORKERS=0 longmem-etl convert big.json.gz --root snapshots/

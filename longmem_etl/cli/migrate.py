@@ -20,7 +20,7 @@ EXAMPLES = """\
   # plan only: counts per collection, chunks and bytes; touches nothing
   longmem-etl migrate --source local:./a.db --target local:./b.db --dry-run
   # tenant A -> tenant B, cleaned on the way, through a flaky target
-  longmem-etl migrate --source local:./a.db --spec sample_data/specs/migration-hygiene.toml \\
+  longmem-etl migrate --source local:./a.db --spec longmem_etl/sample_data/specs/migration-hygiene.toml \\
       --target 'local:./b.db?fail_rate=0.1&ambiguous_rate=0.02&latency_ms=50'
   # a dump file into the hosted API, keeping pinned/archived/timestamps
   TARGET_KEY=... longmem-etl migrate --source dump.json.zst --target https://rememberos.ai \\
