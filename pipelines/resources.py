@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dagster import ConfigurableResource, EnvVar
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.samples import SAMPLE_TENANTS, sample_data_dir
 
 DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
@@ -30,7 +31,6 @@ DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
 DEFAULT_ROOT = "{home}/snapshots"
 DEFAULT_CLEAN_ROOT = "{home}/clean"
 DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
-DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
 
 
 def state_home() -> Path:

@@ -15,10 +15,10 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from longmem_etl.api.faults import FaultConfig
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.api.protocol import LongmemAPI
 from longmem_etl.errors import BadInput
 
-DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
 DUMP_SUFFIXES = (
     ".json",
     ".json.gz",

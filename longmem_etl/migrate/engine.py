@@ -34,6 +34,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal, is_journal
@@ -70,8 +71,8 @@ class MigrationOptions:
     restart: bool = False
     dry_run: bool = False
     provenance: bool = True
-    source_key_env: str = "LONGMEM_API_KEY"
-    target_key_env: str = "LONGMEM_API_KEY"
+    source_key_env: str = DEFAULT_KEY_ENV
+    target_key_env: str = DEFAULT_KEY_ENV
     work_root: str | None = None
     max_attempts: int = 5
     settle_timeout: float = 30.0
@@ -162,9 +163,9 @@ def resume_command(opts: MigrationOptions, journal_path: Path | None = None) -> 
         parts += ["--journal", str(opts.journal)]
     if not opts.provenance:
         parts.append("--no-provenance")
-    if opts.source_key_env != "LONGMEM_API_KEY":
+    if opts.source_key_env != DEFAULT_KEY_ENV:
         parts += ["--source-key-env", opts.source_key_env]
-    if opts.target_key_env != "LONGMEM_API_KEY":
+    if opts.target_key_env != DEFAULT_KEY_ENV:
         parts += ["--target-key-env", opts.target_key_env]
     return shlex.join(parts)
 

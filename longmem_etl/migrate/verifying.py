@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.reconcile import export_target
 from longmem_etl.migrate.verify import VerificationReport, compare, source_keys, target_keys
@@ -13,8 +14,8 @@ def verify_source_target(
     *,
     spec: str | None = None,
     migration_id: str | None = None,
-    source_key_env: str = "LONGMEM_API_KEY",
-    target_key_env: str = "LONGMEM_API_KEY",
+    source_key_env: str = DEFAULT_KEY_ENV,
+    target_key_env: str = DEFAULT_KEY_ENV,
 ) -> VerificationReport:
     """Freeze ``source`` (temporarily; cleaned with ``spec`` if given), export ``target`` once and
     compare per collection and container tag. ``migration_id`` scopes the check to one migration."""
