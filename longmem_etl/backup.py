@@ -72,6 +72,24 @@ class BackupResult:
         d["path"] = str(self.path)
         return d
 
+    def render(self) -> str:
+        """What ``longmem-etl backup`` prints on a terminal."""
+        checked = self.verification.get("health_checked_collections")
+        human = (
+            f"snapshot {self.path}\n"
+            f"  tenant {self.tenant}: {self.memories} memories, {self.collections} collections, "
+            f"{self.rejected} rejected ({self.mode}, {self.seconds:.1f}s)\n"
+            f"  verified: "
+            + (
+                f"counts of {checked} collections match the source"
+                if checked is not None
+                else "the source offers no counts; rows accounted for"
+            )
+        )
+        if self.pruned:
+            human += f"\n  pruned {len(self.pruned)} older snapshot(s)"
+        return human
+
 
 # -- reads with retries ----------------------------------------------------------------------------
 

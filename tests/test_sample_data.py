@@ -29,7 +29,9 @@ ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sample_data_generate", GENERATOR_DIR / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "sample_data_generate", GENERATOR_DIR / "generate.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod

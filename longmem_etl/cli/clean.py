@@ -59,7 +59,5 @@ def run(args: argparse.Namespace) -> int:
     now = parse_instant(args.now, "--now") if args.now else None
     spec = load_spec(args.spec)  # validated before any data is touched
     result = clean_snapshot(args.snapshot, spec, args.root, dry_run=args.dry_run, now=now)
-    where = "dry run: nothing written" if result.dry_run else f"snapshot {result.path}"
-    human = f"{result.report.table()}\n{where}"
-    emit(args, result.to_json(), human)
+    emit(args, result.to_json(), result.render())
     return 0

@@ -60,16 +60,5 @@ def run(args: argparse.Namespace) -> int:
     result = convert_dump(
         args.dump, args.root, tenant=args.tenant, strict=args.strict, stream=args.stream
     )
-    human = (
-        f"snapshot {result.path}\n"
-        f"  tenant {result.tenant}: {result.memories} memories, {result.collections} collections, "
-        f"{result.rejected} rejected ({result.seconds:.1f}s"
-        f"{', streamed' if result.streamed else ''}"
-        f"{f', {result.workers} worker processes' if result.workers else ''})"
-    )
-    if result.rejected_reasons:
-        human += "\n  rejected: " + ", ".join(
-            f"{k} x{v}" for k, v in sorted(result.rejected_reasons.items())
-        )
-    emit(args, result.to_json(), human)
+    emit(args, result.to_json(), result.render())
     return 0

@@ -134,53 +134,10 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals(stop):
         result = run_migration(opts, stop=stop)
     data = result.as_dict()
-    if result.dry_run:
-        from longmem_etl.migrate.plan import PlanSummary
-
-        plan = result.plan or {}
-        summary = PlanSummary(
-            mode=plan["mode"],
-            chunk_size=plan["chunk_size"],
-            max_bytes=plan["max_bytes"],
-            collections=plan["collections"],
-        )
-        emit(
-            args,
-            data,
-            f"dry run (migration {result.migration_id}): nothing written, no target call\n"
-            + summary.render(),
-        )
-        return result.exit_code
-    c = result.counts
-    if result.interrupted:
-        print(
-            f"longmem-etl migrate: interrupted — {c.get('items_done', 0)}/{c.get('items_total', 0)} items "
-            f"done, journal flushed ({result.journal}).\nresume with: {result.resume_command}",
-            file=sys.stderr,
-        )
+    if result.interrupted and not result.dry_run:
+        print(f"longmem-etl migrate: {result.render()}", file=sys.stderr)
         if args.json:
             emit(args, data, "")
         return result.exit_code
-    up = result.upload
-    lines = [
-        f"migration {result.migration_id} ({'resumed' if result.resumed else 'new'}): "
-        f"{c['items_done']}/{c['items_total']} items landed in {c['chunks_total']} chunks, "
-        f"{c['items_dead']} dead-lettered, {result.seconds:.1f}s",
-        f"calls {up['calls']}, 429s {up['rate_limited']}, transient errors {up['transient_errors']}, "
-        f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
-        f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
-    ]
-    ver = result.verification or {}
-    t = ver.get("totals", {})
-    lines.append(
-        f"verification: {'EXACT' if ver.get('exact') else 'MISMATCH'} — missing {t.get('missing')}, "
-        f"duplicated {t.get('duplicated')}, extra {t.get('extra')}"
-    )
-    for name, path in result.outputs.items():
-        lines.append(f"  {name}: {path}")
-    if result.dead_letters:
-        lines.append(
-            f"{result.dead_letters} item(s) refused by the target: see {result.outputs.get('dead_letter')}"
-        )
-    emit(args, data, "\n".join(lines))
+    emit(args, data, result.render())
     return result.exit_code

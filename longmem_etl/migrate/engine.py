@@ -42,6 +42,7 @@ from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
     MAX_CHUNK_ITEMS,
     MODES,
+    PlanSummary,
     plan_items,
     summarise,
 )
@@ -110,6 +111,50 @@ class MigrationResult:
         out = asdict(self)
         out["exit_code"] = self.exit_code
         return out
+
+    to_json = as_dict  # the name every result object shares (``longmem_etl`` public API)
+
+    def render(self) -> str:
+        """What ``longmem-etl migrate`` prints on a terminal (a dry run: the plan's summary)."""
+        if self.dry_run:
+            plan = self.plan or {}
+            summary = PlanSummary(
+                mode=plan["mode"],
+                chunk_size=plan["chunk_size"],
+                max_bytes=plan["max_bytes"],
+                collections=plan["collections"],
+            )
+            return (
+                f"dry run (migration {self.migration_id}): nothing written, no target call\n"
+                + summary.render()
+            )
+        c, up = self.counts, self.upload
+        if self.interrupted:
+            return (
+                f"interrupted — {c.get('items_done', 0)}/{c.get('items_total', 0)} items done, "
+                f"journal flushed ({self.journal}).\nresume with: {self.resume_command}"
+            )
+        lines = [
+            f"migration {self.migration_id} ({'resumed' if self.resumed else 'new'}): "
+            f"{c['items_done']}/{c['items_total']} items landed in {c['chunks_total']} chunks, "
+            f"{c['items_dead']} dead-lettered, {self.seconds:.1f}s",
+            f"calls {up['calls']}, 429s {up['rate_limited']}, transient errors {up['transient_errors']}, "
+            f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
+            f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
+        ]
+        ver = self.verification or {}
+        t = ver.get("totals", {})
+        lines.append(
+            f"verification: {'EXACT' if ver.get('exact') else 'MISMATCH'} — missing {t.get('missing')}, "
+            f"duplicated {t.get('duplicated')}, extra {t.get('extra')}"
+        )
+        for name, path in self.outputs.items():
+            lines.append(f"  {name}: {path}")
+        if self.dead_letters:
+            lines.append(
+                f"{self.dead_letters} item(s) refused by the target: see {self.outputs.get('dead_letter')}"
+            )
+        return "\n".join(lines)
 
 
 def _sha(obj: Any) -> str:

@@ -65,6 +65,21 @@ class ConvertResult:
         d["path"] = str(self.path)
         return d
 
+    def render(self) -> str:
+        """What ``longmem-etl convert`` prints on a terminal."""
+        human = (
+            f"snapshot {self.path}\n"
+            f"  tenant {self.tenant}: {self.memories} memories, {self.collections} collections, "
+            f"{self.rejected} rejected ({self.seconds:.1f}s"
+            f"{', streamed' if self.streamed else ''}"
+            f"{f', {self.workers} worker processes' if self.workers else ''})"
+        )
+        if self.rejected_reasons:
+            human += "\n  rejected: " + ", ".join(
+                f"{k} x{v}" for k, v in sorted(self.rejected_reasons.items())
+            )
+        return human
+
 
 # Rows per Parquet row group: normalisation works in smaller batches (DEFAULT_BATCH, for cache
 # locality), which are gathered into row groups of this size before writing.
