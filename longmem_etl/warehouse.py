@@ -1,6 +1,6 @@
 """DuckDB over every snapshot under a root: views for analysts, no copy of the data.
 
-Layout (DESIGN §4): ``ROOT/tenant=<t>/snapshot=<ts>/{memories,collections,rejected}.parquet`` plus
+Layout (`docs/snapshots.md`): ``ROOT/tenant=<t>/snapshot=<ts>/{memories,collections,rejected}.parquet`` plus
 ``manifest.json``. The file lists come from the manifests, never from a blind glob: a directory
 without ``manifest.json`` is a write in progress or a crash leftover, not a snapshot, and a file a
 manifest does not list is not part of it.

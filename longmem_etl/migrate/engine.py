@@ -1,6 +1,6 @@
 """`run_migration`: freeze the source, plan, journal, upload, reconcile, verify — resumably.
 
-One call does the whole DESIGN §6 story; the CLI and the Dagster assets are thin wrappers over it.
+One call does the whole migration story (`docs/migration.md`); the CLI and the Dagster assets are thin wrappers over it.
 
 Layout of a migration's working directory (default ``.longmem-etl/migrations/<migration_id>/``, or
 the directory holding ``--journal PATH``)::

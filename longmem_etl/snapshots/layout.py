@@ -1,4 +1,4 @@
-"""Where snapshots live: ``ROOT/tenant=<tenant>/snapshot=<UTC yyyymmddThhmmssZ>/`` (DESIGN §4).
+"""Where snapshots live: ``ROOT/tenant=<tenant>/snapshot=<UTC yyyymmddThhmmssZ>/`` (`docs/snapshots.md`).
 
 The snapshot name is the UTC second the snapshot was *committed*. When that directory already
 exists (two snapshots of one tenant in the same second) the writer takes the next free second, so
