@@ -17,21 +17,12 @@ from urllib.parse import parse_qsl, urlsplit
 from longmem_etl.api.faults import FaultConfig
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.api.protocol import LongmemAPI
+from longmem_etl.dumps.formats import DUMP_SUFFIXES_TEXT, dump_suffix
 from longmem_etl.errors import BadInput
 
-DUMP_SUFFIXES = (
-    ".json",
-    ".json.gz",
-    ".json.zst",
-    ".jsonl",
-    ".jsonl.gz",
-    ".jsonl.zst",
-    ".ndjson",
-    ".ndjson.gz",
-)
 ACCEPTED = (
     "accepted: local:PATH[?latency_ms=..&fail_rate=..], https://HOST, "
-    "a dump file (.json, .json.gz, .json.zst, .jsonl[.gz]) or a snapshot directory"
+    f"a dump file ({DUMP_SUFFIXES_TEXT}) or a snapshot directory"
 )
 ENDPOINTS_ACCEPTED = "accepted endpoints: local:PATH[?fault options] or https://HOST"
 
@@ -122,7 +113,7 @@ def classify_source(uri: str) -> Kind:
             return "snapshot"
         raise BadInput(f"{uri}: a directory but not a snapshot (no manifest.json); {ACCEPTED}")
     if path.is_file():
-        if path.name.lower().endswith(DUMP_SUFFIXES):
+        if dump_suffix(path) is not None:
             return "dump"
         raise BadInput(f"{uri}: not a recognised dump file name; {ACCEPTED}")
     raise BadInput(f"{uri}: no such file or directory")

@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow as pa
 
 from longmem_etl import jsonio
+from longmem_etl.dumps.formats import dump_stem
 from longmem_etl.dumps.normalize import Normalizer
 from longmem_etl.dumps.read import (
     DEFAULT_BATCH,
@@ -90,11 +91,7 @@ SPAN_BYTES = 8 << 20
 
 
 def _dump_stem(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "default"
+    return dump_stem(path) or "default"
 
 
 def _strict_error(where: str, rejected: pa.Table) -> BadInput:
