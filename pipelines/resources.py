@@ -24,7 +24,6 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from dagster import ConfigurableResource, EnvVar
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
-from longmem_etl.samples import SAMPLE_TENANTS, sample_data_dir
 
 DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
 DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
@@ -36,12 +35,6 @@ DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
 def state_home() -> Path:
     """The local state directory: ``$LONGMEM_ETL_HOME`` or ``./.longmem-etl`` (git-ignored)."""
     return Path(os.environ.get("LONGMEM_ETL_HOME") or ".longmem-etl").resolve()
-
-
-def sample_dump(tenant: str) -> Path | None:
-    """The sample dump a tenant is seeded from: the table above, else ``longmem_etl/sample_data/<tenant>.json``."""
-    path = sample_data_dir() / SAMPLE_TENANTS.get(tenant, f"{tenant}.json")
-    return path if path.is_file() else None
 
 
 def render(template: str, tenant: str | None = None) -> str:

@@ -10,9 +10,10 @@ file's views see every cleaned snapshot present when it was refreshed; filter on
 
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
+from longmem_etl.samples import sample_data_dir
 from pipelines.backup.assets import memories_snapshot
 from pipelines.partitions import tenants_partitions
-from pipelines.resources import SnapshotRoot, WarehouseResource, sample_data_dir
+from pipelines.resources import SnapshotRoot, WarehouseResource
 from pipelines.utils import latest_path, md_table, read_sql, snapshot_metadata
 
 
