@@ -44,6 +44,8 @@ from longmem_etl.errors import BadInput
 from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCHEMA
 from longmem_etl.snapshots.layout import TENANT_PREFIX, list_snapshots
 from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
+from longmem_etl.sqlquote import sql_ident as _ident
+from longmem_etl.sqlquote import sql_str as _lit
 
 VIEWS = ("memories", "latest_memories", "collections", "rejected", "snapshots")
 JSON_COLUMNS = {
@@ -119,14 +121,6 @@ def latest_per_tenant(entries: Iterable[SnapshotEntry]) -> list[SnapshotEntry]:
 
 # ------------------------------------------------------------------------------------------------
 # SQL for the views
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def duckdb_type(typ: pa.DataType) -> str:

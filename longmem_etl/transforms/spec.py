@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from longmem_etl.errors import BadInput
+from longmem_etl.sqlquote import sql_ident, sql_str  # noqa: F401  (the step modules import them from here)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -446,15 +447,6 @@ class _SqlChecker:
 
     def regex_error(self, rx: str) -> str | None:
         return self._error(f"SELECT regexp_matches('', {sql_str(rx)})")
-
-
-def sql_str(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 _ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
