@@ -65,3 +65,28 @@ def test_dump_suffixes_are_listed_once() -> None:
         if literal.search(p.read_text()) and p.name != "formats.py"
     )
     assert found == [], found
+
+
+def test_iso_timestamps_are_parsed_one_way() -> None:
+    """The spec's `now`, the embedded store's ordering and the dump reader agree on every value."""
+    from datetime import datetime, timezone
+
+    import pytest
+
+    from longmem_etl.api.localrows import to_epoch
+    from longmem_etl.errors import BadInput
+    from longmem_etl.timestamps import parse_timestamp, to_datetime
+    from longmem_etl.transforms.spec import parse_instant
+
+    text = "2025-06-01 14:30:05.25+02:00"
+    want = datetime(2025, 6, 1, 12, 30, 5, 250000, tzinfo=timezone.utc)
+    assert parse_instant(text) == to_datetime(text) == want
+    assert to_epoch(text) == want.timestamp() == parse_timestamp(text)[0] / 1e6
+    for odd in ("20250601T120000Z", "2025-06-01T12", "June 1st"):  # the dump reader refuses these
+        with pytest.raises(ValueError):
+            parse_timestamp(odd)
+        with pytest.raises(BadInput):
+            parse_instant(odd)
+        assert to_epoch(odd) is None
+    uses = [str(p.relative_to(ROOT)) for p in CODE if "fromisoformat(" in p.read_text()]
+    assert uses == [], uses

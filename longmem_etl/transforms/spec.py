@@ -21,6 +21,7 @@ from typing import Any
 
 from longmem_etl.errors import BadInput
 from longmem_etl.sqlquote import sql_ident, sql_str  # noqa: F401  (the step modules import them from here)
+from longmem_etl.timestamps import to_datetime
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -377,7 +378,7 @@ def _parse_instant(value: Any, where: str) -> datetime:
         dt = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+            dt = to_datetime(value)
         except ValueError:
             raise BadInput(f"{where}: expected an ISO-8601 timestamp, got {value!r}") from None
     else:
