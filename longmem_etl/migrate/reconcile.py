@@ -21,33 +21,15 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from longmem_etl.errors import AmbiguousError, APIError, LongmemETLError, Unsupported
+from longmem_etl.api.retry import Interrupted, retry_read  # noqa: F401  (Interrupted: re-exported)
+from longmem_etl.errors import APIError, Unsupported
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint, marker_of
-from longmem_etl.migrate.limiter import backoff
-
-
-class Interrupted(LongmemETLError):
-    """The run was asked to stop (Ctrl-C/SIGTERM) while waiting to retry an export."""
 
 
 def _retrying(call: Any, *, stop: threading.Event | None, max_retries: int = 30) -> Any:
-    """A read retried through transient errors (5xx, 429, ambiguous reads, network)."""
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except (APIError, AmbiguousError, OSError) as exc:
-            retryable = isinstance(exc, AmbiguousError | OSError) or exc.retryable
-            if not retryable or attempt >= max_retries:
-                raise
-            delay = backoff(attempt, retry_after=getattr(exc, "retry_after", None))
-            attempt += 1
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Interrupted("interrupted while reading the target") from exc
-            else:
-                threading.Event().wait(delay)
+    """A read retried through transient errors, the way every read is (``api/retry.py``)."""
+    return retry_read(call, stop=stop, retries=max_retries)
 
 
 def export_target(
