@@ -229,9 +229,7 @@ def _source_info(uri: str, key_env: str) -> dict[str, Any]:
 
 
 def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
-    from longmem_etl.dumps.normalize import Normalizer
-    from longmem_etl.dumps.read import check_header
-    from longmem_etl.snapshots import tenant_from_header
+    from longmem_etl.snapshots import snapshot_from_dump, tenant_from_header
 
     for attempt in range(EXPORT_ATTEMPTS):
         dump = _read(api.export_account)
@@ -252,33 +250,22 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             )
     name = tenant or tenant_from_header(dump) or getattr(api, "tenant", None) or "default"
-    header = {k: v for k, v in dump.items() if k not in ("memories", "collections")}
-    collections = dump.get("collections") if "collections" in dump else None
-    check_header(source.get("uri", "export"), header, collections)
     verification = {
         "memories_exported": len(memories),
         "health_checked_collections": len(totals) if totals is not None else None,
     }
-    info = {"mode": "export", "verification": verification}
-    with _backup_writer(root, name, source, info, len(memories), progress) as (writer, bar):
-        # exact copies through jsonio, as a dump file read would give them
-        writer.set_header(jsonio.loads(jsonio.dumps(header)))
-        writer.set_collections(
-            None if collections is None else jsonio.loads(jsonio.dumps(collections))
-        )
-        norm = Normalizer()
-        for i in range(0, len(memories), NORMALIZE_BATCH):
-            chunk = memories[i : i + NORMALIZE_BATCH]
-            good, rejected = norm.batch([jsonio.dumps(m) for m in chunk], i)
-            writer.write_rejected(rejected)
-            writer.write_memories(good)
-            bar.update(len(chunk))
-        if writer.counts["memories"] + writer.counts["rejected"] != len(memories):
-            raise Incomplete(  # pragma: no cover - the normalizer accounts for every row
-                f"snapshot would hold {writer.counts['memories']}+{writer.counts['rejected']} "
-                f"rows of {len(memories)}"
-            )
-    return _written(writer, verification)
+    # the export IS a dump: snapshot it the way every in-memory dump is (header checks, exact
+    # copies, normalisation, rejected rows), with the backup's verification in the manifest
+    made = snapshot_from_dump(
+        dump,
+        root,
+        tenant=name,
+        source=source,
+        extra_manifest={"backup": {"mode": "export", "verification": verification}},
+        progress=progress,
+        batch_size=NORMALIZE_BATCH,
+    )
+    return made.path, made.tenant, made.memories, made.rejected, made.collections, verification
 
 
 def _paged(
