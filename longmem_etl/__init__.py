@@ -28,6 +28,8 @@ _EXPORTS = {
     "verify": "longmem_etl.public",
     "diff": "longmem_etl.public",
     "connect": "longmem_etl.public",
+    "restore": "longmem_etl.public",
+    "forget": "longmem_etl.public",
     "BadInput": "longmem_etl.errors",
     "Incomplete": "longmem_etl.errors",
     "LongmemETLError": "longmem_etl.errors",

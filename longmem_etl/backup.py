@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -198,25 +197,27 @@ def _written(writer: Any, verification: dict[str, Any]) -> tuple:
 
 
 def prune(
-    root: str | os.PathLike, tenant: str, keep: int, *, protect: Path | None = None
+    root: str | os.PathLike,
+    tenant: str,
+    keep: int | None = None,
+    *,
+    protect: Path | None = None,
+    policy: Any = None,
 ) -> list[str]:
-    """Keep the newest ``keep`` complete snapshots of ``tenant``; never removes ``protect``.
+    """Retention after a backup: ``keep`` N is ``forget --keep-last N``; ``policy`` a full
+    ``retention.Policy``. Same code as the ``forget`` verb (``retention.forget``): ``protect`` (the
+    snapshot just written) and the newest verified snapshot are never removed."""
+    from longmem_etl.retention import Policy, forget
 
-    A pruned snapshot is first renamed to a ``.tmp-`` dir (one atomic step: it stops being a
-    snapshot), then deleted."""
-    from longmem_etl.snapshots import list_snapshots
-
-    if keep < 1:
+    if keep is not None and keep < 1:
         raise BadInput(f"--keep must be at least 1 (got {keep})")
-    snaps = list_snapshots(root, tenant)
-    victims = [s for s in snaps[:-keep] if protect is None or s.resolve() != protect.resolve()]
-    removed = []
-    for snap in victims:
-        doomed = Path(root) / f".tmp-prune-{snap.parent.name}-{snap.name}-{os.getpid()}"
-        os.rename(snap, doomed)
-        shutil.rmtree(doomed, ignore_errors=True)
-        removed.append(str(snap))
-    return removed
+    if policy is None:
+        if keep is None:
+            return []
+        policy = Policy(last=keep)
+    elif keep is not None:
+        raise BadInput("give --keep or a retention policy, not both")
+    return forget(root, policy, tenant=tenant, protect=protect).removed
 
 
 # -- the backup ------------------------------------------------------------------------------------
@@ -384,18 +385,20 @@ def backup(
     key_env: str = DEFAULT_KEY_ENV,
     page_size: int = 100,
     progress: bool = False,
+    retention: Any = None,
 ) -> BackupResult:
     """Back up the account behind ``source_uri`` into a new snapshot under ``root``.
 
     ``tenant`` overrides the snapshot's tenant (default: the export's tenant, or the local store's).
-    ``keep`` prunes older complete snapshots of that tenant after a successful backup.
+    ``keep`` prunes older complete snapshots of that tenant after a successful backup (it is
+    ``--keep-last``); ``retention`` (a ``retention.Policy``) applies a full policy instead.
     """
     if classify_source(source_uri) != "endpoint":
         raise BadInput(
             f"{source_uri}: backup reads from an endpoint (local:PATH or https://HOST); "
             "to snapshot a dump file use: longmem-etl convert"
         )
-    _check_options(root, keep, page_size)
+    _check_options(root, keep, page_size, retention)
     source = _source_info(source_uri, key_env)
     api = open_endpoint(source_uri, key_env=key_env, create=False)
     try:
@@ -408,6 +411,7 @@ def backup(
             keep=keep,
             page_size=page_size,
             progress=progress,
+            retention=retention,
         )
     finally:
         close = getattr(api, "close", None)
@@ -415,9 +419,13 @@ def backup(
             close()
 
 
-def _check_options(root: str | os.PathLike, keep: int | None, page_size: int) -> None:
+def _check_options(
+    root: str | os.PathLike, keep: int | None, page_size: int, retention: Any = None
+) -> None:
     if keep is not None and keep < 1:
         raise BadInput(f"--keep must be at least 1 (got {keep})")
+    if retention is not None and keep is not None:
+        raise BadInput("give --keep or a retention policy, not both")
     if page_size < 1:
         raise BadInput(f"--page-size must be at least 1 (got {page_size})")
     if Path(root).exists() and not Path(root).is_dir():
@@ -434,11 +442,12 @@ def backup_from(
     keep: int | None = None,
     page_size: int = 100,
     progress: bool = False,
+    retention: Any = None,
 ) -> BackupResult:
     """``backup`` for an already open ``LongmemAPI`` (Dagster resources, tests). ``source`` is what
     the manifest records about it (no secrets: use ``endpoint_identity``)."""
     t0 = time.perf_counter()
-    _check_options(root, keep, page_size)
+    _check_options(root, keep, page_size, retention)
     rootp = Path(root)
     cleaned = clean_stale_temps(rootp)
     if paged:
@@ -449,7 +458,7 @@ def backup_from(
         path, name, n_mem, n_rej, n_coll, verification = _one_call(
             api, rootp, tenant, source, progress
         )
-    pruned = prune(rootp, name, keep, protect=path) if keep is not None else []
+    pruned = prune(rootp, name, keep, protect=path, policy=retention)
     return BackupResult(
         path=path,
         tenant=name,

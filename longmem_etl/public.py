@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from longmem_etl.backup import BackupResult
     from longmem_etl.migrate.engine import MigrationResult
     from longmem_etl.migrate.verify import VerificationReport
+    from longmem_etl.restore import RestoreResult
+    from longmem_etl.retention import ForgetResult
     from longmem_etl.snapshots.convert import ConvertResult
     from longmem_etl.snapshots.diff import SnapshotDiff
     from longmem_etl.transforms.run import CleanResult
@@ -53,8 +55,10 @@ def backup(
     key_env: str = DEFAULT_KEY_ENV,
     page_size: int = 100,
     progress: bool = False,
+    retention: Any = None,
 ) -> BackupResult:
-    """Export the account behind an endpoint URI into a verified snapshot; ``keep`` prunes older ones."""
+    """Export the account behind an endpoint URI into a verified snapshot; then ``keep`` (the newest
+    N) or ``retention`` (a ``retention.Policy``, restic's rules) forgets older ones."""
     from longmem_etl.backup import backup as _backup
 
     return _backup(
@@ -66,6 +70,7 @@ def backup(
         key_env=key_env,
         page_size=page_size,
         progress=progress,
+        retention=retention,
     )
 
 
@@ -145,3 +150,45 @@ def connect(
     from longmem_etl.warehouse import connect as _connect
 
     return _connect(root, database, read_only=read_only)
+
+
+def restore(target: str, *, stop: threading.Event | None = None, **options: Any) -> RestoreResult:
+    """Put a backed-up snapshot's memories (all, or a selection) back into the ``target`` account.
+
+    ``options`` are the fields of ``RestoreOptions`` (``snapshot`` or ``root`` + ``tenant`` +
+    ``as_of``; ``collections``, ``tags``, ``ids_file``, ``where``; ``mirror``, ``dry_run``,
+    ``mode``, ``concurrency``, ``work_dir``, ``key_env``). Re-running the same call continues it."""
+    from longmem_etl.restore import RestoreOptions
+    from longmem_etl.restore import restore as _restore
+
+    return _restore(RestoreOptions(target=target, **options), stop=stop)
+
+
+def forget(
+    root: str | os.PathLike,
+    *,
+    keep_last: int = 0,
+    keep_hourly: int = 0,
+    keep_daily: int = 0,
+    keep_weekly: int = 0,
+    keep_monthly: int = 0,
+    keep_yearly: int = 0,
+    keep_within: str | None = None,
+    tenant: str | None = None,
+    dry_run: bool = False,
+) -> ForgetResult:
+    """Remove old snapshots by restic's ``--keep-*`` rules (0 = rule off, -1 = unlimited;
+    ``keep_within`` like ``"30d"``); the newest verified snapshot of a tenant is always kept."""
+    from longmem_etl.retention import Policy, parse_within
+    from longmem_etl.retention import forget as _forget
+
+    policy = Policy(
+        last=keep_last,
+        hourly=keep_hourly,
+        daily=keep_daily,
+        weekly=keep_weekly,
+        monthly=keep_monthly,
+        yearly=keep_yearly,
+        within=parse_within(keep_within) if keep_within else None,
+    )
+    return _forget(root, policy, tenant=tenant, dry_run=dry_run)

@@ -22,7 +22,7 @@ from longmem_etl.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
-VERBS = {"convert", "backup", "clean", "migrate", "verify", "diff", "connect"}
+VERBS = {"convert", "backup", "clean", "migrate", "verify", "diff", "connect", "restore", "forget"}
 
 
 def test_all_is_exactly_the_public_members() -> None:
@@ -84,6 +84,9 @@ def test_every_result_has_to_json_and_render(
     copied = longmem_etl.migrate(str(converted.path), store, work_root=str(tmp_path / "work"))
     checked = longmem_etl.verify(str(converted.path), store)
     backed = longmem_etl.backup(store, tmp_path / "backups")
+    again = longmem_etl.restore(store, snapshot=str(converted.path), dry_run=True)
+    longmem_etl.backup(store, tmp_path / "backups")
+    kept = longmem_etl.forget(tmp_path / "backups", keep_last=1, dry_run=True)
 
     for result, words in (
         (converted, "50 memories"),
@@ -92,6 +95,8 @@ def test_every_result_has_to_json_and_render(
         (copied, "EXACT"),
         (checked, "EXACT"),
         (backed, "50 memories"),
+        (again, "already held 50"),
+        (kept, "would remove 1"),
     ):
         data = result.to_json()
         json.dumps(data, default=str)  # what --json prints

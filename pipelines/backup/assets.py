@@ -2,8 +2,8 @@
 
 ``memories_snapshot`` is ``longmem_etl.backup.backup``: export the tenant through the source
 endpoint (one ``export_account`` call, or paged for very large tenants), verify the export against
-the source's own counts, write an atomic Parquet snapshot under the snapshot root and prune to
-``keep`` snapshots. ``account_dump`` writes that snapshot back out as a lossless dump file
+the source's own counts, write an atomic Parquet snapshot under the snapshot root, then apply the
+retention policy in ``BackupConfig`` (``forget``'s code: ``longmem_etl.retention``). ``account_dump`` writes that snapshot back out as a lossless dump file
 (``longmem_etl.dumps.write_dump``, ``.json.zst``): the portable archive a restore seeds from
 (``longmem-etl local seed``, or the SDK's ``import_memories``); it keeps the dumps of the snapshots
 retention kept. Metadata never holds a key or a key-bearing URI (URIs pass through ``safe_uri``).
@@ -19,12 +19,42 @@ from pipelines.utils import latest_path, md_table, snapshot_metadata
 
 
 class BackupConfig(Config):
-    """How to export and how many snapshots to keep."""
+    """How to export, and the retention policy ``forget`` applies after the backup (restic's rules,
+    ``longmem_etl.retention``; every rule 0 = keep everything)."""
 
     paged: bool = False
     """Page through list_memories instead of one export_account call (very large tenants)."""
     keep: int = 7
-    """Snapshots kept per tenant after this one is written (0 keeps all)."""
+    """--keep-last: the newest N snapshots per tenant (0 = rule off)."""
+    keep_hourly: int = 0
+    """The newest snapshot of each of the N newest UTC hours that have one (-1 = unlimited)."""
+    keep_daily: int = 0
+    """The newest snapshot of each of the N newest UTC days that have one (-1 = unlimited)."""
+    keep_weekly: int = 0
+    """The newest snapshot of each of the N newest ISO weeks that have one (-1 = unlimited)."""
+    keep_monthly: int = 0
+    """The newest snapshot of each of the N newest months that have one (-1 = unlimited)."""
+    keep_yearly: int = 0
+    """The newest snapshot of each of the N newest years that have one (-1 = unlimited)."""
+    keep_within: str = ""
+    """Keep everything newer than the newest snapshot minus this (``7d``, ``36h``, ``1y6m``)."""
+
+    def policy(self):
+        """The ``retention.Policy`` these fields describe, or None (keep everything)."""
+        from longmem_etl.retention import Policy
+
+        policy = Policy.from_mapping(
+            {
+                "last": self.keep,
+                "hourly": self.keep_hourly,
+                "daily": self.keep_daily,
+                "weekly": self.keep_weekly,
+                "monthly": self.keep_monthly,
+                "yearly": self.keep_yearly,
+                "within": self.keep_within or None,
+            }
+        )
+        return None if policy.empty else policy
 
 
 @asset(
@@ -43,12 +73,13 @@ def memories_snapshot(
     from longmem_etl.backup import backup
 
     tenant = context.partition_key
+    policy = config.policy()
     result = backup(
         source.prepare(tenant),
         snapshot_root.root(),
         tenant=tenant,
         paged=config.paged,
-        keep=config.keep or None,
+        retention=policy,
         key_env=source.key_env(tenant),
     )
     context.log.info(f"backed up {tenant}: {result.memories} memories -> {result.path}")
@@ -59,6 +90,7 @@ def memories_snapshot(
             "source": source.display_uri(tenant),
             "mode": result.mode,
             "keep": config.keep,
+            "retention": MetadataValue.json(policy.to_json() if policy else {}),
             "pruned": len(result.pruned),
             "source_verification": MetadataValue.json(checks),
             "seconds": result.seconds,

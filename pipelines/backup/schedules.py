@@ -1,8 +1,9 @@
-"""The daily backup: one run per registered tenant, with retention.
+"""The daily backup: one run per registered tenant, then ``forget`` by a retention policy.
 
 Runs at 02:00 UTC (``$LONGMEM_ETL_BACKUP_CRON`` to change) while the daemon (or ``dagster dev``)
-runs. Each run request carries the tenant partition and the retention ``keep``
-(``$LONGMEM_ETL_KEEP``, default 7 snapshots per tenant); the run key makes a tick idempotent.
+runs. Each run request carries the tenant partition and the retention policy: ``$LONGMEM_ETL_RETENTION``
+(restic-style rules, e.g. ``daily=7,weekly=4,monthly=12`` or ``last=3,within=30d``), else
+``$LONGMEM_ETL_KEEP`` (keep-last, default 7). The run key makes a tick idempotent.
 """
 
 import os
@@ -32,8 +33,27 @@ def default_keep() -> int:
     return int(os.environ.get("LONGMEM_ETL_KEEP", "7"))
 
 
-def backup_run_config(keep: int) -> dict:
-    return {"ops": {"memories_snapshot": {"config": {"keep": keep}}}}
+def default_policy():
+    """The schedule's retention: ``$LONGMEM_ETL_RETENTION``, else keep-last ``$LONGMEM_ETL_KEEP``."""
+    from longmem_etl.retention import Policy, parse_policy
+
+    text = os.environ.get("LONGMEM_ETL_RETENTION", "").strip()
+    return parse_policy(text) if text else Policy(last=default_keep())
+
+
+def backup_run_config(policy) -> dict:
+    """Run config for ``memories_snapshot`` carrying a retention policy (or a keep-last count)."""
+    from longmem_etl.retention import Policy
+
+    if isinstance(policy, int):
+        policy = Policy(last=policy)
+    config: dict = {"keep": policy.last}
+    for name in ("hourly", "daily", "weekly", "monthly", "yearly"):
+        if getattr(policy, name):
+            config[f"keep_{name}"] = getattr(policy, name)
+    if policy.within is not None and not policy.within.zero:
+        config["keep_within"] = str(policy.within)
+    return {"ops": {"memories_snapshot": {"config": config}}}
 
 
 @schedule(
@@ -42,19 +62,19 @@ def backup_run_config(keep: int) -> dict:
     cron_schedule=BACKUP_CRON,
     execution_timezone="UTC",
     default_status=DefaultScheduleStatus.RUNNING,
-    description="Back up every registered tenant once a day, keeping the newest N snapshots.",
+    description="Back up every registered tenant once a day, then forget by the retention policy.",
 )
 def daily_backup(context: ScheduleEvaluationContext):
     tenants = tenants_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
     if not tenants:
         return SkipReason("no tenants registered yet (see the tenant_registry sensor)")
     day = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    keep = default_keep()
+    config = backup_run_config(default_policy())
     return [
         RunRequest(
             run_key=f"backup-{tenant}-{day}",
             partition_key=tenant,
-            run_config=backup_run_config(keep),
+            run_config=config,
             tags={"longmem-etl/tenant": tenant},
         )
         for tenant in tenants
