@@ -40,6 +40,7 @@ from longmem_etl.api.endpoints import (
     endpoint_identity,
     open_endpoint,
 )
+from longmem_etl.api.retry import retry_read
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.temps import clean_stale_temps
@@ -71,21 +72,32 @@ class BackupResult:
         d["path"] = str(self.path)
         return d
 
+    def render(self) -> str:
+        """What ``longmem-etl backup`` prints on a terminal."""
+        checked = self.verification.get("health_checked_collections")
+        human = (
+            f"snapshot {self.path}\n"
+            f"  tenant {self.tenant}: {self.memories} memories, {self.collections} collections, "
+            f"{self.rejected} rejected ({self.mode}, {self.seconds:.1f}s)\n"
+            f"  verified: "
+            + (
+                f"counts of {checked} collections match the source"
+                if checked is not None
+                else "the source offers no counts; rows accounted for"
+            )
+        )
+        if self.pruned:
+            human += f"\n  pruned {len(self.pruned)} older snapshot(s)"
+        return human
+
 
 # -- reads with retries ----------------------------------------------------------------------------
 
 
 def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """A read call, retried on 429/5xx with backoff (Retry-After wins). Reads are idempotent."""
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            return fn(*args, **kwargs)
-        except APIError as exc:
-            if not exc.retryable or attempt == READ_ATTEMPTS - 1:
-                raise
-            wait = exc.retry_after if exc.retry_after is not None else BACKOFF_BASE_S * 2**attempt
-            time.sleep(min(wait, 30.0))
-    raise AssertionError("unreachable")  # pragma: no cover
+    """A read, retried the way every read is (``api/retry.py``). A backup gives up sooner than a
+    migration's reconcile (``READ_ATTEMPTS``): nothing is half-done, it can simply run again."""
+    return retry_read(lambda: fn(*args, **kwargs), retries=READ_ATTEMPTS - 1, base=BACKOFF_BASE_S)
 
 
 def _health_totals(api: Any, names: list[str]) -> dict[str, int] | None:

@@ -2,7 +2,7 @@
 
 Every failure a user can cause or fix is one of these, raised with a message that names *what* and
 *where* (file, row, field) in one line. The CLI turns them into that one line on stderr and the exit
-code the README documents; anything else is a bug and exits 1.
+code listed in `docs/troubleshooting.md`; anything else is a bug and exits 1.
 """
 
 from __future__ import annotations

@@ -48,6 +48,10 @@ class QuickstartResult:
             "exit_code": self.exit_code,
         }
 
+    def render(self) -> str:
+        """What ``longmem-etl quickstart`` prints last: where things are and what to try next."""
+        return next_steps(self)
+
 
 def _fresh_home(home: Path) -> None:
     """Recreate ``home``, refusing to wipe a directory the quickstart did not make (proof: our

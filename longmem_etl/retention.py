@@ -354,6 +354,26 @@ class ForgetResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def render(self, root: str | os.PathLike = "the root", tenant: str | None = None) -> str:
+        """What ``longmem-etl forget`` prints on a terminal (``root``/``tenant``: what was asked)."""
+        lines = []
+        verb = "would remove" if self.dry_run else "removed"
+        for t in self.tenants:
+            lines.append(f"tenant {t.tenant}: keep {len(t.keep)}, {verb} {len(t.remove)}")
+            for k in t.keep:
+                lines.append(f"  keep   {Path(k['snapshot']).name}  ({', '.join(k['reasons'])})")
+            for s in t.remove:
+                lines.append(f"  {'forget' if self.dry_run else 'gone  '} {Path(s).name}")
+            if t.warning:
+                lines.append(f"  warning: {t.warning}")
+        if not self.tenants:
+            lines.append(f"no snapshots under {root}" + (f" for {tenant}" if tenant else ""))
+        for n in self.not_removed:
+            lines.append(f"  note: {Path(n['path']).name}: {n['why']}")
+        if self.finished_interrupted:
+            lines.append(f"finished {len(self.finished_interrupted)} interrupted removal(s)")
+        return "\n".join(lines)
+
 
 def _tenants(root: Path, tenant: str | None) -> list[tuple[str, list[Path]]]:
     from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant

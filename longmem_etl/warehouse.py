@@ -1,6 +1,6 @@
 """DuckDB over every snapshot under a root: views for analysts, no copy of the data.
 
-Layout (DESIGN §4): ``ROOT/tenant=<t>/snapshot=<ts>/{memories,collections,rejected}.parquet`` plus
+Layout (`docs/snapshots.md`): ``ROOT/tenant=<t>/snapshot=<ts>/{memories,collections,rejected}.parquet`` plus
 ``manifest.json``. The file lists come from the manifests, never from a blind glob: a directory
 without ``manifest.json`` is a write in progress or a crash leftover, not a snapshot, and a file a
 manifest does not list is not part of it.
@@ -54,6 +54,8 @@ from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCH
 from longmem_etl.snapshots.integrity import safe_file_name, verify_at_open
 from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
 from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
+from longmem_etl.sqlquote import sql_ident as _ident
+from longmem_etl.sqlquote import sql_str as _lit
 
 VIEWS = ("memories", "latest_memories", "collections", "rejected", "snapshots")
 SCHEMA = "longmem"  # the views' own schema: a user's database keeps its objects untouched
@@ -138,14 +140,6 @@ def latest_per_tenant(entries: Iterable[SnapshotEntry]) -> list[SnapshotEntry]:
 
 # ------------------------------------------------------------------------------------------------
 # SQL for the views
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
-def _ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def duckdb_type(typ: pa.DataType) -> str:

@@ -19,7 +19,7 @@ import re
 
 from dagster import DagsterInstance, DynamicPartitionsDefinition
 
-from pipelines.resources import SAMPLE_TENANTS
+from longmem_etl.samples import SAMPLE_TENANTS
 
 tenants_partitions = DynamicPartitionsDefinition(name="tenants")
 

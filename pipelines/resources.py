@@ -23,25 +23,18 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dagster import ConfigurableResource, EnvVar
 
-from longmem_etl.samples import SAMPLE_TENANTS, sample_data_dir
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 
 DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
 DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
 DEFAULT_ROOT = "{home}/snapshots"
 DEFAULT_CLEAN_ROOT = "{home}/clean"
 DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
-DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
 
 
 def state_home() -> Path:
     """The local state directory: ``$LONGMEM_ETL_HOME`` or ``./.longmem-etl`` (git-ignored)."""
     return Path(os.environ.get("LONGMEM_ETL_HOME") or ".longmem-etl").resolve()
-
-
-def sample_dump(tenant: str) -> Path | None:
-    """The sample dump a tenant is seeded from: the table above, else ``sample_data/<tenant>.json``."""
-    path = sample_data_dir() / SAMPLE_TENANTS.get(tenant, f"{tenant}.json")
-    return path if path.is_file() else None
 
 
 def render(template: str, tenant: str | None = None) -> str:
@@ -98,7 +91,7 @@ class LongmemEndpoint(ConfigurableResource):
     """A Longmem endpoint per tenant: a URI template and the *name* of the env var holding its key.
 
     With ``seed_from_sample_data``, a ``local:`` URI whose SQLite file does not exist yet is seeded
-    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``sample_data/<tenant>.json``) when
+    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``longmem_etl/sample_data/<tenant>.json``) when
     there is one (idempotent), so the offline default has data to back up. A tenant with neither a
     store nor a sample fails clearly in the library (``no such local store``).
     """

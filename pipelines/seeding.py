@@ -10,10 +10,19 @@ whole tenant. Only the temporary file (named with our pid) and its SQLite side f
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from longmem_etl.api.endpoints import parse_local
 from longmem_etl.api.local_seed import seed_from_file
-from pipelines.resources import sample_dump
+from longmem_etl.samples import SAMPLE_TENANTS, sample_data_dir
+
+# Imports only the library: resources.py calls into this module, never the other way round.
+
+
+def sample_dump(tenant: str) -> Path | None:
+    """The dump a tenant is seeded from: ``SAMPLE_TENANTS``, else ``<sample data>/<tenant>.json``."""
+    path = sample_data_dir() / SAMPLE_TENANTS.get(tenant, f"{tenant}.json")
+    return path if path.is_file() else None
 
 
 def seed_local_tenant(uri: str, tenant: str) -> bool:

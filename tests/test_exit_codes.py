@@ -17,7 +17,7 @@ import pytest
 
 from longmem_etl.snapshots.convert import convert_dump
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 LIMITED = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

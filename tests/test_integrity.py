@@ -21,7 +21,7 @@ from longmem_etl.snapshots.integrity import (
     verify_at_open,
 )
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 
 
 def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

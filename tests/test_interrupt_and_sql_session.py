@@ -16,7 +16,7 @@ import pytest
 from longmem_etl.snapshots.convert import convert_dump
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "acme-small.json"
+SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 # minutes of work for DuckDB, on any machine
 SLOW = "(SELECT count(*) FROM range(100000000) a, range(1000) b WHERE (a.range * b.range) % 7 = 3)"
 

@@ -29,7 +29,7 @@ from longmem_etl.migrate import (
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
-SPEC = ROOT / "sample_data" / "specs" / "migration-hygiene.toml"
+SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
 FAULTS = "latency_ms=20&fail_rate=0.1&ambiguous_rate=0.05&seed=7"
 
 

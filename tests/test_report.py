@@ -22,7 +22,7 @@ from longmem_etl.transforms.run import clean_snapshot
 from longmem_etl.warehouse import connect, run_query
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLES = REPO / "sample_data"
+SAMPLES = REPO / "longmem_etl" / "sample_data"
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 N_CHARTS = 10
 

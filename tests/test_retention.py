@@ -24,7 +24,7 @@ from longmem_etl.snapshots import list_snapshots
 from longmem_etl.snapshots.layout import snapshot_name, tenant_dir
 from longmem_etl.snapshots.manifest import read_manifest, write_manifest
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 
 # -- an independent implementation of restic's rules ------------------------------------------------
 # Written from restic's documentation, not from retention.py: per rule, group by period key (strftime),

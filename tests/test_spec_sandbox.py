@@ -20,7 +20,7 @@ from longmem_etl.snapshots.convert import convert_dump
 from longmem_etl.transforms.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "sample_data" / "acme-small.json"
+SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 
 
 def _toml_str(s: str) -> str:
@@ -272,7 +272,7 @@ def test_dry_run_writes_nothing_anywhere(snap: Path, tmp_path: Path) -> None:
     root, the working directory and the source exactly as they were."""
     spec = tmp_path / "spec.toml"
     spec.write_text(
-        (ROOT / "sample_data" / "specs" / "migration-hygiene.toml").read_text()
+        (ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml").read_text()
         + _filter("length(text) > 3")
         + _sql("SELECT * FROM input")
     )

@@ -26,7 +26,7 @@ from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCH
 from longmem_etl.snapshots import convert_dump
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_data"
+SAMPLES = ROOT / "longmem_etl" / "sample_data"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -15,25 +15,16 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from longmem_etl.api.faults import FAULT_KEYS, FaultConfig
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.api.limits import LIMIT_KEYS, StoreLimits
 from longmem_etl.api.protocol import LongmemAPI
+from longmem_etl.dumps.formats import DUMP_SUFFIXES_TEXT, dump_suffix
 from longmem_etl.errors import BadInput
 from longmem_etl.secrets import watch_env
 
-DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
-DUMP_SUFFIXES = (
-    ".json",
-    ".json.gz",
-    ".json.zst",
-    ".jsonl",
-    ".jsonl.gz",
-    ".jsonl.zst",
-    ".ndjson",
-    ".ndjson.gz",
-)
 ACCEPTED = (
     "accepted: local:PATH[?fault and limit options], https://HOST, "
-    "a dump file (.json, .json.gz, .json.zst, .jsonl[.gz]) or a snapshot directory"
+    f"a dump file ({DUMP_SUFFIXES_TEXT}) or a snapshot directory"
 )
 ENDPOINTS_ACCEPTED = "accepted endpoints: local:PATH[?fault and limit options] or https://HOST"
 
@@ -141,7 +132,7 @@ def classify_source(uri: str) -> Kind:
             return "snapshot"
         raise BadInput(f"{uri}: a directory but not a snapshot (no manifest.json); {ACCEPTED}")
     if path.is_file():
-        if path.name.lower().endswith(DUMP_SUFFIXES):
+        if dump_suffix(path) is not None:
             return "dump"
         raise BadInput(f"{uri}: not a recognised dump file name; {ACCEPTED}")
     raise BadInput(f"{uri}: no such file or directory")

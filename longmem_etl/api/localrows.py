@@ -14,11 +14,11 @@ Unknown fields live in ``extra`` (a JSON object, NULL when none), values exactly
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from longmem_etl import jsonio
 from longmem_etl.schema import MEMORY_FIELDS
+from longmem_etl.timestamps import parse_timestamp
 
 KNOWN: tuple[str, ...] = tuple(MEMORY_FIELDS)
 _KNOWN_SET = frozenset(KNOWN)
@@ -64,12 +64,9 @@ def to_epoch(value: Any) -> float | None:
         if not s:
             return None
         try:
-            dt = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+            return parse_timestamp(s)[0] / 1e6
         except ValueError:
             return None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
     return None
 
 

@@ -12,8 +12,8 @@ ORDER = 50
 
 EXAMPLES = """\
   longmem-etl clean snapshots/tenant=globex/snapshot=20251120T000000Z \\
-      --spec sample_data/specs/migration-hygiene.toml --root snapshots/
-  longmem-etl clean SNAP --spec sample_data/specs/gdpr-minimise.toml --root out/ --dry-run
+      --spec longmem_etl/sample_data/specs/migration-hygiene.toml --root snapshots/
+  longmem-etl clean SNAP --spec longmem_etl/sample_data/specs/gdpr-minimise.toml --root out/ --dry-run
   longmem-etl clean SNAP --spec spec.toml --root snapshots/ --now 2025-11-20T00:00:00Z --json
 """
 
@@ -62,7 +62,5 @@ def run(args: argparse.Namespace) -> int:
     now = parse_instant(args.now, "--now") if args.now else None
     spec = load_spec(args.spec)  # validated before any data is touched
     result = clean_snapshot(args.snapshot, spec, args.root, dry_run=args.dry_run, now=now)
-    where = "dry run: nothing written" if result.dry_run else f"snapshot {result.path}"
-    human = f"{result.report.table()}\n{where}"
-    emit(args, result.to_json(), human)
+    emit(args, result.to_json(), result.render())
     return 0

@@ -10,7 +10,7 @@ VERB = "convert"
 ORDER = 20
 
 EXAMPLES = """\
-  longmem-etl convert sample_data/acme.json --root snapshots/
+  longmem-etl convert longmem_etl/sample_data/acme.json --root snapshots/
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
   LONGMEM_ETL_CONVERT_WORKERS=0 longmem-etl convert big.json.gz --root snapshots/
@@ -71,16 +71,5 @@ def run(args: argparse.Namespace) -> int:
         )
         emit(args, result.to_json(), human)
         return 0
-    human = (
-        f"snapshot {result.path}\n"
-        f"  tenant {result.tenant}: {result.memories} memories, {result.collections} collections, "
-        f"{result.rejected} rejected ({result.seconds:.1f}s"
-        f"{', streamed' if result.streamed else ''}"
-        f"{f', {result.workers} worker processes' if result.workers else ''})"
-    )
-    if result.rejected_reasons:
-        human += "\n  rejected: " + ", ".join(
-            f"{k} x{v}" for k, v in sorted(result.rejected_reasons.items())
-        )
-    emit(args, result.to_json(), human)
+    emit(args, result.to_json(), result.render())
     return 0

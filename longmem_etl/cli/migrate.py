@@ -21,7 +21,7 @@ EXAMPLES = """\
   # plan only: counts per collection, chunks and bytes; touches nothing
   longmem-etl migrate --source local:./a.db --target local:./b.db --dry-run
   # tenant A -> tenant B, cleaned on the way, through a flaky target
-  longmem-etl migrate --source local:./a.db --spec sample_data/specs/migration-hygiene.toml \\
+  longmem-etl migrate --source local:./a.db --spec longmem_etl/sample_data/specs/migration-hygiene.toml \\
       --target 'local:./b.db?fail_rate=0.1&ambiguous_rate=0.02&latency_ms=50'
   # a dump file into the hosted API, keeping pinned/archived/timestamps
   TARGET_KEY=... longmem-etl migrate --source dump.json.zst --target https://rememberos.ai \\
@@ -261,77 +261,10 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals(stop):
         result = run_migration(opts, stop=stop)
     data = result.as_dict()
-    if result.dry_run:
-        from longmem_etl.migrate.plan import PlanSummary
-
-        plan = result.plan or {}
-        summary = PlanSummary(
-            mode=plan["mode"],
-            chunk_size=plan["chunk_size"],
-            max_bytes=plan["max_bytes"],
-            collections=plan["collections"],
-        )
-        from longmem_etl.migrate.refusals import RefusalScan
-
-        refused = plan.get("refused") or {}
-        scan = RefusalScan(None if refused.get("limits") is None else _limits(refused["limits"]))
-        scan.refused = list(refused.get("items") or [])
-        emit(
-            args,
-            data,
-            f"dry run (migration {result.migration_id}): nothing written, no target call\n"
-            + summary.render()
-            + "\n"
-            + scan.render(),
-        )
-        return result.exit_code
-    c = result.counts
-    if result.interrupted:
-        print(
-            f"longmem-etl migrate: interrupted — {c.get('items_done', 0)}/{c.get('items_total', 0)} items "
-            f"done, journal flushed ({result.journal}).\nresume with: {result.resume_command}",
-            file=sys.stderr,
-        )
+    if result.interrupted and not result.dry_run:
+        print(f"longmem-etl migrate: {result.render()}", file=sys.stderr)
         if args.json:
             emit(args, data, "")
         return result.exit_code
-    up = result.upload
-    lines = [
-        f"migration {result.migration_id} ({'resumed' if result.resumed else 'new'}): "
-        f"{c['items_done']}/{c['items_total']} items landed in {c['chunks_total']} chunks, "
-        f"{c['items_dead']} dead-lettered, {result.seconds:.1f}s",
-        f"calls {up['calls']}, 429s {up['rate_limited']}, transient errors {up['transient_errors']}, "
-        f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
-        f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
-    ]
-    h = result.holdings or {}
-    line = f"already in the target from earlier runs: {h.get('already_in_target', 0)}"
-    if result.replanned:
-        line += f" (planned afresh: {result.replanned})"
-    lines.append(line)
-    if h.get("changed"):
-        waiting = h["changed"] - h.get("updated", 0)
-        lines.append(
-            f"{h['changed']} item(s) in the target differ from what this plan would send "
-            f"({h.get('updated', 0)} updated"
-            + (f", {waiting} left as they are — --update-changed updates them" if waiting else "")
-            + "; --json lists them)"
-        )
-    ver = result.verification or {}
-    t = ver.get("totals", {})
-    if ver.get("error"):
-        lines.append(f"verification: NOT DONE — {ver['error']}")
-    else:
-        lines.append(
-            f"verification: {'EXACT' if ver.get('exact') else 'MISMATCH'} — missing "
-            f"{t.get('missing')}, duplicated {t.get('duplicated')}, extra {t.get('extra')}"
-        )
-    for name, path in result.outputs.items():
-        lines.append(f"  {name}: {path}")
-    if result.dead_letters:
-        lines.append(
-            f"{result.dead_letters} item(s) dead-lettered (refused by the target, or retry budget "
-            f"spent): see {result.outputs.get('dead_letter')}"
-        )
-    emit(args, data, "\n".join(lines))
+    emit(args, data, result.render())
     return result.exit_code

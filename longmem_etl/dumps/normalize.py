@@ -20,9 +20,7 @@ over-precise ``importance``, a timestamp with sub-microsecond digits or without 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -44,6 +42,7 @@ from longmem_etl.schema import (
     TIMESTAMP,
     TIMESTAMP_FIELDS,
 )
+from longmem_etl.timestamps import parse_timestamp
 
 STAGE = "convert"
 _EMPTY = Raw(b"")
@@ -159,49 +158,7 @@ def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
 # --------------------------------------------------------------------------------------------------
 # Timestamps
 
-_TS_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-
-
-def parse_timestamp(text: str) -> tuple[int, bool]:
-    """``(microseconds since epoch UTC, exact)`` for an ISO-8601 string; ValueError if it is not one.
-
-    ``exact`` is False when rendering the instant back could not give the same meaning: digits below
-    the microsecond, or no UTC offset (read as UTC).
-    """
-    m = _TS_RE.match(text)
-    if not m:
-        raise ValueError(text)
-    y, mo, d, hh, mi, ss, frac, off = m.groups()
-    exact = off is not None and hh is not None
-    micro = 0
-    if frac:
-        micro = int((frac + "000000")[:6])
-        if frac[6:].strip("0"):
-            exact = False
-    dt = datetime(
-        int(y),
-        int(mo),
-        int(d),
-        int(hh or 0),
-        int(mi or 0),
-        int(ss or 0),
-        micro,
-        tzinfo=timezone.utc,
-    )
-    if off and off not in ("Z", "z"):
-        sign = -1 if off[0] == "-" else 1
-        digits = off[1:].replace(":", "")
-        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        if delta >= timedelta(hours=24):
-            raise ValueError(text)
-        dt = dt - sign * delta
-    return (dt - _EPOCH) // _US, exact
+# ``parse_timestamp`` lives in ``longmem_etl/timestamps.py``: every ISO-8601 parse in the toolkit uses it.
 
 
 def _timestamps(

@@ -48,6 +48,7 @@ import msgspec
 import numpy as np
 
 from longmem_etl import jsonio
+from longmem_etl.dumps.formats import DUMP_FORMATS, DUMP_SUFFIXES_TEXT, dump_suffix
 from longmem_etl.errors import BadInput
 from longmem_etl.jsonio import kind_of, raw_kind
 from longmem_etl.schema import FORMAT_VERSION
@@ -61,26 +62,13 @@ DEFAULT_BATCH = (
 # than 50k); convert writes them out in row groups of ROW_GROUP_ROWS
 STREAM_BATCH = 20_000  # rows per batch when streaming: keeps peak RSS well under 600 MB
 
-_SUFFIXES = {
-    ".json": ("json", None),
-    ".json.gz": ("json", "gzip"),
-    ".json.zst": ("json", "zstd"),
-    ".jsonl": ("jsonl", None),
-    ".jsonl.gz": ("jsonl", "gzip"),
-    ".jsonl.zst": ("jsonl", "zstd"),
-    ".ndjson": ("jsonl", None),
-}
-
 
 def dump_format(path: str | os.PathLike) -> tuple[str, str | None]:
     """``(kind, compression)`` from the file name: kind is ``json`` or ``jsonl``."""
-    name = Path(path).name.lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return _SUFFIXES[suffix]
-    raise BadInput(
-        f"{path}: unknown dump format (expected .json, .json.gz, .json.zst, .jsonl or .jsonl.gz)"
-    )
+    suffix = dump_suffix(path)
+    if suffix is None:
+        raise BadInput(f"{path}: unknown dump format (expected {DUMP_SUFFIXES_TEXT})")
+    return DUMP_FORMATS[suffix]
 
 
 def is_dump_path(path: str | os.PathLike) -> bool:

@@ -1,6 +1,6 @@
 """Snapshot -> dump file, lossless and atomic (temp file in the target dir, then ``os.replace``).
 
-The format comes from the extension: ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
+The format comes from the extension (``dumps/formats.py``): ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``. A written dump always has ``"format_version": 1`` first; JSONL starts
 with one header line (every top-level key but memories, format_version first), then one memory per
 line. Memories

@@ -1,6 +1,7 @@
 """`run_migration`: freeze the source, plan, learn what the target holds, upload, verify — resumably.
 
-One call does the whole migration; the CLI and the Dagster assets are thin wrappers over it.
+One call does the whole migration (`docs/migration.md`); the CLI and the Dagster assets are thin
+wrappers over it.
 
 Exactly once is decided by the *target*, not by one journal. Every item carries a marker naming its
 source (a stable key: the source account, or the dump's tenant — see `source.source_key`), its
@@ -45,6 +46,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from longmem_etl.api.endpoints import known_limits, same_account
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import (
     EXIT_INCOMPLETE,
     EXIT_OK,
@@ -61,6 +63,7 @@ from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
     MAX_CHUNK_ITEMS,
     MODES,
+    PlanSummary,
     plan_items,
     summarise,
 )
@@ -92,8 +95,8 @@ class MigrationOptions:
     restart: bool = False
     dry_run: bool = False
     provenance: bool = True
-    source_key_env: str = "LONGMEM_API_KEY"
-    target_key_env: str = "LONGMEM_API_KEY"
+    source_key_env: str = DEFAULT_KEY_ENV
+    target_key_env: str = DEFAULT_KEY_ENV
     work_root: str | None = None
     """Where ``<migration_id>/`` dirs go (default ``{home}/migrations``)."""
     max_attempts: int = 8
@@ -146,6 +149,80 @@ class MigrationResult:
         out = mask_obj(asdict(self))  # error texts in `upload` may echo a server's words
         out["exit_code"] = self.exit_code
         return out
+
+    to_json = as_dict  # the name every result object shares (``longmem_etl`` public API)
+
+    def render(self) -> str:
+        """What ``longmem-etl migrate`` prints on a terminal (a dry run: the plan's summary)."""
+        if self.dry_run:
+            plan = self.plan or {}
+            summary = PlanSummary(
+                mode=plan["mode"],
+                chunk_size=plan["chunk_size"],
+                max_bytes=plan["max_bytes"],
+                collections=plan["collections"],
+            )
+            from longmem_etl.api.limits import StoreLimits
+            from longmem_etl.migrate.refusals import RefusalScan
+
+            refused = plan.get("refused") or {}
+            limits = refused.get("limits")
+            scan = RefusalScan(None if limits is None else StoreLimits(**limits))
+            scan.refused = list(refused.get("items") or [])
+            return (
+                f"dry run (migration {self.migration_id}): nothing written, no target call\n"
+                + summary.render()
+                + "\n"
+                + scan.render()
+            )
+        c, up = self.counts, self.upload
+        if self.interrupted:
+            return (
+                f"interrupted — {c.get('items_done', 0)}/{c.get('items_total', 0)} items done, "
+                f"journal flushed ({self.journal}).\nresume with: {self.resume_command}"
+            )
+        lines = [
+            f"migration {self.migration_id} ({'resumed' if self.resumed else 'new'}): "
+            f"{c['items_done']}/{c['items_total']} items landed in {c['chunks_total']} chunks, "
+            f"{c['items_dead']} dead-lettered, {self.seconds:.1f}s",
+            f"calls {up['calls']}, 429s {up['rate_limited']}, transient errors {up['transient_errors']}, "
+            f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
+            f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
+        ]
+        h = self.holdings or {}
+        line = f"already in the target from earlier runs: {h.get('already_in_target', 0)}"
+        if self.replanned:
+            line += f" (planned afresh: {self.replanned})"
+        lines.append(line)
+        if h.get("changed"):
+            waiting = h["changed"] - h.get("updated", 0)
+            lines.append(
+                f"{h['changed']} item(s) in the target differ from what this plan would send "
+                f"({h.get('updated', 0)} updated"
+                + (
+                    f", {waiting} left as they are — --update-changed updates them"
+                    if waiting
+                    else ""
+                )
+                + "; --json lists them)"
+            )
+        ver = self.verification or {}
+        t = ver.get("totals", {})
+        if ver.get("error"):
+            lines.append(f"verification: NOT DONE — {ver['error']}")
+        else:
+            lines.append(
+                f"verification: {'EXACT' if ver.get('exact') else 'MISMATCH'} — missing "
+                f"{t.get('missing')}, duplicated {t.get('duplicated')}, extra {t.get('extra')}"
+            )
+        for name, path in self.outputs.items():
+            lines.append(f"  {name}: {path}")
+        if self.dead_letters:
+            lines.append(
+                f"{self.dead_letters} item(s) dead-lettered (refused by the target, or retry budget "
+                f"spent): see {self.outputs.get('dead_letter')}"
+            )
+        return "\n".join(lines)
 
 
 def _sha(obj: Any) -> str:

@@ -17,19 +17,14 @@ mode the round starts as soon as the work queue drains, overlapping the pass's l
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from longmem_etl.errors import AmbiguousError, APIError, LongmemETLError, Unsupported
+from longmem_etl.api.retry import Interrupted, retry_read  # noqa: F401  (Interrupted: re-exported)
+from longmem_etl.errors import APIError, Unsupported
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint, marker_of
-from longmem_etl.migrate.limiter import backoff
-
-
-class Interrupted(LongmemETLError):
-    """The run was asked to stop (Ctrl-C/SIGTERM) while waiting to retry an export."""
 
 
 def _retrying(
@@ -39,29 +34,9 @@ def _retrying(
     max_retries: int = 30,
     give_up_after: float | None = None,
 ) -> Any:
-    """A read retried through transient errors (5xx, 429, ambiguous reads, network), at most
+    """A read retried through transient errors, the way every read is (``api/retry.py``), at most
     ``max_retries`` times and (if set) ``give_up_after`` seconds after the first failure."""
-    attempt = 0
-    first = None
-    while True:
-        try:
-            return call()
-        except (APIError, AmbiguousError, OSError) as exc:
-            retryable = isinstance(exc, AmbiguousError | OSError) or exc.retryable
-            now = time.monotonic()
-            first = now if first is None else first
-            late = give_up_after is not None and now - first >= give_up_after
-            if not retryable or attempt >= max_retries or late:
-                raise
-            delay = backoff(attempt, retry_after=getattr(exc, "retry_after", None))
-            if give_up_after is not None:
-                delay = min(delay, max(0.0, first + give_up_after - now))
-            attempt += 1
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Interrupted("interrupted while reading the target") from exc
-            else:
-                threading.Event().wait(delay)
+    return retry_read(call, stop=stop, retries=max_retries, give_up_after=give_up_after)
 
 
 def export_target(

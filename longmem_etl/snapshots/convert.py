@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 
 from longmem_etl import jsonio
+from longmem_etl.dumps.formats import dump_stem
 from longmem_etl.dumps.normalize import Normalizer
 from longmem_etl.dumps.read import (
     DEFAULT_BATCH,
@@ -82,6 +83,26 @@ class ConvertResult:
         d["path"] = str(self.path)
         return d
 
+    def render(self) -> str:
+        """What ``longmem-etl convert`` prints on a terminal."""
+        if self.already_present:
+            return (
+                f"already present: {self.path} holds this dump's content (same sha256) for tenant "
+                f"{self.tenant}; nothing written"
+            )
+        human = (
+            f"snapshot {self.path}\n"
+            f"  tenant {self.tenant}: {self.memories} memories, {self.collections} collections, "
+            f"{self.rejected} rejected ({self.seconds:.1f}s"
+            f"{', streamed' if self.streamed else ''}"
+            f"{f', {self.workers} worker processes' if self.workers else ''})"
+        )
+        if self.rejected_reasons:
+            human += "\n  rejected: " + ", ".join(
+                f"{k} x{v}" for k, v in sorted(self.rejected_reasons.items())
+            )
+        return human
+
 
 # Rows per Parquet row group: normalisation works in smaller batches (DEFAULT_BATCH, for cache
 # locality), which are gathered into row groups of this size before writing.
@@ -92,11 +113,7 @@ SPAN_BYTES = 8 << 20
 
 
 def _dump_stem(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "default"
+    return dump_stem(path) or "default"
 
 
 def _strict_error(where: str, rejected: pa.Table) -> BadInput:

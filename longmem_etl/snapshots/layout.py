@@ -1,4 +1,5 @@
-"""Where snapshots live: ``ROOT/tenant=<encoded tenant>/snapshot=<UTC yyyymmddThhmmssZ>/``.
+"""Where snapshots live: ``ROOT/tenant=<encoded tenant>/snapshot=<UTC yyyymmddThhmmssZ>/``
+(`docs/snapshots.md`).
 
 **Tenant names are identities.** The exact name is recorded in each snapshot's manifest
 (``tenant``) and is what every lookup, the warehouse and retention compare; the folder only has to

@@ -51,6 +51,11 @@ class CleanResult:
             **self.report.to_dict(),
         }
 
+    def render(self) -> str:
+        """What ``longmem-etl clean`` prints on a terminal: the per-step table, then where it went."""
+        where = "dry run: nothing written" if self.dry_run else f"snapshot {self.path}"
+        return f"{self.report.table()}\n{where}"
+
 
 def rewrite_collections(collections: list[Any] | None, spec: Spec) -> list[Any] | None:
     """Apply the spec's `rename_collections` steps to a dump's collections list.

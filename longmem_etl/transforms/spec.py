@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from longmem_etl.errors import BadInput
+from longmem_etl.sqlquote import sql_ident, sql_str  # noqa: F401  (the step modules import them from here)
+from longmem_etl.timestamps import to_datetime
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -407,7 +409,7 @@ def _parse_instant(value: Any, where: str) -> datetime:
         dt = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+            dt = to_datetime(value)
         except ValueError:
             raise BadInput(f"{where}: expected an ISO-8601 timestamp, got {value!r}") from None
     else:
@@ -510,15 +512,6 @@ class _SqlChecker:
 
 
 _EMPTY_PROBES = ("", " ", "a", "aa", "a a", " a ", "a\nb", "\n", " \n ", ".")
-
-
-def sql_str(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
-
-
-def sql_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 _ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
