@@ -2,9 +2,13 @@
 
 Per call outcome (the one error model of `longmem_etl.errors`):
 - success -> items done with their target ids, chunk ``done`` (one committed transaction);
-- 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt;
-- 5xx / 408 -> backoff and retry; never an attempt (a target down for good stops the run after
-  ``max_transient`` retries of one chunk, leaving it resumable, not dead);
+- 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt
+  (a 429 storm longer than ``max_transient`` retries of one call stops the run, resumable);
+- 5xx / 408 -> backoff and retry, within the retry budget: ``max_attempts`` tries of one call
+  (``migrate --max-attempts``) and, if set, ``give_up_after`` seconds since the call first failed
+  (``--give-up-after``, 429 waits included). Past the budget the chunk's remaining items are
+  dead-lettered ("gave up after N attempts: ...") and the run goes on, so a target that fails every
+  call ends promptly with exit 3 and a ``dead_letter.jsonl`` to replay, instead of retrying for minutes;
 - ambiguous (timeout after sending, dropped connection) -> the chunk stays ``in_flight`` and is
   deferred: once the queue drains (provenance mode: while the last calls are still out; else at
   the end of the pass) one export of the target reconciles all such chunks, and only the missing
@@ -105,6 +109,7 @@ class _ChunkRun:
     ambiguous: bool = False
     skipped: bool = False
     stopped: bool = False
+    gave_up: GaveUp | None = None  # a call spent its retry budget: the rest goes dead
     error: Exception | None = None
 
 
@@ -166,6 +171,16 @@ def presplit(
     return ([good] if good else []) + alone
 
 
+class GaveUp(Exception):
+    """The retry budget of one call ran out on transient errors; its chunk's items go dead."""
+
+    def __init__(self, last: APIError, tries: int, seconds: float) -> None:
+        super().__init__(
+            f"gave up after {tries} attempts in {seconds:.1f}s (retry budget spent): {last}"
+        )
+        self.status = last.status
+
+
 class SkippedItems(Exception):
     """``import_memories`` answered 2xx but skipped some items without saying which.
 
@@ -189,8 +204,9 @@ class Uploader:
         migration_id: str,
         provenance: bool = True,
         concurrency: int = 4,
-        max_attempts: int = 5,
+        max_attempts: int = 8,
         max_transient: int = 60,
+        give_up_after: float | None = None,
         backoff_base: float = 0.05,
         settle_timeout: float = 30.0,
         stop: threading.Event | None = None,
@@ -208,6 +224,7 @@ class Uploader:
         self.limit = AdaptiveLimit(concurrency)
         self.max_attempts = max_attempts
         self.max_transient = max_transient
+        self.give_up_after = give_up_after
         self.backoff_base = backoff_base
         self.settle_timeout = settle_timeout
         self.stop = stop or threading.Event()
@@ -289,6 +306,8 @@ class Uploader:
             # only read if the target cannot export the account in one call
             collections=(self.journal.chunk_collection(c) for c in chunk_nos),
             stop=self.stop,
+            max_retries=self.max_attempts - 1,  # the same retry budget as the writes
+            give_up_after=self.give_up_after,
         )
         missing, found = reconcile_chunks(
             self.journal, index, chunk_nos, provenance=self.provenance
@@ -480,11 +499,16 @@ class Uploader:
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
+        if run.gave_up is not None:
+            return  # a call of this chunk gave up: its other parts are not sent (they go dead)
         result = self._call(unit.chunk_no, run.collection, items)
         if isinstance(result, list):
             self._committer.submit(
                 unit.chunk_no, list(zip((s for s, _ in items), result, strict=True))
             )
+            return
+        if isinstance(result, GaveUp):
+            run.gave_up = result
             return
         if isinstance(result, SkippedItems):
             run.skipped = True
@@ -522,6 +546,17 @@ class Uploader:
                 else:
                     self.stats.ambiguous += 1
             return
+        if run.gave_up is not None:
+            self._committer.flush()  # parts that landed before are committed, not killed
+            rows = self.journal.pending_items(chunk_no)
+            self.journal.note_error(chunk_no, str(run.gave_up))
+            self.journal.record_dead_items(
+                chunk_no, [(sid, run.gave_up.status, str(run.gave_up)) for sid, _, _ in rows]
+            )
+            with self._lock:
+                self.stats.dead_items += len(rows)
+            self.on_items(len(rows))
+            return
         if run.error is not None:
             # what landed must be committed before the pending items are read again
             self._committer.flush()
@@ -543,6 +578,7 @@ class Uploader:
         """One logical send with transient retries. Returns ids, "ambiguous", an APIError to
         bisect on, or another exception (an attempt). Raises _Stopped."""
         transient = 0
+        failed_at: float | None = None
         payloads = [p for _, p in items]
         while True:
             if self.stop.is_set() or not self.limit.acquire(self.stop):
@@ -567,6 +603,14 @@ class Uploader:
                 if exc.status == 429:
                     self.limit.on_rate_limited(exc.retry_after)
                 self.journal.note_error(chunk_no, str(exc))
+                now = time.monotonic()
+                failed_at = now if failed_at is None else failed_at
+                out_of_tries = exc.status != 429 and transient + 1 >= self.max_attempts
+                out_of_time = self.give_up_after is not None and (
+                    now - failed_at >= self.give_up_after
+                )
+                if out_of_tries or out_of_time:
+                    return GaveUp(exc, transient + 1, now - failed_at)
                 if transient >= self.max_transient:
                     self.stats.fatal = (
                         f"chunk {chunk_no}: target still failing after {transient} retries: {exc}"
@@ -574,6 +618,8 @@ class Uploader:
                     self.stop.set()
                     raise _Stopped from exc
                 delay = backoff(transient, base=self.backoff_base, retry_after=exc.retry_after)
+                if self.give_up_after is not None:  # never sleep past the budget
+                    delay = min(delay, max(0.0, failed_at + self.give_up_after - now))
                 transient += 1
                 if self.stop.wait(delay):
                     raise _Stopped from exc
