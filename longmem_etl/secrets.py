@@ -20,8 +20,10 @@ import os
 import re
 import threading
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
+
 MASK = "***"
-DEFAULT_KEY_ENVS = ("LONGMEM_API_KEY",)
+DEFAULT_KEY_ENVS = (DEFAULT_KEY_ENV,)
 _MIN_SECRET_LEN = 6
 
 _lock = threading.Lock()

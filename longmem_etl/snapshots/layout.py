@@ -133,21 +133,15 @@ def snapshot_time(path: str | os.PathLike) -> datetime | None:
 
 
 def parse_instant(value: Any) -> datetime | None:
-    """An ISO-8601 timestamp (``Z`` or offset; none means UTC) as an aware datetime, else None."""
+    """An ISO-8601 timestamp (``Z`` or offset; none means UTC) as an aware datetime, else None
+    (the one parser, ``timestamps.to_datetime``, so a name is read as the dump reader reads it)."""
+    from longmem_etl.timestamps import to_datetime
+
     if not isinstance(value, str) or not value.strip():
         return None
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
     try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    try:
-        return when.astimezone(timezone.utc)
-    except (OverflowError, ValueError):
+        return to_datetime(value)
+    except (ValueError, OverflowError):
         return None
 
 
