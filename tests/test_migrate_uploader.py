@@ -229,3 +229,33 @@ def test_reconciliation_pages_when_the_account_cannot_be_exported(tmp_path: Path
     stats = Uploader(j, target, make_sender(target, "add"), migration_id=MID).run(resumed=True)
     assert stats.calls == 0 and stats.reconciled_items == 50
     assert max(_landed(store).values()) == 1
+
+
+def test_a_bisected_part_that_gives_up_dead_letters_only_what_is_still_pending(
+    tmp_path: Path,
+) -> None:
+    """The retry budget is per call; with a chunk's parts in flight on several workers, the chunk
+    is settled once its last call is back: what landed stays done, the rest is dead-lettered."""
+    mems = _mems(300)
+    mems[137]["text"] = "   "  # the store refuses it (422): its chunk is bisected
+    j, target = _setup(tmp_path, mems, "add")
+    real = make_sender(target, "add")
+    down = "memory number 140"
+
+    def send(collection, items):
+        if len(items) < 50 and any(i.get("text") == down for i in items):
+            raise APIError(503, "unavailable")  # a part holding m140 never gets through
+        return real(collection, items)
+
+    up = Uploader(
+        j, target, send, migration_id=MID, concurrency=4, max_attempts=2, backoff_base=0.001
+    )
+    stats = up.run()
+    dead = {d["source_id"]: d for d in j.dead_letters()}
+    landed = set(_landed(target))
+    assert "m140" in dead and "gave up after 2 attempts" in dead["m140"]["message"]
+    assert not landed & set(dead)  # nothing both landed and dead-lettered
+    assert landed | set(dead) == {m["id"] for m in mems}
+    assert stats.dead_items == len(dead) < 50  # only the one chunk's pending part
+    c = j.counts()
+    assert c["items_done"] == len(landed) and c["items_dead"] == len(dead)

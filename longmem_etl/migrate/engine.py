@@ -58,6 +58,7 @@ from longmem_etl.errors import (
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal, is_journal
+from longmem_etl.migrate.known_limits import refusal_check
 from longmem_etl.migrate.lock import migration_locks
 from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
@@ -399,9 +400,14 @@ def _run_locked(
         journal.put(resume_command=result.resume_command)
         t_plan = time.monotonic()
         fresh = not journal.planned
+        # A fresh plan with provenance markers is written while the upload runs (`planstream`):
+        # what already landed is known from the markers (one export, before the first batch).
+        streamed = fresh and opts.provenance and os.environ.get("LONGMEM_ETL_STREAM_PLAN") != "0"
         if fresh:
             try:
-                _freeze_and_plan(opts, journal, work_dir, mid, key, plan_binding)
+                _freeze_and_plan(
+                    opts, journal, work_dir, mid, key, plan_binding, write=not streamed
+                )
             except BadInput:
                 if not existed:  # nothing half-made stays behind a refused first run
                     journal.close()
@@ -409,7 +415,10 @@ def _run_locked(
                     _discard_plan(work_dir)
                 raise
         target = sources.open_target(opts.target, key_env=opts.target_key_env)
-        if fresh and opts.provenance:
+        feed, streamed_plan = None, None
+        if streamed:
+            feed, streamed_plan = _plan_feed(opts, journal, target, key, stop, result, work_dir)
+        elif fresh and opts.provenance:
             from longmem_etl.migrate.holdings import learn_holdings
 
             t_held = time.monotonic()
@@ -432,8 +441,11 @@ def _run_locked(
             result.timings["holdings"] = round(time.monotonic() - t_held, 3)
         result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
         counts = journal.counts()
+        total = counts["items_total"]
+        if streamed:
+            total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
         bar = (
-            progress(counts["items_total"], desc="migrate", unit="item", heartbeat=True)
+            progress(total, desc="migrate", unit="item", heartbeat=True)
             if opts.show_progress
             else None
         )
@@ -452,16 +464,28 @@ def _run_locked(
             settle_timeout=opts.settle_timeout,
             stop=stop,
             on_items=(bar.update if bar is not None else None),
+            refuses=refusal_check(opts.target),
         )
         t_upload = time.monotonic()
         result.timings["freeze_plan"] = round(t_upload - t_plan, 3)
         try:
             # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
             # provenance (content counting is its only way to learn what is already there).
-            stats = uploader.run(resumed=result.resumed or (fresh and not opts.provenance))
+            stats = uploader.run(
+                resumed=result.resumed or (fresh and not opts.provenance), feed=feed
+            )
         finally:
             if bar is not None:
                 bar.close()
+        if streamed_plan is not None:
+            held = {
+                "already_in_target": streamed_plan.held,
+                "changed": streamed_plan.changed,
+                "with_extra_copies": streamed_plan.with_copies,
+            }
+            journal.put(holdings=held)
+            result.holdings = dict(held)
+            result.timings["plan_overlapped"] = round(streamed_plan.seconds, 3)
         if fresh and not opts.provenance:
             result.holdings["already_in_target"] = stats.reconciled_items
             journal.put(holdings=result.holdings)
@@ -573,6 +597,61 @@ def _interrupted_by_user(stop: threading.Event, stats: Any) -> bool:
     return stop.is_set() and stats.fatal is None
 
 
+def _memories_file(journal: Journal) -> Path:
+    return Path(journal.get("frozen_snapshot")) / "memories.parquet"
+
+
+def _plan_feed(
+    opts: MigrationOptions,
+    journal: Journal,
+    target: Any,
+    key: str,
+    stop: threading.Event,
+    result: MigrationResult,
+    work_dir: Path,
+):
+    """Learn what the target holds under this source key (one export, within the writes' retry
+    budget), then return the uploader's ``feed``: the streamed plan, queueing each chunk once its
+    rows are durable. A target unreadable within the budget -> Incomplete (exit 3), nothing sent."""
+    from longmem_etl.migrate.planstream import StreamedPlan, held_by_marker, stream_plan
+
+    t_held = time.monotonic()
+    try:
+        dump = export_target(
+            target,
+            stop=stop,
+            max_retries=opts.max_attempts - 1,
+            give_up_after=opts.give_up_after,
+        )
+    except APIError as exc:
+        _write_outputs(journal, work_dir, None)
+        raise Incomplete(
+            f"cannot read the target to learn what it already holds ({exc}); nothing "
+            f"was sent — resume with: {result.resume_command}"
+        ) from None
+    held = held_by_marker(target_keys(dump.get("memories") or [], fingerprints=False), key)
+    del dump
+    result.timings["holdings"] = round(time.monotonic() - t_held, 3)
+    report = StreamedPlan()
+    memories = _memories_file(journal)
+
+    def feed(queue) -> None:
+        stream_plan(
+            journal,
+            memories,
+            mode=opts.mode,
+            source_key=key,
+            chunk_size=opts.chunk_size,
+            max_bytes=opts.max_bytes,
+            held=held,
+            put=queue.put,
+            stop=stop,
+            report=report,
+        )
+
+    return feed, report
+
+
 def _freeze_and_plan(
     opts: MigrationOptions,
     journal: Journal,
@@ -580,11 +659,15 @@ def _freeze_and_plan(
     mid: str,
     key: str,
     plan_binding: dict[str, Any],
+    *,
+    write: bool = True,
 ) -> None:
-    """A fresh plan: freeze the source into the work dir, clean it, store the whole plan."""
+    """A fresh plan: freeze the source into the work dir, clean it, store the whole plan (or, with
+    ``write=False``, leave the plan to the streaming planner)."""
     frozen = sources.freeze(
         opts.source, work_dir / "frozen", spec=opts.spec, key_env=opts.source_key_env
     )
+    pa.default_memory_pool().release_unused()  # convert's Arrow buffers: not needed any more
     journal.put(
         frozen_snapshot=str(frozen.path) if frozen.path else None,
         frozen_identity=frozen.identity,
@@ -599,6 +682,8 @@ def _freeze_and_plan(
         source_key=key,
         plan_binding=plan_binding,
     )
+    if not write:
+        return
     items = plan_items(
         frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
     )
@@ -627,23 +712,34 @@ def verify_journal(
             "fp": [r[4] for r in rows],
         }
     )
+    # only ids the journal does not know yet get filled in (add_many returned most already)
+    unknown = {r[0] for r in rows if r[1] is None}
+    del rows  # the export is the big allocation: hold as little as possible beside it
     dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
     provenance = (journal.get("options") or {}).get("provenance", True)
-    report = compare(
-        source,
-        target_keys(dump.get("memories") or []),
-        migration_id=migration_id if provenance else None,
-        foreign_copies=foreign_copies,
-    )
-    if report.id_pairs is not None and report.id_pairs.num_rows:
+    mig = migration_id if provenance else None
+    keys = target_keys(_drain(dump.get("memories") or []), own_key=mig)
+    del dump
+    report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
+    if report.id_pairs is not None and report.id_pairs.num_rows and unknown:
         journal.set_target_ids(
-            zip(
+            (s, t)
+            for s, t in zip(
                 report.id_pairs["source_id"].to_pylist(),
                 report.id_pairs["target_id"].to_pylist(),
                 strict=True,
             )
+            if s in unknown
         )
     return report
+
+
+def _drain(rows: list) -> Iterator[Any]:
+    """Yield a list's items, dropping each from the list once yielded (memory is freed as the
+    keys are built, instead of holding the whole export and its keys at once)."""
+    for i in range(len(rows)):
+        row, rows[i] = rows[i], None
+        yield row
 
 
 def _write_outputs(

@@ -253,6 +253,67 @@ class Journal:
                 " ON CONFLICT(k) DO UPDATE SET v = 'true'"
             )
 
+    def begin_plan(self) -> None:
+        """Start a streamed plan (`migrate.planstream`): forget any earlier plan rows."""
+        with self._tx() as db:
+            for table in ("items", "chunks", "dead_letters", "changed"):
+                db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            db.execute("DELETE FROM migration WHERE k = 'planned'")
+
+    def write_plan_batch(
+        self,
+        items: list[tuple],
+        chunks: list[tuple[int, str, int, int]],
+        changed: list[tuple[str, str | None, str, str | None, str | None]],
+        *,
+        finished: bool,
+    ) -> list[int]:
+        """One durable transaction of a streamed plan: item rows ``(source_id, seq, chunk_no,
+        collection, container_tag, sort_key, fp, nbytes, payload, content, state, target_id)``,
+        the rows of the chunks these items closed, items already held whose content differs, and
+        with ``finished`` the ``planned`` mark. Returns the closed chunks with items to send."""
+        now = _now()
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO items(source_id, seq, chunk_no, collection, container_tag, sort_key,"
+                " fp, nbytes, payload, content, state, target_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                items,
+            )
+            if changed:
+                db.executemany(
+                    "INSERT INTO changed(source_id, target_id, collection, old_content,"
+                    " new_content) VALUES (?, ?, ?, ?, ?) ON CONFLICT(source_id) DO NOTHING",
+                    changed,
+                )
+            db.executemany(
+                "INSERT INTO chunks(chunk_no, collection, n_items, n_bytes, updated_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                [(c, coll, n, b, now) for c, coll, n, b in chunks],
+            )
+            todo = []
+            if chunks:
+                lo, hi = chunks[0][0], chunks[-1][0]
+                pending = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT DISTINCT chunk_no FROM items WHERE chunk_no BETWEEN ? AND ?"
+                        " AND state = 'planned'",
+                        (lo, hi),
+                    )
+                }
+                done = [(now, c) for c, *_ in chunks if c not in pending]
+                db.executemany(
+                    "UPDATE chunks SET state = 'done', updated_at = ? WHERE chunk_no = ?", done
+                )
+                todo = [c for c, *_ in chunks if c in pending]
+            if finished:
+                db.execute(
+                    "INSERT INTO migration(k, v) VALUES ('planned', 'true')"
+                    " ON CONFLICT(k) DO UPDATE SET v = 'true'"
+                )
+        return todo
+
     # -- reading work -----------------------------------------------------------------------
     def chunks_in(self, *states: str) -> list[int]:
         marks = ",".join("?" * len(states))

@@ -58,13 +58,19 @@ def parse_metadata(value: Any) -> Any:
     return value
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str
+)
+"""The canonical encoding of `payload_fingerprint` (one encoder, reused)."""
+
+
 def payload_fingerprint(item: dict[str, Any]) -> str:
     """sha256 (32 hex) of an item's canonical JSON, marker excluded: what "the same payload" means."""
     meta = item.get("metadata")
     if isinstance(meta, dict) and PROVENANCE_KEY in meta:
         meta = {k: v for k, v in meta.items() if k != PROVENANCE_KEY}
         item = {**item, "metadata": meta}
-    text = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    text = _CANONICAL.encode(item)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 

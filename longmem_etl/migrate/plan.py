@@ -40,14 +40,20 @@ class PlannedItem:
     payload: str
     content: str = ""
     """`keys.payload_fingerprint` of the payload (marker excluded)."""
+    size: int | None = None
+    """UTF-8 length of ``payload`` when already known."""
 
     @property
     def nbytes(self) -> int:
-        return len(self.payload.encode("utf-8"))
+        return self.size if self.size is not None else len(self.payload.encode("utf-8"))
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+"""One encoder for every payload (``json.dumps`` with options builds a new one per call)."""
 
 
 def _encode(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=str)
+    return _ENCODER.encode(obj)
 
 
 def build_payload(
@@ -89,20 +95,28 @@ def plan_items(
         seen[sid] = n
         if n > 1:
             sid = f"{sid}#{n}"
-        collection = memory.get("collection") or "default"
-        tag = memory.get("container_tag")
-        payload, content = build_payload(
-            memory, mode=mode, source_id=sid, source_key=source_key if provenance else None
-        )
-        yield PlannedItem(
-            source_id=sid,
-            collection=str(collection),
-            container_tag=None if tag is None else str(tag),
-            sort_key=str(memory.get("created_at") or ""),
-            fp=fingerprint(collection, tag, memory.get("text")),
-            payload=_encode(payload),
-            content=content,
-        )
+        yield build_planned(memory, sid, mode=mode, source_key=source_key if provenance else None)
+
+
+def build_planned(
+    memory: dict[str, Any], sid: str, *, mode: str, source_key: str | None
+) -> PlannedItem:
+    """One dump-form memory (whose source id, duplicate suffix included, is ``sid``) as a planned
+    item; ``source_key=None``: no provenance marker."""
+    collection = memory.get("collection") or "default"
+    tag = memory.get("container_tag")
+    payload, content = build_payload(memory, mode=mode, source_id=sid, source_key=source_key)
+    text = _encode(payload)
+    return PlannedItem(
+        source_id=sid,
+        collection=str(collection),
+        container_tag=None if tag is None else str(tag),
+        sort_key=str(memory.get("created_at") or ""),
+        fp=fingerprint(collection, tag, memory.get("text")),
+        payload=text,
+        content=content,
+        size=len(text.encode("utf-8")),
+    )
 
 
 def order_key(collection: str, container_tag: str | None, sort_key: str, source_id: str) -> tuple:
@@ -119,20 +133,54 @@ def assign_chunks(
 
     Streaming, so a million-item plan never sits in memory twice.
     """
-    if not 1 <= chunk_size <= MAX_CHUNK_ITEMS:
-        raise BadInput(f"--chunk-size {chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
-    chunk_no, n, size, current = -1, 0, 0, None
+    chunker = Chunker(chunk_size=chunk_size, max_bytes=max_bytes)
     for source_id, collection, nbytes in rows:
+        yield source_id, chunker.add(collection, nbytes)
+
+
+class Chunker:
+    """Cuts items arriving in plan order into chunks (the one rule, shared by the plan written
+    whole and the plan streamed in batches): a new chunk at a new collection, after
+    ``chunk_size`` items, or when the next item would push the JSON array past ``max_bytes``."""
+
+    def __init__(self, *, chunk_size: int = MAX_CHUNK_ITEMS, max_bytes: int = DEFAULT_MAX_BYTES):
+        if not 1 <= chunk_size <= MAX_CHUNK_ITEMS:
+            raise BadInput(f"--chunk-size {chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
+        self.chunk_size, self.max_bytes = chunk_size, max_bytes
+        self.no, self.n, self.size, self.current = -1, 0, 0, None
+        self._acc: dict[int, list] = {}
+        self._closed: list[int] = []
+
+    def add(self, collection: str, nbytes: int) -> int:
+        """The chunk number of the next item."""
         if (
-            chunk_no < 0
-            or collection != current
-            or n >= chunk_size
-            or (n > 0 and size + nbytes + 1 > max_bytes)
+            self.no < 0
+            or collection != self.current
+            or self.n >= self.chunk_size
+            or (self.n > 0 and self.size + nbytes + 1 > self.max_bytes)
         ):
-            chunk_no, n, size, current = chunk_no + 1, 0, 2, collection
-        n += 1
-        size += nbytes + 1
-        yield source_id, chunk_no
+            if self.no >= 0:
+                self._closed.append(self.no)
+            self.no, self.n, self.size, self.current = self.no + 1, 0, 2, collection
+            self._acc[self.no] = [collection, 0, 0]
+        self.n += 1
+        self.size += nbytes + 1
+        acc = self._acc[self.no]
+        acc[1] += 1
+        acc[2] += nbytes
+        return self.no
+
+    def closed(self) -> list[tuple[int, str, int, int]]:
+        """``(chunk_no, collection, n_items, n_bytes)`` of chunks closed since the last call."""
+        out = [(c, *self._acc.pop(c)) for c in self._closed]
+        self._closed = []
+        return out
+
+    def finish(self) -> list[tuple[int, str, int, int]]:
+        """Close the last chunk too (after the last item)."""
+        if self.no >= 0 and self.no in self._acc:
+            self._closed.append(self.no)
+        return self.closed()
 
 
 @dataclass

@@ -29,6 +29,7 @@ import queue
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,9 @@ from longmem_etl.migrate.reconcile import Interrupted, TargetIndex, reconcile_ch
 
 Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
 """``send(collection, items) -> target ids (None where the API does not say)``; raises the toolkit's errors."""
+
+Refuses = Callable[[dict[str, Any], "int | None"], "str | None"]
+"""``refuses(item, payload_chars)`` -> why the target is known to refuse the item, or None."""
 
 FATAL_STATUSES = frozenset({401, 403})
 TRANSIENT_STATUSES = frozenset({408})
@@ -77,12 +81,94 @@ class UploadStats:
     reconcile_rounds: int = 0
     dead_items: int = 0
     items_sent: int = 0
+    presplit_items: int = 0
+    """Extra calls made up front because a chunk held items the target is known to refuse."""
     fatal: str | None = None
     errors: list[str] = field(default_factory=list)
 
 
 class _Stopped(Exception):
     pass
+
+
+@dataclass
+class Unit:
+    """Work for one call: a whole chunk (``items`` None: read its pending items when taken) or a
+    part of one (a pre-split group, or a bisection half)."""
+
+    chunk_no: int
+    items: list[tuple[str, dict[str, Any]]] | None = None
+
+
+@dataclass
+class _ChunkRun:
+    """A chunk whose calls are out: how many, and what came back so far."""
+
+    collection: str
+    outstanding: int = 0
+    ambiguous: bool = False
+    skipped: bool = False
+    stopped: bool = False
+    gave_up: GaveUp | None = None  # a call spent its retry budget: the rest goes dead
+    error: Exception | None = None
+
+
+class WorkQueue:
+    """The workers' shared queue: new chunks at the back, halves of refused parts at the front.
+
+    ``closed=False`` means more chunks may still come (the planner is writing them); workers wait
+    instead of leaving while it is open."""
+
+    def __init__(self, *, closed: bool = True) -> None:
+        self._items: deque[Unit] = deque()
+        self._cond = threading.Condition()
+        self._closed = closed
+
+    def put(self, unit: Unit | int) -> None:
+        with self._cond:
+            self._items.append(unit if isinstance(unit, Unit) else Unit(unit))
+            self._cond.notify()
+
+    def put_front(self, unit: Unit) -> None:
+        with self._cond:
+            self._items.appendleft(unit)
+            self._cond.notify()
+
+    def get(self, timeout: float) -> Unit | None:
+        with self._cond:
+            if not self._items:
+                self._cond.wait(timeout)
+            return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def drained(self) -> bool:
+        """Nothing queued and nothing more coming."""
+        with self._cond:
+            return self._closed and not self._items
+
+
+def presplit(
+    items: list[tuple[str, dict[str, Any]]],
+    refuses: Refuses | None,
+    sizes: list[int] | None = None,
+) -> list[list[tuple[str, dict[str, Any]]]]:
+    """Cut a chunk so every item the target is known to refuse travels alone: the server still
+    answers for it (its status and message go to the dead letter), and the chunk's other items
+    land together in ONE call instead of a chain of bisections (one extra call per such item)."""
+    if refuses is None:
+        return [items]
+    good: list[tuple[str, dict[str, Any]]] = []
+    alone: list[list[tuple[str, dict[str, Any]]]] = []
+    for n, pair in enumerate(items):
+        if refuses(pair[1], sizes[n] if sizes is not None else None):
+            alone.append([pair])
+        else:
+            good.append(pair)
+    return ([good] if good else []) + alone
 
 
 class GaveUp(Exception):
@@ -125,7 +211,10 @@ class Uploader:
         settle_timeout: float = 30.0,
         stop: threading.Event | None = None,
         on_items: Callable[[int], None] | None = None,
+        refuses: Refuses | None = None,
     ) -> None:
+        """``refuses(item, payload_chars)``: why the target is known to refuse an item (its
+        limits), or None; such items are split out of their chunk before sending (`presplit`)."""
         self.journal = journal
         self.target = target
         self.send = send
@@ -145,31 +234,53 @@ class Uploader:
         self._ambiguous: set[int] = set()
         self._skipped: set[int] = set()
         self._reconciling = False
-        self._queue: queue.Queue[int] = queue.Queue()
+        self._queue = WorkQueue()
+        self._runs: dict[int, _ChunkRun] = {}
+        self._finishing = 0
+        self._feed_error: BaseException | None = None
+        self.refuses = refuses
 
     # -- top level ---------------------------------------------------------------------------
-    def run(self, *, resumed: bool = False, max_rounds: int = 50) -> UploadStats:
+    def run(
+        self,
+        *,
+        resumed: bool = False,
+        max_rounds: int = 50,
+        feed: Callable[[WorkQueue], None] | None = None,
+    ) -> UploadStats:
         """Reconcile leftovers of a previous run, then send passes until nothing is pending.
 
         ``resumed``: an earlier run may have been killed at any point, so every unfinished chunk
-        (not only those marked in_flight) is reconciled first, with one export of the target."""
+        (not only those marked in_flight) is reconciled first, with one export of the target.
+        ``feed(queue)``: runs in its own thread during the first pass, queueing chunks as the
+        planner makes them durable (`planstream`); workers wait for it until it returns."""
         previous = sys.getswitchinterval()
         # Many threads that mostly wait on the network: a short GIL switch interval lets a thread
         # whose call just returned get back to work without queueing 5 ms behind CPU-bound peers.
         sys.setswitchinterval(min(previous, 0.0005))
         try:
-            return self._run(resumed=resumed, max_rounds=max_rounds)
+            return self._run(resumed=resumed, max_rounds=max_rounds, feed=feed)
         except Interrupted:
             return self.stats  # stop was set: the journal is consistent, the caller reports 130
         finally:
             sys.setswitchinterval(previous)
 
-    def _run(self, *, resumed: bool, max_rounds: int) -> UploadStats:
+    def _run(
+        self, *, resumed: bool, max_rounds: int, feed: Callable[[WorkQueue], None] | None = None
+    ) -> UploadStats:
         suspects = self.journal.chunks_in("in_flight", "failed")
         if resumed:
             suspects = self.journal.chunks_in("planned", "in_flight", "failed")
         if suspects:
             self._reconcile(suspects)
+        if feed is not None:
+            self._pass([], feed)
+            if not self.stop.is_set():
+                with self._lock:
+                    ambiguous, self._ambiguous = sorted(self._ambiguous), set()
+                    skipped, self._skipped = set(self._skipped), set()
+                if ambiguous:
+                    self._reconcile(ambiguous, skipped=skipped)
         for _ in range(max_rounds):
             if self.stop.is_set():
                 break
@@ -222,15 +333,38 @@ class Uploader:
                 again.append(chunk_no)
         return again
 
-    def _pass(self, chunk_nos: list[int]) -> None:
+    def _pass(self, chunk_nos: list[int], feed: Callable[[WorkQueue], None] | None = None) -> None:
+        """Send ``chunk_nos`` (and, with ``feed``, whatever it queues while it runs: the planner
+        streaming chunks as their plan rows commit; it must call ``close`` when done)."""
+        self._queue = WorkQueue(closed=feed is None)
         for c in chunk_nos:
-            self._queue.put(c)
+            self._queue.put(Unit(c))
         self._committer = _Committer(self.journal, self.on_items, self._journal_failed)
         self._committer.start()
+        feeder = None
+        if feed is not None:
+            feeder = threading.Thread(
+                target=self._feed, args=(feed,), name="plan-feed", daemon=True
+            )
+            feeder.start()
         try:
             self._run_workers()
         finally:
             self._committer.close(timeout=self.settle_timeout)
+            if feeder is not None:
+                self._queue.close()
+                feeder.join()
+        if self._feed_error is not None:
+            raise self._feed_error
+
+    def _feed(self, feed: Callable[[WorkQueue], None]) -> None:
+        try:
+            feed(self._queue)
+        except BaseException as exc:  # noqa: BLE001 - re-raised by _pass in the caller's thread
+            self._feed_error = exc
+            self.stop.set()
+        finally:
+            self._queue.close()
 
     def _journal_failed(self, exc: Exception) -> None:
         self.stats.fatal = f"journal write failed: {type(exc).__name__}: {exc}"
@@ -250,6 +384,7 @@ class Uploader:
             if self.stop.is_set():
                 # Let calls in progress settle (bounded); whatever is still out stays in_flight
                 # in the journal and is reconciled by the next run.
+                self._queue.close()
                 wait_settle(workers, self.settle_timeout)
                 return
             self.stop.wait(0.1)
@@ -257,9 +392,26 @@ class Uploader:
     # -- workers -----------------------------------------------------------------------------
     def _worker(self) -> None:
         while not self.stop.is_set():
-            try:
-                chunk_no = self._queue.get_nowait()
-            except queue.Empty:
+            unit = self._queue.get(timeout=0.05)
+            if unit is None:
+                with self._lock:
+                    busy = bool(self._runs) or self._finishing > 0
+                drained = self._queue.drained()
+                if busy or not drained:
+                    # a chunk still has calls out (its halves may come back), or the planner is
+                    # still writing chunks: stay, so the pipe stays full when they arrive. Only
+                    # the last calls of the pass overlap a reconciliation (one export each).
+                    if not drained:
+                        continue
+                    try:
+                        self._reconcile_early()
+                    except Interrupted:
+                        return
+                    except Exception as exc:  # the export keeps failing: stop, state is kept
+                        self.stats.fatal = f"reconciliation failed: {type(exc).__name__}: {exc}"
+                        self.stop.set()
+                        return
+                    continue
                 try:
                     if self._reconcile_early():
                         continue
@@ -270,7 +422,7 @@ class Uploader:
                     self.stop.set()
                 return
             try:
-                self._chunk(chunk_no)
+                self._unit(unit)
             except Interrupted:
                 return
             except Exception as exc:  # a bug or a journal failure: stop everything, keep state
@@ -281,7 +433,7 @@ class Uploader:
         """When the queue has drained, one idle worker reconciles the ambiguous chunks so far
         while the last calls are still out, and queues what is missing — instead of leaving the
         whole reconciliation to after the pass. Provenance mode only: content counting needs no
-        call in flight."""
+        call in flight. (A chunk is only listed as ambiguous once none of its calls is out.)"""
         if not self.provenance:
             return False
         with self._lock:
@@ -293,81 +445,134 @@ class Uploader:
         try:
             self._committer.flush()
             for chunk_no in self._reconcile(ambiguous, skipped=skipped):
-                self._queue.put(chunk_no)
+                self._queue.put(Unit(chunk_no))
         finally:
             with self._lock:
                 self._reconciling = False
         return True
 
-    def _chunk(self, chunk_no: int) -> None:
+    def _start_chunk(self, chunk_no: int) -> list[Unit]:
+        """A chunk taken from the queue: its pending items, cut around items the target is known
+        to refuse (each travels alone, so it never drags a bisection through its neighbours)."""
         rows = self.journal.pending_items(chunk_no)
         if not rows:
             self.journal.record_done(chunk_no, [])
-            return
+            return []
         collection = self.journal.chunk_collection(chunk_no)
         items = [(sid, json.loads(payload)) for sid, payload, _fp in rows]
         self._committer.mark_in_flight(chunk_no)
+        groups = presplit(items, self.refuses, [len(p) for _, p, _ in rows])
+        with self._lock:
+            self._runs[chunk_no] = _ChunkRun(collection, outstanding=len(groups))
+            self.stats.presplit_items += len(groups) - 1 if len(groups) > 1 else 0
+        return [Unit(chunk_no, g) for g in groups]
+
+    def _unit(self, unit: Unit) -> None:
+        """Send one unit (a whole chunk, or a part of one); a part the target refuses is halved and
+        both halves go back to the FRONT of the shared queue, where any idle worker takes them."""
+        if unit.items is None:
+            units = self._start_chunk(unit.chunk_no)
+            if not units:
+                return
+            for extra in reversed(units[1:]):
+                self._queue.put_front(extra)
+            unit = units[0]
+        with self._lock:
+            run = self._runs[unit.chunk_no]
         try:
-            outcome = self._send_bisecting(chunk_no, collection, items)
+            self._send_unit(unit, run)
         except _Stopped:
+            run.stopped = True
+        finally:
+            with self._lock:
+                run.outstanding -= 1
+                finished = run.outstanding == 0
+                if finished:
+                    del self._runs[unit.chunk_no]
+                    self._finishing += 1  # idle workers stay: this may queue the chunk again
+            if finished:
+                try:
+                    self._finish_chunk(unit.chunk_no, run)
+                finally:
+                    with self._lock:
+                        self._finishing -= 1
+
+    def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
+        items = unit.items or []
+        if run.gave_up is not None:
+            return  # a call of this chunk gave up: its other parts are not sent (they go dead)
+        result = self._call(unit.chunk_no, run.collection, items)
+        if isinstance(result, list):
+            self._committer.submit(
+                unit.chunk_no, list(zip((s for s, _ in items), result, strict=True))
+            )
+            return
+        if isinstance(result, GaveUp):
+            run.gave_up = result
+            return
+        if isinstance(result, SkippedItems):
+            run.skipped = True
+            return
+        if result == "ambiguous":
+            run.ambiguous = True
+            return
+        if not isinstance(result, APIError):
+            run.error = result
+            return
+        exc: APIError = result
+        if len(items) == 1:
+            self.journal.record_dead_items(unit.chunk_no, [(items[0][0], exc.status, exc.message)])
+            with self._lock:
+                self.stats.dead_items += 1
+            self.on_items(1)
+            return
+        mid = len(items) // 2
+        with self._lock:
+            self.stats.bisections += 1
+            run.outstanding += 2
+        self._queue.put_front(Unit(unit.chunk_no, items[mid:]))
+        self._queue.put_front(Unit(unit.chunk_no, items[:mid]))
+
+    def _finish_chunk(self, chunk_no: int, run: _ChunkRun) -> None:
+        """All of a chunk's calls are back: decide what happens to what is still pending."""
+        if run.stopped:
             self.journal.mark_planned(chunk_no)
             return
-        if isinstance(outcome, GaveUp):
-            self._committer.flush()  # halves that landed before are committed, not killed
+        if run.skipped or run.ambiguous:
+            with self._lock:
+                self._ambiguous.add(chunk_no)
+                if run.skipped:
+                    self._skipped.add(chunk_no)
+                else:
+                    self.stats.ambiguous += 1
+            return
+        if run.gave_up is not None:
+            self._committer.flush()  # parts that landed before are committed, not killed
             rows = self.journal.pending_items(chunk_no)
-            self.journal.note_error(chunk_no, str(outcome))
+            self.journal.note_error(chunk_no, str(run.gave_up))
             self.journal.record_dead_items(
-                chunk_no, [(sid, outcome.status, str(outcome)) for sid, _, _ in rows]
+                chunk_no, [(sid, run.gave_up.status, str(run.gave_up)) for sid, _, _ in rows]
             )
             with self._lock:
                 self.stats.dead_items += len(rows)
             self.on_items(len(rows))
-        elif isinstance(outcome, SkippedItems):
-            with self._lock:
-                self._ambiguous.add(chunk_no)
-                self._skipped.add(chunk_no)
-        elif outcome == "ambiguous":
-            with self._lock:
-                self._ambiguous.add(chunk_no)
-                self.stats.ambiguous += 1
-        elif isinstance(outcome, Exception):
+            return
+        if run.error is not None:
+            # what landed must be committed before the pending items are read again
+            self._committer.flush()
+            left = len(self.journal.pending_items(chunk_no))
             state = self.journal.record_failure(
-                chunk_no, f"{type(outcome).__name__}: {outcome}", max_attempts=self.max_attempts
+                chunk_no,
+                f"{type(run.error).__name__}: {run.error}",
+                max_attempts=self.max_attempts,
             )
             if state == "failed":
                 self.stop.wait(backoff(1, base=self.backoff_base))
-                self._queue.put(chunk_no)
+                self._queue.put(Unit(chunk_no))
             else:
                 with self._lock:
-                    self.stats.dead_items += len(items)
-
-    def _send_bisecting(self, chunk_no: int, collection: str, items: list[tuple[str, dict]]):
-        """ "ok", "ambiguous" or an exception (to count as an attempt). Raises _Stopped."""
-        result = self._call(chunk_no, collection, items)
-        if isinstance(result, list):
-            self._committer.submit(chunk_no, list(zip((s for s, _ in items), result, strict=True)))
-            return "ok"
-        if (
-            result == "ambiguous"
-            or isinstance(result, Exception)
-            and not isinstance(result, APIError)
-        ):
-            return result
-        exc: APIError = result
-        if len(items) == 1:
-            self.journal.record_dead_items(chunk_no, [(items[0][0], exc.status, exc.message)])
-            with self._lock:
-                self.stats.dead_items += 1
-            self.on_items(1)
-            return "ok"
-        with self._lock:
-            self.stats.bisections += 1
-        mid = len(items) // 2
-        for half in (items[:mid], items[mid:]):
-            outcome = self._send_bisecting(chunk_no, collection, half)
-            if outcome != "ok":
-                return outcome
-        return "ok"
+                    self.stats.dead_items += left
+                self.on_items(left)
 
     def _call(self, chunk_no: int, collection: str, items: list[tuple[str, dict]]):
         """One logical send with transient retries. Returns ids, "ambiguous", an APIError to

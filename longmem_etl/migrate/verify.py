@@ -70,8 +70,14 @@ def source_keys(memories: Iterable[dict[str, Any]]) -> pa.Table:
     return pa.table(cols, schema=SOURCE_KEYS)
 
 
-def target_keys(memories: Iterable[dict[str, Any]]) -> pa.Table:
-    """Keys of exported target memories, provenance markers pulled out of metadata."""
+def target_keys(
+    memories: Iterable[dict[str, Any]], *, own_key: str | None = None, fingerprints: bool = True
+) -> pa.Table:
+    """Keys of exported target memories, provenance markers pulled out of metadata.
+
+    The content fingerprint (NFC, whitespace, sha256: the per-row cost) is only computed where
+    something reads it: not for memories carrying ``own_key``'s marker (matched by marker, never
+    by content), and not at all with ``fingerprints=False`` (marker-only lookups)."""
     cols: dict[str, list] = {n: [] for n in TARGET_KEYS.names}
     for m in memories:
         coll = m.get("collection") or "default"
@@ -81,7 +87,8 @@ def target_keys(memories: Iterable[dict[str, Any]]) -> pa.Table:
         cols["target_id"].append(None if m.get("id") is None else str(m["id"]))
         cols["collection"].append(str(coll))
         cols["container_tag"].append(None if tag is None else str(tag))
-        cols["fp"].append(fingerprint(coll, tag, m.get("text")))
+        needs_fp = fingerprints and (own_key is None or key != own_key or sid is None)
+        cols["fp"].append(fingerprint(coll, tag, m.get("text")) if needs_fp else None)
         cols["prov_source_id"].append(sid)
         cols["prov_key"].append(key)
         cols["prov_content"].append(content)

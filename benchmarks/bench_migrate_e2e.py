@@ -1,0 +1,242 @@
+"""The WHOLE `migrate` command, end to end, on held-out-like data (not a test; prints a table).
+
+    .venv/bin/python benchmarks/bench_migrate_e2e.py [--items 20000 200000] [--latency-ms 200]
+
+What a user waits for: `longmem-etl migrate --source dump.json --target local:...?latency_ms=200
+--concurrency 8 --chunk-size 100 --json` run as a real process, timed from start to exit, with its
+peak RSS (``RUSAGE_CHILDREN``). The dump looks like a real account, not like the upload benchmark's
+uniform rows: rare very long texts (a few above the target's text limit, so it refuses them), odd
+metadata (nested, unicode, big integers, strings, lists, null), exact duplicate copies of memories
+under new ids, uneven collections and container tags.
+
+Ideal = items / (concurrency x chunk / latency) seconds: what perfectly overlapped calls of full
+chunks would take. Columns: each phase from the command's own ``timings`` (freeze + plan, upload,
+verify + outputs), end-to-end ratio to ideal, calls vs chunks, bisections, peak RSS, exact.
+Goals: 20k >= 80 %, 200k >= 85 %, with ``fail_rate=0.1&ambiguous_rate=0.02`` >= 70 % and exact;
+peak RSS at 200k <= 500 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TEXT_LIMIT = 100_000  # the embedded store's MAX_TEXT_CHARS: longer texts are refused (422)
+WORDS = [
+    "alpha",
+    "beta",
+    "gamma",
+    "delta",
+    "epsilon",
+    "zeta",
+    "eta",
+    "theta",
+    "iota",
+    "kappa",
+    "lambda",
+    "mu",
+]
+COLLECTIONS = ["notes", "crm", "support", "research", "journal"]
+
+
+def odd_metadata(rng: random.Random, i: int) -> object:
+    r = rng.random()
+    if r < 0.55:
+        return {"n": i, "tags": [rng.choice(WORDS) for _ in range(3)]}
+    if r < 0.65:
+        return {"deep": {"a": {"b": {"c": [1, {"d": "é ✓ 日本"}]}}}, "big": 2**70 + i}
+    if r < 0.72:
+        return None
+    if r < 0.78:
+        return "free text metadata"
+    if r < 0.82:
+        return [1, 2, "three"]
+    if r < 0.88:
+        return {"float": 0.1 + i * 1e-9, "neg": -i, "empty": {}, "nil": None}
+    return {}
+
+
+def make_dump(path: Path, n: int, *, refused: int, seed: int = 11) -> dict:
+    """Write a held-out-like dump of ``n`` memories; ``refused`` of them exceed the text limit."""
+    rng = random.Random(seed)
+    n_dups = max(1, n // 200)  # 0.5 % exact copies of an earlier memory, under a new id
+    n_long = max(2, n // 2000)  # rare long (but accepted) texts
+    originals = n - n_dups
+    refused_at = set(rng.sample(range(originals), refused))
+    long_at = set(rng.sample(range(originals), n_long)) - refused_at
+    mems: list[dict] = []
+    for i in range(originals):
+        if i in refused_at:
+            text = "x" * (TEXT_LIMIT + 1 + rng.randrange(5000))
+        elif i in long_at:
+            text = " ".join(rng.choice(WORDS) for _ in range(rng.randrange(2000, 12000)))
+        else:
+            text = f"memory {i}: " + " ".join(
+                rng.choice(WORDS) for _ in range(rng.randrange(4, 40))
+            )
+        m = {
+            "id": f"m-{i:07d}",
+            "collection": COLLECTIONS[min(int(rng.expovariate(1.2)), 4)],
+            "text": text,
+            "importance": round(rng.random(), 3),
+            "category": rng.choice(["fact", "preference", "event"]),
+            "metadata": odd_metadata(rng, i),
+            "source": "bench",
+            "container_tag": None if rng.random() < 0.1 else f"user-{int(rng.paretovariate(1.1))}",
+            "created_at": f"2025-{1 + i % 12:02d}-{1 + i % 28:02d}T{i % 24:02d}:00:00Z",
+        }
+        mems.append(m)
+    for j in range(n_dups):
+        m = dict(mems[rng.randrange(len(mems))])
+        m["id"] = f"dup-{j:07d}"
+        mems.insert(rng.randrange(len(mems)), m)
+    path.write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "tenant": "held-out",
+                "collections": COLLECTIONS,
+                "memories": mems,
+            }
+        )
+    )
+    return {"items": n, "refused": refused, "duplicates": n_dups, "long": len(long_at)}
+
+
+def run_migrate(tmp: Path, name: str, dump: Path, query: str, args) -> dict:
+    """One `migrate` process: wall time, peak RSS, its --json result."""
+    env = {**os.environ, "LONGMEM_ETL_HOME": str(tmp / f"home-{name}")}
+    cmd = [
+        sys.executable,
+        "-c",
+        "import sys; from longmem_etl.cli.main import main; sys.exit(main())",
+        "migrate",
+        "--source",
+        str(dump),
+        "--target",
+        f"local:{tmp / (name + '.db')}?{query}",
+        "--concurrency",
+        str(args.concurrency),
+        "--chunk-size",
+        str(args.chunk),
+        "--json",
+    ]
+    out_path, err_path = tmp / f"{name}.out", tmp / f"{name}.err"
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=out_f, stderr=err_f, cwd=tmp)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        wall = time.perf_counter() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 3):
+        raise SystemExit(f"migrate exited {code}: {err_path.read_text()[-2000:]}")
+    out = json.loads(out_path.read_text())
+    out["_wall"] = wall
+    out["_rss_mb"] = usage.ru_maxrss / 1024
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--items", type=int, nargs="+", default=[20_000, 200_000])
+    ap.add_argument("--latency-ms", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--chunk", type=int, default=100)
+    ap.add_argument("--no-faults", action="store_true", help="skip the fault-injected row")
+    args = ap.parse_args()
+    per_s = args.concurrency * args.chunk / (args.latency_ms / 1000)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-e2e-") as d:
+        tmp = Path(d)
+        runs = [
+            (n, f"latency_ms={args.latency_ms}", 0.80 if n < 100_000 else 0.85) for n in args.items
+        ]
+        if not args.no_faults:
+            runs.append(
+                (
+                    args.items[0],
+                    f"latency_ms={args.latency_ms}&fail_rate=0.1&ambiguous_rate=0.02&seed=1",
+                    0.70,
+                )
+            )
+        dumps: dict[int, tuple[Path, dict]] = {}
+        for k, (n, query, goal) in enumerate(runs):
+            if n not in dumps:
+                path = tmp / f"dump-{n}.json"
+                dumps[n] = (path, make_dump(path, n, refused=max(1, round(n * 77 / 200_000))))
+            dump, shape = dumps[n]
+            res = run_migrate(tmp, f"run{k}", dump, query, args)
+            t = res.get("timings", {})
+            up = res.get("upload", {})
+            ver = res.get("verification") or {}
+            ideal = n / per_s
+            ratio = ideal / res["_wall"]
+            chunks = (res.get("counts") or {}).get("chunks_total", 0)
+            rows.append(
+                {
+                    "n": n,
+                    "faults": "fail" in query,
+                    "shape": shape,
+                    "wall": res["_wall"],
+                    "ideal": ideal,
+                    "ratio": ratio,
+                    "goal": goal,
+                    # everything before the first call (freeze, holdings; the plan too when not
+                    # streamed), then the streamed plan, which runs during the upload
+                    "freeze_plan": t.get("freeze_plan", 0.0),
+                    "plan_overlapped": t.get("plan_overlapped", 0.0),
+                    "upload": t.get("upload", 0.0),
+                    "verify": t.get("verify_outputs", 0.0),
+                    "calls": up.get("calls", 0),
+                    "chunks": chunks,
+                    "bisections": up.get("bisections", 0),
+                    "dead": res.get("dead_letters", 0),
+                    "rss": res["_rss_mb"],
+                    # exact apart from the items the target refuses (they are dead letters)
+                    "exact": _exact_but_refused(ver, res.get("dead_letters", 0)),
+                }
+            )
+    hdr = (
+        f"{'memories':>9} {'faults':>6} {'wall s':>7} {'ideal s':>7} {'% ideal':>8} "
+        f"{'freeze s':>8} {'(plan) s':>8} {'upload s':>8} {'verify s':>8} {'calls/chunks':>13} {'bisect':>6} "
+        f"{'dead':>5} {'RSS MB':>7} {'exact':>5}"
+    )
+    print(
+        f"latency {args.latency_ms} ms, concurrency {args.concurrency}, chunk {args.chunk}: "
+        f"ideal {per_s:.0f} items/s"
+    )
+    print(hdr)
+    ok = True
+    for r in rows:
+        ok &= r["ratio"] >= r["goal"] and r["exact"]
+        print(
+            f"{r['n']:>9} {('yes' if r['faults'] else 'no'):>6} {r['wall']:>7.1f} {r['ideal']:>7.1f} "
+            f"{100 * r['ratio']:>7.1f}% {r['freeze_plan']:>8.1f} {r['plan_overlapped']:>8.1f} "
+            f"{r['upload']:>8.1f} "
+            f"{r['verify']:>8.1f} {r['calls']:>6}/{r['chunks']:<6} {r['bisections']:>6} "
+            f"{r['dead']:>5} {r['rss']:>7.0f} {str(r['exact']):>5}"
+        )
+    big = [r for r in rows if r["n"] >= 200_000]
+    if big:
+        ok &= all(r["rss"] <= 500 for r in big)
+    print("PASS" if ok else "BELOW TARGET")
+    return 0 if ok else 1
+
+
+def _exact_but_refused(ver: dict, dead: int) -> bool:
+    """Exact apart from the items the target refused: those (and only those) are missing, as dead
+    letters; nothing duplicated, nothing extra."""
+    t = ver.get("totals") or {}
+    return t.get("missing", -1) == dead and not t.get("duplicated") and not t.get("extra")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
