@@ -156,6 +156,7 @@ def _backup_writer(
     info: dict[str, Any],
     total: int | None,
     show: bool,
+    recipients: list[Any] | None = None,
 ):
     """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories."""
     from longmem_etl.snapshots import SnapshotWriter
@@ -165,7 +166,9 @@ def _backup_writer(
         bar.disable = True
     with (
         bar,
-        SnapshotWriter(root, name, source=source, extra_manifest={"backup": info}) as writer,
+        SnapshotWriter(
+            root, name, source=source, extra_manifest={"backup": info}, recipients=recipients
+        ) as writer,
     ):
         yield writer, bar
 
@@ -217,7 +220,14 @@ def _source_info(uri: str, key_env: str) -> dict[str, Any]:
     return {"kind": "endpoint", "uri": display, **ident}
 
 
-def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
+def _one_call(
+    api: Any,
+    root: Path,
+    tenant: str | None,
+    source: dict[str, Any],
+    progress: bool,
+    recipients: list[Any] | None = None,
+):
     from longmem_etl.dumps.normalize import Normalizer
     from longmem_etl.dumps.read import check_header
     from longmem_etl.snapshots import tenant_from_header
@@ -249,7 +259,10 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
         "health_checked_collections": len(totals) if totals is not None else None,
     }
     info = {"mode": "export", "verification": verification}
-    with _backup_writer(root, name, source, info, len(memories), progress) as (writer, bar):
+    with _backup_writer(root, name, source, info, len(memories), progress, recipients) as (
+        writer,
+        bar,
+    ):
         # exact copies through jsonio, as a dump file read would give them
         writer.set_header(jsonio.loads(jsonio.dumps(header)))
         writer.set_collections(
@@ -277,6 +290,7 @@ def _paged(
     source: dict[str, Any],
     page_size: int,
     progress: bool,
+    recipients: list[Any] | None = None,
 ):
     from longmem_etl.dumps.normalize import Normalizer
 
@@ -316,7 +330,7 @@ def _paged(
 
     info = {"mode": "paged", "page_size": page_size}
     total = sum(before.values()) if before else None
-    with _backup_writer(root, name, source, info, total, progress) as (writer, bar):
+    with _backup_writer(root, name, source, info, total, progress, recipients) as (writer, bar):
         writer.set_header({"tenant": name, "exported_at": started})
         writer.set_collections(cols)
         for coll in names:
@@ -387,8 +401,11 @@ def backup(
     page_size: int = 100,
     progress: bool = False,
     retention: Any = None,
+    recipients: list[Any] | None = None,
 ) -> BackupResult:
     """Back up the account behind ``source_uri`` into a new snapshot under ``root``.
+
+    ``recipients`` (``snapshots.crypto.parse_recipients``): age-encrypt the snapshot to them.
 
     ``tenant`` overrides the snapshot's tenant (default: the export's tenant, or the local store's).
     ``keep`` prunes older complete snapshots of that tenant after a successful backup (it is
@@ -413,6 +430,7 @@ def backup(
             page_size=page_size,
             progress=progress,
             retention=retention,
+            recipients=recipients,
         )
     finally:
         close = getattr(api, "close", None)
@@ -444,6 +462,7 @@ def backup_from(
     page_size: int = 100,
     progress: bool = False,
     retention: Any = None,
+    recipients: list[Any] | None = None,
 ) -> BackupResult:
     """``backup`` for an already open ``LongmemAPI`` (Dagster resources, tests). ``source`` is what
     the manifest records about it (no secrets: use ``endpoint_identity``)."""
@@ -453,11 +472,11 @@ def backup_from(
     cleaned = clean_stale_temps(rootp)
     if paged:
         path, name, n_mem, n_rej, n_coll, verification = _paged(
-            api, rootp, tenant, source, page_size, progress
+            api, rootp, tenant, source, page_size, progress, recipients
         )
     else:
         path, name, n_mem, n_rej, n_coll, verification = _one_call(
-            api, rootp, tenant, source, progress
+            api, rootp, tenant, source, progress, recipients
         )
     pruned = prune(rootp, name, keep, protect=path, policy=retention)
     return BackupResult(

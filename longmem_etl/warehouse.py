@@ -89,11 +89,18 @@ def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
     """Every committed snapshot under ``root`` (oldest first); a missing root has none.
 
     A manifest that cannot be read is an error (``BadInput`` naming it), not a silent skip: a
-    warehouse quietly missing a snapshot would give wrong answers.
+    warehouse quietly missing a snapshot would give wrong answers. An encrypted snapshot's entry
+    points at its private decrypted copy (``snapshots.crypto.plain_dir``; no identity: BadInput).
     """
+    from longmem_etl.snapshots.crypto import is_encrypted, plain_dir
+
     found = []
     for snap in list_snapshots(root):
         manifest = read_manifest(snap)
+        if is_encrypted(manifest):  # the views read a private decrypted copy (identity needed)
+            plain = plain_dir(snap, manifest)
+            manifest = read_manifest(plain)
+            snap = plain
         files = manifest.get("files")
         if not isinstance(files, dict):
             raise BadInput(f"{snap / MANIFEST}: no 'files' object")

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import (
+    add_encrypt_flag,
+    add_identity_flag,
+    add_json_flag,
+    add_verb,
+    emit,
+    recipients,
+)
 from longmem_etl.transforms.spec import STEPS
 
 VERB = "clean"
@@ -49,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the time drop_expired compares against (default: current time; a step's own 'now' wins)",
     )
     add_json_flag(p)
+    add_identity_flag(p)
+    add_encrypt_flag(p)
     p.set_defaults(func=run)
 
 
@@ -58,7 +67,14 @@ def run(args: argparse.Namespace) -> int:
 
     now = parse_instant(args.now, "--now") if args.now else None
     spec = load_spec(args.spec)  # validated before any data is touched
-    result = clean_snapshot(args.snapshot, spec, args.root, dry_run=args.dry_run, now=now)
+    result = clean_snapshot(
+        args.snapshot,
+        spec,
+        args.root,
+        dry_run=args.dry_run,
+        now=now,
+        recipients=recipients(args),
+    )
     where = "dry run: nothing written" if result.dry_run else f"snapshot {result.path}"
     human = f"{result.report.table()}\n{where}"
     emit(args, result.to_json(), human)

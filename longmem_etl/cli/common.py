@@ -49,3 +49,32 @@ def add_key_env_flags(parser: argparse.ArgumentParser, *sides: str) -> None:
             help=f"environment variable holding the {side} API key, for https:// endpoints "
             "(default LONGMEM_API_KEY)",
         )
+
+
+def add_encrypt_flag(parser: argparse.ArgumentParser) -> None:
+    """``--encrypt-to RECIPIENT`` (repeatable; default ``$LONGMEM_ETL_RECIPIENTS``)."""
+    parser.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="RECIPIENT",
+        help="age-encrypt every file of the new snapshot to this public key (age1..., from "
+        "'longmem-etl keygen'); repeatable; default: $LONGMEM_ETL_RECIPIENTS (comma separated)",
+    )
+
+
+def recipients(args: argparse.Namespace) -> list[Any]:
+    """The parsed ``--encrypt-to`` recipients (or the environment's); BadInput on a bad one."""
+    from longmem_etl.snapshots.crypto import parse_recipients
+
+    return parse_recipients(getattr(args, "encrypt_to", None))
+
+
+def add_identity_flag(parser: argparse.ArgumentParser) -> None:
+    """``--identity FILE``: the age identity that opens encrypted snapshots (``cli/main`` applies
+    it for the whole run, so every reader below the verb uses it)."""
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="age identity file for encrypted snapshots (default: $LONGMEM_ETL_IDENTITY_FILE)",
+    )

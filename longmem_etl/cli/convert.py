@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_encrypt_flag, add_json_flag, add_verb, emit, recipients
 
 VERB = "convert"
 ORDER = 20
@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_json_flag(p)
+    add_encrypt_flag(p)
     p.set_defaults(func=run)
 
 
@@ -58,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
     from longmem_etl.snapshots.convert import convert_dump
 
     result = convert_dump(
-        args.dump, args.root, tenant=args.tenant, strict=args.strict, stream=args.stream
+        args.dump,
+        args.root,
+        tenant=args.tenant,
+        strict=args.strict,
+        stream=args.stream,
+        recipients=recipients(args),
     )
     human = (
         f"snapshot {result.path}\n"

@@ -7,7 +7,13 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
-from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
+from longmem_etl.cli.common import (
+    add_identity_flag,
+    add_json_flag,
+    add_key_env_flags,
+    add_verb,
+    emit,
+)
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS
 
 if TYPE_CHECKING:
@@ -103,6 +109,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_key_env_flags(p, "source", "target")
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 

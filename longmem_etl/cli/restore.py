@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_identity_flag, add_json_flag, add_verb, emit
 
 VERB = "restore"
 ORDER = 47
@@ -92,6 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="environment variable holding the target API key (default LONGMEM_API_KEY)",
     )
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 

@@ -126,6 +126,7 @@ def _run(
     show_progress: bool,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    recipients: list[Any] | None = None,
     workers: list[Worker] | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
@@ -143,7 +144,12 @@ def _run(
         with (
             bar,
             SnapshotWriter(
-                root, tenant, source=source, parent=parent, extra_manifest=extra_manifest
+                root,
+                tenant,
+                source=source,
+                parent=parent,
+                extra_manifest=extra_manifest,
+                recipients=recipients,
             ) as writer,
         ):
             writer.set_header(src.header)
@@ -190,6 +196,7 @@ def convert_dump(
     batch_size: int = DEFAULT_BATCH,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    recipients: list[Any] | None = None,
 ) -> ConvertResult:
     """Convert a dump file into a new snapshot under ``root``.
 
@@ -199,7 +206,7 @@ def convert_dump(
 
     A big .json is decoded by worker processes (see ``snapshots.parallel``; a compressed one is
     first decompressed to a temp file under ``root``; ``LONGMEM_ETL_CONVERT_WORKERS=0`` turns them
-    off); the snapshot's content is the same either way.
+    off); the snapshot's content is the same either way. ``recipients``: age-encrypt the snapshot.
     """
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
     workers: list[Worker] = []
@@ -215,6 +222,7 @@ def convert_dump(
             show_progress=progress,
             parent=parent,
             extra_manifest=extra_manifest,
+            recipients=recipients,
             workers=workers,
         )
 
@@ -250,6 +258,7 @@ def snapshot_from_dump(
     strict: bool = False,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    recipients: list[Any] | None = None,
     progress: bool = False,
     batch_size: int = DEFAULT_BATCH,
 ) -> ConvertResult:
@@ -290,4 +299,5 @@ def snapshot_from_dump(
         show_progress=progress,
         parent=parent,
         extra_manifest=extra_manifest,
+        recipients=recipients,
     )

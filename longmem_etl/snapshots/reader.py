@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl import jsonio
 from longmem_etl.schema import FORMAT_VERSION, MEMORY_FIELDS, TIMESTAMP_FIELDS
+from longmem_etl.snapshots.crypto import is_encrypted, plain_dir
 from longmem_etl.snapshots.layout import list_snapshots, snapshot_time
 from longmem_etl.snapshots.manifest import read_manifest, verify_files
 
@@ -84,10 +85,19 @@ def batch_to_dump_memories(batch: pa.RecordBatch, *, raw: bool = False) -> list[
 
 @dataclass
 class Snapshot:
-    """A committed snapshot directory and its manifest."""
+    """A committed snapshot directory and its manifest.
+
+    ``data_dir`` is where the plaintext files are: ``path`` itself, or for an encrypted snapshot a
+    private decrypted copy (``snapshots.crypto.plain_dir``), whose manifest is the full one.
+    """
 
     path: Path
     manifest: dict[str, Any] = field(repr=False)
+    data_dir: Path | None = None
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir or self.path
 
     @property
     def tenant(self) -> str:
@@ -103,15 +113,15 @@ class Snapshot:
 
     @property
     def memories_path(self) -> Path:
-        return self.path / "memories.parquet"
+        return self.files_dir / "memories.parquet"
 
     @property
     def collections_path(self) -> Path:
-        return self.path / "collections.parquet"
+        return self.files_dir / "collections.parquet"
 
     @property
     def rejected_path(self) -> Path | None:
-        p = self.path / "rejected.parquet"
+        p = self.files_dir / "rejected.parquet"
         return p if p.exists() else None
 
     @property
@@ -120,7 +130,7 @@ class Snapshot:
 
     def verify(self) -> None:
         """Check every listed file's size and sha256; BadInput on any mismatch."""
-        verify_files(self.path, self.manifest, checksums=True)
+        verify_files(self.files_dir, self.manifest, checksums=True)
 
     def read_memories(self, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.memories_path, columns=columns)
@@ -180,6 +190,9 @@ def open_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
     p = Path(path)
     manifest = read_manifest(p)
     verify_files(p, manifest, checksums=verify)
+    if is_encrypted(manifest):  # decrypt (identity needed) and read the full manifest
+        plain = plain_dir(p, manifest)
+        return Snapshot(path=p, manifest=read_manifest(plain), data_dir=plain)
     return Snapshot(path=p, manifest=manifest)
 
 

@@ -87,7 +87,9 @@ class SnapshotWriter:
     ``source`` describes where the data came from (never secrets); ``parent`` is the snapshot this
     one derives from (a transform's input, the previous backup); ``extra_manifest`` entries are added
     to the manifest's top level (they may not replace the standard keys). ``exported_at`` defaults to
-    the dump header's ``exported_at`` when it is a string, else the commit time.
+    the dump header's ``exported_at`` when it is a string, else the commit time. With
+    ``recipients`` (``crypto.parse_recipients``) every file is age-encrypted at commit and the
+    committed ``manifest.json`` is the public one (``snapshots/crypto.py``).
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class SnapshotWriter:
         parent: str | os.PathLike | None = None,
         extra_manifest: dict[str, Any] | None = None,
         exported_at: str | None = None,
+        recipients: list[Any] | None = None,
     ) -> None:
         clash = RESERVED_KEYS & set(extra_manifest or {})
         if clash:
@@ -109,6 +112,7 @@ class SnapshotWriter:
         self.parent = str(parent) if parent is not None else None
         self.extra_manifest = dict(extra_manifest or {})
         self.exported_at = exported_at
+        self.recipients = list(recipients or [])  # pyrage recipients: encrypt at commit when set
         self.path: Path | None = None
         self.manifest: dict[str, Any] | None = None
         self.counts = {"memories": 0, "collections": 0, "rejected": 0}
@@ -243,6 +247,10 @@ class SnapshotWriter:
             "has_collections": self._collections is not None,
         }
         manifest.update(self.extra_manifest)
+        if self.recipients:
+            from longmem_etl.snapshots.crypto import seal_dir
+
+            manifest = seal_dir(tmp, manifest, self.recipients)
         if self._owner is not None:  # the committed dir holds only the snapshot's files
             self._owner.release()
         write_manifest(tmp, manifest)

@@ -91,11 +91,13 @@ def clean_snapshot(
     dry_run: bool = False,
     now: datetime | None = None,
     tenant: str | None = None,
+    recipients: list[Any] | None = None,
 ) -> CleanResult:
     """Apply a spec to a snapshot and write the cleaned snapshot under ``root``.
 
     The spec is loaded and validated first (BadInput, nothing read or written); ``dry_run`` runs every
     step and reports counts but writes nothing. ``tenant`` defaults to the source's tenant.
+    ``recipients`` (``snapshots.crypto.parse_recipients``): age-encrypt the cleaned snapshot.
     """
     from longmem_etl.snapshots.reader import open_snapshot
     from longmem_etl.snapshots.writer import SnapshotWriter
@@ -140,6 +142,7 @@ def clean_snapshot(
             parent=snap.path,
             extra_manifest={"transform": transform},
             exported_at=snap.manifest.get("exported_at"),
+            recipients=recipients,
         ) as writer:
             writer.set_header(snap.header())
             writer.set_collections(
