@@ -52,8 +52,11 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
         open_snapshot(snap, verify=True)
     except BadInput as exc:
         problems.append(str(exc))
+    from longmem_etl.snapshots.crypto import plain_dir
+
+    plain = plain_dir(snap, manifest)  # an encrypted snapshot: its decrypted copy
     for table, expected in counts.items():
-        file = snap / f"{table}.parquet"
+        file = plain / f"{table}.parquet"
         actual = pq.ParquetFile(file).metadata.num_rows if file.exists() else 0
         seen[table] = (int(expected), actual)
         if int(expected) != actual:
@@ -65,9 +68,12 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
 
 def schema_problems(snap: Path) -> list[str]:
     """Differences between the snapshot's Parquet schemas and ``longmem_etl.schema``."""
+    from longmem_etl.snapshots.crypto import plain_dir
+
     problems = []
+    plain = plain_dir(snap)  # an encrypted snapshot: its decrypted copy
     for name, expected in EXPECTED_SCHEMAS.items():
-        file = snap / name
+        file = plain / name
         if not file.exists():
             if name != "rejected.parquet":
                 problems.append(f"{name}: missing")
@@ -117,9 +123,12 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         snap = _snapshot(context, asset)
         if snap is None:
             return _missing(asset)
+        from longmem_etl.snapshots.crypto import plain_dir
+
+        memories = plain_dir(snap) / "memories.parquet"
         with duckdb.connect() as con:
             dupes = con.execute(
-                read_sql("", "duplicate_ids"), {"memories": str(snap / "memories.parquet")}
+                read_sql("", "duplicate_ids"), {"memories": str(memories)}
             ).fetchall()
         return AssetCheckResult(
             passed=not dupes,

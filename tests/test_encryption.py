@@ -202,3 +202,46 @@ def test_ctrl_c_removes_the_decrypted_copy(enc, tmp_path):
     plain = Path(where)
     assert plain.is_relative_to(tmp_path) and mode == "0o700"
     assert not plain.exists() and not list(tmp_path.glob("longmem-etl-plain-*"))
+
+
+def test_dagster_graph_over_encrypted_snapshots(tmp_path, monkeypatch):
+    """The whole Dagster graph with recipients configured: every check passes, nothing in clear."""
+    from dagster import DagsterInstance, materialize
+
+    from longmem_etl.snapshots.crypto import write_identity_file
+    from pipelines.definitions import ASSETS, CHECKS
+    from pipelines.partitions import register_tenants
+    from pipelines.resources import SnapshotRoot, default_resources
+
+    for var in list(os.environ):
+        if var.startswith("LONGMEM_ETL_"):
+            monkeypatch.delenv(var)
+    state = tmp_path / "state"
+    monkeypatch.setenv("LONGMEM_ETL_HOME", str(state))
+    key = tmp_path / "acme.key"
+    recipient = write_identity_file(key)
+    monkeypatch.setenv("LONGMEM_ETL_IDENTITY_FILE", str(key))
+    resources = default_resources()
+    for name in ("snapshot_root", "clean_root"):
+        resources[name] = SnapshotRoot(
+            path=resources[name].path, encrypt_to_by_tenant={"acme": [recipient]}
+        )
+    assert resources["snapshot_root"].recipients("globex") == []  # only acme is encrypted
+    instance = DagsterInstance.ephemeral()
+    register_tenants(instance)
+    result = materialize(
+        [*ASSETS, *CHECKS],
+        partition_key="acme",
+        resources=resources,
+        instance=instance,
+        raise_on_error=False,
+    )
+    assert result.success
+    evals = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
+    assert evals and all(evals.values()), evals
+    for root in (state / "snapshots", state / "clean"):
+        snaps = list_snapshots(root, "acme")
+        assert snaps and all((s / "memories.parquet.age").is_file() for s in snaps)
+        assert not list(root.rglob("*.parquet"))
+    dumps = list((state / "dumps").rglob("*"))
+    assert [p.name.endswith(".json.zst.age") for p in dumps if p.is_file()] == [True]

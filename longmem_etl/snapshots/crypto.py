@@ -182,6 +182,22 @@ def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -
     }
 
 
+def seal_file(path: Path, recipients: list[Any]) -> Path:
+    """Encrypt one file to ``PATH.age`` and remove the plaintext; the new path.
+
+    With no recipients (the caller has none configured) BadInput: a file that should be sealed is
+    never silently left in clear.
+    """
+    import pyrage
+
+    if not recipients:
+        raise BadInput(f"{path}: comes from an encrypted snapshot but no recipients are configured")
+    dst = path.with_name(path.name + SUFFIX)
+    pyrage.encrypt_file(str(path), str(dst), recipients)
+    path.unlink()
+    return dst
+
+
 # ------------------------------------------------------------------------------------------------
 # reading
 
@@ -242,6 +258,21 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
         return dest
 
 
+def plain_file(path: str | os.PathLike) -> Path:
+    """A private decrypted copy of one ``NAME.age`` file, named ``NAME`` (removed at exit)."""
+    import pyrage
+
+    p = Path(path)
+    with _lock:
+        identities = load_identities(p)
+        dest = _new_temp_root() / p.name.removesuffix(SUFFIX)
+        try:
+            pyrage.decrypt_file(str(p), str(dest), identities)
+        except pyrage.DecryptError:
+            raise BadInput(f"{p}: cannot decrypt with the given identity (wrong key?)") from None
+        return dest
+
+
 def cleanup() -> None:
     """Remove every decrypted copy this process made (runs at exit)."""
     with _lock:
@@ -263,7 +294,9 @@ __all__ = [
     "load_identities",
     "parse_recipients",
     "plain_dir",
+    "plain_file",
     "seal_dir",
+    "seal_file",
     "use_identity_file",
     "write_identity_file",
 ]
