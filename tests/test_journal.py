@@ -23,7 +23,7 @@ def _journal(tmp_path: Path, n: int = 250) -> Journal:
     j = Journal(tmp_path / "j.sqlite")
     j.bind(BINDING)
     mems = [{"id": f"m{i}", "collection": "c", "text": f"t{i}"} for i in range(n)]
-    j.write_plan(plan_items(mems, mode="add", migration_id="M"), chunk_size=100)
+    j.write_plan(plan_items(mems, mode="add", source_key="M"), chunk_size=100)
     return j
 
 

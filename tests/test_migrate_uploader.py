@@ -43,7 +43,7 @@ def _setup(
 ) -> tuple[Journal, object]:
     j = Journal(tmp_path / f"j-{mode}.sqlite")
     j.bind({"source": 1, "spec": None, "target": 2, "mode": mode})
-    j.write_plan(plan_items(mems, mode=mode, migration_id=MID), chunk_size=chunk_size)
+    j.write_plan(plan_items(mems, mode=mode, source_key=MID), chunk_size=chunk_size)
     target = open_endpoint(f"local:{tmp_path / f't-{mode}.db'}{faults}")
     return j, target
 
@@ -142,7 +142,7 @@ def test_fingerprint_mode_reconciles_without_markers(tmp_path: Path) -> None:
     mems = _mems(200)
     j = Journal(tmp_path / "j.sqlite")
     j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
-    j.write_plan(plan_items(mems, mode="add", migration_id=MID, provenance=False), chunk_size=50)
+    j.write_plan(plan_items(mems, mode="add", source_key=MID, provenance=False), chunk_size=50)
     target = open_endpoint(f"local:{tmp_path / 't.db'}?ambiguous_rate=0.3&seed=5")
     stats = Uploader(
         j, target, make_sender(target, "add"), migration_id=MID, provenance=False

@@ -29,7 +29,7 @@ def _mems(n: int, collections: int = 3) -> list[dict]:
 
 
 def test_chunks_never_span_collections_and_respect_size() -> None:
-    items = list(plan_items(_mems(250), mode="add", migration_id="M"))
+    items = list(plan_items(_mems(250), mode="add", source_key="M"))
     rows = sorted(
         (i.collection, i.container_tag or "", i.sort_key, i.source_id, i.nbytes) for i in items
     )
@@ -68,31 +68,27 @@ def test_add_payload_carries_marker_and_keeps_per_item_fields() -> None:
         "pinned": True,
         "source": "crm",
     }
-    (item,) = plan_items([mem], mode="add", migration_id="MIG")
+    (item,) = plan_items([mem], mode="add", source_key="MIG")
     payload = json.loads(item.payload)
     assert set(payload) == {"text", "container_tag", "importance", "category", "metadata", "source"}
     assert payload["metadata"]["a"] == 1
     assert marker_of(payload["metadata"]) == ("x1", "MIG")
     assert mem["metadata"] == {"a": 1}  # the source is never mutated
-    (imp,) = plan_items([mem], mode="import", migration_id="MIG")
+    (imp,) = plan_items([mem], mode="import", source_key="MIG")
     assert json.loads(imp.payload)["pinned"] is True
-    (bare,) = plan_items([mem], mode="add", migration_id="MIG", provenance=False)
+    (bare,) = plan_items([mem], mode="add", source_key="MIG", provenance=False)
     assert PROVENANCE_KEY not in json.loads(bare.payload)["metadata"]
 
 
 def test_non_object_metadata_is_kept_next_to_the_marker() -> None:
-    (item,) = plan_items(
-        [{"id": "a", "text": "t", "metadata": [1, 2]}], mode="add", migration_id="M"
-    )
+    (item,) = plan_items([{"id": "a", "text": "t", "metadata": [1, 2]}], mode="add", source_key="M")
     meta = json.loads(item.payload)["metadata"]
     assert meta["_original_metadata"] == [1, 2] and marker_of(meta) == ("a", "M")
 
 
 def test_duplicate_source_ids_stay_distinct() -> None:
     items = list(
-        plan_items(
-            [{"id": "a", "text": "1"}, {"id": "a", "text": "2"}], mode="add", migration_id="M"
-        )
+        plan_items([{"id": "a", "text": "1"}, {"id": "a", "text": "2"}], mode="add", source_key="M")
     )
     assert [i.source_id for i in items] == ["a", "a#2"]
 
@@ -105,9 +101,9 @@ def test_fingerprint_ignores_whitespace_but_not_collection() -> None:
 
 def test_summary_is_deterministic_and_counts_per_collection() -> None:
     mems = _mems(450)
-    a = summarise(plan_items(mems, mode="add", migration_id="M"), mode="add", chunk_size=100)
+    a = summarise(plan_items(mems, mode="add", source_key="M"), mode="add", chunk_size=100)
     b = summarise(
-        plan_items(list(reversed(mems)), mode="add", migration_id="M"), mode="add", chunk_size=100
+        plan_items(list(reversed(mems)), mode="add", source_key="M"), mode="add", chunk_size=100
     )
     assert a.as_dict() == b.as_dict()
     assert a.items == 450 and a.chunks == 6  # 150 per collection -> 2 chunks each

@@ -100,7 +100,7 @@ def test_verify_verb_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 3
     assert "missing 1" in bad.stdout and "extra 1" in bad.stdout
-    scoped = verify_source_target(str(SAMPLE), f"local:{db}", migration_id=res.migration_id)
+    scoped = verify_source_target(str(SAMPLE), f"local:{db}", migration_id=res.source_key)
     assert not scoped.exact and scoped.totals["unrelated"] == 1 and scoped.totals["missing"] == 1
     none = subprocess.run(
         [*CLI, "verify", "--source", str(SAMPLE), "--target", f"local:{tmp_path / 'x.db'}"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from longmem_etl.cli.common import (
@@ -31,14 +32,23 @@ EXAMPLES = """\
   # a dump file into the hosted API, keeping pinned/archived/timestamps
   TARGET_KEY=... longmem-etl migrate --source dump.json.zst --target https://rememberos.ai \\
       --target-key-env TARGET_KEY --mode import --concurrency 8
-  # interrupted or crashed? run the very same command again: it resumes.
-  longmem-etl status .longmem-etl/migrations/<id>/journal.sqlite
+  # interrupted or crashed? run the same command again, from any directory: it resumes.
+  longmem-etl status            # every migration under $LONGMEM_ETL_HOME, with its resume command
+  # spec edited since? the re-run sends only what the target lacks; differing items are listed
+  longmem-etl migrate --source dump.json --spec new.toml --target local:./b.db --update-changed
+  # a second copy on purpose (its own markers, exactly once per copy name)
+  longmem-etl migrate --source dump.json --target local:./b.db --copy sandbox-2
 
-Each item carries metadata["_longmem_etl"] = {"source_id", "migration"} so nothing is ever sent
-twice (--no-provenance: content fingerprints instead). Outputs in the migration's directory:
+Each item carries metadata["_longmem_etl"] = {"source", "source_id", "content"}: the source's
+stable key (account, or dump tenant), the memory's id and its payload fingerprint. Any run whose
+journal cannot prove the state first reads the target once and sends only what is missing
+(--no-provenance: content fingerprints instead). State lives in $LONGMEM_ETL_HOME (default
+~/.local/state/longmem-etl), keyed by source + target + mode; one run at a time per migration
+(a second exits 2 naming the holder, or waits with --wait). Outputs in the migration's directory:
 journal.sqlite, id_map.parquet, dead_letter.jsonl, verification.json. Replay dead letters after
 fixing their "item"s:  longmem-etl migrate --source .../dead_letter.jsonl --target URI
-Exit: 0 verified exact; 3 dead letters or mismatch; 130 interrupted (resumable); 2 bad input.
+Exit: 0 verified exact; 3 dead letters or mismatch; 130 interrupted (resumable); 2 bad input or
+another run holds the lock.
 """
 
 
@@ -92,12 +102,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--journal",
         metavar="PATH",
-        help="journal file (default .longmem-etl/migrations/<migration id>/journal.sqlite)",
+        help="journal file (default $LONGMEM_ETL_HOME/migrations/<migration id>/journal.sqlite); "
+        "its directory must be empty or the tool's own",
     )
     p.add_argument(
         "--restart",
         action="store_true",
-        help="discard the journal and start over (items already landed are recognised by marker)",
+        help="discard the journal and plan again (items already landed are recognised by marker)",
+    )
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another run holds this migration's lock, wait for it (default: exit 2 at once)",
+    )
+    p.add_argument(
+        "--update-changed",
+        action="store_true",
+        help="items already in the target whose payload now differs (e.g. spec edited): update "
+        "them in place (default: list them and leave them)",
+    )
+    p.add_argument(
+        "--copy",
+        metavar="NAME",
+        help="make a deliberate extra copy named NAME (its own markers; exactly once per NAME)",
     )
     p.add_argument(
         "--dry-run", action="store_true", help="print the plan; no journal, no target call"
@@ -130,7 +157,63 @@ def options_from_args(args: argparse.Namespace) -> MigrationOptions:
         provenance=not args.no_provenance,
         source_key_env=args.source_key_env,
         target_key_env=args.target_key_env,
+        wait=args.wait,
+        update_changed=args.update_changed,
+        copy=args.copy,
     )
+
+
+# Flags a resume command never repeats (they are one-off requests, not part of the migration).
+NOT_RESUMED = frozenset({"help", "json", "dry_run", "restart", "func"})
+# Parser dest -> how to read it from MigrationOptions, where the names differ.
+FROM_OPTIONS = {"no_provenance": lambda o: not o.provenance}
+PATH_DESTS = frozenset({"spec", "journal"})
+
+
+def parser() -> argparse.ArgumentParser:
+    """The verb's own parser (the same `register` builds into the CLI)."""
+    top = argparse.ArgumentParser(prog="longmem-etl")
+    register(top.add_subparsers())
+    return top._subparsers._group_actions[0].choices[VERB]  # type: ignore[union-attr]
+
+
+def _absolute(value: str) -> str:
+    from longmem_etl.api.endpoints import is_endpoint
+
+    if value.lower().startswith("local:"):
+        path, sep, query = value[len("local:") :].partition("?")
+        return "local:" + str(Path(path).expanduser().absolute()) + sep + query
+    if is_endpoint(value):
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
+def command_for(opts: MigrationOptions, journal_path: Path | None = None) -> str:
+    """The command line that continues ``opts``'s migration, generated from the parser: every
+    flag whose value is not its default is repeated (a flag added later cannot be dropped), paths
+    are absolute, and the journal is named explicitly so any cwd and any home find it."""
+    import shlex
+
+    argv = ["longmem-etl", VERB]
+    for action in parser()._actions:
+        dest = action.dest
+        if dest in NOT_RESUMED or not action.option_strings:
+            continue
+        get = FROM_OPTIONS.get(dest)
+        value = get(opts) if get else getattr(opts, dest, action.default)
+        if dest == "journal" and journal_path is not None:
+            value = str(journal_path)
+        if value is None or value is False or (value == action.default and not action.required):
+            continue
+        flag = action.option_strings[-1] if dest != "source" else "--source"
+        if action.nargs == 0:
+            argv.append(flag)
+            continue
+        text = str(value)
+        if dest in PATH_DESTS or dest in ("source", "target"):
+            text = _absolute(text)
+        argv += [flag, text]
+    return shlex.join(argv)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -177,6 +260,19 @@ def run(args: argparse.Namespace) -> int:
         f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
         f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
     ]
+    h = result.holdings or {}
+    line = f"already in the target from earlier runs: {h.get('already_in_target', 0)}"
+    if result.replanned:
+        line += f" (planned afresh: {result.replanned})"
+    lines.append(line)
+    if h.get("changed"):
+        waiting = h["changed"] - h.get("updated", 0)
+        lines.append(
+            f"{h['changed']} item(s) in the target differ from what this plan would send "
+            f"({h.get('updated', 0)} updated"
+            + (f", {waiting} left as they are — --update-changed updates them" if waiting else "")
+            + "; --json lists them)"
+        )
     ver = result.verification or {}
     t = ver.get("totals", {})
     lines.append(

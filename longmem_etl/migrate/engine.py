@@ -1,18 +1,29 @@
-"""`run_migration`: freeze the source, plan, journal, upload, reconcile, verify — resumably.
+"""`run_migration`: freeze the source, plan, learn what the target holds, upload, verify — resumably.
 
-One call does the whole DESIGN §6 story; the CLI and the Dagster assets are thin wrappers over it.
+One call does the whole migration; the CLI and the Dagster assets are thin wrappers over it.
 
-Layout of a migration's working directory (default ``.longmem-etl/migrations/<migration_id>/``, or
-the directory holding ``--journal PATH``)::
+Exactly once is decided by the *target*, not by one journal. Every item carries a marker naming its
+source (a stable key: the source account, or the dump's tenant — see `source.source_key`), its
+source id and its content fingerprint (`keys`). A run whose journal cannot prove the state — a new
+journal, an edited spec, an edited or grown dump, ``--restart`` — plans afresh and first asks the
+target (one export, `holdings.learn_holdings`) which items it already holds: those are reported as
+"already in the target from earlier runs" and never sent again; items whose landed payload differs
+from the new plan are listed (``changed``) and left alone unless ``update_changed``.
 
+State lives under the state home (`state`), keyed by the migration id = hash of {source key, target
+identity, mode}: the same migration finds the same journal from any directory. Layout of a
+migration's working directory (``{home}/migrations/<migration_id>/``, or the directory holding
+``--journal PATH``)::
+
+    .longmem-etl-work   the tool's marker (and the journal's lock file: see `lock`, `workdir`)
     journal.sqlite      the checkpoint (see `journal`)
-    frozen/             the source frozen as a snapshot on the first run (+ cleaned/ with --spec)
+    frozen/             the source frozen as a snapshot (+ cleaned/ with --spec)
     id_map.parquet      source_id, target_id, collection, container_tag, chunk, state
     dead_letter.jsonl   items the target refused: {source_id, collection, status, message, item}
     verification.json   the final comparison (see `verify`)
 
-``migration_id`` hashes the source identity, the spec's sha256, the target identity and the mode
-(and whether provenance markers are on), so the same command always finds the same journal.
+One run per migration: an OS lock on the identity (``{home}/locks/<migration_id>.lock``) and one on
+the journal's directory, held for the run's lifetime (`lock`).
 """
 
 from __future__ import annotations
@@ -20,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import threading
@@ -36,7 +46,9 @@ import pyarrow.parquet as pq
 
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
 from longmem_etl.migrate import source as sources
+from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal, is_journal
+from longmem_etl.migrate.lock import migration_locks
 from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
     MAX_CHUNK_ITEMS,
@@ -44,12 +56,12 @@ from longmem_etl.migrate.plan import (
     plan_items,
     summarise,
 )
-from longmem_etl.migrate.reconcile import Interrupted, export_target
+from longmem_etl.migrate.reconcile import Interrupted, _retrying, export_target
+from longmem_etl.migrate.state import locks_dir, migrations_dir
 from longmem_etl.migrate.uploader import Uploader, make_sender
 from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
 from longmem_etl.progress import progress
 
-DEFAULT_WORK_ROOT = Path(".longmem-etl") / "migrations"
 JOURNAL_NAME = "journal.sqlite"
 EXIT_INTERRUPTED = 130
 OUTPUT_FILES = ("id_map.parquet", "dead_letter.jsonl", "verification.json")
@@ -73,9 +85,16 @@ class MigrationOptions:
     source_key_env: str = "LONGMEM_API_KEY"
     target_key_env: str = "LONGMEM_API_KEY"
     work_root: str | None = None
+    """Where ``<migration_id>/`` dirs go (default ``{home}/migrations``)."""
     max_attempts: int = 5
     settle_timeout: float = 30.0
     show_progress: bool = True
+    wait: bool = False
+    """Wait for a run holding this migration's lock instead of refusing (exit 2)."""
+    update_changed: bool = False
+    """Items already in the target whose payload differs from the plan: ``update`` them."""
+    copy: str | None = None
+    """A deliberate extra copy: markers carry a key derived from the source AND this name."""
 
 
 @dataclass
@@ -86,8 +105,13 @@ class MigrationResult:
     dry_run: bool = False
     resumed: bool = False
     interrupted: bool = False
+    replanned: str | None = None
+    """Why an existing journal did not prove the state and the plan was made afresh."""
+    source_key: str | None = None
     plan: dict[str, Any] | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+    holdings: dict[str, Any] = field(default_factory=dict)
+    """``already_in_target`` (from earlier runs), ``changed``, ``updated``, ``changed_items``."""
     upload: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] | None = None
     dead_letters: int = 0
@@ -124,58 +148,62 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput(f"--concurrency {opts.concurrency}: must be between 1 and 64")
     if opts.spec is not None and not Path(opts.spec).is_file():
         raise BadInput(f"{opts.spec}: no such spec file")
+    if opts.copy is not None and not opts.copy.strip():
+        raise BadInput("--copy: give the extra copy a non-empty name")
+    if opts.copy is not None and not opts.provenance:
+        raise BadInput("--copy needs provenance markers; drop --no-provenance")
 
 
 def binding_of(opts: MigrationOptions) -> dict[str, Any]:
-    """What the journal is bound to: identities only, never secrets."""
-    spec_sha = hashlib.sha256(Path(opts.spec).read_bytes()).hexdigest() if opts.spec else None
-    source = sources.source_identity(opts.source, key_env=opts.source_key_env)
+    """What the journal is bound to — the migration's stable identity, never secrets, never the
+    spec or the source's content (those may change between runs; see `plan_binding_of`)."""
+    ident = sources.stable_source_identity(opts.source, key_env=opts.source_key_env)
     target = sources.target_identity(opts.target, key_env=opts.target_key_env)
-    if {k: v for k, v in source.items() if k != "kind"} == target:
+    if ident.get("account") == target:
         raise BadInput(
             f"--source and --target are the same account ({opts.target}); nothing to migrate"
         )
     return {
-        "source": source,
-        "spec": spec_sha,
+        "source": {
+            "identity": ident,
+            "copy": opts.copy,
+            "key": sources.source_key(ident, opts.copy),
+        },
         "target": target,
         "mode": {"mode": opts.mode, "provenance": opts.provenance},
     }
+
+
+def plan_binding_of(opts: MigrationOptions) -> dict[str, Any]:
+    """What a journal's plan was made from: the source's content identity and the spec's sha256.
+    When either differs, the journal no longer proves what is in the target."""
+    spec_sha = hashlib.sha256(Path(opts.spec).read_bytes()).hexdigest() if opts.spec else None
+    content = sources.source_identity(opts.source, key_env=opts.source_key_env)
+    return {"content": content, "spec": spec_sha}
 
 
 def migration_id_of(binding: dict[str, Any]) -> str:
     return _sha(binding)[:16]
 
 
-def resume_command(opts: MigrationOptions, journal_path: Path | None = None) -> str:
-    """The exact command that continues this migration."""
-    parts = ["longmem-etl", "migrate", "--source", opts.source, "--target", opts.target]
-    if opts.mode != "add":
-        parts += ["--mode", opts.mode]
-    if opts.spec:
-        parts += ["--spec", opts.spec]
-    if opts.concurrency != 4:
-        parts += ["--concurrency", str(opts.concurrency)]
-    if opts.chunk_size != MAX_CHUNK_ITEMS:
-        parts += ["--chunk-size", str(opts.chunk_size)]
+def journal_path_of(opts: MigrationOptions, mid: str) -> Path:
     if opts.journal:
-        parts += ["--journal", str(opts.journal)]
-    if not opts.provenance:
-        parts.append("--no-provenance")
-    if opts.source_key_env != "LONGMEM_API_KEY":
-        parts += ["--source-key-env", opts.source_key_env]
-    if opts.target_key_env != "LONGMEM_API_KEY":
-        parts += ["--target-key-env", opts.target_key_env]
-    return shlex.join(parts)
+        return Path(opts.journal).expanduser().absolute()
+    root = Path(opts.work_root).expanduser() if opts.work_root else migrations_dir()
+    return (root / mid / JOURNAL_NAME).absolute()
 
 
-def _discard(work_dir: Path, journal_path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        p = Path(str(journal_path) + suffix)
-        if p.exists():
-            p.unlink()
-    for name in ("frozen",):
-        shutil.rmtree(work_dir / name, ignore_errors=True)
+def resume_command(opts: MigrationOptions, journal_path: Path | None = None) -> str:
+    """The exact command that continues this migration: every flag the parser knows, absolute
+    paths (generated from the argparse parser, so a new flag cannot be forgotten)."""
+    from longmem_etl.cli.migrate import command_for
+
+    return command_for(opts, journal_path)
+
+
+def _discard_plan(work_dir: Path) -> None:
+    """Remove what a plan made in OUR work dir (the caller checked the marker)."""
+    shutil.rmtree(work_dir / "frozen", ignore_errors=True)
     for name in OUTPUT_FILES:
         (work_dir / name).unlink(missing_ok=True)
 
@@ -186,19 +214,25 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
     sources.check_target_uri(opts.target)
     binding = binding_of(opts)
     mid = migration_id_of(binding)
+    key = binding["source"]["key"]
     with sources.frozen_temporarily(
         opts.source, spec=opts.spec, key_env=opts.source_key_env
     ) as frozen:
         summary = summarise(
             plan_items(
-                frozen.memories(), mode=opts.mode, migration_id=mid, provenance=opts.provenance
+                frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
             ),
             mode=opts.mode,
             chunk_size=opts.chunk_size,
             max_bytes=opts.max_bytes,
         )
     return MigrationResult(
-        migration_id=mid, work_dir=None, journal=None, dry_run=True, plan=summary.as_dict()
+        migration_id=mid,
+        work_dir=None,
+        journal=None,
+        dry_run=True,
+        source_key=key,
+        plan=summary.as_dict(),
     )
 
 
@@ -209,49 +243,78 @@ def run_migration(
 
     Returns a result whose ``exit_code`` is 0 only when verification is exact and nothing was
     dead-lettered, 3 otherwise, 130 when stopped (the journal is consistent; run again to resume).
+    Raises BadInput (exit 2) when another run holds the migration's lock (unless ``opts.wait``),
+    or when something the tool did not make is in the way of its work dir.
     """
     if opts.dry_run:
         return dry_run(opts)
     _validate(opts)
-    started = time.monotonic()
     stop = stop or threading.Event()
     binding = binding_of(opts)
     mid = migration_id_of(binding)
-    root = Path(opts.work_root) if opts.work_root else DEFAULT_WORK_ROOT
-    journal_path = (Path(opts.journal) if opts.journal else root / mid / JOURNAL_NAME).absolute()
+    journal_path = journal_path_of(opts, mid)
     work_dir = journal_path.parent
-    if journal_path.exists() and not is_journal(journal_path):
-        raise BadInput(
-            f"--journal {journal_path}: exists and is not a migration journal; not touching it"
-        )
-    if opts.restart:
-        # --restart over an earlier run of the same migration: what it already landed is
-        # recognised by its markers and not sent again (all chunks are reconciled first).
-        existed = journal_path.exists()
-        _discard(work_dir, journal_path)
-    else:
-        existed = False
+    workdir.claim(work_dir, journal_path)
+    with migration_locks(
+        locks_dir() / f"{mid}.lock",
+        work_dir / workdir.MARKER,
+        what=f"migration {mid}",
+        wait=opts.wait,
+    ):
+        return _run_locked(opts, stop, binding, mid, journal_path)
+
+
+def _run_locked(
+    opts: MigrationOptions,
+    stop: threading.Event,
+    binding: dict[str, Any],
+    mid: str,
+    journal_path: Path,
+) -> MigrationResult:
+    started = time.monotonic()
+    work_dir = journal_path.parent
+    key = binding["source"]["key"]
+    plan_binding = plan_binding_of(opts)
     result = MigrationResult(
         migration_id=mid,
         work_dir=str(work_dir),
         journal=str(journal_path),
-        resume_command=resume_command(opts),
+        source_key=key,
+        resume_command=resume_command(opts, journal_path),
     )
+    existed = journal_path.exists()
     with Journal(journal_path) as journal:
-        result.resumed = journal.bind(binding)
+        old = journal.get("binding")
+        if old is not None and "key" not in (old.get("source") or {}):
+            journal.reset()  # an older version's journal: its markers carry no source key
+            journal.put(binding=None)
+        had_plan = journal.bind(binding) and journal.planned
+        result.replanned = _why_replan(opts, journal, plan_binding) if had_plan else None
+        if result.replanned:
+            journal.reset()
+            _discard_plan(work_dir)
+        result.resumed = had_plan and not result.replanned
         journal.put(resume_command=result.resume_command)
         t_plan = time.monotonic()
-        if not journal.planned:
+        fresh = not journal.planned
+        if fresh:
             try:
-                _freeze_and_plan(opts, journal, work_dir, mid)
+                _freeze_and_plan(opts, journal, work_dir, mid, key, plan_binding)
             except BadInput:
-                if not result.resumed:  # nothing half-made stays behind a refused first run
+                if not existed:  # nothing half-made stays behind a refused first run
                     journal.close()
-                    _discard(work_dir, journal_path)
-                    with suppress(OSError):
-                        work_dir.rmdir()  # only if empty
+                    _remove_journal(journal_path)
+                    _discard_plan(work_dir)
                 raise
         target = sources.open_target(opts.target, key_env=opts.target_key_env)
+        if fresh and opts.provenance:
+            from longmem_etl.migrate.holdings import learn_holdings
+
+            t_held = time.monotonic()
+            found = learn_holdings(journal, target, source_key=key, stop=stop)
+            journal.put(holdings=found.as_dict())
+            result.timings["holdings"] = round(time.monotonic() - t_held, 3)
+        result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
         counts = journal.counts()
         bar = (
             progress(counts["items_total"], desc="migrate", unit="item")
@@ -265,7 +328,7 @@ def run_migration(
             journal,
             target,
             send,
-            migration_id=mid,
+            migration_id=key,
             provenance=opts.provenance,
             concurrency=opts.concurrency,
             max_attempts=opts.max_attempts,
@@ -276,10 +339,15 @@ def run_migration(
         t_upload = time.monotonic()
         result.timings["freeze_plan"] = round(t_upload - t_plan, 3)
         try:
-            stats = uploader.run(resumed=result.resumed or existed)
+            # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
+            # provenance (content counting is its only way to learn what is already there).
+            stats = uploader.run(resumed=result.resumed or (fresh and not opts.provenance))
         finally:
             if bar is not None:
                 bar.close()
+        if fresh and not opts.provenance:
+            result.holdings["already_in_target"] = stats.reconciled_items
+            journal.put(holdings=result.holdings)
         result.upload = {
             **asdict(stats),
             "concurrency_max": opts.concurrency,
@@ -292,12 +360,17 @@ def run_migration(
             raise error(
                 f"{stats.fatal}; the journal is consistent — resume with: {result.resume_command}"
             )
+        if opts.update_changed and not stop.is_set():
+            _update_changed(journal, target, stop)
+        _report_changed(journal, result)
         t_verify = time.monotonic()
         result.timings["upload"] = round(t_verify - t_upload, 3)
         report = None
         if not stop.is_set():
             with suppress(Interrupted):
-                report = verify_journal(journal, target, migration_id=mid, stop=stop)
+                report = verify_journal(
+                    journal, target, migration_id=key, stop=stop, foreign_copies=opts.copy is None
+                )
         if report is None:  # stopped: everything is journaled; the same command resumes
             result.interrupted = True
             result.counts = journal.counts()
@@ -314,12 +387,69 @@ def run_migration(
     return result
 
 
+def _why_replan(
+    opts: MigrationOptions, journal: Journal, plan_binding: dict[str, Any]
+) -> str | None:
+    """None when the journal proves the state; else why it does not (the plan is then redone)."""
+    if opts.restart:
+        return "--restart"
+    old = journal.get("plan_binding") or {}
+    if old.get("spec") != plan_binding["spec"]:
+        return "the spec changed"
+    if old.get("content") != plan_binding["content"]:
+        return "the source changed"
+    if plan_binding["content"].get("kind") == "endpoint" and journal.counts()["items_pending"] == 0:
+        return "the previous run finished; the source account is read again"
+    return None
+
+
+def _remove_journal(journal_path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(journal_path) + suffix).unlink(missing_ok=True)
+
+
+def _update_changed(journal: Journal, target: Any, stop: threading.Event) -> None:
+    """``update`` every landed item whose payload differs from the plan (marker and all)."""
+    for row in journal.changed_items(state="found"):
+        if stop.is_set():
+            return
+        item = json.loads(row["payload"])
+        _retrying(
+            lambda item=item, row=row: target.update(
+                row["target_id"],
+                collection=row["collection"],
+                text=item.get("text"),
+                importance=item.get("importance"),
+                category=item.get("category"),
+                metadata=item.get("metadata"),
+            ),
+            stop=stop,
+        )
+        journal.mark_updated(row["source_id"])
+
+
+def _report_changed(journal: Journal, result: MigrationResult) -> None:
+    rows = journal.changed_items()
+    result.holdings["changed"] = len(rows)
+    result.holdings["updated"] = sum(r["state"] == "updated" for r in rows)
+    result.holdings["changed_items"] = [
+        {k: r[k] for k in ("source_id", "target_id", "collection", "state")} for r in rows
+    ]
+
+
 def _interrupted_by_user(stop: threading.Event, stats: Any) -> bool:
     return stop.is_set() and stats.fatal is None
 
 
-def _freeze_and_plan(opts: MigrationOptions, journal: Journal, work_dir: Path, mid: str) -> None:
-    """First run: freeze the source into the work dir, clean it, store the whole plan."""
+def _freeze_and_plan(
+    opts: MigrationOptions,
+    journal: Journal,
+    work_dir: Path,
+    mid: str,
+    key: str,
+    plan_binding: dict[str, Any],
+) -> None:
+    """A fresh plan: freeze the source into the work dir, clean it, store the whole plan."""
     frozen = sources.freeze(
         opts.source, work_dir / "frozen", spec=opts.spec, key_env=opts.source_key_env
     )
@@ -334,17 +464,26 @@ def _freeze_and_plan(opts: MigrationOptions, journal: Journal, work_dir: Path, m
             "provenance": opts.provenance,
         },
         migration_id=mid,
+        source_key=key,
+        plan_binding=plan_binding,
     )
     items = plan_items(
-        frozen.memories(), mode=opts.mode, migration_id=mid, provenance=opts.provenance
+        frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
     )
     journal.write_plan(items, chunk_size=opts.chunk_size, max_bytes=opts.max_bytes)
 
 
 def verify_journal(
-    journal: Journal, target: Any, *, migration_id: str, stop: threading.Event | None = None
+    journal: Journal,
+    target: Any,
+    *,
+    migration_id: str,
+    stop: threading.Event | None = None,
+    foreign_copies: bool = True,
 ) -> VerificationReport:
-    """Compare everything the plan holds with one export of the target; fill in target ids."""
+    """Compare everything the plan holds with one export of the WHOLE target (copies made under
+    another key or by an older version count as duplicates with ``foreign_copies``); fill in
+    target ids. ``migration_id`` is the source key."""
     rows = list(journal.iter_items())
     source = pa.table(
         {
@@ -360,6 +499,7 @@ def verify_journal(
         source,
         target_keys(dump.get("memories") or []),
         migration_id=migration_id if provenance else None,
+        foreign_copies=foreign_copies,
     )
     if report.id_pairs is not None and report.id_pairs.num_rows:
         journal.set_target_ids(
@@ -434,6 +574,17 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
             signal.signal(s, h)
 
 
+def list_migrations(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Every migration journal under the state home (``root``: another ``migrations`` dir), newest
+    first: what `status` shows without an argument."""
+    base = Path(root) if root else migrations_dir()
+    out = []
+    for path in sorted(base.glob(f"*/{JOURNAL_NAME}"), key=lambda p: -p.stat().st_mtime):
+        with suppress(BadInput, OSError, ValueError):
+            out.append(migration_status(path))
+    return out
+
+
 def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
     """What `status JOURNAL` shows: chunk states, items done/total, dead letters, last errors."""
     path = Path(journal_path)
@@ -449,8 +600,11 @@ def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
             raise BadInput(f"{journal_path}: not a longmem-etl migration journal")
         counts = journal.counts()
         status = {
-            "journal": str(path),
+            "journal": str(path.absolute()),
             "migration_id": journal.get("migration_id"),
+            "source_key": journal.get("source_key"),
+            "holdings": journal.get("holdings"),
+            "changed": len(journal.changed_items()),
             "planned": journal.planned,
             "binding": binding,
             "options": journal.get("options"),

@@ -9,6 +9,9 @@ Tables
   with state ``planned | done | dead``; ``payload`` is the exact JSON sent, so a resumed run re-sends
   byte-identical items without re-reading the source.
 - ``dead_letters(source_id, chunk_no, status, message, at)``.
+- ``changed(source_id, target_id, collection, old_content, new_content, state)``: items the target
+  already held from an earlier run whose payload now differs (``state`` ``found`` or ``updated``).
+- ``repairs``: see `migrate.repair` (its own journal file, same format of rows).
 
 A chunk becomes ``done`` in the same transaction that records its items' target ids, and only after
 the target call returned (committed with synchronous=FULL): a kill before that commit leaves it
@@ -32,7 +35,7 @@ from longmem_etl.errors import BadInput
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS, PlannedItem, assign_chunks
 
 CHUNK_STATES = ("planned", "in_flight", "done", "failed", "dead")
-BINDING_KEYS = ("source", "spec", "target", "mode")
+BINDING_KEYS = ("source", "target", "mode")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS migration (k TEXT PRIMARY KEY, v TEXT NOT NULL);
@@ -45,11 +48,15 @@ CREATE TABLE IF NOT EXISTS items (
     source_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, chunk_no INTEGER,
     collection TEXT NOT NULL, container_tag TEXT, sort_key TEXT, fp TEXT NOT NULL,
     nbytes INTEGER NOT NULL, payload TEXT NOT NULL, target_id TEXT,
-    state TEXT NOT NULL DEFAULT 'planned'
+    state TEXT NOT NULL DEFAULT 'planned', content TEXT
 );
 CREATE INDEX IF NOT EXISTS items_chunk ON items(chunk_no, state);
 CREATE TABLE IF NOT EXISTS dead_letters (
     source_id TEXT PRIMARY KEY, chunk_no INTEGER, status INTEGER, message TEXT, at REAL
+);
+CREATE TABLE IF NOT EXISTS changed (
+    source_id TEXT PRIMARY KEY, target_id TEXT, collection TEXT, old_content TEXT,
+    new_content TEXT, state TEXT NOT NULL DEFAULT 'found'
 );
 """
 
@@ -71,6 +78,9 @@ class Journal:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(items)").fetchall()}
+        if "content" not in cols:  # a journal from before content fingerprints
+            self._db.execute("ALTER TABLE items ADD COLUMN content TEXT")
         # Workers read their next chunk through a second connection: WAL lets it read while the
         # writer connection is inside a commit's fsync, so uploads never wait on durability.
         self._rlock = threading.Lock()
@@ -139,6 +149,58 @@ class Journal:
     def planned(self) -> bool:
         return bool(self.get("planned", False))
 
+    def reset(self) -> None:
+        """Forget the plan and everything done under it (the binding stays): the next run plans
+        afresh and learns what the target already holds from its markers."""
+        with self._tx() as db:
+            for table in ("items", "chunks", "dead_letters", "changed"):
+                db.execute(f"DELETE FROM {table}")  # noqa: S608 - fixed names
+            db.execute("DELETE FROM migration WHERE k NOT IN ('binding', 'created_at')")
+
+    # -- what an earlier run left in the target ---------------------------------------------
+    def planned_keys(self) -> list[tuple[str, str | None, str, int]]:
+        """``(source_id, content, collection, chunk_no)`` of every item still planned."""
+        return self._q(
+            "SELECT source_id, content, collection, chunk_no FROM items WHERE state = 'planned'"
+        )
+
+    def record_changed(self, rows: Iterable[tuple[str, str, str, str | None, str | None]]) -> None:
+        """``(source_id, target_id, collection, old_content, new_content)`` found in the target."""
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO changed(source_id, target_id, collection, old_content, new_content)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT(source_id) DO UPDATE SET"
+                " target_id = excluded.target_id, old_content = excluded.old_content,"
+                " new_content = excluded.new_content, state = 'found'",
+                rows,
+            )
+
+    def changed_items(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Items already in the target whose payload differs from what this plan would send."""
+        rows = self._q(
+            "SELECT c.source_id, c.target_id, c.collection, c.old_content, c.new_content, c.state,"
+            " i.payload FROM changed c JOIN items i USING (source_id)"
+            + (" WHERE c.state = ?" if state else "")
+            + " ORDER BY i.seq",
+            (state,) if state else (),
+        )
+        return [
+            {
+                "source_id": s,
+                "target_id": t,
+                "collection": c,
+                "landed_content": o,
+                "planned_content": n,
+                "state": st,
+                "payload": p,
+            }
+            for s, t, c, o, n, st, p in rows
+        ]
+
+    def mark_updated(self, source_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE changed SET state = 'updated' WHERE source_id = ?", (source_id,))
+
     # -- the plan ---------------------------------------------------------------------------
     def write_plan(
         self,
@@ -152,9 +214,10 @@ class Journal:
             db.execute("DELETE FROM items")
             db.execute("DELETE FROM chunks")
             db.execute("DELETE FROM dead_letters")
+            db.execute("DELETE FROM changed")
             db.executemany(
-                "INSERT INTO items(source_id, seq, collection, container_tag, sort_key, fp, nbytes, payload)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items(source_id, seq, collection, container_tag, sort_key, fp, nbytes,"
+                " payload, content) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     (
                         i.source_id,
@@ -165,6 +228,7 @@ class Journal:
                         i.fp,
                         i.nbytes,
                         i.payload,
+                        i.content,
                     )
                     for n, i in enumerate(items)
                 ),

@@ -1,11 +1,18 @@
 """How a migrated memory is recognised in the target: a provenance marker, or a content fingerprint.
 
 Exactly-once needs a way to ask the target "is this source memory already here?" without trusting
-ids (the target mints new ones). Every item we send carries, in its metadata,
+ids (the target mints new ones) and without trusting any one journal. Every item we send carries,
+in its metadata,
 
-    metadata["_longmem_etl"] = {"source_id": <source memory id>, "migration": <migration id>}
+    metadata["_longmem_etl"] = {"source": <source key>, "source_id": <source memory id>,
+                                "content": <payload fingerprint>}
 
-(``PROVENANCE_KEY``). With ``--no-provenance`` nothing is added and a memory is recognised by its
+(``PROVENANCE_KEY``). The source key names the *source*, not a run: a fingerprint of the source
+account, or the dump's tenant (see `migrate.source.source_key`), so it stays the same when the spec,
+the dump file, the journal or the working directory change. ``content`` is `payload_fingerprint` of
+the item as sent (without the marker): a later run whose spec makes a different payload can tell
+"landed, but differs" from "landed as planned". Markers written by older versions
+(``{"source_id", "migration"}``) read as belonging to another source. With ``--no-provenance`` nothing is added and a memory is recognised by its
 content fingerprint instead: sha256 over collection, container_tag and whitespace-normalised text.
 Fingerprints cannot tell two identical source memories apart, so reconciliation and verification
 count them as a multiset.
@@ -51,7 +58,19 @@ def parse_metadata(value: Any) -> Any:
     return value
 
 
-def with_marker(metadata: Any, source_id: str, migration_id: str) -> dict[str, Any]:
+def payload_fingerprint(item: dict[str, Any]) -> str:
+    """sha256 (32 hex) of an item's canonical JSON, marker excluded: what "the same payload" means."""
+    meta = item.get("metadata")
+    if isinstance(meta, dict) and PROVENANCE_KEY in meta:
+        meta = {k: v for k, v in meta.items() if k != PROVENANCE_KEY}
+        item = {**item, "metadata": meta}
+    text = json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def with_marker(
+    metadata: Any, source_id: str, source_key: str, content: str | None = None
+) -> dict[str, Any]:
     """A copy of ``metadata`` carrying the provenance marker (never mutates the source's dict).
 
     ``metadata`` is the dump's value as is (a string stays a string, even one that looks like JSON)."""
@@ -62,16 +81,33 @@ def with_marker(metadata: Any, source_id: str, migration_id: str) -> dict[str, A
         out = dict(meta)
     else:  # a list/string/number: keep it whole next to the marker
         out = {ORIGINAL_METADATA_KEY: meta}
-    out[PROVENANCE_KEY] = {"source_id": source_id, "migration": migration_id}
+    mark = {"source": source_key, "source_id": source_id}
+    if content is not None:
+        mark["content"] = content
+    out[PROVENANCE_KEY] = mark
     return out
 
 
 def marker_of(metadata: Any) -> tuple[str | None, str | None]:
-    """``(source_id, migration_id)`` from a target memory's metadata, or ``(None, None)``."""
+    """``(source_id, source_key)`` from a target memory's metadata, or ``(None, None)``.
+
+    An older marker's ``migration`` stands in for the key (it never equals a source key)."""
+    sid, key, _content = full_marker_of(metadata)
+    return sid, key
+
+
+def full_marker_of(metadata: Any) -> tuple[str | None, str | None, str | None]:
+    """``(source_id, source_key, content)`` from a target memory's metadata (Nones when absent)."""
     meta = parse_metadata(metadata)
     if isinstance(meta, dict):
         mark = meta.get(PROVENANCE_KEY)
         if isinstance(mark, dict):
-            sid, mig = mark.get("source_id"), mark.get("migration")
-            return (str(sid) if sid is not None else None, str(mig) if mig is not None else None)
-    return (None, None)
+            sid = mark.get("source_id")
+            key = mark.get("source", mark.get("migration"))
+            content = mark.get("content")
+            return (
+                None if sid is None else str(sid),
+                None if key is None else str(key),
+                None if content is None else str(content),
+            )
+    return (None, None, None)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from longmem_etl.errors import BadInput
-from longmem_etl.migrate.keys import fingerprint, with_marker
+from longmem_etl.migrate.keys import fingerprint, payload_fingerprint, with_marker
 
 MAX_CHUNK_ITEMS = 100
 DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB of item JSON per request
@@ -37,6 +37,8 @@ class PlannedItem:
     sort_key: str
     fp: str
     payload: str
+    content: str = ""
+    """`keys.payload_fingerprint` of the payload (marker excluded)."""
 
     @property
     def nbytes(self) -> int:
@@ -48,9 +50,11 @@ def _encode(obj: Any) -> str:
 
 
 def build_payload(
-    memory: dict[str, Any], *, mode: str, source_id: str, migration_id: str | None
-) -> dict[str, Any]:
-    """The item as the target receives it. ``migration_id=None`` means no provenance marker."""
+    memory: dict[str, Any], *, mode: str, source_id: str, source_key: str | None
+) -> tuple[dict[str, Any], str]:
+    """The item as the target receives it, and its content fingerprint (marker excluded).
+
+    ``source_key=None`` means no provenance marker."""
     if mode == "add":
         item = {k: memory[k] for k in ADD_FIELDS if memory.get(k) is not None}
         item.setdefault("text", "")
@@ -58,16 +62,17 @@ def build_payload(
         item = dict(memory)
     else:  # pragma: no cover - guarded by argument parsing
         raise BadInput(f"--mode {mode!r}: must be one of {', '.join(MODES)}")
-    if migration_id is not None:
-        item["metadata"] = with_marker(memory.get("metadata"), source_id, migration_id)
-    return item
+    content = payload_fingerprint(item)
+    if source_key is not None:
+        item["metadata"] = with_marker(memory.get("metadata"), source_id, source_key, content)
+    return item, content
 
 
 def plan_items(
     memories: Iterable[dict[str, Any]],
     *,
     mode: str,
-    migration_id: str | None,
+    source_key: str | None,
     provenance: bool = True,
 ) -> Iterator[PlannedItem]:
     """Turn dump-form memories into planned items (in input order; `assign_chunks` orders them).
@@ -85,8 +90,8 @@ def plan_items(
             sid = f"{sid}#{n}"
         collection = memory.get("collection") or "default"
         tag = memory.get("container_tag")
-        payload = build_payload(
-            memory, mode=mode, source_id=sid, migration_id=migration_id if provenance else None
+        payload, content = build_payload(
+            memory, mode=mode, source_id=sid, source_key=source_key if provenance else None
         )
         yield PlannedItem(
             source_id=sid,
@@ -95,6 +100,7 @@ def plan_items(
             sort_key=str(memory.get("created_at") or ""),
             fp=fingerprint(collection, tag, memory.get("text")),
             payload=_encode(payload),
+            content=content,
         )
 
 

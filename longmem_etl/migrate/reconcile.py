@@ -83,7 +83,10 @@ EXPORT_UNAVAILABLE = frozenset({404, 405, 413, 501, 504})
 
 
 class TargetIndex:
-    """Where each migrated memory sits in the target, by provenance marker and by fingerprint."""
+    """Where each migrated memory sits in the target, by provenance marker and by fingerprint.
+
+    ``migration_id`` is the source key the markers must carry (`source.source_key`): the name is
+    kept from when markers named a run."""
 
     def __init__(
         self, memories: Iterable[dict[str, Any]], migration_id: str, *, fingerprints: bool = True

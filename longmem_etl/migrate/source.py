@@ -9,6 +9,7 @@ snapshot into ``frozen/cleaned``. The plan is then made from the frozen (cleaned
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -41,6 +42,63 @@ def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
         "path": str(path),
         "manifest_sha256": file_digest(path / "manifest.json")[0],
     }
+
+
+def stable_source_identity(source: str, *, key_env: str) -> dict[str, Any]:
+    """What the source *is*, unchanged by edits to its content: the account for an endpoint
+    (`endpoint_identity`: local path, or base URL + key fingerprint), the tenant for a dump file or
+    a snapshot (the dump's own ``tenant`` value, else the file stem). A dead-letter file replays
+    under the source key its items' markers carry."""
+    kind = classify_source(source)
+    if kind == "endpoint":
+        return {"account": endpoint_identity(source, key_env)}
+    path = Path(source).expanduser()
+    from longmem_etl.snapshots.layout import tenant_from_header
+
+    if kind == "dump":
+        if is_dead_letter_file(path):
+            key = _dead_letter_source_key(path)
+            if key:
+                return {"source_key": key}
+        from longmem_etl.dumps.read import open_dump
+
+        header = open_dump(path).header
+        return {"tenant": tenant_from_header(header) or _stem(path)}
+    try:
+        manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BadInput(f"{source}: not a readable snapshot ({exc})") from None
+    tenant = tenant_from_header(manifest.get("dump_header") or {}) or manifest.get("tenant")
+    return {"tenant": str(tenant or path.name)}
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".zst", ".json", ".jsonl"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def source_key(identity: dict[str, Any], copy: str | None = None) -> str:
+    """The 16-hex key every marker carries. ``copy`` names a deliberate second copy."""
+    if "source_key" in identity and copy is None:
+        return str(identity["source_key"])
+    blob = json.dumps({"identity": identity, "copy": copy}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _dead_letter_source_key(path: Path) -> str | None:
+    from longmem_etl.migrate.keys import marker_of
+
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                item = json.loads(line).get("item") or {}
+            except (ValueError, AttributeError):
+                return None
+            _sid, key = marker_of(item.get("metadata"))
+            return key
+    return None
 
 
 def check_target_uri(target: str) -> None:

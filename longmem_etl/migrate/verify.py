@@ -9,10 +9,14 @@ per collection and container tag:
 - everything else is matched by content fingerprint as a multiset: per fingerprint, ``min(s, t)``
   present, ``s - t`` missing, ``t - s`` duplicated (or extra when the source has no such content).
 
-``migration_id`` scopes the check to one migration: only markers of that migration count, and target
-memories that have nothing to do with the source (other markers, or content the source does not have)
-are reported as ``unrelated`` instead of ``extra`` — a migration into a non-empty account can still
-verify exactly. Without it (plain ``verify``) every target memory counts.
+``migration_id`` (a source key: see `migrate.source.source_key`) scopes the check to one source's
+markers: only markers with that key are matched by id, and target memories that have nothing to do
+with the source (content the source does not have) are reported as ``unrelated`` instead of
+``extra`` — a migration into a non-empty account can still verify exactly. With ``foreign_copies``
+(what `migrate` uses), memories carrying *another* key's marker or an older version's marker are
+matched by content too: a second copy of a source memory made by any earlier run, under any spec or
+journal, is counted as duplicated, so EXACT is never printed while the target holds duplicates of
+the source. Without ``migration_id`` (plain ``verify``) every target memory counts.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from longmem_etl.migrate.keys import fingerprint, marker_of
+from longmem_etl.migrate.keys import fingerprint, full_marker_of
 
 SOURCE_KEYS = pa.schema(
     [
@@ -41,7 +45,9 @@ TARGET_KEYS = pa.schema(
         ("container_tag", pa.string()),
         ("fp", pa.string()),
         ("prov_source_id", pa.string()),
-        ("prov_migration", pa.string()),
+        ("prov_key", pa.string()),
+        ("prov_content", pa.string()),
+        ("created_at", pa.string()),
     ]
 )
 
@@ -70,13 +76,16 @@ def target_keys(memories: Iterable[dict[str, Any]]) -> pa.Table:
     for m in memories:
         coll = m.get("collection") or "default"
         tag = m.get("container_tag")
-        sid, mig = marker_of(m.get("metadata"))
+        sid, key, content = full_marker_of(m.get("metadata"))
+        created = m.get("created_at")
         cols["target_id"].append(None if m.get("id") is None else str(m["id"]))
         cols["collection"].append(str(coll))
         cols["container_tag"].append(None if tag is None else str(tag))
         cols["fp"].append(fingerprint(coll, tag, m.get("text")))
         cols["prov_source_id"].append(sid)
-        cols["prov_migration"].append(mig)
+        cols["prov_key"].append(key)
+        cols["prov_content"].append(content)
+        cols["created_at"].append(None if created is None else str(created))
     return pa.table(cols, schema=TARGET_KEYS)
 
 
@@ -112,11 +121,14 @@ class VerificationReport:
 _SQL = """
 WITH
 t_mark AS (
-    SELECT * FROM t WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_migration = $mig)
+    SELECT * FROM t WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_key = $mig)
 ),
 marker_n AS (SELECT prov_source_id AS sid, count(*) AS n FROM t_mark GROUP BY 1),
 s_m AS (SELECT s.*, coalesce(marker_n.n, 0) AS n FROM s LEFT JOIN marker_n ON s.source_id = marker_n.sid),
-t_free AS (SELECT * FROM t WHERE prov_source_id IS NULL),
+t_free AS (
+    SELECT * FROM t WHERE prov_source_id IS NULL
+        OR ($foreign AND $mig IS NOT NULL AND prov_key IS DISTINCT FROM $mig)
+),
 s_fp AS (SELECT fp, any_value(collection) AS collection, any_value(container_tag) AS container_tag,
                 count(*) AS sn FROM s_m WHERE n = 0 GROUP BY fp),
 s_all_fp AS (SELECT DISTINCT fp FROM s),
@@ -143,13 +155,16 @@ rows AS (
            tn
     FROM fp_rows
     UNION ALL
-    -- markers naming no source memory
-    SELECT collection, container_tag, 0, 0, 0, 0, 1, 0, 1
+    -- markers naming no source memory: extra; scoped, they are this source's items that a
+    -- partial source (a dead-letter replay, a dump that lost memories) does not list: unrelated
+    SELECT collection, container_tag, 0, 0, 0, 0,
+           CASE WHEN $mig IS NULL THEN 1 ELSE 0 END, CASE WHEN $mig IS NULL THEN 0 ELSE 1 END, 1
     FROM t_mark WHERE prov_source_id NOT IN (SELECT source_id FROM s)
     UNION ALL
-    -- other migrations' markers (scoped check only)
+    -- other sources' markers (scoped check without foreign_copies only)
     SELECT collection, container_tag, 0, 0, 0, 0, 0, 1, 1
-    FROM t WHERE prov_source_id IS NOT NULL AND $mig IS NOT NULL AND prov_migration IS DISTINCT FROM $mig
+    FROM t WHERE prov_source_id IS NOT NULL AND $mig IS NOT NULL AND NOT $foreign
+        AND prov_key IS DISTINCT FROM $mig
 )
 SELECT collection, container_tag,
        sum(source)::BIGINT AS source, sum(target)::BIGINT AS target, sum(present)::BIGINT AS present,
@@ -160,19 +175,24 @@ FROM rows GROUP BY ALL ORDER BY collection, container_tag NULLS FIRST
 
 
 def compare(
-    source: pa.Table, target: pa.Table, *, migration_id: str | None = None
+    source: pa.Table,
+    target: pa.Table,
+    *,
+    migration_id: str | None = None,
+    foreign_copies: bool = False,
 ) -> VerificationReport:
-    """Compare key tables (see `source_keys`/`target_keys`). Exact = nothing missing, duplicated or extra."""
+    """Compare key tables (see `source_keys`/`target_keys`). Exact = nothing missing, duplicated or
+    extra. ``migration_id`` is the source key whose markers count; see the module docstring."""
     con = duckdb.connect()
     try:
         con.register("s", source)
         con.register("t", target)
-        cur = con.execute(_SQL, {"mig": migration_id})
+        cur = con.execute(_SQL, {"mig": migration_id, "foreign": foreign_copies})
         names = [d[0] for d in cur.description]
         groups = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         rows = con.execute(
             "SELECT prov_source_id, min(target_id) FROM t"
-            " WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_migration = $mig) GROUP BY 1",
+            " WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_key = $mig) GROUP BY 1",
             {"mig": migration_id},
         ).fetchall()
         pairs = pa.table(

@@ -1,12 +1,18 @@
 """``tenant_migration``: upload the tenant's latest backup to a target, resumably, exactly once.
 
-Thin over ``longmem_etl.migrate.run_migration``. The engine names a migration by its source
-identity (snapshot path + manifest sha256), spec, target identity and mode, and keeps its journal
-under ``{home}/migrations/<migration_id>/``: re-materializing after a failure (or re-executing the
-failed run) with the same config finds that journal and *resumes*; ``restart: true`` discards it.
-Pin ``source_snapshot`` to resume a migration after a newer backup has landed. The target's key is
-read by the library from the env var the ``target`` resource names; metadata only ever holds a
-key-free form of the URI.
+Thin over ``longmem_etl.migrate.run_migration``. The engine names a migration by the source's stable
+key (the tenant), the target identity and the mode — not the snapshot, not the spec — and keeps its
+journal under ``$LONGMEM_ETL_HOME/migrations/<migration_id>/`` (the same place the CLI uses):
+re-materializing after a failure (or re-executing the failed run) finds that journal and
+*resumes*; a newer backup or an edited spec plans again, and the target's markers say what already
+landed, so nothing is sent twice. ``restart: true`` discards the journal (same guarantee).
+
+Concurrency: the asset is in the ``longmem_migration`` pool (cap concurrent migration steps in the
+instance's ``concurrency.pools``), the sensor tags each run ``longmem-etl/migration=<tenant>`` for
+per-tenant ``tag_concurrency_limits``, and the engine's per-migration OS lock is the backstop: a
+second run of the same tenant waits for the first (``wait``) and then finds nothing left to send.
+The target's key is read by the library from the env var the ``target`` resource names; metadata
+only ever holds a key-free form of the URI.
 """
 
 from pathlib import Path
@@ -15,7 +21,7 @@ from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, M
 
 from pipelines.backup.assets import memories_snapshot
 from pipelines.partitions import tenants_partitions
-from pipelines.resources import LongmemEndpoint, render, safe_uri, state_home
+from pipelines.resources import LongmemEndpoint, render, safe_uri
 from pipelines.utils import latest_path, md_table
 
 
@@ -34,10 +40,17 @@ class MigrationConfig(Config):
     """Discard the journal and start over (default: resume)."""
     source_snapshot: str = ""
     """Migrate this snapshot directory instead of the tenant's latest backup."""
+    update_changed: bool = False
+    """Items already in the target whose payload now differs: update them in place."""
+    wait: bool = True
+    """Another run of this tenant's migration holds the lock: wait for it (false: fail at once)."""
 
 
 def migrations_root() -> Path:
-    return state_home() / "migrations"
+    """Where journals live: the library's state home (shared with the CLI)."""
+    from longmem_etl.migrate.state import migrations_dir
+
+    return migrations_dir()
 
 
 @asset(
@@ -45,6 +58,7 @@ def migrations_root() -> Path:
     group_name="migration",
     deps=[memories_snapshot],
     kinds={"longmem"},
+    pool="longmem_migration",
     description="The tenant's latest backup migrated to the target (resumable, exactly once).",
 )
 def tenant_migration(
@@ -73,7 +87,8 @@ def tenant_migration(
             chunk_size=config.chunk_size,
             restart=config.restart,
             target_key_env=key_env,
-            work_root=str(migrations_root()),
+            update_changed=config.update_changed,
+            wait=config.wait,
             show_progress=False,
         )
     )
@@ -90,6 +105,9 @@ def tenant_migration(
             "mode": config.mode,
             "spec": config.spec,
             "migration_id": result.migration_id,
+            "source_key": str(result.source_key),
+            "already_in_target": int((result.holdings or {}).get("already_in_target", 0)),
+            "changed_in_target": int((result.holdings or {}).get("changed", 0)),
             "journal": MetadataValue.path(str(result.journal)),
             "resumed": result.resumed,
             "chunks": md_table(["state", "chunks"], list((counts.get("chunks") or {}).items())),

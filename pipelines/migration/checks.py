@@ -22,7 +22,8 @@ def migration_verified_exact(context: AssetCheckExecutionContext) -> AssetCheckR
         str(meta["source_snapshot"]),
         str(meta["target"]),
         spec=str(meta.get("spec") or "") or None,
-        migration_id=str(meta["migration_id"]),
+        migration_id=str(meta.get("source_key") or "") or None,
+        scoped=True,
         target_key_env=str(meta.get("target_key_env") or "LONGMEM_API_KEY"),
     )
     bad = [

@@ -41,5 +41,6 @@ def migrate_after_backup(context: SensorEvaluationContext, asset_event: EventLog
     yield RunRequest(
         run_key=f"migrate-{tenant}-{asset_event.run_id}",
         partition_key=tenant,
-        tags={"longmem-etl/tenant": tenant},
+        # per-tenant queueing: tag_concurrency_limits on longmem-etl/migration (applyLimitPerUniqueValue)
+        tags={"longmem-etl/tenant": tenant, "longmem-etl/migration": tenant},
     )

@@ -1,0 +1,148 @@
+"""`verify --repair`: delete extra copies that carry the same source identity, keeping the oldest.
+
+Duplicates from any earlier cause (overlapping runs, journals lost, older versions' bugs) become
+fixable as long as the copies carry this source's marker: per ``(source key, source id)`` the copy
+with the earliest ``created_at`` (then the smallest id) stays, every other copy is deleted through
+the API's ``delete``. Copies without a marker, or with another source's marker, are never touched
+(we cannot prove they are ours).
+
+Journaled and resumable: the deletions to make are written first to a SQLite journal under
+``{home}/repairs/<repair id>/`` (repair id = source key + target identity); each deletion is
+committed when the call returns (a 404 means it is already gone). A killed repair, run again,
+finishes the list it made before looking again. One repair per target+source at a time (the same
+`lock` as migrations). ``dry_run`` only lists the extras: no journal, no call but one export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+
+from longmem_etl.errors import APIError
+from longmem_etl.migrate import source as sources
+from longmem_etl.migrate.lock import run_lock
+from longmem_etl.migrate.reconcile import _retrying, export_target
+from longmem_etl.migrate.state import locks_dir, repairs_dir
+from longmem_etl.migrate.verify import target_keys
+
+_EXTRAS_SQL = """
+SELECT target_id, collection, prov_source_id AS source_id FROM (
+    SELECT *, row_number() OVER (PARTITION BY prov_source_id
+                                 ORDER BY created_at NULLS LAST, target_id) AS rank
+    FROM t WHERE prov_key = $key AND prov_source_id IS NOT NULL AND target_id IS NOT NULL
+) WHERE rank > 1 ORDER BY source_id, target_id
+"""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS extras (
+    target_id TEXT PRIMARY KEY, collection TEXT, source_id TEXT,
+    state TEXT NOT NULL DEFAULT 'planned'
+);
+"""
+
+
+@dataclass
+class RepairResult:
+    source_key: str
+    dry_run: bool
+    extras: list[dict[str, Any]] = field(default_factory=list)
+    deleted: int = 0
+    already_gone: int = 0
+    resumed: bool = False
+    journal: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source_key": self.source_key,
+            "dry_run": self.dry_run,
+            "extra_copies": len(self.extras),
+            "deleted": self.deleted,
+            "already_gone": self.already_gone,
+            "resumed": self.resumed,
+            "journal": self.journal,
+            "extras": self.extras,
+        }
+
+
+def find_extras(memories: list[dict[str, Any]], source_key: str) -> list[dict[str, Any]]:
+    """Every copy beyond the oldest, per source id, among memories carrying ``source_key``."""
+    con = duckdb.connect()
+    try:
+        con.register("t", target_keys(memories))
+        rows = con.execute(_EXTRAS_SQL, {"key": source_key}).fetchall()
+    finally:
+        con.close()
+    return [{"target_id": t, "collection": c, "source_id": s} for t, c, s in rows]
+
+
+def repair_duplicates(
+    source: str,
+    target: str,
+    *,
+    copy: str | None = None,
+    dry_run: bool = False,
+    wait: bool = False,
+    source_key_env: str = "LONGMEM_API_KEY",
+    target_key_env: str = "LONGMEM_API_KEY",
+    stop: threading.Event | None = None,
+) -> RepairResult:
+    """Delete extra copies of ``source``'s memories in ``target`` (see the module docstring)."""
+    key = sources.source_key(sources.stable_source_identity(source, key_env=source_key_env), copy)
+    target_id = sources.target_identity(target, key_env=target_key_env)
+    api = sources.open_target(target, key_env=target_key_env, create=False)
+    result = RepairResult(source_key=key, dry_run=dry_run)
+    if dry_run:
+        dump = export_target(api, stop=stop)
+        result.extras = find_extras(dump.get("memories") or [], key)
+        return result
+    rid = hashlib.sha256(
+        json.dumps({"key": key, "target": target_id}, sort_keys=True).encode()
+    ).hexdigest()[:16]
+    work = repairs_dir() / rid
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "repair.sqlite"
+    result.journal = str(path)
+    with run_lock(locks_dir() / f"repair-{rid}.lock", what=f"repair {rid}", wait=wait):
+        db = sqlite3.connect(str(path), isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            pending = db.execute(
+                "SELECT target_id, collection, source_id FROM extras WHERE state = 'planned'"
+            ).fetchall()
+            result.resumed = bool(pending)
+            if not pending:
+                db.execute("DELETE FROM extras")
+                dump = export_target(api, stop=stop)
+                found = find_extras(dump.get("memories") or [], key)
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO extras(target_id, collection, source_id) VALUES (?, ?, ?)",
+                    [(e["target_id"], e["collection"], e["source_id"]) for e in found],
+                )
+                db.execute("COMMIT")
+                pending = [(e["target_id"], e["collection"], e["source_id"]) for e in found]
+            result.extras = [
+                {"target_id": t, "collection": c, "source_id": s} for t, c, s in pending
+            ]
+            for tid, collection, _sid in pending:
+                if stop is not None and stop.is_set():
+                    break
+                try:
+                    _retrying(lambda t=tid, c=collection: api.delete(t, collection=c), stop=stop)
+                    result.deleted += 1
+                except APIError as exc:
+                    if exc.status != 404:
+                        raise
+                    result.already_gone += 1
+                db.execute("UPDATE extras SET state = 'deleted' WHERE target_id = ?", (tid,))
+        finally:
+            db.close()
+    return result
