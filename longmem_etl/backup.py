@@ -42,7 +42,10 @@ from longmem_etl.api.endpoints import (
 )
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
 from longmem_etl.progress import progress as progress_bar
+from longmem_etl.snapshots.incremental import Incremental
 from longmem_etl.snapshots.temps import clean_stale_temps
+
+DEFAULT_INCREMENTAL = Incremental()
 
 READ_ATTEMPTS = 6
 EXPORT_ATTEMPTS = 3
@@ -157,6 +160,7 @@ def _backup_writer(
     total: int | None,
     show: bool,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
 ):
     """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories."""
     from longmem_etl.snapshots import SnapshotWriter
@@ -167,7 +171,12 @@ def _backup_writer(
     with (
         bar,
         SnapshotWriter(
-            root, name, source=source, extra_manifest={"backup": info}, recipients=recipients
+            root,
+            name,
+            source=source,
+            extra_manifest={"backup": info},
+            recipients=recipients,
+            incremental=incremental,
         ) as writer,
     ):
         yield writer, bar
@@ -227,6 +236,7 @@ def _one_call(
     source: dict[str, Any],
     progress: bool,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
 ):
     from longmem_etl.dumps.normalize import Normalizer
     from longmem_etl.dumps.read import check_header
@@ -259,7 +269,9 @@ def _one_call(
         "health_checked_collections": len(totals) if totals is not None else None,
     }
     info = {"mode": "export", "verification": verification}
-    with _backup_writer(root, name, source, info, len(memories), progress, recipients) as (
+    with _backup_writer(
+        root, name, source, info, len(memories), progress, recipients, incremental
+    ) as (
         writer,
         bar,
     ):
@@ -291,6 +303,7 @@ def _paged(
     page_size: int,
     progress: bool,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
 ):
     from longmem_etl.dumps.normalize import Normalizer
 
@@ -330,7 +343,10 @@ def _paged(
 
     info = {"mode": "paged", "page_size": page_size}
     total = sum(before.values()) if before else None
-    with _backup_writer(root, name, source, info, total, progress, recipients) as (writer, bar):
+    with _backup_writer(root, name, source, info, total, progress, recipients, incremental) as (
+        writer,
+        bar,
+    ):
         writer.set_header({"tenant": name, "exported_at": started})
         writer.set_collections(cols)
         for coll in names:
@@ -402,10 +418,13 @@ def backup(
     progress: bool = False,
     retention: Any = None,
     recipients: list[Any] | None = None,
+    incremental: Incremental | None = DEFAULT_INCREMENTAL,
 ) -> BackupResult:
     """Back up the account behind ``source_uri`` into a new snapshot under ``root``.
 
     ``recipients`` (``snapshots.crypto.parse_recipients``): age-encrypt the snapshot to them.
+    ``incremental``: store only the changes against the tenant's newest verified snapshot (the
+    default; ``Incremental(full=True)`` or None writes a full one).
 
     ``tenant`` overrides the snapshot's tenant (default: the export's tenant, or the local store's).
     ``keep`` prunes older complete snapshots of that tenant after a successful backup (it is
@@ -431,6 +450,7 @@ def backup(
             progress=progress,
             retention=retention,
             recipients=recipients,
+            incremental=incremental,
         )
     finally:
         close = getattr(api, "close", None)
@@ -463,6 +483,7 @@ def backup_from(
     progress: bool = False,
     retention: Any = None,
     recipients: list[Any] | None = None,
+    incremental: Incremental | None = DEFAULT_INCREMENTAL,
 ) -> BackupResult:
     """``backup`` for an already open ``LongmemAPI`` (Dagster resources, tests). ``source`` is what
     the manifest records about it (no secrets: use ``endpoint_identity``)."""
@@ -472,11 +493,11 @@ def backup_from(
     cleaned = clean_stale_temps(rootp)
     if paged:
         path, name, n_mem, n_rej, n_coll, verification = _paged(
-            api, rootp, tenant, source, page_size, progress, recipients
+            api, rootp, tenant, source, page_size, progress, recipients, incremental
         )
     else:
         path, name, n_mem, n_rej, n_coll, verification = _one_call(
-            api, rootp, tenant, source, progress, recipients
+            api, rootp, tenant, source, progress, recipients, incremental
         )
     pruned = prune(rootp, name, keep, protect=path, policy=retention)
     return BackupResult(

@@ -89,16 +89,18 @@ def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
     """Every committed snapshot under ``root`` (oldest first); a missing root has none.
 
     A manifest that cannot be read is an error (``BadInput`` naming it), not a silent skip: a
-    warehouse quietly missing a snapshot would give wrong answers. An encrypted snapshot's entry
-    points at its private decrypted copy (``snapshots.crypto.plain_dir``; no identity: BadInput).
+    warehouse quietly missing a snapshot would give wrong answers. An encrypted snapshot's or an
+    increment's entry points at its full state (``snapshots.incremental.state_dir``).
     """
-    from longmem_etl.snapshots.crypto import is_encrypted, plain_dir
+    from longmem_etl.snapshots.crypto import is_encrypted
+    from longmem_etl.snapshots.incremental import is_increment, state_dir
 
     found = []
     for snap in list_snapshots(root):
         manifest = read_manifest(snap)
-        if is_encrypted(manifest):  # the views read a private decrypted copy (identity needed)
-            plain = plain_dir(snap, manifest)
+        if is_encrypted(manifest) or is_increment(manifest):
+            # the views read the full state: a private decrypted / materialised copy
+            plain = state_dir(snap, manifest)
             manifest = read_manifest(plain)
             snap = plain
         files = manifest.get("files")

@@ -52,9 +52,9 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
         open_snapshot(snap, verify=True)
     except BadInput as exc:
         problems.append(str(exc))
-    from longmem_etl.snapshots.crypto import plain_dir
+    from longmem_etl.snapshots.incremental import state_dir
 
-    plain = plain_dir(snap, manifest)  # an encrypted snapshot: its decrypted copy
+    plain = state_dir(snap, manifest)  # full state: decrypted / materialised when need be
     for table, expected in counts.items():
         file = plain / f"{table}.parquet"
         actual = pq.ParquetFile(file).metadata.num_rows if file.exists() else 0
@@ -68,10 +68,10 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
 
 def schema_problems(snap: Path) -> list[str]:
     """Differences between the snapshot's Parquet schemas and ``longmem_etl.schema``."""
-    from longmem_etl.snapshots.crypto import plain_dir
+    from longmem_etl.snapshots.incremental import state_dir
 
     problems = []
-    plain = plain_dir(snap)  # an encrypted snapshot: its decrypted copy
+    plain = state_dir(snap)  # full state: decrypted / materialised when need be
     for name, expected in EXPECTED_SCHEMAS.items():
         file = plain / name
         if not file.exists():
@@ -123,9 +123,9 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         snap = _snapshot(context, asset)
         if snap is None:
             return _missing(asset)
-        from longmem_etl.snapshots.crypto import plain_dir
+        from longmem_etl.snapshots.incremental import state_dir
 
-        memories = plain_dir(snap) / "memories.parquet"
+        memories = state_dir(snap) / "memories.parquet"
         with duckdb.connect() as con:
             dupes = con.execute(
                 read_sql("", "duplicate_ids"), {"memories": str(memories)}

@@ -6,10 +6,12 @@ import argparse
 
 from longmem_etl.cli.common import (
     add_encrypt_flag,
+    add_incremental_flags,
     add_json_flag,
     add_key_env_flags,
     add_verb,
     emit,
+    incremental,
     recipients,
 )
 
@@ -56,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_key_env_flags(p, "source")
     add_json_flag(p)
     add_encrypt_flag(p)
+    add_incremental_flags(p)
     p.set_defaults(func=run)
 
 
@@ -72,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
         page_size=args.page_size,
         progress=True,
         recipients=recipients(args),
+        incremental=incremental(args),
     )
     checked = r.verification.get("health_checked_collections")
     human = (

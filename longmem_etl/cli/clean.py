@@ -7,9 +7,11 @@ import argparse
 from longmem_etl.cli.common import (
     add_encrypt_flag,
     add_identity_flag,
+    add_incremental_flags,
     add_json_flag,
     add_verb,
     emit,
+    incremental,
     recipients,
 )
 from longmem_etl.transforms.spec import STEPS
@@ -58,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_json_flag(p)
     add_identity_flag(p)
     add_encrypt_flag(p)
+    add_incremental_flags(p)
     p.set_defaults(func=run)
 
 
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         dry_run=args.dry_run,
         now=now,
         recipients=recipients(args),
+        incremental=incremental(args),
     )
     where = "dry run: nothing written" if result.dry_run else f"snapshot {result.path}"
     human = f"{result.report.table()}\n{where}"

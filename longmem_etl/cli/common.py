@@ -78,3 +78,26 @@ def add_identity_flag(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="age identity file for encrypted snapshots (default: $LONGMEM_ETL_IDENTITY_FILE)",
     )
+
+
+def add_incremental_flags(parser: argparse.ArgumentParser) -> None:
+    """``--full`` / ``--full-every N``: how the new snapshot relates to the tenant's previous one."""
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="write a full snapshot even when the tenant has one to store only changes against",
+    )
+    parser.add_argument(
+        "--full-every",
+        type=int,
+        default=7,
+        metavar="N",
+        help="write a full snapshot after N increments in a chain (default 7)",
+    )
+
+
+def incremental(args: argparse.Namespace) -> Any:
+    """The ``snapshots.incremental.Incremental`` policy the flags ask for."""
+    from longmem_etl.snapshots.incremental import Incremental
+
+    return Incremental(full=args.full, full_every=args.full_every)

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_encrypt_flag, add_json_flag, add_verb, emit, recipients
+from longmem_etl.cli.common import (
+    add_encrypt_flag,
+    add_incremental_flags,
+    add_json_flag,
+    add_verb,
+    emit,
+    incremental,
+    recipients,
+)
 
 VERB = "convert"
 ORDER = 20
@@ -52,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_json_flag(p)
     add_encrypt_flag(p)
+    add_incremental_flags(p)
     p.set_defaults(func=run)
 
 
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
         strict=args.strict,
         stream=args.stream,
         recipients=recipients(args),
+        incremental=incremental(args),
     )
     human = (
         f"snapshot {result.path}\n"

@@ -127,6 +127,7 @@ def _run(
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
     workers: list[Worker] | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
@@ -150,6 +151,7 @@ def _run(
                 parent=parent,
                 extra_manifest=extra_manifest,
                 recipients=recipients,
+                incremental=incremental,
             ) as writer,
         ):
             writer.set_header(src.header)
@@ -197,6 +199,7 @@ def convert_dump(
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
 ) -> ConvertResult:
     """Convert a dump file into a new snapshot under ``root``.
 
@@ -223,6 +226,7 @@ def convert_dump(
             parent=parent,
             extra_manifest=extra_manifest,
             recipients=recipients,
+            incremental=incremental,
             workers=workers,
         )
 
@@ -259,6 +263,7 @@ def snapshot_from_dump(
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
     progress: bool = False,
     batch_size: int = DEFAULT_BATCH,
 ) -> ConvertResult:
@@ -300,4 +305,5 @@ def snapshot_from_dump(
         parent=parent,
         extra_manifest=extra_manifest,
         recipients=recipients,
+        incremental=incremental,
     )

@@ -149,6 +149,14 @@ def is_encrypted(manifest: dict[str, Any]) -> bool:
     return isinstance(manifest.get("encryption"), dict)
 
 
+def full_manifest_name(manifest: dict[str, Any]) -> str:
+    """The sealed full manifest's file name (a plain name listed in ``files``)."""
+    name = manifest["encryption"].get("manifest", FULL_MANIFEST)
+    if not isinstance(name, str) or name not in manifest.get("files", {}) or "/" in name:
+        raise BadInput(f"{manifest.get('snapshot')}: bad encryption.manifest {name!r}")
+    return name
+
+
 def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -> dict[str, Any]:
     """Encrypt the files ``manifest`` lists (and the manifest itself) in place; the public manifest.
 
@@ -178,7 +186,14 @@ def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -
         "snapshot": manifest["snapshot"],
         "counts": manifest["counts"],
         "files": files,
-        "encryption": {"scheme": SCHEME, "manifest": FULL_MANIFEST},
+        # recipients are public keys: kept so forget can re-seal a rebased increment
+        "encryption": {
+            "scheme": SCHEME,
+            "manifest": FULL_MANIFEST,
+            "recipients": [str(r) for r in recipients],
+        },
+        # the chain's shape (snapshot names and sizes only) so forget/check work without the key
+        **({"incremental": manifest["incremental"]} if "incremental" in manifest else {}),
     }
 
 
@@ -202,8 +217,9 @@ def seal_file(path: Path, recipients: list[Any]) -> Path:
 # reading
 
 
-def _new_temp_root() -> Path:
-    tmp = Path(tempfile.mkdtemp(prefix="longmem-etl-plain-"))  # 0700, owner only
+def new_private_dir() -> Path:
+    """A new owner-only (0700) temp dir for plaintext copies, removed by ``cleanup()`` at exit."""
+    tmp = Path(tempfile.mkdtemp(prefix="longmem-etl-plain-"))
     _temp_roots.append(tmp)
     return tmp
 
@@ -229,17 +245,18 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
             return cached
         import pyrage
 
-        dest = _new_temp_root() / p.parent.name / p.name
+        dest = new_private_dir() / p.parent.name / p.name
         dest.mkdir(parents=True)
         try:
+            full_name = full_manifest_name(manifest)
             try:
-                full = jsonio.loads(pyrage.decrypt((p / FULL_MANIFEST).read_bytes(), identities))
+                full = jsonio.loads(pyrage.decrypt((p / full_name).read_bytes(), identities))
             except pyrage.DecryptError:
                 raise BadInput(
                     f"{p}: cannot decrypt with the given identity (wrong key?)"
                 ) from None
             except OSError as exc:
-                raise BadInput(f"{p}: {FULL_MANIFEST}: {exc.strerror}") from None
+                raise BadInput(f"{p}: {full_name}: {exc.strerror}") from None
             full["snapshot"] = p.name
             for name in full.get("files", {}):
                 try:
@@ -265,7 +282,7 @@ def plain_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     with _lock:
         identities = load_identities(p)
-        dest = _new_temp_root() / p.name.removesuffix(SUFFIX)
+        dest = new_private_dir() / p.name.removesuffix(SUFFIX)
         try:
             pyrage.decrypt_file(str(p), str(dest), identities)
         except pyrage.DecryptError:

@@ -22,7 +22,8 @@ import pyarrow.parquet as pq
 
 from longmem_etl import jsonio
 from longmem_etl.schema import FORMAT_VERSION, MEMORY_FIELDS, TIMESTAMP_FIELDS
-from longmem_etl.snapshots.crypto import is_encrypted, plain_dir
+from longmem_etl.snapshots.crypto import is_encrypted
+from longmem_etl.snapshots.incremental import is_increment, state_dir, verify_chain
 from longmem_etl.snapshots.layout import list_snapshots, snapshot_time
 from longmem_etl.snapshots.manifest import read_manifest, verify_files
 
@@ -88,7 +89,8 @@ class Snapshot:
     """A committed snapshot directory and its manifest.
 
     ``data_dir`` is where the plaintext files are: ``path`` itself, or for an encrypted snapshot a
-    private decrypted copy (``snapshots.crypto.plain_dir``), whose manifest is the full one.
+    private copy of its full state (``snapshots.incremental.state_dir``: decrypted, or an
+    increment materialised from its chain), whose manifest is the full one.
     """
 
     path: Path
@@ -186,12 +188,15 @@ def open_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
     """Open a committed snapshot; BadInput when it has no manifest or its files do not match it.
 
     ``verify`` checks sha256 of every file (cheap next to reading them); without it only sizes.
+    An increment's whole chain is checked, and ``files_dir`` is its full state (``state_dir``).
     """
     p = Path(path)
     manifest = read_manifest(p)
     verify_files(p, manifest, checksums=verify)
-    if is_encrypted(manifest):  # decrypt (identity needed) and read the full manifest
-        plain = plain_dir(p, manifest)
+    if is_increment(manifest):  # every link of the chain must be there and intact
+        verify_chain(p, checksums=verify)
+    if is_encrypted(manifest) or is_increment(manifest):
+        plain = state_dir(p, manifest)  # decrypted / materialised full state; the full manifest
         return Snapshot(path=p, manifest=read_manifest(plain), data_dir=plain)
     return Snapshot(path=p, manifest=manifest)
 

@@ -89,7 +89,9 @@ class SnapshotWriter:
     to the manifest's top level (they may not replace the standard keys). ``exported_at`` defaults to
     the dump header's ``exported_at`` when it is a string, else the commit time. With
     ``recipients`` (``crypto.parse_recipients``) every file is age-encrypted at commit and the
-    committed ``manifest.json`` is the public one (``snapshots/crypto.py``).
+    committed ``manifest.json`` is the public one (``snapshots/crypto.py``). With ``incremental``
+    (``snapshots.incremental.Incremental``) the commit stores only the changes against the tenant's
+    newest verified snapshot when that pays (``snapshots/incremental.py``).
     """
 
     def __init__(
@@ -102,6 +104,7 @@ class SnapshotWriter:
         extra_manifest: dict[str, Any] | None = None,
         exported_at: str | None = None,
         recipients: list[Any] | None = None,
+        incremental: Any = None,
     ) -> None:
         clash = RESERVED_KEYS & set(extra_manifest or {})
         if clash:
@@ -113,6 +116,7 @@ class SnapshotWriter:
         self.extra_manifest = dict(extra_manifest or {})
         self.exported_at = exported_at
         self.recipients = list(recipients or [])  # pyrage recipients: encrypt at commit when set
+        self.incremental = incremental  # an incremental.Incremental: try an increment at commit
         self.path: Path | None = None
         self.manifest: dict[str, Any] | None = None
         self.counts = {"memories": 0, "collections": 0, "rejected": 0}
@@ -222,8 +226,21 @@ class SnapshotWriter:
         coll = collections_table(self._collections)
         pq.write_table(coll, tmp / "collections.parquet", **PARQUET_OPTIONS)
         self.counts["collections"] = coll.num_rows
+        increment = None
+        if self.incremental is not None:
+            from longmem_etl.snapshots.incremental import make_increment, pick_parent
+
+            picked = pick_parent(self.root, self.tenant, self.incremental, bool(self.recipients))
+            if picked is not None:
+                increment = make_increment(tmp, *picked)
         files = {}
-        for name in ("memories.parquet", "collections.parquet", "rejected.parquet"):
+        for name in (
+            "memories.parquet",
+            "changed_memories.parquet",
+            "removed_ids.parquet",
+            "collections.parquet",
+            "rejected.parquet",
+        ):
             if (tmp / name).exists():
                 digest, size = file_digest(tmp / name)
                 files[name] = {"sha256": digest, "bytes": size}
@@ -246,6 +263,8 @@ class SnapshotWriter:
             "dump_header": self._header,
             "has_collections": self._collections is not None,
         }
+        if increment is not None:
+            manifest["incremental"] = increment
         manifest.update(self.extra_manifest)
         if self.recipients:
             from longmem_etl.snapshots.crypto import seal_dir

@@ -92,12 +92,15 @@ def clean_snapshot(
     now: datetime | None = None,
     tenant: str | None = None,
     recipients: list[Any] | None = None,
+    incremental: Any = None,
 ) -> CleanResult:
     """Apply a spec to a snapshot and write the cleaned snapshot under ``root``.
 
     The spec is loaded and validated first (BadInput, nothing read or written); ``dry_run`` runs every
     step and reports counts but writes nothing. ``tenant`` defaults to the source's tenant.
     ``recipients`` (``snapshots.crypto.parse_recipients``): age-encrypt the cleaned snapshot.
+    ``incremental`` (``snapshots.incremental.Incremental``): store only the changes against the
+    output tenant's newest snapshot under ``root`` when that pays.
     """
     from longmem_etl.snapshots.reader import open_snapshot
     from longmem_etl.snapshots.writer import SnapshotWriter
@@ -143,6 +146,7 @@ def clean_snapshot(
             extra_manifest={"transform": transform},
             exported_at=snap.manifest.get("exported_at"),
             recipients=recipients,
+            incremental=incremental,
         ) as writer:
             writer.set_header(snap.header())
             writer.set_collections(
