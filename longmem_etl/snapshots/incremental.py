@@ -144,11 +144,15 @@ def state_sql(path: str | os.PathLike) -> tuple[str, list[Path]]:
 
 
 def pick_parent(
-    root: str | os.PathLike, tenant: str, policy: Incremental, encrypted: bool
+    root: str | os.PathLike,
+    tenant: str,
+    policy: Incremental,
+    encrypted: bool,
+    before: str | None = None,
 ) -> tuple[Path, list[Path]] | None:
     """The snapshot to write an increment against, with its chain; None: write a full one.
 
-    The tenant's newest snapshot, if it and its chain verify, its chain is shorter than
+    The tenant's newest snapshot (named before ``before``, so a chain is always in name order), if it and its chain verify, its chain is shorter than
     ``full_every`` increments, it is encrypted exactly when the new one is, and (when encrypted)
     the identity opens it.
     """
@@ -157,7 +161,7 @@ def pick_parent(
 
     if policy.full:
         return None
-    snaps = list_snapshots(root, tenant)
+    snaps = [s for s in list_snapshots(root, tenant) if before is None or s.name < before]
     if not snaps:
         return None
     parent = snaps[-1]

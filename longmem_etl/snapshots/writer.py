@@ -230,7 +230,11 @@ class SnapshotWriter:
         if self.incremental is not None:
             from longmem_etl.snapshots.incremental import make_increment, pick_parent
 
-            picked = pick_parent(self.root, self.tenant, self.incremental, bool(self.recipients))
+            # the parent is named before this snapshot whatever name it ends up with
+            upto = next_free_snapshot_dir(self.root, self.tenant, datetime.now(timezone.utc))
+            picked = pick_parent(
+                self.root, self.tenant, self.incremental, bool(self.recipients), upto.name
+            )
             if picked is not None:
                 increment = make_increment(tmp, *picked)
         files = {}
