@@ -48,9 +48,12 @@ def snapshot_bytes(root: Path) -> int:
 
 
 def changed_copy(src: Path, out: Path, share: float) -> None:
-    """``src`` with ``share`` of its memories changed: half edited, a quarter deleted, a quarter
-    added (new ids), spread evenly over the account."""
+    """``src`` (rewritten compact) and a copy with ``share`` of its memories changed: half edited,
+    a quarter deleted, a quarter added (new ids), spread evenly over the account."""
     dump = msgspec.json.decode(src.read_bytes())
+    # both files through one encoder: metadata is stored as the dump's own bytes, so a re-formatted
+    # copy would (rightly) count every memory as changed
+    src.write_bytes(msgspec.json.encode(dump))
     mems = dump["memories"]
     n = int(len(mems) * share)
     step = max(1, len(mems) // max(1, n))

@@ -83,24 +83,31 @@ class SnapshotEntry:
     snapshot: str
     path: Path
     files: frozenset[str]
+    # an increment: the SELECT of its full state (``incremental.state_sql``) and the files it reads
+    state: str | None = None
+    state_files: tuple[str, ...] = ()
 
 
 def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
     """Every committed snapshot under ``root`` (oldest first); a missing root has none.
 
     A manifest that cannot be read is an error (``BadInput`` naming it), not a silent skip: a
-    warehouse quietly missing a snapshot would give wrong answers. An encrypted snapshot's or an
-    increment's entry points at its full state (``snapshots.incremental.state_dir``).
+    warehouse quietly missing a snapshot would give wrong answers. An encrypted snapshot's entry
+    points at its private decrypted copy; an increment's carries the SELECT of its full state
+    (``snapshots.incremental.state_sql``: base + increments, anti-joined on later layers).
     """
-    from longmem_etl.snapshots.crypto import is_encrypted
-    from longmem_etl.snapshots.incremental import is_increment, state_dir
+    from longmem_etl.snapshots.crypto import is_encrypted, plain_dir
+    from longmem_etl.snapshots.incremental import is_increment, state_sql
 
     found = []
     for snap in list_snapshots(root):
         manifest = read_manifest(snap)
-        if is_encrypted(manifest) or is_increment(manifest):
-            # the views read the full state: a private decrypted / materialised copy
-            plain = state_dir(snap, manifest)
+        state = None
+        if is_increment(manifest):  # memories: the chain's full state, computed by DuckDB
+            sql, state_files = state_sql(snap)
+            state = (sql, tuple(str(f) for f in state_files))
+        if is_encrypted(manifest):  # the views read a private decrypted copy
+            plain = plain_dir(snap, manifest)
             manifest = read_manifest(plain)
             snap = plain
         files = manifest.get("files")
@@ -112,6 +119,8 @@ def discover(root: str | os.PathLike) -> list[SnapshotEntry]:
                 snapshot=snap.name.split("=", 1)[1],
                 path=snap.resolve(),
                 files=frozenset(files),
+                state=state[0] if state else None,
+                state_files=state[1] if state else (),
             )
         )
     return found
@@ -172,18 +181,28 @@ def _empty_select(columns: Iterable[tuple[str, str]]) -> str:
 def table_view_sql(table: str, entries: Iterable[SnapshotEntry]) -> str:
     """``SELECT`` reading ``table`` from each snapshot whose manifest lists it."""
     cols = _table_columns(table)
+    entries = list(entries)
     files = [str(e.path / f"{table}.parquet") for e in entries if f"{table}.parquet" in e.files]
-    if not files:
+    states = [e for e in entries if table == "memories" and e.state is not None]
+    if not files and not states:
         return _empty_select((name, typ) for name, typ, _ in cols)
     select = ", ".join(
         f"CAST({_ident(name)} AS JSON) AS {_ident(name)}" if is_json else _ident(name)
         for name, _, is_json in cols
     )
-    listing = ", ".join(_lit(f) for f in files)
-    return (
-        f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = true, "
-        "hive_types_autocast = false, union_by_name = true)"
-    )
+    parts = []
+    if files:
+        listing = ", ".join(_lit(f) for f in files)
+        parts.append(
+            f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = true, "
+            "hive_types_autocast = false, union_by_name = true)"
+        )
+    for e in states:  # an increment's full state, tenant/snapshot as the hive columns say
+        parts.append(
+            f"SELECT {select} FROM (SELECT {_lit(e.tenant)} AS tenant, "
+            f"{_lit(e.snapshot)} AS snapshot, * EXCLUDE (_seq) FROM ({e.state}))"
+        )
+    return " UNION ALL BY NAME ".join(parts) if len(parts) > 1 else parts[0]
 
 
 def snapshots_view_sql(entries: Iterable[SnapshotEntry]) -> str:
@@ -302,6 +321,7 @@ def _lock_down(con: duckdb.DuckDBPyConnection, entries: list[SnapshotEntry]) -> 
     """Allow reading exactly the files the views name; no other file access; config locked."""
     paths = [str(e.path / MANIFEST) for e in entries]
     paths += [str(e.path / name) for e in entries for name in sorted(e.files)]
+    paths += sorted({f for e in entries for f in e.state_files})
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")
     if paths:

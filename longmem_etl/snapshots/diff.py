@@ -76,7 +76,7 @@ def diff_snapshots(
     """Counts of added/removed/changed/unchanged memories, how often each field changed, and the
     difference rows (the first ``limit`` of them; all when None)."""
     a, b = _check(snap_a), _check(snap_b)
-    names = (str(Path(snap_a).resolve()), str(Path(snap_b).resolve()))
+    shown = (str(Path(snap_a).resolve()), str(Path(snap_b).resolve()))
     con = duckdb.connect()
     try:
         rel = diff_relation(con, a, b)
@@ -102,15 +102,15 @@ def diff_snapshots(
         rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     except duckdb.Error as exc:
         raise BadInput(
-            f"cannot diff {names[0]} and {names[1]}: {str(exc).splitlines()[0]}"
+            f"cannot diff {shown[0]} and {shown[1]}: {str(exc).splitlines()[0]}"
         ) from None
     finally:
         con.close()
     changed = counts.get("changed", 0)
     removed = counts.get("removed", 0)
     return SnapshotDiff(
-        a=names[0],
-        b=names[1],
+        a=shown[0],
+        b=shown[1],
         memories_a=n_a,
         memories_b=n_b,
         added=counts.get("added", 0),
