@@ -11,8 +11,8 @@ plus its own ``collections.parquet`` / ``rejected.parquet`` (small, stored whole
 ``memories.parquet`` is in an increment, so pandas/polars/Spark pointed at the folder cannot take it
 for a full state.
 
-Changes are found by a content hash per memory (md5 of every column, computed by DuckDB), never by
-the API's timestamps. Order is kept exactly: a full snapshot's row ``i`` has ``_seq = i``; an
+Changes are found by comparing each memory's whole content with its parent's (every column, exactly,
+in one DuckDB join; no hash that could collide), never by the API's timestamps. Order is kept exactly: a full snapshot's row ``i`` has ``_seq = i``; an
 increment keeps the parent's ``_seq`` for rows still in the same relative order and gives rows added
 or moved a ``_seq`` between their neighbours (a moved row is stored like a changed one).
 
@@ -181,11 +181,6 @@ def pick_parent(
     return parent, links
 
 
-def _hash_sql() -> str:
-    fields = ", ".join(f'"{c}" := "{c}"' for c in _cols())
-    return f"md5(to_json(struct_pack({fields})))"
-
-
 def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str, Any] | None:
     """Turn ``directory/memories.parquet`` (the new full state) into an increment against
     ``parent``: writes CHANGES and TOMBSTONES, removes memories.parquet; the manifest entry.
@@ -205,18 +200,16 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"CREATE TEMP TABLE p AS SELECT id, _seq, {_hash_sql()} AS h FROM ({state})")
+        same = " AND ".join(f'n."{c}" IS NOT DISTINCT FROM p."{c}"' for c in _cols() if c != "id")
+        # every column compared exactly (no hash: nothing can collide), one join
         con.execute(
-            f"CREATE TEMP TABLE n AS SELECT file_row_number AS n, id, {_hash_sql()} AS h "
-            f"FROM read_parquet({_lit(new)}, file_row_number = true)"
-        )
-        total = con.execute("SELECT count(*) FROM n").fetchall()[0][0]
-        con.execute(
-            """
+            f"""
             CREATE TEMP TABLE j AS
             WITH a AS (
-                SELECT n.n, n.id, p._seq AS pseq, p.h IS DISTINCT FROM n.h AS changed
-                FROM n LEFT JOIN p USING (id)
+                SELECT n.file_row_number AS n, n.id, p._seq AS pseq,
+                       p.id IS NULL OR NOT ({same}) AS changed
+                FROM read_parquet({_lit(new)}, file_row_number = true) n
+                LEFT JOIN ({state}) p ON n.id = p.id
             ), b AS (
                 SELECT *, max(pseq) OVER (ORDER BY n ROWS BETWEEN UNBOUNDED PRECEDING
                                           AND 1 PRECEDING) AS before_max
@@ -227,6 +220,11 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
                         THEN pseq END AS kseq
             FROM b
             """
+        )
+        total = con.execute("SELECT count(*) FROM j").fetchall()[0][0]
+        con.execute(
+            f"CREATE TEMP TABLE t AS SELECT p.id, p._seq FROM ({state}) p "
+            f"ANTI JOIN read_parquet({_lit(new)}) n ON p.id = n.id"
         )
         con.execute(
             """
@@ -258,9 +256,7 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
             "OR (hi IS NOT NULL AND seq >= hi)"
         ).fetchall()[0][0]
         n_changed = con.execute("SELECT count(*) FROM g").fetchall()[0][0]
-        n_removed = con.execute(
-            "SELECT count(*) FROM p WHERE id NOT IN (SELECT id FROM n)"
-        ).fetchall()[0][0]
+        n_removed = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
         if cramped or (n_changed + n_removed) > MAX_CHANGED_SHARE * max(total, 1):
             return None
         schema = MEMORIES_SCHEMA.append(pa.field("_seq", pa.float64(), nullable=False))
@@ -272,9 +268,7 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
         with pq.ParquetWriter(directory / CHANGES, schema, **MEMORIES_PARQUET_OPTIONS) as w:
             for batch in reader:
                 w.write_table(conform(batch, schema))
-        ids = con.sql(
-            "SELECT id FROM p WHERE id NOT IN (SELECT id FROM n) ORDER BY _seq"
-        ).to_arrow_table()
+        ids = con.sql("SELECT id FROM t ORDER BY _seq").to_arrow_table()
         pq.write_table(
             pa.table({"id": ids.column("id").cast(pa.string())}),
             directory / TOMBSTONES,
