@@ -51,6 +51,14 @@ def _edit(db: Path, *, edit: int, delete: int, add: int, offset: int = 0) -> Non
         store.close()
 
 
+def _valid(snap: Path) -> None:
+    """The manifest matches schemas/manifest.schema.json."""
+    import jsonschema
+
+    schema = json.loads((SAMPLES.parent / "schemas" / "manifest.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(read_manifest(snap))
+
+
 def _bytes(snap: Path) -> int:
     return sum(p.stat().st_size for p in snap.iterdir() if p.name != "manifest.json")
 
@@ -91,6 +99,8 @@ def test_second_backup_stores_only_the_changes(big):
     assert inc["parent"] == first.name and inc["base"] == first.name and inc["depth"] == 1
     assert inc["changed_rows"] == 140 and inc["removed_ids"] == 60  # 80 edited + 60 added
     assert read_manifest(second)["counts"]["memories"] == 20000
+    _valid(first)
+    _valid(second)
     assert _bytes(second) <= 0.10 * _bytes(first), (_bytes(second), _bytes(first))
 
 
@@ -164,6 +174,8 @@ def test_encrypted_increments_compose(tmp_path):
     first, second = list_snapshots(root)
     assert (second / "changed_memories.parquet.age").is_file()
     assert read_manifest(second)["incremental"]["parent"] == first.name
+    _valid(first)
+    _valid(second)
     r = _cli(["sql", "--root", str(root), "--format", "csv",
               "SELECT count(*) FROM latest_memories"], env=env)  # fmt: skip
     assert r.returncode == 0 and r.stdout.split()[-1] == "1999", r.stderr  # 2000 - 3 + 2
@@ -210,6 +222,7 @@ def test_forget_rebases_an_encrypted_increment(tmp_path):
     assert json.loads(r.stdout)["rebased"] == [str(second)]
     assert list_snapshots(root) == [second, third]
     names = sorted(p.name for p in second.iterdir())
+    _valid(second)
     assert "memories.parquet.age" in names and not any("changed" in n for n in names)
     r = _cli(["diff", str(second), str(third), "--json"], env=env)
     assert r.returncode == 0, r.stderr

@@ -164,7 +164,8 @@ def options_from_args(args: argparse.Namespace) -> MigrationOptions:
 
 
 # Flags a resume command never repeats (they are one-off requests, not part of the migration).
-NOT_RESUMED = frozenset({"help", "json", "dry_run", "restart", "func"})
+# identity: where a key lives is not written into journals; a resume gives it again (or the env var)
+NOT_RESUMED = frozenset({"help", "json", "dry_run", "restart", "func", "identity"})
 # Parser dest -> how to read it from MigrationOptions, where the names differ.
 FROM_OPTIONS = {"no_provenance": lambda o: not o.provenance}
 PATH_DESTS = frozenset({"spec", "journal"})
