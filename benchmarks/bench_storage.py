@@ -48,24 +48,36 @@ def snapshot_bytes(root: Path) -> int:
 
 
 def changed_copy(src: Path, out: Path, share: float) -> None:
-    """``src`` (rewritten compact) and a copy with ``share`` of its memories changed: half edited,
-    a quarter deleted, a quarter added (new ids), spread evenly over the account."""
-    dump = msgspec.json.decode(src.read_bytes())
+    """``src`` (JSONL, rewritten compact) and a copy with ``share`` of its memories changed: half
+    edited, a quarter deleted, a quarter added (new ids), spread evenly over the account. Line by
+    line, so 1M memories fit in little memory."""
+    lines = src.read_bytes().splitlines()
+    header, rows = lines[0], lines[1:]
+    n = int(len(rows) * share)
+    step = max(1, len(rows) // max(1, n))
+    picked = list(range(0, len(rows), step))[:n]
+    edit, delete = set(picked[: n // 2]), set(picked[n // 2 : n // 2 + n // 4])
+    enc, dec = msgspec.json.Encoder(), msgspec.json.Decoder()
     # both files through one encoder: metadata is stored as the dump's own bytes, so a re-formatted
     # copy would (rightly) count every memory as changed
-    src.write_bytes(msgspec.json.encode(dump))
-    mems = dump["memories"]
-    n = int(len(mems) * share)
-    step = max(1, len(mems) // max(1, n))
-    picked = list(range(0, len(mems), step))[:n]
-    edit, delete = picked[: n // 2], set(picked[n // 2 : n // 2 + n // 4])
-    for i in edit:
-        mems[i]["text"] = mems[i]["text"] + " (edited)"
-    kept = [m for i, m in enumerate(mems) if i not in delete]
-    for i in range(n - n // 2 - n // 4):
-        kept.append({**mems[i], "id": f"bench-added-{i}", "text": f"added memory {i}"})
-    dump["memories"] = kept
-    out.write_bytes(msgspec.json.encode(dump))
+    with open(src, "wb") as a, open(out, "wb") as b:
+        a.write(header + b"\n")
+        b.write(header + b"\n")
+        first = None
+        for i, line in enumerate(rows):
+            mem = dec.decode(line)
+            first = first or mem
+            plain = enc.encode(mem)
+            a.write(plain + b"\n")
+            if i in delete:
+                continue
+            if i in edit:
+                mem["text"] = mem["text"] + " (edited)"
+                plain = enc.encode(mem)
+            b.write(plain + b"\n")
+        for i in range(n - n // 2 - n // 4):
+            added = {**first, "id": f"bench-added-{i}", "text": f"added memory {i}"}
+            b.write(enc.encode(added) + b"\n")
 
 
 def main() -> None:
@@ -75,10 +87,10 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-storage-") as tmp:
         t = Path(tmp)
-        base, changed = t / "base.json", t / "changed.json"
+        base, changed = t / "base.jsonl", t / "changed.jsonl"
         gen = [sys.executable, str(ROOT / "sample_data" / "generate.py"), "big"]
-        subprocess.run([*gen, "--count", str(args.count), "--out", str(base)], check=True,
-                       capture_output=True)  # fmt: skip
+        subprocess.run([*gen, "--count", str(args.count), "--out", str(base), "--format", "jsonl"],
+                       check=True, capture_output=True)  # fmt: skip
         changed_copy(base, changed, args.changed)
         key = t / "bench.key"
         recipient = subprocess.run([*CLI, "keygen", "--out", str(key)], capture_output=True,

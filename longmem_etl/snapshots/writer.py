@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,13 @@ from longmem_etl.schema import (
     MEMORIES_SCHEMA,
     REJECTED_SCHEMA,
 )
-from longmem_etl.snapshots.layout import next_free_snapshot_dir, sanitize_tenant, snapshot_name
+from longmem_etl.snapshots.layout import (
+    latest_snapshot,
+    next_free_snapshot_dir,
+    sanitize_tenant,
+    snapshot_name,
+    snapshot_time,
+)
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, write_manifest
 from longmem_etl.snapshots.temps import Owner, clean_stale_temps, new_owned_dir
 
@@ -249,6 +255,13 @@ class SnapshotWriter:
                 digest, size = file_digest(tmp / name)
                 files[name] = {"sha256": digest, "bytes": size}
         now = datetime.now(timezone.utc)
+        # never named before the tenant's newest snapshot: a name freed by forget within the same
+        # second would make this (newest) snapshot sort before an older one, and retention and
+        # increment chains go by name
+        newest = latest_snapshot(self.root, self.tenant)
+        newest_t = snapshot_time(newest) if newest is not None else None
+        if newest_t is not None and newest_t >= now.replace(microsecond=0):
+            now = newest_t + timedelta(seconds=1)
         final = next_free_snapshot_dir(self.root, self.tenant, now)
         exported_at = self.exported_at
         if exported_at is None and isinstance(self._header.get("exported_at"), str):
