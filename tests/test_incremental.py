@@ -227,3 +227,22 @@ def test_forget_rebases_an_encrypted_increment(tmp_path):
     r = _cli(["diff", str(second), str(third), "--json"], env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["added"] == 2
+
+
+def test_a_tampered_base_makes_its_increments_unreadable_and_unverified(big, tmp_path):
+    import shutil
+
+    from longmem_etl.retention import is_verified
+
+    root = tmp_path / "snaps"
+    shutil.copytree(big["root"], root)
+    first, second = list_snapshots(root)
+    data = bytearray((first / "memories.parquet").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (first / "memories.parquet").write_bytes(bytes(data))
+    assert not is_verified(second)  # an increment verifies only with its whole chain
+    r = _cli(["dump", str(second), "--out", str(tmp_path / "d.json")])
+    assert r.returncode == 2 and "memories.parquet" in r.stderr and first.name in r.stderr
+    # the next backup does not build on a damaged chain: it is a full snapshot
+    assert main(["backup", "--source", f"local:{big['db']}", "--root", str(root)]) == 0
+    assert (list_snapshots(root)[-1] / "memories.parquet").is_file()
