@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = ROOT / "sample_data" / "specs" / "migration-hygiene.toml"
+SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
 NOW = "2025-11-20T00:00:00+00:00"
 
 # --- the pandas version ----------------------------------------------------------------------------

@@ -6,8 +6,8 @@ Guarantees:
 - **Atomic.** Everything goes through ``SnapshotWriter`` (temp dir, manifest last, rename), and every
   check runs *before* the commit, so a failed or interrupted backup leaves no snapshot. A killed
   process can only leave a ``ROOT/.tmp-*`` directory, which ``list_snapshots`` never shows and the
-  next writer on that root removes (``snapshots.temps``: at once when its owner is provably dead,
-  else once it is older than ``STALE_TEMP_AGE``); a backup reports what it swept.
+  next writer on that root removes (``snapshots.temps``: only dirs carrying this tool's marker
+  whose owner is provably dead; nothing unmarked is ever removed); a backup reports what it swept.
 - **Verified.** One-call: per collection, the export's count must equal ``health(collection).total``
   (accepting either reading of ``total``: all memories, or all but archived). Paged: the same counts
   taken before *and* after paging must agree with what was paged, and no id may come twice (offset
@@ -40,6 +40,7 @@ from longmem_etl.api.endpoints import (
     endpoint_identity,
     open_endpoint,
 )
+from longmem_etl.api.retry import retry_read
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.incremental import Incremental
@@ -74,21 +75,32 @@ class BackupResult:
         d["path"] = str(self.path)
         return d
 
+    def render(self) -> str:
+        """What ``longmem-etl backup`` prints on a terminal."""
+        checked = self.verification.get("health_checked_collections")
+        human = (
+            f"snapshot {self.path}\n"
+            f"  tenant {self.tenant}: {self.memories} memories, {self.collections} collections, "
+            f"{self.rejected} rejected ({self.mode}, {self.seconds:.1f}s)\n"
+            f"  verified: "
+            + (
+                f"counts of {checked} collections match the source"
+                if checked is not None
+                else "the source offers no counts; rows accounted for"
+            )
+        )
+        if self.pruned:
+            human += f"\n  pruned {len(self.pruned)} older snapshot(s)"
+        return human
+
 
 # -- reads with retries ----------------------------------------------------------------------------
 
 
 def _read(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """A read call, retried on 429/5xx with backoff (Retry-After wins). Reads are idempotent."""
-    for attempt in range(READ_ATTEMPTS):
-        try:
-            return fn(*args, **kwargs)
-        except APIError as exc:
-            if not exc.retryable or attempt == READ_ATTEMPTS - 1:
-                raise
-            wait = exc.retry_after if exc.retry_after is not None else BACKOFF_BASE_S * 2**attempt
-            time.sleep(min(wait, 30.0))
-    raise AssertionError("unreachable")  # pragma: no cover
+    """A read, retried the way every read is (``api/retry.py``). A backup gives up sooner than a
+    migration's reconcile (``READ_ATTEMPTS``): nothing is half-done, it can simply run again."""
+    return retry_read(lambda: fn(*args, **kwargs), retries=READ_ATTEMPTS - 1, base=BACKOFF_BASE_S)
 
 
 def _health_totals(api: Any, names: list[str]) -> dict[str, int] | None:
@@ -161,8 +173,10 @@ def _backup_writer(
     show: bool,
     recipients: list[Any] | None = None,
     incremental: Any = None,
+    named_at: datetime | None = None,
 ):
-    """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories."""
+    """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories; the
+    snapshot is named after ``named_at``, the moment the export was taken."""
     from longmem_etl.snapshots import SnapshotWriter
 
     bar = progress_bar(total, desc=f"backup {name}", unit="mem")
@@ -175,6 +189,7 @@ def _backup_writer(
             name,
             source=source,
             extra_manifest={"backup": info},
+            named_at=named_at,
             recipients=recipients,
             incremental=incremental,
         ) as writer,
@@ -243,6 +258,7 @@ def _one_call(
     from longmem_etl.snapshots import tenant_from_header
 
     for attempt in range(EXPORT_ATTEMPTS):
+        exported = datetime.now(timezone.utc)  # the backup's export time names the snapshot
         dump = _read(api.export_account)
         if not isinstance(dump, dict) or not isinstance(dump.get("memories"), list):
             raise APIError(502, "export_account did not return {tenant, collections, memories}")
@@ -270,11 +286,16 @@ def _one_call(
     }
     info = {"mode": "export", "verification": verification}
     with _backup_writer(
-        root, name, source, info, len(memories), progress, recipients, incremental
-    ) as (
-        writer,
-        bar,
-    ):
+        root,
+        name,
+        source,
+        info,
+        len(memories),
+        progress,
+        recipients,
+        incremental,
+        named_at=exported,
+    ) as (writer, bar):
         # exact copies through jsonio, as a dump file read would give them
         writer.set_header(jsonio.loads(jsonio.dumps(header)))
         writer.set_collections(
@@ -307,7 +328,8 @@ def _paged(
 ):
     from longmem_etl.dumps.normalize import Normalizer
 
-    started = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    started_at = datetime.now(timezone.utc)
+    started = started_at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     cols = _read(api.collections)
     if not isinstance(cols, list):
         raise APIError(502, "collections() did not return a list")
@@ -343,10 +365,17 @@ def _paged(
 
     info = {"mode": "paged", "page_size": page_size}
     total = sum(before.values()) if before else None
-    with _backup_writer(root, name, source, info, total, progress, recipients, incremental) as (
-        writer,
-        bar,
-    ):
+    with _backup_writer(
+        root,
+        name,
+        source,
+        info,
+        total,
+        progress,
+        recipients,
+        incremental,
+        named_at=started_at,
+    ) as (writer, bar):
         writer.set_header({"tenant": name, "exported_at": started})
         writer.set_collections(cols)
         for coll in names:

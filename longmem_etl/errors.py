@@ -2,7 +2,7 @@
 
 Every failure a user can cause or fix is one of these, raised with a message that names *what* and
 *where* (file, row, field) in one line. The CLI turns them into that one line on stderr and the exit
-code from DESIGN §7; anything else is a bug and exits 1.
+code listed in `docs/troubleshooting.md`; anything else is a bug and exits 1.
 """
 
 from __future__ import annotations
@@ -14,9 +14,17 @@ EXIT_INCOMPLETE = 3
 
 
 class LongmemETLError(Exception):
-    """Base of every error the toolkit raises on purpose."""
+    """Base of every error the toolkit raises on purpose.
+
+    Its text is always masked (`longmem_etl.secrets.mask`): a key, URL userinfo or secret query
+    parameter echoed into a message never reaches stderr, a journal or a report."""
 
     exit_code = EXIT_ERROR
+
+    def __str__(self) -> str:
+        from longmem_etl.secrets import mask
+
+        return mask(super().__str__())
 
 
 class BadInput(LongmemETLError):
@@ -38,6 +46,9 @@ class APIError(LongmemETLError):
     """
 
     def __init__(self, status: int, message: str, *, retry_after: float | None = None) -> None:
+        from longmem_etl.secrets import mask
+
+        message = mask(message)
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.message = message
@@ -68,3 +79,52 @@ class Unsupported(LongmemETLError):
     """The backend cannot honour this method (e.g. the offline store has no LLM for ``remember``)."""
 
     exit_code = EXIT_BAD_INPUT
+
+
+_ENVIRONMENT_ERRNOS = {
+    "ENOSPC": "no space left on device",
+    "EDQUOT": "no space left: disk quota exceeded",
+    "EFBIG": "no space left: file size limit reached",
+    "EROFS": "read-only file system",
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+    "ENOTDIR": "not a directory (a file is in the way)",
+    "EEXIST": "already exists and is not a directory",
+    "EISDIR": "is a directory, expected a file",
+    "ENAMETOOLONG": "file name too long",
+}
+_FULL_TEXT = ("database or disk is full", "no space left on device", "file too large")
+
+
+def environment_problem(exc: BaseException, where: str | None = None) -> BadInput | None:
+    """A ``BadInput`` for a failure the user's environment caused (disk full, file size limit,
+    read-only or permission-denied path, a file where a directory must be), else None.
+
+    Follows the exception's cause/context chain, so a disk-full error stays visible even when a
+    later cleanup step failed too (SQLite's "cannot rollback - no transaction is active" after
+    SQLITE_FULL). The message names the path the error carries, else ``where``.
+    """
+    import errno as _errno
+
+    codes = {
+        getattr(_errno, name): text
+        for name, text in _ENVIRONMENT_ERRNOS.items()
+        if hasattr(_errno, name)
+    }
+    seen: set[int] = set()
+    chain: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    for e in chain:
+        if isinstance(e, OSError) and e.errno in codes:
+            path = e.filename if e.filename is not None else (where or "?")
+            return BadInput(f"{path}: {codes[e.errno]}")
+    for e in chain:
+        text = str(e).lower()
+        if any(t in text for t in _FULL_TEXT):
+            first = (str(e).strip().splitlines() or [""])[0]
+            return BadInput(f"{where or '?'}: no space left while writing ({first})")
+    return None

@@ -16,6 +16,7 @@ Use these (not ``json``) wherever dump values are decoded or re-encoded.
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -108,3 +109,125 @@ def raw_kind(raw: bytes | bytearray | memoryview | msgspec.Raw) -> str:
         b"t": "a boolean",
         b"f": "a boolean",
     }.get(first, "a number")
+
+
+# --------------------------------------------------------------------------------------------------
+# Nesting depth: hostile input must be a rejected row, never a RecursionError
+
+MAX_DEPTH = 128
+"""The deepest nesting of arrays/objects accepted in one value (a memory's ``metadata`` or an unknown
+field's value; the same limit the embedded store applies on every write). Decoders recurse once per
+level; past ~900 levels Python's recursion limit turns a whole file into a RecursionError, and a row
+accepted at 500 levels would fail later in a deeper call stack. 128 is far above real metadata."""
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels of arrays/objects"
+
+_TOKENS = re.compile(rb'[\[\]{}"]')
+_SPLIT_TOKENS = re.compile(rb'[\[\]{}",]')
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_WS_CHARS = b" \t\r\n"
+
+
+def max_depth(data: bytes | bytearray | memoryview, *, stop: int | None = None) -> int:
+    """Deepest nesting of arrays/objects in JSON text (strings skipped), without recursion;
+    returns early once it exceeds ``stop``. Does not validate the JSON."""
+    b = bytes(data) if isinstance(data, (memoryview, msgspec.Raw)) else data
+    depth = best = pos = 0
+    search = _TOKENS.search
+    while m := search(b, pos):
+        c = b[m.start()]
+        if c == 0x22:  # "
+            rest = _STRING_REST.match(b, m.end())
+            if rest is None:
+                break
+            pos = rest.end()
+            continue
+        if c in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > best:
+                best = depth
+                if stop is not None and best > stop:
+                    return best
+        else:
+            depth -= 1
+        pos = m.end()
+    return best
+
+
+def too_deep(data: bytes | bytearray | memoryview | msgspec.Raw, limit: int = MAX_DEPTH) -> bool:
+    """Whether JSON text nests deeper than ``limit``; cheap for the usual short or flat value
+    (a depth of d needs 2d bytes and d opening brackets)."""
+    b = bytes(data) if isinstance(data, (memoryview, msgspec.Raw)) else data
+    if len(b) <= 2 * limit or b.count(b"[") + b.count(b"{") <= limit:
+        return False
+    return max_depth(b, stop=limit) > limit
+
+
+def value_too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """``too_deep`` for a decoded Python value (what an API caller passes as metadata)."""
+    try:
+        return too_deep(dumps(value), limit)
+    except RecursionError:
+        return True
+
+
+def container_items(data: Any, open_pos: int) -> tuple[list[tuple[int, int]], int]:
+    """Byte spans ``(first, end)`` of the items of the array or object whose ``[``/``{`` is at
+    ``open_pos`` (for an object each item is ``"key": value``), and the position of its closing
+    bracket; iterative, so any depth works. ValueError when it is not closed. Does not validate."""
+    b = data
+    depth = 0
+    pos = item = open_pos + 1
+    spans: list[tuple[int, int]] = []
+    search = _SPLIT_TOKENS.search
+
+    def add(first: int, end: int) -> None:
+        while first < end and b[first] in _WS_CHARS:
+            first += 1
+        while end > first and b[end - 1] in _WS_CHARS:
+            end -= 1
+        if end > first:
+            spans.append((first, end))
+        elif c == 0x2C:
+            raise ValueError(f"empty item before byte {end}")
+
+    while m := search(b, pos):
+        i = m.start()
+        c = b[i]
+        if c == 0x22:
+            rest = _STRING_REST.match(b, i + 1)
+            if rest is None:
+                raise ValueError("unterminated string")
+            pos = rest.end()
+            continue
+        if c in (0x5B, 0x7B):
+            depth += 1
+        elif c in (0x5D, 0x7D):
+            if depth == 0:
+                add(item, i)
+                return spans, i
+            depth -= 1
+        elif depth == 0:  # a comma between items
+            add(item, i)
+            item = i + 1
+        pos = i + 1
+    raise ValueError("input is truncated")
+
+
+_KEY = re.compile(rb'[ \t\r\n]*("[^"\\]*(?:\\.[^"\\]*)*")[ \t\r\n]*:[ \t\r\n]*', re.S)
+
+
+def object_members(data: Any) -> dict[str, bytes]:
+    """The top-level ``key: raw value`` pairs of a JSON object's text, at any depth (iterative);
+    ValueError when it is not an object. For naming a too-deep row (its ``id``)."""
+    b = bytes(data)
+    start = len(b) - len(b.lstrip())
+    if b[start : start + 1] != b"{":
+        raise ValueError("not an object")
+    spans, _ = container_items(b, start)
+    out: dict[str, bytes] = {}
+    for first, end in spans:
+        m = _KEY.match(b, first, end)
+        if m is None:
+            raise ValueError("not an object")
+        out[loads(m.group(1))] = b[m.end() : end]
+    return out

@@ -16,6 +16,7 @@ from typing import Any
 from longmem_etl.errors import BadInput
 
 MARKER = ".longmem-etl-quickstart"
+MARKER_TEXT = "made by `longmem-etl quickstart`; safe to delete\n"
 FAULTS = "latency_ms=5&jitter_ms=5&fail_rate=0.15&ambiguous_rate=0.05&rate_limit_rps=20&seed=7"
 """The faulty target the migration goes through, so retries and reconciliation are on show."""
 
@@ -47,17 +48,33 @@ class QuickstartResult:
             "exit_code": self.exit_code,
         }
 
+    def render(self) -> str:
+        """What ``longmem-etl quickstart`` prints last: where things are and what to try next."""
+        return next_steps(self)
+
 
 def _fresh_home(home: Path) -> None:
-    """Recreate ``home``, refusing to wipe a directory the quickstart did not make."""
+    """Recreate ``home``, refusing to wipe a directory the quickstart did not make (proof: our
+    marker file, a regular file holding exactly our text; or an empty directory)."""
+    if home.exists() and not home.is_dir():
+        raise BadInput(f"{home}: exists and is not a directory; choose another --dir")
     if home.exists():
-        if not (home / MARKER).exists() and any(home.iterdir()):
+        marker = home / MARKER
+        ours = marker.is_file() and not marker.is_symlink() and _read(marker) == MARKER_TEXT
+        if not ours and any(home.iterdir()):
             raise BadInput(
                 f"{home}: exists and was not made by quickstart; choose another --dir or remove it"
             )
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    (home / MARKER).write_text("made by `longmem-etl quickstart`; safe to delete\n")
+    (home / MARKER).write_text(MARKER_TEXT)
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def run_quickstart(

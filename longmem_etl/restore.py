@@ -42,7 +42,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, APIError, BadInput
+from longmem_etl.timestamps import to_datetime
 
 DEFAULT_WORK_ROOT = Path(".longmem-etl") / "restores"
 EXIT_INTERRUPTED = 130
@@ -68,7 +70,7 @@ class RestoreOptions:
     mode: str = "import"
     concurrency: int = 4
     work_dir: str | None = None
-    key_env: str = "LONGMEM_API_KEY"
+    key_env: str = DEFAULT_KEY_ENV
     show_progress: bool = False
 
 
@@ -126,6 +128,35 @@ class RestoreResult:
         out["exit_code"] = self.exit_code
         return out
 
+    def render(self) -> str:
+        """What ``longmem-etl restore`` prints on a terminal."""
+        p = self.plan
+        ex = p.get("examples", {})
+        would = "would " if self.dry_run else ""
+        lines = [f"snapshot {self.snapshot} (tenant {self.tenant})"]
+        lines.append(
+            f"  selected {p.get('selected', 0)}, already held {p.get('already_held', 0)}; "
+            f"{would}add {p.get('add', 0)}, {would}remove {p.get('remove', 0)} "
+            f"({'mirror' if self.mirror else 'not mirroring'}), differ {p.get('differ', 0)}"
+        )
+        for key in ("add", "remove", "differ"):
+            if ex.get(key):
+                lines.append(f"  e.g. {would}{key}: {', '.join(map(str, ex[key]))}")
+        if self.dry_run:
+            return "\n".join(lines)
+        lines.append(f"  added {self.added}, removed {self.removed} ({self.seconds:.1f}s)")
+        if self.interrupted:
+            lines.append("  interrupted: run the same command again to continue")
+        elif self.verification:
+            v = self.verification
+            lines.append(
+                "  verified: exact"
+                if v["exact"]
+                else f"  NOT exact: {v['missing']} missing, {v['duplicated']} duplicated, "
+                f"{v.get('extra_in_scope') or 0} extra"
+            )
+        return "\n".join(lines)
+
 
 # -- which snapshot --------------------------------------------------------------------------------
 
@@ -138,7 +169,7 @@ def parse_instant(text: str) -> datetime:
         if len(s) == 16 and s[8] == "T" and s.endswith("Z"):
             t = datetime.strptime(s, "%Y%m%dT%H%M%SZ")
         else:
-            t = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+            t = to_datetime(s)
     except ValueError:
         raise BadInput(
             f"--as-of {text!r}: not a timestamp; use e.g. 2026-11-30T12:00:00Z or 2026-11-30"

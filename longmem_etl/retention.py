@@ -214,16 +214,14 @@ def apply_policy(times: Sequence[datetime], policy: Policy) -> dict[int, list[st
 
 
 def is_verified(snapshot: Path) -> bool:
-    """Manifest readable, every file it lists present with its size and sha256.
+    """Intact by ``check``'s own rules (``snapshots.integrity.check_snapshot`` with every file's
+    sha256): manifest and its checksum, safe names, sizes, Parquet row counts, bytes."""
+    from longmem_etl.snapshots.integrity import check_snapshot
 
-    Kept in one small function so ``check``'s verifier can replace it."""
-    from longmem_etl.snapshots.incremental import verify_chain
-
-    try:  # an increment verifies only with its whole chain
-        verify_chain(snapshot, checksums=True)
-    except (BadInput, OSError):
+    try:
+        return not check_snapshot(snapshot, read_data=1.0)
+    except OSError:
         return False
-    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -276,19 +274,32 @@ def remove_snapshot(snapshot: Path) -> str:
 
     Returns ``"removed"``; ``"gone"`` when someone else removed it first; ``"left"`` when the
     directory also held files the tool did not make (they stay; the snapshot is gone);
-    ``"unreadable"`` when its manifest cannot be read, so which files are ours is unknown: then
-    nothing is touched. Raises OSError on a real failure."""
+    ``"unreadable"`` when its manifest cannot be read, so which files are ours is unknown, and
+    ``"foreign"`` when the manifest does not name this tool as its writer: then nothing is touched. Raises OSError on a real failure."""
     manifest = snapshot / "manifest.json"
     if not manifest.exists():
         return "gone"
     if not _listed_files(snapshot, manifest) and _manifest_unreadable(manifest):
         return "unreadable"
+    if not _written_by_us(manifest):
+        return "foreign"
     try:
         os.rename(manifest, snapshot / FORGET_MARKER)
     except FileNotFoundError:
         return "gone"
     _fsync_dir(snapshot)
     return "removed" if _finish_removal(snapshot) else "left"
+
+
+def _written_by_us(path: Path) -> bool:
+    """Whether the manifest names this tool as its writer (retention removes nothing else)."""
+    from longmem_etl import jsonio
+
+    try:
+        tool = jsonio.loads(path.read_bytes()).get("tool")
+    except Exception:
+        return False
+    return isinstance(tool, dict) and tool.get("name") == "longmem-etl"
 
 
 def _manifest_unreadable(path: Path) -> bool:
@@ -302,11 +313,11 @@ def _manifest_unreadable(path: Path) -> bool:
 
 def finish_interrupted(root: Path, tenant: str | None) -> list[str]:
     """Snapshot dirs a killed ``forget`` left half-removed (marker, no manifest): finish them."""
-    from longmem_etl.snapshots.layout import TENANT_PREFIX, tenant_dir
+    from longmem_etl.snapshots.layout import TENANT_PREFIX, legacy_tenant_dir, tenant_dir
 
     rootp = Path(root)
     tdirs = (
-        [tenant_dir(rootp, tenant)]
+        [tenant_dir(rootp, tenant), legacy_tenant_dir(rootp, tenant)]
         if tenant is not None
         else sorted(p for p in rootp.glob(f"{TENANT_PREFIX}*") if p.is_dir())
     )
@@ -344,13 +355,33 @@ class ForgetResult:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def render(self, root: str | os.PathLike = "the root", tenant: str | None = None) -> str:
+        """What ``longmem-etl forget`` prints on a terminal (``root``/``tenant``: what was asked)."""
+        lines = []
+        verb = "would remove" if self.dry_run else "removed"
+        for t in self.tenants:
+            lines.append(f"tenant {t.tenant}: keep {len(t.keep)}, {verb} {len(t.remove)}")
+            for k in t.keep:
+                lines.append(f"  keep   {Path(k['snapshot']).name}  ({', '.join(k['reasons'])})")
+            for s in t.remove:
+                lines.append(f"  {'forget' if self.dry_run else 'gone  '} {Path(s).name}")
+            if t.warning:
+                lines.append(f"  warning: {t.warning}")
+        if not self.tenants:
+            lines.append(f"no snapshots under {root}" + (f" for {tenant}" if tenant else ""))
+        for n in self.not_removed:
+            lines.append(f"  note: {Path(n['path']).name}: {n['why']}")
+        if self.finished_interrupted:
+            lines.append(f"finished {len(self.finished_interrupted)} interrupted removal(s)")
+        return "\n".join(lines)
+
 
 def _tenants(root: Path, tenant: str | None) -> list[tuple[str, list[Path]]]:
-    from longmem_etl.snapshots.layout import list_snapshots
+    from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
 
     by: dict[str, list[Path]] = {}
-    for snap in list_snapshots(root, tenant):
-        by.setdefault(snap.parent.name.split("=", 1)[1], []).append(snap)
+    for snap in list_snapshots(root, tenant):  # grouped by the exact name, from the manifest
+        by.setdefault(snapshot_tenant(snap), []).append(snap)
     return sorted(by.items())
 
 
@@ -447,6 +478,10 @@ def forget(
                 if outcome == "left":
                     result.not_removed.append(
                         {"path": s, "why": "files the tool did not write stay in the directory"}
+                    )
+                elif outcome == "foreign":
+                    result.not_removed.append(
+                        {"path": s, "why": "its manifest does not name longmem-etl as the writer"}
                     )
                 elif outcome == "unreadable":
                     result.not_removed.append(

@@ -12,11 +12,12 @@ SAMPLE_TENANTS = {"acme": "acme.json", "globex": "globex-dirty.json"}
 
 
 def sample_data_dir() -> Path:
-    """``$LONGMEM_ETL_SAMPLE_DATA``, else the checkout's ``sample_data/`` beside the package."""
+    """``$LONGMEM_ETL_SAMPLE_DATA``, else the ``sample_data/`` shipped inside this package.
+
+    The files live in the package (package data), not beside it, so an installed wheel runs
+    ``quickstart`` and the Dagster offline defaults from any directory."""
     configured = os.environ.get("LONGMEM_ETL_SAMPLE_DATA")
-    return (
-        Path(configured) if configured else Path(__file__).resolve().parent.parent / "sample_data"
-    )
+    return Path(configured) if configured else Path(__file__).resolve().parent / "sample_data"
 
 
 def sample_file(name: str) -> Path:
@@ -24,7 +25,7 @@ def sample_file(name: str) -> Path:
     path = sample_data_dir() / name
     if not path.is_file():
         raise BadInput(
-            f"{path}: sample data not found; run from a checkout of longmem-etl "
-            "or set LONGMEM_ETL_SAMPLE_DATA to its sample_data directory"
+            f"{path}: sample data not found; unset LONGMEM_ETL_SAMPLE_DATA to use the copy "
+            "shipped with longmem-etl, or point it at a directory holding this file"
         )
     return path

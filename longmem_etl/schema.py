@@ -3,7 +3,7 @@
 `schemas/*.schema.json` describe the same tables for people and other tools; tests check that they
 agree with the Arrow schemas here, so this module and those files cannot drift apart.
 
-How a dump memory maps to a row (DESIGN §4):
+How a dump memory maps to a row (`docs/snapshots.md`):
 - every *known* field has a typed column (timestamps as ``timestamp[us, tz=UTC]``);
 - ``metadata`` is kept as JSON text (DuckDB reads it as ``JSON``), exactly as the dump wrote it;
 - ``extra`` is a JSON object of every unknown field, values kept as the dump wrote them;

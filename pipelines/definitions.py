@@ -1,4 +1,5 @@
-"""The whole code location: backup, analysis and migration domains, shared resources.
+"""The whole code location: the backup, analysis and migration domains' Definitions, merged with
+the shared resources and executor (as dagster-open-platform composes its domains).
 
 Runs on the multiprocess executor by default (one process per step, ``$LONGMEM_ETL_MAX_CONCURRENT``
 at once; ``LONGMEM_ETL_EXECUTOR=in_process`` runs every step in the run's own process, for quick
@@ -12,32 +13,22 @@ import os
 
 from dagster import Definitions, ExecutorDefinition, in_process_executor, multiprocess_executor
 
-from pipelines.analysis.assets import memories_clean, warehouse
-from pipelines.analysis.checks import analysis_checks
-from pipelines.backup.assets import account_dump, memories_snapshot
-from pipelines.backup.checks import backup_checks
-from pipelines.backup.schedules import backup_job, daily_backup
-from pipelines.backup.sensors import tenant_registry
-from pipelines.migration.assets import tenant_migration
-from pipelines.migration.checks import migration_checks
-from pipelines.migration.sensors import migrate_after_backup, migration_job
+from pipelines.analysis.definitions import defs as analysis_defs
+from pipelines.backup.definitions import defs as backup_defs
+from pipelines.migration.definitions import defs as migration_defs
 from pipelines.resources import default_resources
 
-ASSETS = [memories_snapshot, account_dump, memories_clean, warehouse, tenant_migration]
-CHECKS = [*backup_checks, *analysis_checks, *migration_checks]
+DOMAINS = (backup_defs, analysis_defs, migration_defs)
+"""Each domain package owns its Definitions (``<domain>/definitions.py``): a new asset, check, job,
+schedule or sensor is added there, and only resources and the executor are decided here."""
+ASSETS = [asset for domain in DOMAINS for asset in domain.assets or ()]
+CHECKS = [check for domain in DOMAINS for check in domain.asset_checks or ()]
 
 
 def build_defs() -> Definitions:
-    """Build the Definitions (resources are read from the environment at this point)."""
-    return Definitions(
-        assets=ASSETS,
-        asset_checks=CHECKS,
-        jobs=[backup_job, migration_job],
-        schedules=[daily_backup],
-        sensors=[tenant_registry, migrate_after_backup],
-        resources=default_resources(),
-        executor=default_executor(),
-    )
+    """Merge the domains with the shared resources and executor (read from the environment now)."""
+    shared = Definitions(resources=default_resources(), executor=default_executor())
+    return Definitions.merge(*DOMAINS, shared)
 
 
 def default_executor() -> ExecutorDefinition:

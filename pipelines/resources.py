@@ -23,14 +23,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from dagster import ConfigurableResource, EnvVar
 
-from longmem_etl.samples import SAMPLE_TENANTS, sample_data_dir
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 
 DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
 DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
 DEFAULT_ROOT = "{home}/snapshots"
 DEFAULT_CLEAN_ROOT = "{home}/clean"
 DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
-DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
 
 
 def state_home() -> Path:
@@ -38,23 +37,32 @@ def state_home() -> Path:
     return Path(os.environ.get("LONGMEM_ETL_HOME") or ".longmem-etl").resolve()
 
 
-def sample_dump(tenant: str) -> Path | None:
-    """The sample dump a tenant is seeded from: the table above, else ``sample_data/<tenant>.json``."""
-    path = sample_data_dir() / SAMPLE_TENANTS.get(tenant, f"{tenant}.json")
-    return path if path.is_file() else None
-
-
 def render(template: str, tenant: str | None = None) -> str:
     """Fill ``{home}`` and ``{tenant}`` in a template (other text is left alone).
 
-    The tenant goes through the snapshot layout's ``sanitize_tenant``, so a partition key can never
-    step out of its directory (``../x`` becomes ``x``)."""
-    from longmem_etl.snapshots.layout import sanitize_tenant
+    The tenant goes through the snapshot layout's ``encode_tenant`` (percent encoding, one safe
+    path segment, distinct for distinct names: ``../x`` becomes ``..%2Fx``, ``Acme`` ``%41cme``),
+    so a tenant can never step out of its directory nor share a store with another tenant."""
+    from longmem_etl.snapshots.layout import encode_tenant
 
     out = template.replace("{home}", str(state_home()))
     if tenant is not None:  # one safe path segment, as in the snapshot layout
-        out = out.replace("{tenant}", sanitize_tenant(tenant))
+        out = out.replace("{tenant}", encode_tenant(tenant))
     return out
+
+
+_PLAIN_ENV = re.compile(r"^[a-z0-9]+(?:[-_][a-z0-9]+)*$")
+
+
+def env_name(tenant: str) -> str:
+    """The tenant as part of an environment variable name, distinct for distinct tenants (two
+    tenants must never read one key). Plain lowercase names stay readable: upper-cased, ``-``
+    becomes ``_`` and ``_`` becomes ``__`` (``globex-eu`` -> ``GLOBEX_EU``, ``globex_eu`` ->
+    ``GLOBEX__EU``); any other name (``Acme``, ``a/b``, ``東京``) becomes ``_`` + the hex of its
+    UTF-8 bytes, which a plain name (never starting with ``_``) cannot spell."""
+    if _PLAIN_ENV.match(tenant):
+        return tenant.replace("_", "__").replace("-", "_").upper()
+    return "_" + tenant.encode("utf-8", "surrogatepass").hex().upper()
 
 
 _SECRET_PARAM = re.compile(r"key|token|secret|passw|auth", re.IGNORECASE)
@@ -83,7 +91,7 @@ class LongmemEndpoint(ConfigurableResource):
     """A Longmem endpoint per tenant: a URI template and the *name* of the env var holding its key.
 
     With ``seed_from_sample_data``, a ``local:`` URI whose SQLite file does not exist yet is seeded
-    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``sample_data/<tenant>.json``) when
+    from the tenant's sample dump (``SAMPLE_TENANTS``, else ``longmem_etl/sample_data/<tenant>.json``) when
     there is one (idempotent), so the offline default has data to back up. A tenant with neither a
     store nor a sample fails clearly in the library (``no such local store``).
     """
@@ -96,8 +104,8 @@ class LongmemEndpoint(ConfigurableResource):
         return render(self.uri_template, tenant)
 
     def key_env(self, tenant: str) -> str:
-        """The key variable's name for this tenant (a ``{tenant}`` placeholder is upper-cased)."""
-        return self.key_env_var.replace("{tenant}", re.sub(r"\W", "_", tenant).upper())
+        """The key variable's name for this tenant (``{tenant}``: see :func:`env_name`)."""
+        return self.key_env_var.replace("{tenant}", env_name(tenant))
 
     def display_uri(self, tenant: str) -> str:
         return safe_uri(self.uri(tenant))

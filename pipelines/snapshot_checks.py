@@ -5,6 +5,8 @@ partition's latest materialization to find it, so it checks exactly what the ass
 are blocking: a snapshot that fails one must not feed cleaning, the warehouse or a migration.
 """
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import duckdb
@@ -40,27 +42,26 @@ def _missing(asset: str) -> AssetCheckResult:
 
 def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], list[str]]:
     """Per table: (count in manifest.json, rows in the Parquet file); and any mismatch found."""
-    from longmem_etl.errors import BadInput
-    from longmem_etl.snapshots import open_snapshot
+    from longmem_etl.snapshots.integrity import check_snapshot
     from longmem_etl.snapshots.manifest import read_manifest
 
     manifest = read_manifest(snap)
     counts = manifest.get("counts") or {}
     seen: dict[str, tuple[int, int]] = {}
-    problems = []
-    try:  # the library's own check: every listed file present with its size and sha256
-        open_snapshot(snap, verify=True)
-    except BadInput as exc:
-        problems.append(str(exc))
+    # the library's own check (the one every reader runs): manifest checksum, file names, sizes,
+    # Parquet row counts, an increment's whole chain, and here every file's sha256
+    problems = [str(p) for p in check_snapshot(snap, read_data=1.0)]
     from longmem_etl.snapshots.incremental import state_dir
 
-    plain = state_dir(snap, manifest)  # full state: decrypted / materialised when need be
+    # full state: decrypted / materialised when need be (only when intact: else what is there)
+    plain = snap if problems else state_dir(snap, manifest)
     for table, expected in counts.items():
         file = plain / f"{table}.parquet"
-        actual = pq.ParquetFile(file).metadata.num_rows if file.exists() else 0
+        try:
+            actual = pq.ParquetFile(file).metadata.num_rows if file.exists() else 0
+        except Exception:  # an unreadable footer: already a problem above
+            actual = -1
         seen[table] = (int(expected), actual)
-        if int(expected) != actual:
-            problems.append(f"{table}: manifest says {expected}, file has {actual}")
     if "memories" not in counts:
         problems.append("manifest has no memories count")
     return seen, problems
@@ -154,3 +155,79 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         )
 
     return [manifest_counts_match, ids_unique, schema_matches]
+
+
+def max_age() -> timedelta:
+    """How old a tenant's newest intact snapshot may get (``$LONGMEM_ETL_MAX_AGE``, default 36h)."""
+    from longmem_etl.snapshots.check import parse_duration
+
+    return parse_duration(os.environ.get("LONGMEM_ETL_MAX_AGE", "36h"))
+
+
+TENANT_CHECKS = ("tenant_snapshots_intact", "tenant_fresh")
+
+
+def tenant_health(root: Path, tenant: str) -> dict[str, tuple[bool, dict]]:
+    """``{check name: (passed, metadata)}`` for one tenant's snapshots under ``root``: all intact
+    (``longmem-etl check``'s library call, ``snapshots.check.check_root``), and the newest intact
+    one younger than ``max_age()`` (the freshness alarm). Shared by the asset checks and the
+    ``snapshot_health`` job."""
+    from longmem_etl.errors import BadInput
+    from longmem_etl.snapshots.check import check_root
+
+    limit = max_age()
+    try:
+        report = check_root(root, tenant=tenant, max_age=limit)
+    except BadInput as exc:  # no snapshots at all: nothing intact, nothing fresh
+        return {name: (False, {"problem": str(exc)}) for name in TENANT_CHECKS}
+    damaged = [str(p) for snap in report.snapshots for p in snap.problems]
+    status = report.tenants[0] if report.tenants else None
+    when = status.newest_verified_at if status else None
+    return {
+        "tenant_snapshots_intact": (
+            not damaged,
+            {
+                "snapshots": len(report.snapshots),
+                "damaged": sum(1 for snap in report.snapshots if not snap.ok),
+                "problems": "; ".join(damaged) or "none",
+                "debris": len(report.debris),
+            },
+        ),
+        "tenant_fresh": (
+            status is not None and not status.stale,
+            {
+                "newest_intact_snapshot": (status.newest_verified if status else None) or "none",
+                "newest_intact_at": when.isoformat() if when else "none",
+                "max_age_hours": limit.total_seconds() / 3600,
+            },
+        ),
+    }
+
+
+def build_tenant_checks(asset: str) -> list[AssetChecksDefinition]:
+    """``tenant_snapshots_intact`` and ``tenant_fresh`` on ``asset``, per tenant partition
+    (``tenant_health``). Non-blocking: they watch all of a tenant's backups, not the run's output.
+    They run with the asset; the hourly ``snapshot_health`` schedule also evaluates them in a small
+    run per tenant (no backup), so a tenant whose backups stopped still raises the alarm."""
+    from pipelines.resources import SnapshotRoot
+
+    def build(name: str, description: str) -> AssetChecksDefinition:
+        @asset_check(asset=AssetKey(asset), name=name, description=description)
+        def _check(
+            context: AssetCheckExecutionContext, snapshot_root: SnapshotRoot
+        ) -> AssetCheckResult:
+            passed, metadata = tenant_health(snapshot_root.root(), context.partition_key)[name]
+            return AssetCheckResult(passed=passed, metadata=metadata)
+
+        return _check
+
+    return [
+        build(
+            "tenant_snapshots_intact",
+            "every snapshot of the tenant matches its manifest (checksum, sizes, row counts)",
+        ),
+        build(
+            "tenant_fresh",
+            "the tenant's newest intact snapshot is younger than $LONGMEM_ETL_MAX_AGE (36h)",
+        ),
+    ]

@@ -2,7 +2,8 @@
 
 Works on the instance in ``$DAGSTER_HOME`` (the same one ``dagster dev`` and the CLI use), so a
 tenant can be added without a code change or the UI. ``sync`` adds the default tenants
-(``$LONGMEM_ETL_TENANTS`` or the sample tenants).
+(``$LONGMEM_ETL_TENANTS`` or the sample tenants). Names are exact (``東京``, ``a/b``); ``list``
+prints each name, and its partition key after a tab when the two differ.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 from dagster import DagsterInstance
 
-from pipelines.partitions import register_tenants, tenants_partitions
+from pipelines.partitions import register_tenants, tenant_of, tenants_partitions
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with DagsterInstance.get() as instance:
         if args.cmd == "list":
-            for t in instance.get_dynamic_partitions(tenants_partitions.name):
-                print(t)
+            for key in instance.get_dynamic_partitions(tenants_partitions.name):
+                name = tenant_of(key)
+                print(name if name == key else f"{name}\t{key}")
             return 0
         added = register_tenants(instance, args.tenants if args.cmd == "add" else None)
         print("added: " + (", ".join(added) if added else "(none)"))

@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import IO, Any
 
 HERE = Path(__file__).resolve().parent
+PACKAGED = HERE.parent / "longmem_etl" / "sample_data"
+"""Where the files live: inside the package, so an installed wheel has them (quickstart, Dagster)."""
 SEED = 20250601
 FORMAT_VERSION = 1
 UTC = timezone.utc
@@ -995,7 +997,7 @@ def sample_files() -> dict[str, bytes]:
     return files
 
 
-def write_samples(out: Path = HERE) -> list[Path]:
+def write_samples(out: Path = PACKAGED) -> list[Path]:
     """Write every sample file under ``out`` (the committed set when ``out`` is this folder)."""
     written = []
     for rel, data in sample_files().items():
@@ -1061,7 +1063,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("samples", help="write the committed sample files")
     p.add_argument(
-        "--out", type=Path, default=HERE, help="folder to write into (default: sample_data/)"
+        "--out",
+        type=Path,
+        default=PACKAGED,
+        help="folder to write into (default: longmem_etl/sample_data/)",
     )
     p = sub.add_parser("big", help="write a big benchmark dump, streaming")
     p.add_argument("--count", type=int, default=1_000_000)

@@ -3,6 +3,7 @@ retention, atomicity under failures and kills, bad input, and keys never written
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import subprocess
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-import longmem_etl.backup as backup_mod
 from longmem_etl import jsonio
 from longmem_etl.api.endpoints import endpoint_identity, open_endpoint
 from longmem_etl.api.local import LocalStore
@@ -25,7 +25,7 @@ from longmem_etl.snapshots import list_snapshots, open_snapshot
 from longmem_etl.snapshots.diff import diff_snapshots
 from longmem_etl.snapshots.temps import owned
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 FAKE_SDK = Path(__file__).resolve().parent / "fake_sdk"
 DIRTY = SAMPLES / "globex-dirty.json"
 KEY = "lm_live_TOPSECRET_b4ckup_k3y_9f8e7d"
@@ -155,7 +155,8 @@ def test_export_disagreeing_with_health_is_not_written(tmp_path):
 
 
 def test_transient_faults_are_retried_and_persistent_ones_leave_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr(backup_mod, "BACKOFF_BASE_S", 0.001)
+    # the module by name: the package attribute longmem_etl.backup is the public function
+    monkeypatch.setattr(importlib.import_module("longmem_etl.backup"), "BACKOFF_BASE_S", 0.001)
     uri = _seed(tmp_path, SAMPLES / "acme-small.json")
     flaky = backup(uri + "?fail_rate=0.3&seed=3", tmp_path / "snaps", paged=True, page_size=5)
     assert flaky.memories == 50
@@ -208,10 +209,14 @@ def test_clean_stale_temps_keeps_live_writers(tmp_path):
     with owned(live):
         assert clean_stale_temps(tmp_path) == []
         assert live.is_dir()
+    # released: the marker is gone with the lock, so the dir is no longer provably ours
+    assert clean_stale_temps(tmp_path) == [] and live.is_dir()
+    # an unmarked dir is never ours to remove, however old (a user's build cache, say)
     old = tmp_path / ".tmp-old"
     old.mkdir()
-    os.utime(old, (time.time() - 7 * 3600,) * 2)
-    assert clean_stale_temps(tmp_path) == [".tmp-old"]
+    (old / ".owner").write_text("not our marker\n")
+    os.utime(old, (time.time() - 7 * 24 * 3600,) * 2)
+    assert clean_stale_temps(tmp_path) == [] and old.is_dir()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from longmem_etl.snapshots.reader import open_snapshot
 from longmem_etl.transforms.run import clean_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_data"
+SAMPLES = ROOT / "longmem_etl" / "sample_data"
 SPECS = SAMPLES / "specs"
 NOW = datetime(2025, 11, 20, tzinfo=timezone.utc)
 

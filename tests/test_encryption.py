@@ -20,7 +20,7 @@ from longmem_etl.cli.main import main
 from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.snapshots import list_snapshots
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 
@@ -93,7 +93,7 @@ def test_nothing_is_readable_without_the_identity(enc):
                 duckdb.connect().execute(f"SELECT * FROM read_parquet('{f}')").fetchall()
     public = json.loads((snap / "manifest.json").read_text())
     assert set(public) == {"format_version", "tool", "tenant", "snapshot", "counts", "files",
-                           "encryption"}  # fmt: skip
+                           "encryption", "manifest_sha256"}  # fmt: skip
     assert public["counts"]["memories"] == len(texts)
 
 

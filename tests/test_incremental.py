@@ -17,7 +17,7 @@ from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.snapshots import list_snapshots
 from longmem_etl.snapshots.manifest import read_manifest
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 
@@ -55,7 +55,7 @@ def _valid(snap: Path) -> None:
     """The manifest matches schemas/manifest.schema.json."""
     import jsonschema
 
-    schema = json.loads((SAMPLES.parent / "schemas" / "manifest.schema.json").read_text())
+    schema = json.loads((SAMPLES.parent.parent / "schemas" / "manifest.schema.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(read_manifest(snap))
 
 
@@ -72,7 +72,7 @@ def big(tmp_path_factory):
     subprocess.run(
         [
             sys.executable,
-            str(SAMPLES / "generate.py"),
+            str(SAMPLES.parent.parent / "sample_data" / "generate.py"),
             "big",
             "--count",
             "20000",
@@ -156,8 +156,9 @@ def test_forget_removing_the_base_keeps_increments_readable(big, tmp_path):
     out = tmp_path / "d.json"
     assert _cli(["dump", str(inc1), "--out", str(out)]).returncode == 0
     assert dump_differences(big["export"], json.loads(out.read_text())) == []
-    assert _cli(["dump", str(inc2), "--out", str(out)]).returncode == 0
-    assert dump_differences(_export(db), json.loads(out.read_text())) == []
+    out2 = tmp_path / "d2.json"
+    assert _cli(["dump", str(inc2), "--out", str(out2)]).returncode == 0
+    assert dump_differences(_export(db), json.loads(out2.read_text())) == []
 
 
 def test_encrypted_increments_compose(tmp_path):

@@ -99,7 +99,12 @@ def test_someone_elses_sqlite_file_is_never_taken_for_a_journal(tmp_path: Path) 
     before = store.read_bytes()
     assert not is_journal(store) and not is_journal(tmp_path / "missing.sqlite")
     with pytest.raises(BadInput, match="not a migration journal"):
-        sample = Path(__file__).resolve().parent.parent / "sample_data" / "acme-small.json"
+        sample = (
+            Path(__file__).resolve().parent.parent
+            / "longmem_etl"
+            / "sample_data"
+            / "acme-small.json"
+        )
         run_migration(
             MigrationOptions(
                 source=str(sample), target=f"local:{tmp_path / 'x.db'}", journal=str(store)

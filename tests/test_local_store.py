@@ -272,7 +272,7 @@ def test_seed_from_every_dump_format(tmp_path, name):
     from longmem_etl.api.local_seed import seed_from_file
     from longmem_etl.dumps.compare import dump_differences
 
-    samples = Path(__file__).resolve().parent.parent / "sample_data"
+    samples = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
     r = seed_from_file(f"local:{tmp_path}/s.db", str(samples / name))
     assert (r["tenant"], r["memories"]) == ("acme", 50)
     reference = jsonio.loads((samples / "acme-small.json").read_bytes())

@@ -29,7 +29,7 @@ from longmem_etl.migrate import (
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
-SPEC = ROOT / "sample_data" / "specs" / "migration-hygiene.toml"
+SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
 FAULTS = "latency_ms=20&fail_rate=0.1&ambiguous_rate=0.05&seed=7"
 
 
@@ -419,12 +419,15 @@ def test_resume_command_is_absolute_and_keeps_every_flag(tmp_path: Path) -> None
         wait=True,
         update_changed=True,
         copy="c2",
+        max_attempts=3,
+        give_up_after=42.5,
     )
     cmd = command_for(opts, tmp_path / "j" / "journal.sqlite")
     for action in parser()._actions:
         if action.option_strings and action.dest not in NOT_RESUMED:
             assert action.option_strings[-1] in cmd, action.dest  # no flag can be dropped
     assert f"--source {Path('d.json').absolute()}" in cmd and "--max-bytes 4096" in cmd
+    assert "--max-attempts 3" in cmd and "--give-up-after 42.5" in cmd
     assert f"local:{Path('t.db').absolute()}?latency_ms=5" in cmd
     assert f"--journal {tmp_path / 'j' / 'journal.sqlite'}" in cmd
 

@@ -16,8 +16,8 @@ from longmem_etl.migrate import PROVENANCE_KEY, MigrationOptions, migration_stat
 from longmem_etl.snapshots import convert_dump, open_snapshot
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "sample_data" / "acme-small.json"
-SPEC = ROOT / "sample_data" / "specs" / "migration-hygiene.toml"
+SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
+SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 

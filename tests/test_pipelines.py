@@ -61,9 +61,19 @@ def _meta(instance, asset, partition):
     return latest_metadata(instance, asset.key, partition)
 
 
+def _plain(value):
+    """Metadata as JSON-able values (a table's records are tuples json cannot iterate)."""
+    records = getattr(value, "records", None)
+    return [r.data for r in records] if records is not None else value
+
+
 def _all_metadata_text(instance, partition) -> str:
     return json.dumps(
-        {a.key.to_user_string(): _meta(instance, a, partition) for a in ASSETS}, default=str
+        {
+            a.key.to_user_string(): {k: _plain(v) for k, v in _meta(instance, a, partition).items()}
+            for a in ASSETS
+        },
+        default=str,
     )
 
 
@@ -149,6 +159,9 @@ def test_blocking_snapshot_checks_fail_on_a_tampered_snapshot_and_stop_downstrea
         ("memories_snapshot", "ids_unique"): False,
         ("memories_snapshot", "manifest_counts_match"): False,
         ("memories_snapshot", "schema_matches"): True,
+        # the per-tenant health checks see it too (the tenant's only snapshot is not intact)
+        ("memories_snapshot", "tenant_snapshots_intact"): False,
+        ("memories_snapshot", "tenant_fresh"): False,
     }
     assert not result.success
     assert result.asset_materializations_for_node("account_dump") == []  # blocked

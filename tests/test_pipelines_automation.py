@@ -33,6 +33,7 @@ def test_defs_expose_the_graph_jobs_schedule_and_sensors():
         "account_dump",
         "memories_clean",
         "warehouse",
+        "memories_report",
         "tenant_migration",
     }
     assert {j.name for j in repo.get_all_jobs()} >= {"daily_backup_job", "tenant_migration_job"}
@@ -131,4 +132,6 @@ def test_tenant_names_cannot_escape_their_directories(monkeypatch, tmp_path):
     monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path))
     ep = LongmemEndpoint()
     path = Path(ep.uri("../../etc/x")[len("local:") :])
-    assert path.parent == tmp_path / "tenants" and path.name.endswith("etc_x.sqlite")
+    assert path.parent == tmp_path / "tenants" and path.name == "..%2F..%2Fetc%2Fx.sqlite"
+    # and distinct names stay distinct (the old sanitising mapped both of these to a_b)
+    assert ep.uri("a/b") != ep.uri("a_b")

@@ -26,7 +26,7 @@ from pipelines.partitions import register_tenants
 from pipelines.resources import default_resources
 from pipelines.utils import latest_metadata
 
-TENANT = "acme-small"  # seeded from sample_data/acme-small.json: 50 memories
+TENANT = "acme-small"  # seeded from longmem_etl/sample_data/acme-small.json: 50 memories
 CHILD = """
 import json, sys
 from dagster import DagsterInstance, materialize

@@ -18,7 +18,14 @@ import urllib.request
 
 from pipelines_support import VENV_BIN, isolated_env
 
-EXPECTED = {"account_dump", "memories_snapshot", "memories_clean", "warehouse", "tenant_migration"}
+EXPECTED = {
+    "account_dump",
+    "memories_snapshot",
+    "memories_clean",
+    "warehouse",
+    "memories_report",
+    "tenant_migration",
+}
 QUERY = "{ assetNodes { assetKey { path } } }"
 
 

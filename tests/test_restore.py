@@ -20,7 +20,7 @@ from longmem_etl.api.local import LocalStore
 from longmem_etl.cli.main import main
 from longmem_etl.snapshots import list_snapshots
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 T1, T2 = "snapshot=20261101T020000Z", "snapshot=20261115T020000Z"
 

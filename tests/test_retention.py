@@ -21,9 +21,10 @@ from longmem_etl.retention import (
     apply_policy,
 )
 from longmem_etl.snapshots import list_snapshots
-from longmem_etl.snapshots.layout import snapshot_name
+from longmem_etl.snapshots.layout import snapshot_name, tenant_dir
+from longmem_etl.snapshots.manifest import read_manifest, write_manifest
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_data"
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 
 # -- an independent implementation of restic's rules ------------------------------------------------
 # Written from restic's documentation, not from retention.py: per rule, group by period key (strftime),
@@ -194,11 +195,21 @@ def one_snapshot(tmp_path_factory) -> Path:
     return snap
 
 
+def _place(template: Path, root: Path, tenant: str, name: str) -> Path:
+    """A copy of ``template`` as tenant ``tenant``'s snapshot ``name`` (the manifest says whose a
+    snapshot is, so it is rewritten to match)."""
+    dest = tenant_dir(root, tenant) / name
+    shutil.copytree(template, dest)
+    manifest = read_manifest(dest)
+    manifest.update(tenant=tenant, snapshot=name)
+    write_manifest(dest, manifest)
+    return dest
+
+
 def _month_root(tmp_path: Path, template: Path, tenant: str = "acme") -> Path:
     root = tmp_path / "root"
     for s in MONTH:
-        dest = root / f"tenant={tenant}" / snapshot_name(_t(s))
-        shutil.copytree(template, dest)
+        _place(template, root, tenant, snapshot_name(_t(s)))
     return root
 
 
@@ -304,7 +315,7 @@ def test_forget_without_a_rule_or_with_bad_values_is_refused(tmp_path, one_snaps
 
 def test_tenants_are_independent(tmp_path, one_snapshot):
     root = _month_root(tmp_path, one_snapshot, "acme")
-    shutil.copytree(one_snapshot, root / "tenant=globex" / snapshot_name(_t("2026-01-01T00:00")))
+    _place(one_snapshot, root, "globex", snapshot_name(_t("2026-01-01T00:00")))
     assert main(["forget", "--root", str(root), "--tenant", "acme", "--keep-last", "1"]) == 0
     assert len(_names(root, "acme")) == 1 and len(_names(root, "globex")) == 1
     assert main(["forget", "--root", str(root), "--keep-daily", "unlimited"]) == 0

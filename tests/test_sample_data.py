@@ -23,12 +23,15 @@ import pytest
 import zstandard
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_data"
+SAMPLES = ROOT / "longmem_etl" / "sample_data"  # the data ships inside the package
+GENERATOR_DIR = ROOT / "sample_data"  # the generator and its README stay at the top
 ISO_UTC = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 
 
 def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sample_data_generate", SAMPLES / "generate.py")
+    spec = importlib.util.spec_from_file_location(
+        "sample_data_generate", GENERATOR_DIR / "generate.py"
+    )
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
@@ -55,7 +58,7 @@ def load(name: str) -> dict[str, Any]:
 def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("samples")
     subprocess.run(
-        [sys.executable, str(SAMPLES / "generate.py"), "samples", "--out", str(out)],
+        [sys.executable, str(GENERATOR_DIR / "generate.py"), "samples", "--out", str(out)],
         check=True,
         capture_output=True,
     )
@@ -84,7 +87,7 @@ def test_committed_samples_are_reproducible(regenerated: Path) -> None:
 
 
 def test_readme_lists_every_file() -> None:
-    readme = (SAMPLES / "README.md").read_text()
+    readme = (GENERATOR_DIR / "README.md").read_text()
     for rel in gen.sample_files():
         assert f"`{Path(rel).name}`" in readme, rel
 
@@ -315,7 +318,7 @@ def test_big_dump_streams_realistic_rows(tmp_path: Path, fmt: str) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(SAMPLES / "generate.py"),
+            str(GENERATOR_DIR / "generate.py"),
             "big",
             "--count",
             "500",

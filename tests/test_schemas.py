@@ -24,7 +24,7 @@ from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCH
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMAS = ROOT / "schemas"
-SAMPLES = ROOT / "sample_data"
+SAMPLES = ROOT / "longmem_etl" / "sample_data"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 TABLES = {
     "memories": MEMORIES_SCHEMA,

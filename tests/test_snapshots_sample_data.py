@@ -15,7 +15,7 @@ from longmem_etl.dumps import write_dump
 from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.snapshots import convert_dump, open_snapshot
 
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLES = Path(__file__).resolve().parents[1] / "longmem_etl" / "sample_data"
 VALID = sorted(
     p.name
     for p in SAMPLES.iterdir()

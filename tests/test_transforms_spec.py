@@ -209,7 +209,7 @@ def test_validator_and_schema_agree(text: str) -> None:
 
 
 def test_example_specs_are_valid_for_both() -> None:
-    specs = sorted((ROOT / "sample_data" / "specs").glob("*.toml"))
+    specs = sorted((ROOT / "longmem_etl" / "sample_data" / "specs").glob("*.toml"))
     assert {p.stem for p in specs} >= {"migration-hygiene", "gdpr-minimise"}
     for p in specs:
         load_spec(p)

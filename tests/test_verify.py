@@ -12,7 +12,7 @@ from longmem_etl.migrate.keys import with_marker
 from longmem_etl.migrate.verify import compare, source_keys, target_keys
 
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_data" / "acme-small.json"
+SAMPLE = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data" / "acme-small.json"
 
 SRC = [
     {"id": "a", "collection": "c", "text": "alpha"},

@@ -26,7 +26,7 @@ from longmem_etl.schema import COLLECTIONS_SCHEMA, MEMORIES_SCHEMA, REJECTED_SCH
 from longmem_etl.snapshots import convert_dump
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "sample_data"
+SAMPLES = ROOT / "longmem_etl" / "sample_data"
 
 
 def load(name: str) -> dict[str, Any]:
@@ -258,7 +258,9 @@ def test_rejected_rows_and_accounting(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def test_read_only_session_answers_queries(ro: duckdb.DuckDBPyConnection) -> None:
-    assert warehouse.run_query(ro, "SELECT count(*) FROM latest_memories").fetchall() == [(1056,)]
+    assert warehouse.run_query(ro, "SELECT count(*) FROM longmem.latest_memories").fetchall() == [
+        (1056,)
+    ]
     for sql in ("SHOW TABLES", "DESCRIBE memories", "SUMMARIZE collections", "EXPLAIN SELECT 1",
                 "EXPLAIN ANALYZE SELECT count(*) FROM memories", "FROM snapshots",
                 "WITH x AS (SELECT 1 AS a) SELECT * FROM x", "VALUES (1), (2)"):  # fmt: skip
@@ -335,7 +337,7 @@ def test_database_file_keeps_views_and_refreshes(root: Path, tmp_path: Path) -> 
     db = tmp_path / "wh" / "warehouse.duckdb"
     warehouse.connect(root, database=db).close()
     with duckdb.connect(str(db), read_only=True) as other:  # any DuckDB client can open it
-        assert other.execute("SELECT count(*) FROM latest_memories").fetchall() == [(1056,)]
+        assert other.execute("SELECT count(*) FROM longmem.latest_memories").fetchall() == [(1056,)]
     new_root = tmp_path / "more"
     shutil.copytree(root, new_root, ignore=shutil.ignore_patterns(".tmp-*"))
     convert_dump(SAMPLES / "acme-small.json", new_root, tenant="initech", progress=False)

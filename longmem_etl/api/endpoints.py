@@ -14,32 +14,35 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
-from longmem_etl.api.faults import FaultConfig
+from longmem_etl.api.faults import FAULT_KEYS, FaultConfig
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
+from longmem_etl.api.limits import LIMIT_KEYS, StoreLimits
 from longmem_etl.api.protocol import LongmemAPI
+from longmem_etl.dumps.formats import DUMP_SUFFIXES_TEXT, dump_suffix
 from longmem_etl.errors import BadInput
+from longmem_etl.secrets import watch_env
 
-DEFAULT_KEY_ENV = "LONGMEM_API_KEY"
-DUMP_SUFFIXES = (
-    ".json",
-    ".json.gz",
-    ".json.zst",
-    ".jsonl",
-    ".jsonl.gz",
-    ".jsonl.zst",
-    ".ndjson",
-    ".ndjson.gz",
-)
 ACCEPTED = (
-    "accepted: local:PATH[?latency_ms=..&fail_rate=..], https://HOST, "
-    "a dump file (.json, .json.gz, .json.zst, .jsonl[.gz]) or a snapshot directory"
+    "accepted: local:PATH[?fault and limit options], https://HOST, "
+    f"a dump file ({DUMP_SUFFIXES_TEXT}) or a snapshot directory"
 )
-ENDPOINTS_ACCEPTED = "accepted endpoints: local:PATH[?fault options] or https://HOST"
+ENDPOINTS_ACCEPTED = "accepted endpoints: local:PATH[?fault and limit options] or https://HOST"
+
+
+def known_limits(uri: str) -> StoreLimits | None:
+    """The limits a target is known to enforce: a ``local:`` store's (its URI's ``max_*``
+    options, else the defaults); None for https endpoints, whose only documented limit (100 items
+    per call) the migration plan already honours."""
+    if uri.lower().startswith("local:"):
+        return parse_local(uri).limits
+    return None
 
 
 @dataclass(frozen=True)
 class LocalURI:
     path: Path
     faults: FaultConfig
+    limits: StoreLimits = StoreLimits()
 
 
 def is_endpoint(uri: str) -> bool:
@@ -64,8 +67,15 @@ def parse_local(uri: str) -> LocalURI:
         if k in params:
             raise BadInput(f"{uri}: query parameter {k!r} given twice")
         params[k] = v
-    faults = FaultConfig.from_query(params, where=uri)
-    return LocalURI(Path(path_text).expanduser().resolve(), faults)
+    unknown = sorted(set(params) - set(FAULT_KEYS) - set(LIMIT_KEYS))
+    if unknown:
+        raise BadInput(
+            f"{uri}: unknown query parameter {unknown[0]!r}; accepted: "
+            f"{', '.join((*FAULT_KEYS, *LIMIT_KEYS))}"
+        )
+    faults = FaultConfig.from_query({k: v for k, v in params.items() if k in FAULT_KEYS}, where=uri)
+    limits = StoreLimits.from_query(params, where=uri)
+    return LocalURI(Path(path_text).expanduser().resolve(), faults, limits)
 
 
 def _base_url(uri: str) -> str:
@@ -94,7 +104,7 @@ def open_endpoint(uri: str, *, key_env: str = DEFAULT_KEY_ENV, create: bool = Tr
         from longmem_etl.api.local import LocalStore
 
         parsed = parse_local(uri)
-        return LocalStore(parsed.path, faults=parsed.faults, create=create)
+        return LocalStore(parsed.path, faults=parsed.faults, create=create, limits=parsed.limits)
     if low.startswith(("https://", "http://")):
         from longmem_etl.api.sdk import SDKEndpoint
 
@@ -122,7 +132,7 @@ def classify_source(uri: str) -> Kind:
             return "snapshot"
         raise BadInput(f"{uri}: a directory but not a snapshot (no manifest.json); {ACCEPTED}")
     if path.is_file():
-        if path.name.lower().endswith(DUMP_SUFFIXES):
+        if dump_suffix(path) is not None:
             return "dump"
         raise BadInput(f"{uri}: not a recognised dump file name; {ACCEPTED}")
     raise BadInput(f"{uri}: no such file or directory")
@@ -143,6 +153,7 @@ def endpoint_identity(
     if uri.lower().startswith("local:"):
         return {"scheme": "local", "path": str(parse_local(uri).path)}
     if uri.lower().startswith(("https://", "http://")):
+        watch_env(key_env)
         base = _base_url(uri)
         key = os.environ.get(key_env)
         if not key and require_key:
@@ -154,6 +165,22 @@ def endpoint_identity(
             "key_fingerprint": key_fingerprint(key) if key else None,
         }
     raise BadInput(f"{uri}: not an endpoint URI; {ENDPOINTS_ACCEPTED}")
+
+
+def same_account(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Do two identities (from `endpoint_identity`, a source's may carry ``kind``) name the same
+    account? Local stores compare by device and inode, so a hard link, a symlink or another
+    spelling of the same SQLite file is recognised (``Path.resolve`` alone misses hard links);
+    https endpoints by base URL and key fingerprint."""
+    a = {k: v for k, v in a.items() if k != "kind"}
+    b = {k: v for k, v in b.items() if k != "kind"}
+    if a.get("scheme") == b.get("scheme") == "local":
+        pa, pb = Path(a["path"]), Path(b["path"])
+        try:
+            return os.path.samefile(pa, pb)
+        except OSError:  # one of them does not exist (yet): only a same path is the same store
+            return pa.resolve() == pb.resolve()
+    return a == b
 
 
 def missing_key_message(key_env: str) -> str:

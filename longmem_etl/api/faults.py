@@ -8,6 +8,7 @@ embedded store do it, reproducibly:
 - ``rate_limit_rps``: a token bucket (burst ``max(1, rps)``); over it, the call raises
   ``RateLimited`` with ``retry_after`` = seconds until a token is free (fractional, unlike HTTP);
 - ``fail_rate``: the call raises ``APIError(503)`` before doing anything;
+- ``write_fail_rate``: the same for writes only (reads answer): a target whose write path is down;
 - ``ambiguous_rate``: a *write* runs and commits, then raises ``AmbiguousError`` (a timeout after
   the server acted) — the case that makes naive retries duplicate data;
 - ``seed``: the random source.
@@ -32,7 +33,15 @@ from dataclasses import dataclass, fields
 
 from longmem_etl.errors import APIError, BadInput, RateLimited
 
-FAULT_KEYS = ("latency_ms", "jitter_ms", "fail_rate", "rate_limit_rps", "ambiguous_rate", "seed")
+FAULT_KEYS = (
+    "latency_ms",
+    "jitter_ms",
+    "fail_rate",
+    "write_fail_rate",
+    "rate_limit_rps",
+    "ambiguous_rate",
+    "seed",
+)
 
 
 @dataclass(frozen=True)
@@ -40,6 +49,7 @@ class FaultConfig:
     latency_ms: float = 0.0
     jitter_ms: float = 0.0
     fail_rate: float = 0.0
+    write_fail_rate: float = 0.0
     rate_limit_rps: float = 0.0
     ambiguous_rate: float = 0.0
     seed: int = 0
@@ -51,6 +61,7 @@ class FaultConfig:
                 self.latency_ms,
                 self.jitter_ms,
                 self.fail_rate,
+                self.write_fail_rate,
                 self.rate_limit_rps,
                 self.ambiguous_rate,
             )
@@ -75,7 +86,7 @@ class FaultConfig:
                 raise BadInput(f"{where}: {f.name}={text!r} is not a number") from None
             if f.name != "seed" and not value >= 0:
                 raise BadInput(f"{where}: {f.name}={text!r} must be >= 0")
-            if f.name in ("fail_rate", "ambiguous_rate") and value > 1:
+            if f.name in ("fail_rate", "write_fail_rate", "ambiguous_rate") and value > 1:
                 raise BadInput(f"{where}: {f.name}={text!r} must be between 0 and 1")
             values[f.name] = value
         return cls(**values)  # type: ignore[arg-type]
@@ -113,7 +124,7 @@ class FaultInjector:
             time.sleep(delay_ms / 1000.0)
         if cfg.rate_limit_rps > 0:
             self._take_token(method)
-        if u_fail < cfg.fail_rate:
+        if u_fail < cfg.fail_rate or (write and u_fail < cfg.write_fail_rate):
             raise APIError(503, f"{method}: service unavailable (injected fault)")
         return write and u_ambiguous < cfg.ambiguous_rate
 

@@ -3,9 +3,11 @@
 It is what quickstart, the Dagster defaults, the tests and the benchmarks run against, and what a
 user restores a backup into to look at it offline, so it behaves like the hosted API where the
 toolkit can observe it: SDK method names, keyword-only arguments and return shapes; new ids on every
-write (``add_many`` never deduplicates — exactly-once is the toolkit's job); at most 100 items per
-``add_many`` (422 otherwise); list order pinned first, then newest first; errors as ``APIError`` with
-an HTTP-like status (404 unknown id, 422 invalid input, 503 store busy).
+write (``add_many`` never deduplicates — exactly-once is the toolkit's job); list order pinned first,
+then newest first; errors as ``APIError`` with an HTTP-like status (404 unknown id, 422 invalid
+input, 503 store busy). Its limits (text length, items per call, request and metadata bytes;
+``api.limits.StoreLimits``, settable in the URI) are the same on every write path; ``seed_dump`` is
+the one verbatim restore that checks none.
 
 Storage (see ``localrows`` for the lossless row codec):
 
@@ -36,13 +38,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+from longmem_etl import jsonio
 from longmem_etl.api import localrows
 from longmem_etl.api.faults import FaultConfig, FaultInjector
+from longmem_etl.api.limits import StoreLimits
 from longmem_etl.api.localdb import TRIGGERS, StoreFile, encoded_rows
 from longmem_etl.errors import AmbiguousError, APIError, BadInput, Unsupported
 
-MAX_BATCH = 100
-MAX_TEXT_CHARS = 100_000
+MAX_BATCH = StoreLimits.max_items  # defaults; a store's own are ``LocalStore.limits``
+MAX_TEXT_CHARS = StoreLimits.max_text_chars
 
 _ORDER = "ORDER BY coalesce(pinned, 0) DESC, created_ts DESC, seq DESC"
 _WORD = re.compile(r"\w+", re.UNICODE)
@@ -126,8 +130,10 @@ class LocalStore(StoreFile):
         faults: FaultConfig | None = None,
         create: bool = True,
         tenant: str | None = None,
+        limits: StoreLimits | None = None,
     ) -> None:
         self._faults = FaultInjector(faults) if faults is not None and faults.active else None
+        self.limits = limits or StoreLimits()
         self.fault_config = faults
         super().__init__(path, create=create, tenant=tenant)
         self.uri = f"local:{self.path}"
@@ -191,8 +197,7 @@ class LocalStore(StoreFile):
         """Validate like the server (422 on bad input) and build a new memory with a fresh id."""
         if not isinstance(text, str) or not text.strip():
             raise _unprocessable(f"{where}: text must be a non-empty string")
-        if len(text) > MAX_TEXT_CHARS:
-            raise _unprocessable(f"{where}: text longer than {MAX_TEXT_CHARS} characters")
+        self._check_limits(where, text=text, metadata=metadata)
         if not isinstance(collection, str) or not collection:
             raise _unprocessable(f"{where}: collection must be a non-empty string")
         if (
@@ -230,6 +235,20 @@ class LocalStore(StoreFile):
             "superseded_by": None,
         }
 
+    def _check_limits(self, where: str, *, text: Any = None, metadata: Any = None) -> None:
+        """422 naming the limit when ``text`` or ``metadata`` is over this store's limits."""
+        why = (self.limits.text_problem(text) if isinstance(text, str) else None) or (
+            self.limits.metadata_problem(metadata)
+        )
+        if why:
+            raise _unprocessable(f"{where}: {why}")
+
+    def _check_request(self, name: str, items: list[Any], payload: Any) -> None:
+        """422 when one call carries too many items or too many bytes."""
+        why = self.limits.items_problem(len(items)) or self.limits.request_problem(payload)
+        if why:
+            raise _unprocessable(f"{name}: {why}")
+
     def _set(
         self, conn: sqlite3.Connection, row: sqlite3.Row, values: dict[str, Any]
     ) -> dict[str, Any]:
@@ -262,6 +281,7 @@ class LocalStore(StoreFile):
         source: str = "sdk",
         container_tag: str | None = None,
     ) -> dict[str, Any]:
+        self._check_request("add", [text], {"text": text, "metadata": metadata})
         mem = self._new_memory(
             text,
             collection=collection,
@@ -292,10 +312,7 @@ class LocalStore(StoreFile):
     ) -> dict[str, Any]:
         if not isinstance(items, list):
             raise _unprocessable("add_many: items must be a list")
-        if len(items) > MAX_BATCH:
-            raise _unprocessable(
-                f"add_many: at most {MAX_BATCH} items per request (got {len(items)})"
-            )
+        self._check_request("add_many", items, items)
         now = _now()
         mems = []
         for i, item in enumerate(items):
@@ -309,6 +326,8 @@ class LocalStore(StoreFile):
             )
             if unknown:
                 raise _unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
+            if localrows.too_deep(item):  # depth check, separate from the size limits
+                raise _unprocessable(f"items[{i}]: {jsonio.TOO_DEEP}")
             mems.append(
                 self._new_memory(
                     item.get("text"),
@@ -350,11 +369,18 @@ class LocalStore(StoreFile):
             not isinstance(into_collection, str) or not into_collection
         ):
             raise _unprocessable("import_memories: into_collection must be a non-empty string")
+        self._check_request("import_memories", memories, memories)
+        for i, mem in enumerate(memories):
+            if isinstance(mem, dict):
+                meta = mem.get("metadata")
+                self._check_limits(f"memories[{i}]", text=mem.get("text"), metadata=meta)
         now = _now()
         rows = []
         touched: dict[str, None] = {}
         skipped = 0
-        for mem in memories:
+        for i, mem in enumerate(memories):
+            if localrows.too_deep(mem):  # refused (422), never skipped: it would be lost silently
+                raise _unprocessable(f"memories[{i}]: {jsonio.TOO_DEEP}")
             text = mem.get("text") if isinstance(mem, dict) else None
             if not isinstance(text, str) or not text.strip():
                 skipped += 1
@@ -423,7 +449,11 @@ class LocalStore(StoreFile):
         if metadata is not None:
             if not isinstance(metadata, dict):
                 raise _unprocessable("update: metadata must be an object")
+            if jsonio.value_too_deep(metadata):
+                raise _unprocessable(f"update: metadata {jsonio.TOO_DEEP}")
             values["metadata"] = metadata
+        self._check_limits("update", text=text, metadata=metadata)
+        self._check_request("update", [values], values)
         with self._write() as conn:
             row = self._row(conn, memory_id, collection)
             if not values:

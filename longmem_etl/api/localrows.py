@@ -14,11 +14,11 @@ Unknown fields live in ``extra`` (a JSON object, NULL when none), values exactly
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 from longmem_etl import jsonio
 from longmem_etl.schema import MEMORY_FIELDS
+from longmem_etl.timestamps import parse_timestamp
 
 KNOWN: tuple[str, ...] = tuple(MEMORY_FIELDS)
 _KNOWN_SET = frozenset(KNOWN)
@@ -64,12 +64,9 @@ def to_epoch(value: Any) -> float | None:
         if not s:
             return None
         try:
-            dt = datetime.fromisoformat(s.replace("Z", "+00:00").replace("z", "+00:00"))
+            return parse_timestamp(s)[0] / 1e6
         except ValueError:
             return None
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.timestamp()
     return None
 
 
@@ -92,8 +89,20 @@ def _typed(field: str, value: Any) -> tuple[bool, Any]:
     return False, None  # pragma: no cover - every known field is handled above
 
 
+def too_deep(mem: Any) -> bool:
+    """Whether a memory (its metadata or any field) nests deeper than ``jsonio.MAX_DEPTH`` below
+    the memory object: such a value could be stored but never read back (every decoder recurses)."""
+    return jsonio.value_too_deep(mem, jsonio.MAX_DEPTH + 1)
+
+
 def encode(mem: dict[str, Any]) -> dict[str, Any]:
-    """A memory dict -> column values for the memories table (see COLUMNS)."""
+    """A memory dict -> column values for the memories table (see COLUMNS). BadInput for a memory
+    nested too deep (the API methods refuse those first, with a 422 naming the item)."""
+    if too_deep(mem):
+        from longmem_etl.errors import BadInput
+
+        ident = mem.get("id") if isinstance(mem, dict) else None
+        raise BadInput(f"memory {str(ident)[:80]!r}: {jsonio.TOO_DEEP}")
     row: dict[str, Any] = {}
     absent: list[str] = []
     raw: dict[str, Any] = {}

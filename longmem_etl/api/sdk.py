@@ -22,7 +22,9 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from longmem_etl.api.endpoints import key_fingerprint, missing_key_message
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import AmbiguousError, APIError, BadInput, RateLimited
+from longmem_etl.secrets import watch_env
 
 INSTALL_HINT = "pip install 'longmem-etl[api]'"
 REQUIRED_METHODS = ("add", "add_many", "import_memories", "export_account", "list_memories")
@@ -123,7 +125,8 @@ def _call(*, write: bool) -> Callable[[F], F]:
 class SDKEndpoint:
     """``LongmemAPI`` over the official SDK. Arguments pass through with the SDK's names."""
 
-    def __init__(self, base_url: str, *, key_env: str = "LONGMEM_API_KEY") -> None:
+    def __init__(self, base_url: str, *, key_env: str = DEFAULT_KEY_ENV) -> None:
+        watch_env(key_env)  # whatever the server echoes back, this key's value is masked
         self._sdk = load_sdk()
         key = os.environ.get(key_env)
         if not key:

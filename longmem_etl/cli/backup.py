@@ -77,19 +77,5 @@ def run(args: argparse.Namespace) -> int:
         recipients=recipients(args),
         incremental=incremental(args),
     )
-    checked = r.verification.get("health_checked_collections")
-    human = (
-        f"snapshot {r.path}\n"
-        f"  tenant {r.tenant}: {r.memories} memories, {r.collections} collections, "
-        f"{r.rejected} rejected ({r.mode}, {r.seconds:.1f}s)\n"
-        f"  verified: "
-        + (
-            f"counts of {checked} collections match the source"
-            if checked is not None
-            else "the source offers no counts; rows accounted for"
-        )
-    )
-    if r.pruned:
-        human += f"\n  pruned {len(r.pruned)} older snapshot(s)"
-    emit(args, r.to_json(), human)
+    emit(args, r.to_json(), r.render())
     return 0

@@ -21,8 +21,8 @@ ORDER = 50
 
 EXAMPLES = """\
   longmem-etl clean snapshots/tenant=globex/snapshot=20251120T000000Z \\
-      --spec sample_data/specs/migration-hygiene.toml --root snapshots/
-  longmem-etl clean SNAP --spec sample_data/specs/gdpr-minimise.toml --root out/ --dry-run
+      --spec longmem_etl/sample_data/specs/migration-hygiene.toml --root snapshots/
+  longmem-etl clean SNAP --spec longmem_etl/sample_data/specs/gdpr-minimise.toml --root out/ --dry-run
   longmem-etl clean SNAP --spec spec.toml --root snapshots/ --now 2025-11-20T00:00:00Z --json
 """
 
@@ -37,7 +37,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             "redact, filter, sql, ...; see schemas/transform-spec.schema.json) to a snapshot and "
             "write a NEW snapshot under ROOT whose parent is the source. Every removed row is kept "
             "in its rejected.parquet with the step name and a reason; the per-step table shows rows "
-            "in / out / rejected. A bad spec exits 2 before any data is read."
+            "in / out / rejected. A bad spec exits 2 before any data is read. Spec SQL (filter.where: one "
+            "expression; sql.query: one SELECT over `input`) runs in a DuckDB sandbox that reads "
+            "only the source's Parquet and writes nothing (docs/spec.md). Ctrl-C stops at once "
+            "(exit 130), leaving nothing half-written."
         ),
         examples=EXAMPLES,
     )
@@ -79,7 +82,5 @@ def run(args: argparse.Namespace) -> int:
         recipients=recipients(args),
         incremental=incremental(args),
     )
-    where = "dry run: nothing written" if result.dry_run else f"snapshot {result.path}"
-    human = f"{result.report.table()}\n{where}"
-    emit(args, result.to_json(), human)
+    emit(args, result.to_json(), result.render())
     return 0

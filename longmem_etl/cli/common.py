@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Any
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
+
 
 def add_verb(
     sub: argparse._SubParsersAction, name: str, *, help: str, description: str, examples: str
@@ -44,10 +46,10 @@ def add_key_env_flags(parser: argparse.ArgumentParser, *sides: str) -> None:
     for side in sides:
         parser.add_argument(
             f"--{side}-key-env",
-            default="LONGMEM_API_KEY",
+            default=DEFAULT_KEY_ENV,
             metavar="VAR",
             help=f"environment variable holding the {side} API key, for https:// endpoints "
-            "(default LONGMEM_API_KEY)",
+            f"(default {DEFAULT_KEY_ENV})",
         )
 
 

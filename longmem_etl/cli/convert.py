@@ -18,7 +18,7 @@ VERB = "convert"
 ORDER = 20
 
 EXAMPLES = """\
-  longmem-etl convert sample_data/acme.json --root snapshots/
+  longmem-etl convert longmem_etl/sample_data/acme.json --root snapshots/
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
   LONGMEM_ETL_CONVERT_WORKERS=0 longmem-etl convert big.json.gz --root snapshots/
@@ -36,7 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "go to rejected.parquet with a reason; a bad file exits 2 and writes nothing. A big "
             ".json is decoded by worker processes, one per CPU up to 2 (a .json.gz/.json.zst is "
             "first decompressed to a temp file under --root); LONGMEM_ETL_CONVERT_WORKERS=N in "
-            "the environment sets the number, 0 turns them off."
+            "the environment sets the number, 0 turns them off. The snapshot is named after the "
+            "dump's exported_at (else the conversion time); converting a dump whose content "
+            "(sha256) a snapshot of the tenant already holds writes nothing, says so and exits 0 "
+            '(--json: "already_present": true). The tenant name is kept exactly (any script, '
+            "case, / or spaces); docs/snapshots.md describes the folder encoding."
         ),
         examples=EXAMPLES,
     )
@@ -76,16 +80,12 @@ def run(args: argparse.Namespace) -> int:
         recipients=recipients(args),
         incremental=incremental(args),
     )
-    human = (
-        f"snapshot {result.path}\n"
-        f"  tenant {result.tenant}: {result.memories} memories, {result.collections} collections, "
-        f"{result.rejected} rejected ({result.seconds:.1f}s"
-        f"{', streamed' if result.streamed else ''}"
-        f"{f', {result.workers} worker processes' if result.workers else ''})"
-    )
-    if result.rejected_reasons:
-        human += "\n  rejected: " + ", ".join(
-            f"{k} x{v}" for k, v in sorted(result.rejected_reasons.items())
+    if result.already_present:
+        human = (
+            f"already present: {result.path} holds this dump's content (same sha256) for tenant "
+            f"{result.tenant}; nothing written"
         )
-    emit(args, result.to_json(), human)
+        emit(args, result.to_json(), human)
+        return 0
+    emit(args, result.to_json(), result.render())
     return 0

@@ -45,11 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _clip(text: object, width: int = 60) -> str:
-    s = "" if text is None else str(text).replace("\n", " ")
-    return s if len(s) <= width else s[: width - 1] + "…"
-
-
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.errors import BadInput
     from longmem_etl.snapshots.diff import diff_snapshots
@@ -57,24 +52,5 @@ def run(args: argparse.Namespace) -> int:
     if args.limit < 0:
         raise BadInput(f"--limit must be >= 0 (got {args.limit})")
     d = diff_snapshots(args.snap_a, args.snap_b, limit=args.limit or None)
-    lines = [
-        f"{d.memories_a} -> {d.memories_b} memories: {d.added} added, {d.removed} removed, "
-        f"{d.changed} changed, {d.unchanged} unchanged"
-    ]
-    if d.changed_fields:
-        lines.append(
-            "  changed fields: " + ", ".join(f"{k} x{v}" for k, v in d.changed_fields.items())
-        )
-    for r in d.rows:
-        if r["change"] == "added":
-            lines.append(f"  + {r['id']} [{r['collection']}] {_clip(r['text_b'])}")
-        elif r["change"] == "removed":
-            lines.append(f"  - {r['id']} [{r['collection']}] {_clip(r['text_a'])}")
-        else:
-            lines.append(f"  ~ {r['id']} [{r['collection']}] {', '.join(r['changed_fields'])}")
-    shown = len(d.rows)
-    total = d.added + d.removed + d.changed
-    if shown < total:
-        lines.append(f"  ... {total - shown} more (use --limit 0 or --json)")
-    emit(args, d.to_json(), "\n".join(lines))
+    emit(args, d.to_json(), d.render())
     return 0

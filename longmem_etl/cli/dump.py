@@ -12,6 +12,7 @@ ORDER = 21
 EXAMPLES = """\
   longmem-etl dump snapshots/tenant=acme/snapshot=20250101T000000Z --out acme.json
   longmem-etl dump snapshots/tenant=acme/snapshot=20250101T000000Z --out acme.jsonl.gz --json
+  longmem-etl dump snapshots/tenant=%41cme/snapshot=20250101T000000Z --out Acme.json --force
 """
 
 
@@ -23,12 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Write a snapshot as a dump file; the format follows the extension (.json, .json.gz, "
             ".json.zst, .jsonl, .jsonl.gz). Every key and value of the original dump comes back "
-            '(timestamps as the same instant); the file gets "format_version": 1. Atomic.'
+            '(timestamps as the same instant); the file gets "format_version": 1. Atomic. An '
+            "existing FILE is never replaced unless --force (exit 2 naming it)."
         ),
         examples=EXAMPLES,
     )
     p.add_argument("snapshot", metavar="SNAPSHOT_DIR", help="a snapshot directory")
     p.add_argument("--out", required=True, metavar="FILE", help="dump file to write")
+    p.add_argument("--force", action="store_true", help="replace FILE if it already exists")
     add_json_flag(p)
     add_identity_flag(p)
     p.set_defaults(func=run)
@@ -37,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.dumps.write import write_dump
 
-    result = write_dump(args.snapshot, args.out, progress=True)
+    result = write_dump(args.snapshot, args.out, progress=True, overwrite=args.force)
     emit(
         args,
         result,

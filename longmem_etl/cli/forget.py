@@ -88,23 +88,5 @@ def run(args: argparse.Namespace) -> int:
     from longmem_etl.retention import forget
 
     r = forget(Path(args.root), policy_from_args(args), tenant=args.tenant, dry_run=args.dry_run)
-    lines = []
-    verb = "would remove" if r.dry_run else "removed"
-    for t in r.tenants:
-        lines.append(f"tenant {t.tenant}: keep {len(t.keep)}, {verb} {len(t.remove)}")
-        for k in t.keep:
-            lines.append(f"  keep   {Path(k['snapshot']).name}  ({', '.join(k['reasons'])})")
-        for s in t.remove:
-            lines.append(f"  {'forget' if r.dry_run else 'gone  '} {Path(s).name}")
-        if t.warning:
-            lines.append(f"  warning: {t.warning}")
-    if not r.tenants:
-        lines.append(
-            f"no snapshots under {args.root}" + (f" for {args.tenant}" if args.tenant else "")
-        )
-    for n in r.not_removed:
-        lines.append(f"  note: {Path(n['path']).name}: {n['why']}")
-    if r.finished_interrupted:
-        lines.append(f"finished {len(r.finished_interrupted)} interrupted removal(s)")
-    emit(args, r.to_json(), "\n".join(lines))
+    emit(args, r.to_json(), r.render(args.root, args.tenant))
     return 0

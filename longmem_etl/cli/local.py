@@ -10,7 +10,7 @@ VERB = "local"
 ORDER = 15
 
 EXAMPLES = """\
-  longmem-etl local seed local:./tenants/acme.db --from sample_data/acme.json
+  longmem-etl local seed local:./tenants/acme.db --from longmem_etl/sample_data/acme.json
   longmem-etl local seed local:./tenants/globex.db --from export.jsonl.gz --replace --json
   longmem-etl backup --source local:./tenants/acme.db --root snapshots/   # then back it up
 """

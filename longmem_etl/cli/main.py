@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from longmem_etl import __version__
-from longmem_etl.errors import EXIT_ERROR, LongmemETLError
+from longmem_etl.errors import EXIT_ERROR, LongmemETLError, environment_problem
 
 EPILOG = """\
 start here:
@@ -19,6 +19,17 @@ start here:
 exit codes: 0 ok; 2 bad input or usage; 3 finished but incomplete; 1 anything else.
 API keys are read from environment variables only (default LONGMEM_API_KEY).
 """
+
+
+_LINE_BREAKS = {
+    c: f"\\u{c:04x}" for c in (0x0A, 0x0B, 0x0C, 0x0D, 0x1C, 0x1D, 0x1E, 0x85, 0x2028, 0x2029)
+}
+
+
+def one_line(message: str) -> str:
+    """The message with every character that could end a line escaped (a value quoted from a hostile
+    file may hold a newline, U+0085 or U+2028), so the error stays ONE line for people and scripts."""
+    return message.translate(_LINE_BREAKS)
 
 
 def _verb_modules() -> list:
@@ -62,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LongmemETLError as exc:
-        print(f"longmem-etl {args.verb}: {exc}", file=sys.stderr)
+        print(f"longmem-etl {args.verb}: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"longmem-etl {args.verb}: interrupted", file=sys.stderr)
@@ -70,10 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: one line, with the traceback only when asked for
+        problem = environment_problem(exc)  # disk full, read-only, a file in the way: exit 2
+        if problem is not None:
+            print(f"longmem-etl {args.verb}: {one_line(str(problem))}", file=sys.stderr)
+            return problem.exit_code
         if os.environ.get("LONGMEM_ETL_DEBUG"):
             raise
+        from longmem_etl.secrets import mask
+
         print(
-            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {exc} "
+            f"longmem-etl {args.verb}: internal error: {type(exc).__name__}: {one_line(mask(exc))} "
             "(set LONGMEM_ETL_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

@@ -27,7 +27,7 @@ EXAMPLES = """\
   # plan only: counts per collection, chunks and bytes; touches nothing
   longmem-etl migrate --source local:./a.db --target local:./b.db --dry-run
   # tenant A -> tenant B, cleaned on the way, through a flaky target
-  longmem-etl migrate --source local:./a.db --spec sample_data/specs/migration-hygiene.toml \\
+  longmem-etl migrate --source local:./a.db --spec longmem_etl/sample_data/specs/migration-hygiene.toml \\
       --target 'local:./b.db?fail_rate=0.1&ambiguous_rate=0.02&latency_ms=50'
   # a dump file into the hosted API, keeping pinned/archived/timestamps
   TARGET_KEY=... longmem-etl migrate --source dump.json.zst --target https://rememberos.ai \\
@@ -38,6 +38,10 @@ EXAMPLES = """\
   longmem-etl migrate --source dump.json --spec new.toml --target local:./b.db --update-changed
   # a second copy on purpose (its own markers, exactly once per copy name)
   longmem-etl migrate --source dump.json --target local:./b.db --copy sandbox-2
+  # a target that may be down: give each failing call 5 tries or 2 minutes, then dead-letter
+  longmem-etl migrate --source a.json --target local:./b.db --max-attempts 5 --give-up-after 2m
+  # a stricter target: refuse texts over 20k chars; --dry-run names the items first
+  longmem-etl migrate --source local:./a.db --target 'local:./b.db?max_text_chars=20000' --dry-run
 
 Each item carries metadata["_longmem_etl"] = {"source", "source_id", "content"}: the source's
 stable key (account, or dump tenant), the memory's id and its payload fingerprint. Any run whose
@@ -100,6 +104,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"item JSON bytes per call (default {DEFAULT_MAX_BYTES})",
     )
     p.add_argument(
+        "--max-attempts",
+        type=int,
+        default=8,
+        metavar="N",
+        help="retry budget: tries of one call on 5xx/timeouts (and of a chunk on other errors) "
+        "before its items are dead-lettered (default 8; 429s are waited out, not counted)",
+    )
+    p.add_argument(
+        "--give-up-after",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="retry budget in time: give a failing call up this long after its first failure, "
+        "429 waits included (e.g. 90s, 5m, 1h; default: no time limit)",
+    )
+    p.add_argument(
         "--journal",
         metavar="PATH",
         help="journal file (default $LONGMEM_ETL_HOME/migrations/<migration id>/journal.sqlite); "
@@ -151,6 +171,8 @@ def options_from_args(args: argparse.Namespace) -> MigrationOptions:
         concurrency=args.concurrency,
         chunk_size=args.chunk_size,
         max_bytes=args.max_bytes,
+        max_attempts=args.max_attempts,
+        give_up_after=args.give_up_after,
         journal=args.journal,
         restart=args.restart,
         dry_run=args.dry_run,
@@ -161,6 +183,28 @@ def options_from_args(args: argparse.Namespace) -> MigrationOptions:
         update_changed=args.update_changed,
         copy=args.copy,
     )
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``1.5m``, ``2h``, ``500ms`` -> seconds (argparse type: errors exit 2)."""
+    t = text.strip().lower()
+    unit = next((u for u in ("ms", "s", "m", "h") if t.endswith(u)), "")
+    try:
+        value = float(t[: len(t) - len(unit)] if unit else t) * _UNITS.get(unit, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90s, 5m, 1h)") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a positive duration")
+    return value
+
+
+def _limits(values: dict):
+    from longmem_etl.api.limits import StoreLimits
+
+    return StoreLimits(**values)
 
 
 # Flags a resume command never repeats (they are one-off requests, not part of the migration).
@@ -225,66 +269,10 @@ def run(args: argparse.Namespace) -> int:
     with stop_on_signals(stop):
         result = run_migration(opts, stop=stop)
     data = result.as_dict()
-    if result.dry_run:
-        from longmem_etl.migrate.plan import PlanSummary
-
-        plan = result.plan or {}
-        summary = PlanSummary(
-            mode=plan["mode"],
-            chunk_size=plan["chunk_size"],
-            max_bytes=plan["max_bytes"],
-            collections=plan["collections"],
-        )
-        emit(
-            args,
-            data,
-            f"dry run (migration {result.migration_id}): nothing written, no target call\n"
-            + summary.render(),
-        )
-        return result.exit_code
-    c = result.counts
-    if result.interrupted:
-        print(
-            f"longmem-etl migrate: interrupted — {c.get('items_done', 0)}/{c.get('items_total', 0)} items "
-            f"done, journal flushed ({result.journal}).\nresume with: {result.resume_command}",
-            file=sys.stderr,
-        )
+    if result.interrupted and not result.dry_run:
+        print(f"longmem-etl migrate: {result.render()}", file=sys.stderr)
         if args.json:
             emit(args, data, "")
         return result.exit_code
-    up = result.upload
-    lines = [
-        f"migration {result.migration_id} ({'resumed' if result.resumed else 'new'}): "
-        f"{c['items_done']}/{c['items_total']} items landed in {c['chunks_total']} chunks, "
-        f"{c['items_dead']} dead-lettered, {result.seconds:.1f}s",
-        f"calls {up['calls']}, 429s {up['rate_limited']}, transient errors {up['transient_errors']}, "
-        f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
-        f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
-    ]
-    h = result.holdings or {}
-    line = f"already in the target from earlier runs: {h.get('already_in_target', 0)}"
-    if result.replanned:
-        line += f" (planned afresh: {result.replanned})"
-    lines.append(line)
-    if h.get("changed"):
-        waiting = h["changed"] - h.get("updated", 0)
-        lines.append(
-            f"{h['changed']} item(s) in the target differ from what this plan would send "
-            f"({h.get('updated', 0)} updated"
-            + (f", {waiting} left as they are — --update-changed updates them" if waiting else "")
-            + "; --json lists them)"
-        )
-    ver = result.verification or {}
-    t = ver.get("totals", {})
-    lines.append(
-        f"verification: {'EXACT' if ver.get('exact') else 'MISMATCH'} — missing {t.get('missing')}, "
-        f"duplicated {t.get('duplicated')}, extra {t.get('extra')}"
-    )
-    for name, path in result.outputs.items():
-        lines.append(f"  {name}: {path}")
-    if result.dead_letters:
-        lines.append(
-            f"{result.dead_letters} item(s) refused by the target: see {result.outputs.get('dead_letter')}"
-        )
-    emit(args, data, "\n".join(lines))
+    emit(args, data, result.render())
     return result.exit_code

@@ -16,11 +16,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         VERB,
         help="start here: seed, back up, query, clean, migrate and verify on local tenants",
         description=(
-            "Seeds two embedded tenants from sample_data (a healthy one and a dirty one), backs "
-            "them up to Parquet snapshots, queries them in DuckDB, cleans the dirty one with "
-            "sample_data/specs/migration-hygiene.toml, migrates the result to a third tenant "
-            "through injected faults (latency, 503s, 429s, ambiguous timeouts) and verifies it "
-            "exactly. Needs no API key and no network. Re-running starts over in the same --dir."
+            "Seeds two embedded tenants from the sample dumps shipped with the package (a healthy "
+            "one and a dirty one), backs them up to Parquet snapshots, queries them in DuckDB, "
+            "cleans the dirty one with the bundled migration-hygiene.toml spec, migrates the result "
+            "to a third tenant through injected faults (latency, 503s, 429s, ambiguous timeouts) and "
+            "verifies it exactly. Needs no API key and no network. Re-running starts over in the same --dir."
         ),
         examples="  longmem-etl quickstart\n  longmem-etl quickstart --dir /tmp/lm-demo --json\n",
     )

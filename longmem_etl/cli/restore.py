@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.cli.common import add_identity_flag, add_json_flag, add_verb, emit
 
 VERB = "restore"
@@ -87,9 +88,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--target-key-env",
-        default="LONGMEM_API_KEY",
+        default=DEFAULT_KEY_ENV,
         metavar="VAR",
-        help="environment variable holding the target API key (default LONGMEM_API_KEY)",
+        help=f"environment variable holding the target API key (default {DEFAULT_KEY_ENV})",
     )
     add_json_flag(p)
     add_identity_flag(p)
@@ -105,35 +106,6 @@ def _confirm(args: argparse.Namespace):
         return answer in ("y", "yes")
 
     return ask
-
-
-def _human(r) -> str:
-    p = r.plan
-    ex = p.get("examples", {})
-    would = "would " if r.dry_run else ""
-    lines = [f"snapshot {r.snapshot} (tenant {r.tenant})"]
-    lines.append(
-        f"  selected {p.get('selected', 0)}, already held {p.get('already_held', 0)}; "
-        f"{would}add {p.get('add', 0)}, {would}remove {p.get('remove', 0)} "
-        f"({'mirror' if r.mirror else 'not mirroring'}), differ {p.get('differ', 0)}"
-    )
-    for key in ("add", "remove", "differ"):
-        if ex.get(key):
-            lines.append(f"  e.g. {would}{key}: {', '.join(map(str, ex[key]))}")
-    if r.dry_run:
-        return "\n".join(lines)
-    lines.append(f"  added {r.added}, removed {r.removed} ({r.seconds:.1f}s)")
-    if r.interrupted:
-        lines.append("  interrupted: run the same command again to continue")
-    elif r.verification:
-        v = r.verification
-        lines.append(
-            "  verified: exact"
-            if v["exact"]
-            else f"  NOT exact: {v['missing']} missing, {v['duplicated']} duplicated, "
-            f"{v.get('extra_in_scope') or 0} extra"
-        )
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -162,5 +134,5 @@ def run(args: argparse.Namespace) -> int:
     )
     with stop_on_signals(threading.Event()) as stop:
         r = restore(opts, stop=stop, before_remove=_confirm(args))
-    emit(args, r.to_json(), _human(r))
+    emit(args, r.to_json(), r.render())
     return r.exit_code

@@ -35,7 +35,10 @@ EXAMPLES = """\
 
 views: memories, latest_memories (newest snapshot per tenant), collections, rejected, snapshots;
 each has tenant and snapshot columns; metadata/extra/fidelity and collections.raw are JSON.
-Statements that write (CREATE, INSERT, COPY, ATTACH, SET, ...) are refused: exit 2.
+Statements that write (CREATE, INSERT, COPY, ATTACH, SET, ...) are refused: exit 2. PIVOT works.
+With --database FILE the views live in FILE's schema "longmem" (first on the search path); the
+file's own tables and views are never replaced (reach a shadowed one as main.NAME).
+Ctrl-C stops a running query at once (exit 130).
 """
 
 
@@ -69,31 +72,46 @@ def register(sub: argparse._SubParsersAction) -> None:
         "other tools; default: a private temporary catalog",
     )
     add_identity_flag(p)
+    p.add_argument(
+        "--trust",
+        action="store_true",
+        help="skip checking each snapshot against its manifest (sizes, Parquet row counts, the "
+        "manifest's own checksum) when opening; faster on roots with many snapshots. File names "
+        "outside a snapshot are refused even so",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl import warehouse
+    from longmem_etl.interrupts import interruptible
 
     if not args.root.is_dir():
         raise BadInput(f"{args.root}: no such directory")
-    con = warehouse.connect(args.root, database=args.database, read_only=True)
+    con = warehouse.connect(args.root, database=args.database, read_only=True, trust=args.trust)
     try:
-        result = warehouse.run_query(con, args.query)
-        names = [d[0] for d in result.description or []]
-        json_cols = warehouse.json_column_names(result.description)
-        rows = _batches(result)
-        out = sys.stdout
-        if args.format == "csv":
-            write_csv(out, names, rows)
-        elif args.format == "json":
-            write_json(out, names, json_cols, rows)
-        else:
-            write_table(out, names, rows)
-        out.flush()
+        with interruptible(con):  # Ctrl-C stops a running query at once: exit 130
+            _query(con, args)
     finally:
         con.close()
     return 0
+
+
+def _query(con: Any, args: argparse.Namespace) -> None:
+    from longmem_etl import warehouse
+
+    result = warehouse.run_query(con, args.query)
+    names = [d[0] for d in result.description or []]
+    json_cols = warehouse.json_column_names(result.description)
+    rows = _batches(result)
+    out = sys.stdout
+    if args.format == "csv":
+        write_csv(out, names, rows)
+    elif args.format == "json":
+        write_json(out, names, json_cols, rows)
+    else:
+        write_table(out, names, rows)
+    out.flush()
 
 
 def _batches(result: Any) -> Iterator[tuple]:

@@ -58,7 +58,12 @@ def _render(st: dict[str, Any]) -> list[str]:
         lines.append(f"  chunk {e['chunk']} ({e['state']}, {e['attempts']} attempts): {e['error']}")
     if "verification" in st:
         v = st["verification"]
-        lines.append(f"verification: {'EXACT' if v.get('exact') else 'MISMATCH'} {v.get('totals')}")
+        if v.get("error"):
+            lines.append(f"verification: NOT DONE — {v['error']}")
+        else:
+            lines.append(
+                f"verification: {'EXACT' if v.get('exact') else 'MISMATCH'} {v.get('totals')}"
+            )
     if st["items_pending"] or not st["planned"]:
         lines.append(f"resume with: {st.get('resume_command')}")
     return lines

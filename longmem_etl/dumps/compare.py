@@ -16,7 +16,7 @@ from longmem_etl.schema import TIMESTAMP_FIELDS
 
 
 def _same_instant(a: Any, b: Any) -> bool:
-    from longmem_etl.dumps.normalize import parse_timestamp
+    from longmem_etl.timestamps import parse_timestamp
 
     if not (isinstance(a, str) and isinstance(b, str)):
         return False

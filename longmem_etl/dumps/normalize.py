@@ -20,9 +20,7 @@ over-precise ``importance``, a timestamp with sub-microsecond digits or without 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -44,6 +42,7 @@ from longmem_etl.schema import (
     TIMESTAMP,
     TIMESTAMP_FIELDS,
 )
+from longmem_etl.timestamps import parse_timestamp
 
 STAGE = "convert"
 _EMPTY = Raw(b"")
@@ -159,49 +158,7 @@ def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
 # --------------------------------------------------------------------------------------------------
 # Timestamps
 
-_TS_RE = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"\s*(Z|z|[+-]\d{2}(?::?\d{2})?)?$"
-)
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_US = timedelta(microseconds=1)
-
-
-def parse_timestamp(text: str) -> tuple[int, bool]:
-    """``(microseconds since epoch UTC, exact)`` for an ISO-8601 string; ValueError if it is not one.
-
-    ``exact`` is False when rendering the instant back could not give the same meaning: digits below
-    the microsecond, or no UTC offset (read as UTC).
-    """
-    m = _TS_RE.match(text)
-    if not m:
-        raise ValueError(text)
-    y, mo, d, hh, mi, ss, frac, off = m.groups()
-    exact = off is not None and hh is not None
-    micro = 0
-    if frac:
-        micro = int((frac + "000000")[:6])
-        if frac[6:].strip("0"):
-            exact = False
-    dt = datetime(
-        int(y),
-        int(mo),
-        int(d),
-        int(hh or 0),
-        int(mi or 0),
-        int(ss or 0),
-        micro,
-        tzinfo=timezone.utc,
-    )
-    if off and off not in ("Z", "z"):
-        sign = -1 if off[0] == "-" else 1
-        digits = off[1:].replace(":", "")
-        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
-        if delta >= timedelta(hours=24):
-            raise ValueError(text)
-        dt = dt - sign * delta
-    return (dt - _EPOCH) // _US, exact
+# ``parse_timestamp`` lives in ``longmem_etl/timestamps.py``: every ISO-8601 parse in the toolkit uses it.
 
 
 def _timestamps(
@@ -462,7 +419,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
     if chunk.body is not None:
         try:
             fast = _DEC_FAST.decode(chunk.body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             fast = None
         if fast is not None and chunk.count in (None, len(fast)):
             text = _raw_text(_GET["text"](fast))
@@ -471,7 +428,7 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
         del fast
         try:
             mems = _DEC_LIST.decode(chunk.body)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             mems = None
         if mems is not None and chunk.count in (None, len(mems)):
             return _build(mems, None, {})
@@ -491,12 +448,12 @@ def _decode_rows(
         mems = _DEC_LIST.decode(b"[" + b",".join(raws) + b"]")  # type: ignore[assignment]
         if len(mems) != n:
             raise ValueError("row count")
-    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError, RecursionError):
         mems, extras = [], [None] * n
         for i, raw in enumerate(raws):
             try:
                 mems.append(_DEC_ONE.decode(raw))
-            except (msgspec.ValidationError, msgspec.DecodeError):
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
                 try:
                     mem, extras[i] = _slow_row(raw)
                     mems.append(mem)
@@ -505,6 +462,9 @@ def _decode_rows(
                     mems.append(None)
                 except msgspec.DecodeError as exc:
                     bad[i] = _Bad(None, f"not valid JSON: {exc}")
+                    mems.append(None)
+                except RecursionError:  # hundreds of levels: msgspec gives up before we look
+                    bad[i] = _Bad(None, f"row {jsonio.TOO_DEEP}")
                     mems.append(None)
     return mems, extras, bad
 
@@ -552,6 +512,7 @@ def _build(
         if not lengths.all():
             for i in np.flatnonzero(lengths == 0).tolist():
                 absent.setdefault(i, []).append(name)
+    _refuse_deep(meta, meta_len, extras, bad)
     columns["importance"] = _importance(imp, imp_len, bad, fid_raw)
     columns["metadata"] = _raw_strings(meta, meta_len)
     columns["extra"] = extras if extras is not None else pa.nulls(n, pa.string())
@@ -573,6 +534,36 @@ def _build(
         col = columns[f.name]
         arrays.append(col if isinstance(col, pa.Array) else pa.array(col, f.type))
     return pa.RecordBatch.from_arrays(arrays, schema=MEMORIES_SCHEMA), ids, bad
+
+
+def _too_deep_stand_in(mem: Any) -> bytes:
+    """The row that stands for a memory too deep to encode (rejected as such, with its id)."""
+    ident = mem.get("id") if isinstance(mem, dict) else None
+    deep = Raw(b"[" * (jsonio.MAX_DEPTH + 1) + b"]" * (jsonio.MAX_DEPTH + 1))
+    return jsonio.dumps(
+        {"id": ident if isinstance(ident, str) else "", "text": "", "metadata": deep}
+    )
+
+
+def _refuse_deep(
+    meta: Sequence[Raw | bytes],
+    meta_len: np.ndarray,
+    extras: list[str | None] | None,
+    bad: dict[int, _Bad],
+) -> None:
+    """Reject rows whose metadata or unknown fields nest deeper than ``jsonio.MAX_DEPTH``: every
+    later reader decodes them recursively. Only values long enough to be that deep are scanned."""
+    for i in np.flatnonzero(meta_len > 2 * jsonio.MAX_DEPTH).tolist():
+        if i not in bad and jsonio.too_deep(meta[i]):
+            bad[i] = _Bad("metadata", f"metadata {jsonio.TOO_DEEP}")
+    for i, extra in enumerate(extras or ()):
+        # an unknown field's value sits one level inside the extra object
+        if (
+            extra is not None
+            and i not in bad
+            and jsonio.too_deep(extra.encode(), jsonio.MAX_DEPTH + 1)
+        ):
+            bad[i] = _Bad(None, f"an unknown field's value {jsonio.TOO_DEEP}")
 
 
 def _rejected_table(
@@ -602,6 +593,11 @@ def _rejected_id(raw: Raw | bytes, ident: str) -> str | None:
     try:
         obj = _DEC_OBJ.decode(raw)
         v = _DEC_ANY.decode(obj["id"]) if "id" in obj else None
+    except RecursionError:  # a too-deep row: find its id without recursion
+        try:
+            v = _DEC_ANY.decode(jsonio.object_members(raw)["id"])
+        except (KeyError, ValueError, msgspec.DecodeError, RecursionError):
+            return None
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
     if isinstance(v, str):
@@ -619,7 +615,10 @@ def normalize_memories(
     batch: list[bytes] = []
     start = 0
     for mem in memories:
-        batch.append(jsonio.dumps(mem))
+        try:
+            batch.append(jsonio.dumps(mem))
+        except RecursionError:  # too deep even to encode: keep its id, mark its depth
+            batch.append(_too_deep_stand_in(mem))
         if len(batch) >= batch_size:
             g, r = norm.batch(batch, start)
             goods.append(g)

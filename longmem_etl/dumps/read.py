@@ -48,6 +48,7 @@ import msgspec
 import numpy as np
 
 from longmem_etl import jsonio
+from longmem_etl.dumps.formats import DUMP_FORMATS, DUMP_SUFFIXES_TEXT, dump_suffix
 from longmem_etl.errors import BadInput
 from longmem_etl.jsonio import kind_of, raw_kind
 from longmem_etl.schema import FORMAT_VERSION
@@ -61,26 +62,13 @@ DEFAULT_BATCH = (
 # than 50k); convert writes them out in row groups of ROW_GROUP_ROWS
 STREAM_BATCH = 20_000  # rows per batch when streaming: keeps peak RSS well under 600 MB
 
-_SUFFIXES = {
-    ".json": ("json", None),
-    ".json.gz": ("json", "gzip"),
-    ".json.zst": ("json", "zstd"),
-    ".jsonl": ("jsonl", None),
-    ".jsonl.gz": ("jsonl", "gzip"),
-    ".jsonl.zst": ("jsonl", "zstd"),
-    ".ndjson": ("jsonl", None),
-}
-
 
 def dump_format(path: str | os.PathLike) -> tuple[str, str | None]:
     """``(kind, compression)`` from the file name: kind is ``json`` or ``jsonl``."""
-    name = Path(path).name.lower()
-    for suffix in sorted(_SUFFIXES, key=len, reverse=True):
-        if name.endswith(suffix):
-            return _SUFFIXES[suffix]
-    raise BadInput(
-        f"{path}: unknown dump format (expected .json, .json.gz, .json.zst, .jsonl or .jsonl.gz)"
-    )
+    suffix = dump_suffix(path)
+    if suffix is None:
+        raise BadInput(f"{path}: unknown dump format (expected {DUMP_SUFFIXES_TEXT})")
+    return DUMP_FORMATS[suffix]
 
 
 def is_dump_path(path: str | os.PathLike) -> bool:
@@ -110,8 +98,64 @@ def open_binary(path: str | os.PathLike) -> BinaryIO:
     if compression == "zstd":
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
+        return _ZstdReader(raw, zstandard.ZstdDecompressor())  # type: ignore[return-value]
     return raw
+
+
+class _ZstdReader:
+    """A zstd stream (one or more frames) as a ``read``/``readline`` file; EOFError when the data
+    ends inside a frame (zstandard's own ``stream_reader`` just stops, so a truncated file looked
+    empty or short)."""
+
+    def __init__(self, raw: BinaryIO, dctx: Any) -> None:
+        self._raw, self._dctx = raw, dctx
+        self._obj = dctx.decompressobj()
+        self._buf = bytearray()
+        self._eof = False
+        self._started = False  # bytes of the current frame seen
+
+    def _fill(self, want: int) -> None:
+        while not self._eof and (want < 0 or len(self._buf) < want):
+            block = self._raw.read(1 << 20)
+            if not block:
+                if self._started:
+                    raise EOFError("zstd data ends inside a frame")
+                self._eof = True
+                break
+            while block:
+                self._started = True
+                self._buf += self._obj.decompress(block)
+                if not self._obj.eof:
+                    break
+                block = self._obj.unused_data
+                self._obj = self._dctx.decompressobj()
+                self._started = False
+
+    def read(self, n: int = -1) -> bytes:
+        self._fill(n if n is not None else -1)
+        if n is None or n < 0:
+            out, self._buf = bytes(self._buf), bytearray()
+        else:
+            out, self._buf = bytes(self._buf[:n]), self._buf[n:]
+        return out
+
+    def readline(self) -> bytes:
+        while True:
+            i = self._buf.find(b"\n")
+            if i >= 0 or self._eof:
+                end = i + 1 if i >= 0 else len(self._buf)
+                out, self._buf = bytes(self._buf[:end]), self._buf[end:]
+                return out
+            self._fill(len(self._buf) + (1 << 16))
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def __enter__(self) -> _ZstdReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _compression_error(path: Any, exc: BaseException) -> BadInput:
@@ -331,6 +375,11 @@ def span_raws(data: Any, span: Span) -> list[Any]:
             return _LIST_RAW.decode(body)
         except msgspec.DecodeError:  # (ValidationError is a subclass)
             raise Misplaced(f"bytes {span.first}-{span.end} are not a run of memories") from None
+        except RecursionError:  # a too-deep row
+            if span.count is None:  # a guess is proven only by parsing: redo with exact spans
+                raise Misplaced(f"bytes {span.first}-{span.end} hold a too-deep memory") from None
+            items, _ = jsonio.container_items(body, 0)  # exact: split without recursion
+            return [body[i:j] for i, j in items]
 
 
 # --- Guessed spans: no full scan ----------------------------------------------------------------
@@ -400,7 +449,7 @@ def guess_json_spans(path: str, span_bytes: int) -> DumpSource | None:
         if bytes(top.pop("memories", b"")) != b"[]":
             return None
         header, collections = _header_of(path, top)
-    except (msgspec.DecodeError, BadInput):
+    except (msgspec.DecodeError, BadInput, RecursionError):
         return None
     first = opening + 1
     spans: list[Span] = []
@@ -429,9 +478,15 @@ def guess_json_spans(path: str, span_bytes: int) -> DumpSource | None:
 
 def _header_of(path: str, top: dict[str, Any]) -> tuple[dict[str, Any], list[Any] | None]:
     """``(header, collections)`` from the raw top-level keys other than ``memories``."""
-    collections_raw = top.pop("collections", None)
-    collections = jsonio.loads(collections_raw) if collections_raw is not None else None
-    header = {k: jsonio.loads(v) for k, v in top.items()}
+    for key, value in top.items():
+        if jsonio.too_deep(value):
+            raise BadInput(f"{path}: top-level key {key!r} is {jsonio.TOO_DEEP}")
+    try:
+        collections_raw = top.pop("collections", None)
+        collections = jsonio.loads(collections_raw) if collections_raw is not None else None
+        header = {k: jsonio.loads(v) for k, v in top.items()}
+    except msgspec.DecodeError as exc:
+        raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
     check_header(path, header, collections)
     return header, collections
 
@@ -466,7 +521,10 @@ def _top_and_memories(path: str, data: Any) -> tuple[list[Any], dict[str, Any]]:
         while j < len(data) - 1 and data[j] in _WS_BYTES:
             j += 1
         if data[i] == 0x5B and data[j] == 0x5D:  # [ ... ]
-            top = _TOP.decode(bytes(data[:i]) + b"[]" + bytes(data[j + 1 :]))
+            try:
+                top = _TOP.decode(bytes(data[:i]) + b"[]" + bytes(data[j + 1 :]))
+            except msgspec.DecodeError as exc:  # e.g. a key that is not valid UTF-8
+                raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
             top.pop("memories", None)
             return memories, top
     try:
@@ -483,6 +541,50 @@ def _top_and_memories(path: str, data: Any) -> tuple[list[Any], dict[str, Any]]:
 
 
 _WS_BYTES = frozenset(b" \t\r\n")
+_KEY_COLON = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")[ \t\r\n]*:[ \t\r\n]*', re.S)
+
+
+def _deep_top_and_memories(path: str, data: Any, first: int) -> tuple[list[Any], dict[str, Any]]:
+    """``_top_and_memories`` for a file msgspec cannot take in one call because some value nests
+    hundreds of levels deep: the top-level object and the memories array are split by an iterative
+    scanner (``jsonio.container_items``), every memory that is not too deep is still validated
+    (a broken one is a whole-file error, as on the fast path), and a too-deep memory stays a raw
+    slice for ``normalize`` to reject with its reason. Slower, but only such files take it."""
+    view = memoryview(data)
+    try:
+        members, close = jsonio.container_items(data, first)
+    except ValueError as exc:
+        raise BadInput(f"{path}: not valid JSON: {exc}") from None
+    if bytes(data[close + 1 :]).strip(b" \t\r\n"):
+        raise BadInput(f"{path}: not valid JSON: trailing garbage after the top-level value")
+    top: dict[str, Any] = {}
+    memories: list[Any] | None = None
+    for a, b in members:
+        m = _KEY_COLON.match(data, a, b)
+        if m is None:
+            raise BadInput(f"{path}: not valid JSON: expected a key at byte {a}")
+        key = msgspec.json.decode(m.group(1))
+        start = m.end()
+        if key != "memories":
+            top[key] = bytes(data[start:b])
+            continue
+        if data[start] != 0x5B:
+            raise BadInput(f"{path}: 'memories' is not a list")
+        try:
+            items, _ = jsonio.container_items(data, start)
+        except ValueError as exc:
+            raise BadInput(f"{path}: not valid JSON: {exc}") from None
+        memories = [view[i:j] for i, j in items]
+        for n, item in enumerate(memories):
+            try:
+                msgspec.json.decode(item)
+            except RecursionError:
+                continue  # normalize rejects it as too deep
+            except msgspec.DecodeError as exc:
+                raise BadInput(f"{path}: memory {n}: {_msgspec_problem(exc)}") from None
+    if memories is None:
+        raise BadInput(f"{path}: no 'memories' list at the top level")
+    return memories, top
 
 
 def _read_json_whole(path: str, batch_size: int) -> DumpSource:
@@ -494,10 +596,15 @@ def _read_json_whole(path: str, batch_size: int) -> DumpSource:
             msgspec.json.decode(data)
         except msgspec.DecodeError as exc:
             raise BadInput(f"{path}: {_msgspec_problem(exc)}") from None
+        except RecursionError:
+            pass  # nested too deep to validate; its kind is the answer either way
         raise BadInput(
             f"{path}: top level is {raw_kind(stripped)}, expected an object with a 'memories' list"
         )
-    memories, top = _top_and_memories(path, data)
+    try:
+        memories, top = _top_and_memories(path, data)
+    except RecursionError:  # a memory nested hundreds deep: split without recursion
+        memories, top = _deep_top_and_memories(path, data, first)
     header, collections = _header_of(path, top)
     spans = _exact_spans(data, memories, batch_size)
     return DumpSource(
@@ -523,7 +630,7 @@ def _jsonl_header(line: bytes) -> dict[str, Any] | None:
         return None
     try:
         obj = _HEADER_DEC.decode(line)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None
     if list(obj) == ["__header__"] and bytes(obj["__header__"]).lstrip()[:1] == b"{":
         return jsonio.loads(obj["__header__"])
@@ -643,14 +750,32 @@ def _check_lines(path: Any, batch: list[bytes], lines: list[int]) -> None:
         decoded = _LIST_RAW.decode(b"[" + b",".join(batch) + b"]")
         if len(decoded) == len(batch):
             return
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         pass
+    deep = False
     for line, lineno in zip(batch, lines, strict=False):
         try:
             msgspec.json.decode(line)
+        except RecursionError:  # too deep to check here: normalize rejects the row as too deep
+            _one_value(path, lineno, line)
+            deep = True
         except msgspec.DecodeError:
             raise _line_problem(path, lineno, line) from None
+    if deep:
+        return
     raise BadInput(f"{path}: a line holds more than one JSON value")  # pragma: no cover
+
+
+def _one_value(path: Any, lineno: int, line: bytes) -> None:
+    """BadInput unless a too-deep line is one array/object with nothing after it."""
+    try:
+        if line[:1] in (b"[", b"{"):
+            _, close = jsonio.container_items(line, 0)
+            if not line[close + 1 :].strip():
+                return
+    except ValueError:
+        pass
+    raise BadInput(f"{path}: line {lineno}: not valid JSON")
 
 
 # --- streaming .json with ijson --------------------------------------------------------------------
@@ -717,7 +842,7 @@ def _ensure_not_empty(path: str) -> None:
 def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
     _ensure_not_empty(path)
     try:
-        header, collections, has_memories = _scan_top_level(path)
+        header, collections, has_memories, deep = _scan_top_level(path)
     except _PrefixClash:
         return _read_json_whole(path, batch_size)
     if not has_memories:
@@ -733,8 +858,16 @@ def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
             with open_binary(path) as f:
                 head = f.read(3)
                 stream = f if head == BOM else _Prefixed(head, f)
-                for item in ijson.items(stream, "memories.item", use_float=False):
-                    batch.append(jsonio.dumps(item))
+                items = (
+                    _serialized_items(stream)
+                    if deep
+                    else (
+                        jsonio.dumps(item)
+                        for item in ijson.items(stream, "memories.item", use_float=False)
+                    )
+                )
+                for item in items:
+                    batch.append(item)
                     if len(batch) >= batch_size:
                         yield _list_chunk(row, batch)
                         row += len(batch)
@@ -755,14 +888,76 @@ def _read_json_streaming(path: str, batch_size: int) -> DumpSource:
     )
 
 
+def _scalar_json(event: str, value: Any) -> bytes:
+    if event == "string":
+        return msgspec.json.encode(value)
+    if event == "number":
+        return str(value).encode()  # int, or the Decimal ijson gives (exact)
+    if event == "boolean":
+        return b"true" if value else b"false"
+    return b"null"
+
+
+def _serialized_items(stream: Any) -> Iterator[bytes]:
+    """Each top-level ``memories`` item as JSON text, rebuilt from ijson's flat events without
+    building Python values or recursing: the path for a file holding a too-deep memory (which
+    ``normalize`` then rejects with its reason). Slower than ``ijson.items``; only such files take it."""
+    import ijson
+
+    events = ijson.basic_parse(stream, use_float=False)
+    depth, key = 0, None
+    for event, value in events:  # walk to the top-level "memories" array
+        if depth == 1 and event == "map_key":
+            key = value
+        elif event in ("start_map", "start_array"):
+            depth += 1
+            if depth == 2 and key == "memories":
+                break
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+    parts: list[bytes] = []
+    stack: list[list[Any]] = []  # [is_array, items so far] per open container
+
+    def comma() -> None:
+        if stack and stack[-1][0]:
+            if stack[-1][1]:
+                parts.append(b",")
+            stack[-1][1] += 1
+
+    for event, value in events:
+        if not stack and event == "end_array":
+            return
+        if event == "map_key":
+            if stack[-1][1]:
+                parts.append(b",")
+            stack[-1][1] += 1
+            parts.append(msgspec.json.encode(value) + b":")
+            continue
+        if event in ("start_map", "start_array"):
+            comma()
+            parts.append(b"{" if event == "start_map" else b"[")
+            stack.append([event == "start_array", 0])
+            continue
+        if event in ("end_map", "end_array"):
+            parts.append(b"}" if event == "end_map" else b"]")
+            stack.pop()
+        else:
+            comma()
+            parts.append(_scalar_json(event, value))
+        if not stack:
+            yield b"".join(parts)
+            parts = []
+
+
 def _list_chunk(start: int, rows: list[bytes]) -> Chunk:
     return Chunk(start, len(rows), b"[" + b",".join(rows) + b"]", lambda: rows)
 
 
-def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
+def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool, bool]:
     """One ijson pass over the whole file: validates it, builds every top-level value but memories.
 
-    Memory items are only parsed (events skipped), so memory use stays bounded.
+    Memory items are only parsed (events skipped), so memory use stays bounded. Returns ``(header,
+    collections, has memories, some memory nests deeper than jsonio.MAX_DEPTH)``.
     """
     import ijson
 
@@ -773,9 +968,11 @@ def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
         with open_binary(path) as f:
             head = f.read(3)
             stream = f if head == BOM else _Prefixed(head, f)
-            events = ijson.parse(stream, use_float=False)
+            # basic_parse: no dotted prefixes (they grow with depth: quadratic memory on a
+            # value nested 100,000 deep)
+            events = ijson.basic_parse(stream, use_float=False)
             try:
-                prefix, event, value = next(events)
+                event, value = next(events)
             except StopIteration:
                 raise BadInput(f"{path}: empty file") from None
             if event != "start_map":
@@ -784,9 +981,10 @@ def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
                 )
             key: Any = None
             builder: Any = None
+            deep = False
             depth = 1  # tracked by events, not prefixes: a top-level key "" has prefix ""
             in_memories = False
-            for _prefix, event, value in events:
+            for event, value in events:
                 if depth == 1:
                     if event == "map_key":
                         key = value
@@ -808,6 +1006,10 @@ def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
                     continue
                 if event in ("start_map", "start_array"):
                     depth += 1
+                    if depth > jsonio.MAX_DEPTH + 2:  # the top object, memories, the memory
+                        if not in_memories:
+                            raise BadInput(f"{path}: top-level key {key!r} is {jsonio.TOO_DEEP}")
+                        deep = True
                 elif event in ("end_map", "end_array"):
                     depth -= 1
                 if in_memories:
@@ -832,7 +1034,7 @@ def _scan_top_level(path: str) -> tuple[dict[str, Any], Any, bool]:
     if any(k.startswith("memories.") for k in header):
         # ijson names items by dotted prefix: such a key would be confused with memory items
         raise _PrefixClash()
-    return _exactify(header), _exactify(collections), has_memories
+    return _exactify(header), _exactify(collections), has_memories, deep
 
 
 _COLLECTIONS = ("collections",)  # a key no JSON object can have, to park collections in header

@@ -1,6 +1,6 @@
 """Snapshot -> dump file, lossless and atomic (temp file in the target dir, then ``os.replace``).
 
-The format comes from the extension: ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
+The format comes from the extension (``dumps/formats.py``): ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``. A written dump always has ``"format_version": 1`` first; JSONL starts
 with one header line (every top-level key but memories, format_version first), then one memory per
 line. Memories
@@ -55,8 +55,13 @@ def write_dump(
     *,
     batch_size: int = 20_000,
     progress: bool = False,
+    overwrite: bool = True,
 ) -> dict[str, Any]:
-    """Write the snapshot as a dump file; returns ``{path, memories, collections, format}``."""
+    """Write the snapshot as a dump file; returns ``{path, memories, collections, format}``.
+
+    ``overwrite=False`` (the CLI without ``--force``) never replaces an existing file: BadInput
+    naming it, checked first and enforced at the end with ``os.link`` (which fails if the name
+    appeared meanwhile) instead of ``os.replace``."""
     from longmem_etl.snapshots.reader import open_snapshot
 
     snap = open_snapshot(snapshot_path)
@@ -66,6 +71,8 @@ def write_dump(
         raise BadInput(f"{out}: is a directory, expected a dump file name")
     if not out.parent.exists():
         raise BadInput(f"{out.parent}: no such directory")
+    if not overwrite and (out.exists() or out.is_symlink()):
+        raise BadInput(f"{out}: already exists; choose another --out or pass --force to replace it")
     top = snap.dump_top()
     collections = snap.collections(raw=True) if snap.has_collections else None
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
@@ -106,7 +113,14 @@ def write_dump(
                     bar.update(len(batch))
                 f.write(b"]}\n")
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a dump file is an ordinary file
-        os.replace(tmp, out)
+        if overwrite:
+            os.replace(tmp, out)
+        else:
+            try:
+                os.link(tmp, out)
+            except FileExistsError:
+                raise BadInput(f"{out}: appeared while writing; not replaced") from None
+            tmp.unlink()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -1,6 +1,7 @@
 """`run_migration`: freeze the source, plan, learn what the target holds, upload, verify — resumably.
 
-One call does the whole migration; the CLI and the Dagster assets are thin wrappers over it.
+One call does the whole migration (`docs/migration.md`); the CLI and the Dagster assets are thin
+wrappers over it.
 
 Exactly once is decided by the *target*, not by one journal. Every item carries a marker naming its
 source (a stable key: the source account, or the dump's tenant — see `source.source_key`), its
@@ -44,7 +45,16 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput, LongmemETLError
+from longmem_etl.api.endpoints import known_limits, same_account
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
+from longmem_etl.errors import (
+    EXIT_INCOMPLETE,
+    EXIT_OK,
+    APIError,
+    BadInput,
+    Incomplete,
+    LongmemETLError,
+)
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal, is_journal
@@ -53,14 +63,17 @@ from longmem_etl.migrate.plan import (
     DEFAULT_MAX_BYTES,
     MAX_CHUNK_ITEMS,
     MODES,
+    PlanSummary,
     plan_items,
     summarise,
 )
 from longmem_etl.migrate.reconcile import Interrupted, _retrying, export_target
+from longmem_etl.migrate.refusals import RefusalScan
 from longmem_etl.migrate.state import locks_dir, migrations_dir
 from longmem_etl.migrate.uploader import Uploader, make_sender
 from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
 from longmem_etl.progress import progress
+from longmem_etl.secrets import mask_obj
 
 JOURNAL_NAME = "journal.sqlite"
 EXIT_INTERRUPTED = 130
@@ -82,11 +95,14 @@ class MigrationOptions:
     restart: bool = False
     dry_run: bool = False
     provenance: bool = True
-    source_key_env: str = "LONGMEM_API_KEY"
-    target_key_env: str = "LONGMEM_API_KEY"
+    source_key_env: str = DEFAULT_KEY_ENV
+    target_key_env: str = DEFAULT_KEY_ENV
     work_root: str | None = None
     """Where ``<migration_id>/`` dirs go (default ``{home}/migrations``)."""
-    max_attempts: int = 5
+    max_attempts: int = 8
+    """Retry budget: tries of one call on 5xx/timeouts (and of a chunk on other errors)."""
+    give_up_after: float | None = None
+    """Retry budget in seconds since a call first failed (None: no time limit)."""
     settle_timeout: float = 30.0
     show_progress: bool = True
     wait: bool = False
@@ -130,9 +146,83 @@ class MigrationResult:
         return EXIT_OK if exact and self.dead_letters == 0 else EXIT_INCOMPLETE
 
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
+        out = mask_obj(asdict(self))  # error texts in `upload` may echo a server's words
         out["exit_code"] = self.exit_code
         return out
+
+    to_json = as_dict  # the name every result object shares (``longmem_etl`` public API)
+
+    def render(self) -> str:
+        """What ``longmem-etl migrate`` prints on a terminal (a dry run: the plan's summary)."""
+        if self.dry_run:
+            plan = self.plan or {}
+            summary = PlanSummary(
+                mode=plan["mode"],
+                chunk_size=plan["chunk_size"],
+                max_bytes=plan["max_bytes"],
+                collections=plan["collections"],
+            )
+            from longmem_etl.api.limits import StoreLimits
+            from longmem_etl.migrate.refusals import RefusalScan
+
+            refused = plan.get("refused") or {}
+            limits = refused.get("limits")
+            scan = RefusalScan(None if limits is None else StoreLimits(**limits))
+            scan.refused = list(refused.get("items") or [])
+            return (
+                f"dry run (migration {self.migration_id}): nothing written, no target call\n"
+                + summary.render()
+                + "\n"
+                + scan.render()
+            )
+        c, up = self.counts, self.upload
+        if self.interrupted:
+            return (
+                f"interrupted — {c.get('items_done', 0)}/{c.get('items_total', 0)} items done, "
+                f"journal flushed ({self.journal}).\nresume with: {self.resume_command}"
+            )
+        lines = [
+            f"migration {self.migration_id} ({'resumed' if self.resumed else 'new'}): "
+            f"{c['items_done']}/{c['items_total']} items landed in {c['chunks_total']} chunks, "
+            f"{c['items_dead']} dead-lettered, {self.seconds:.1f}s",
+            f"calls {up['calls']}, 429s {up['rate_limited']}, transient errors {up['transient_errors']}, "
+            f"ambiguous {up['ambiguous']} (reconciled {up['reconciled_items']} items), "
+            f"bisections {up['bisections']}, concurrency low {up['concurrency_lowest']}/{up['concurrency_max']}",
+        ]
+        h = self.holdings or {}
+        line = f"already in the target from earlier runs: {h.get('already_in_target', 0)}"
+        if self.replanned:
+            line += f" (planned afresh: {self.replanned})"
+        lines.append(line)
+        if h.get("changed"):
+            waiting = h["changed"] - h.get("updated", 0)
+            lines.append(
+                f"{h['changed']} item(s) in the target differ from what this plan would send "
+                f"({h.get('updated', 0)} updated"
+                + (
+                    f", {waiting} left as they are — --update-changed updates them"
+                    if waiting
+                    else ""
+                )
+                + "; --json lists them)"
+            )
+        ver = self.verification or {}
+        t = ver.get("totals", {})
+        if ver.get("error"):
+            lines.append(f"verification: NOT DONE — {ver['error']}")
+        else:
+            lines.append(
+                f"verification: {'EXACT' if ver.get('exact') else 'MISMATCH'} — missing "
+                f"{t.get('missing')}, duplicated {t.get('duplicated')}, extra {t.get('extra')}"
+            )
+        for name, path in self.outputs.items():
+            lines.append(f"  {name}: {path}")
+        if self.dead_letters:
+            lines.append(
+                f"{self.dead_letters} item(s) dead-lettered (refused by the target, or retry budget "
+                f"spent): see {self.outputs.get('dead_letter')}"
+            )
+        return "\n".join(lines)
 
 
 def _sha(obj: Any) -> str:
@@ -144,6 +234,10 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput(f"--mode {opts.mode!r}: must be one of {', '.join(MODES)}")
     if not 1 <= opts.chunk_size <= MAX_CHUNK_ITEMS:
         raise BadInput(f"--chunk-size {opts.chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
+    if not 1 <= opts.max_attempts <= 1000:
+        raise BadInput(f"--max-attempts {opts.max_attempts}: must be between 1 and 1000")
+    if opts.give_up_after is not None and not opts.give_up_after > 0:
+        raise BadInput(f"--give-up-after {opts.give_up_after}: must be a positive duration")
     if not 1 <= opts.concurrency <= 64:
         raise BadInput(f"--concurrency {opts.concurrency}: must be between 1 and 64")
     if opts.spec is not None and not Path(opts.spec).is_file():
@@ -152,6 +246,10 @@ def _validate(opts: MigrationOptions) -> None:
         raise BadInput("--copy: give the extra copy a non-empty name")
     if opts.copy is not None and not opts.provenance:
         raise BadInput("--copy needs provenance markers; drop --no-provenance")
+    if opts.spec is not None:  # a bad or hostile spec is refused before any directory is made
+        from longmem_etl.transforms.spec import load_spec
+
+        load_spec(opts.spec)
 
 
 def binding_of(opts: MigrationOptions) -> dict[str, Any]:
@@ -159,7 +257,8 @@ def binding_of(opts: MigrationOptions) -> dict[str, Any]:
     spec or the source's content (those may change between runs; see `plan_binding_of`)."""
     ident = sources.stable_source_identity(opts.source, key_env=opts.source_key_env)
     target = sources.target_identity(opts.target, key_env=opts.target_key_env)
-    if ident.get("account") == target:
+    # device + inode: a hard link, symlink or other spelling of the source store is the same
+    if ident.get("account") is not None and same_account(ident["account"], target):
         raise BadInput(
             f"--source and --target are the same account ({opts.target}); nothing to migrate"
         )
@@ -215,12 +314,15 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
     binding = binding_of(opts)
     mid = migration_id_of(binding)
     key = binding["source"]["key"]
+    scan = RefusalScan(known_limits(opts.target))  # items the target would refuse, named first
     with sources.frozen_temporarily(
         opts.source, spec=opts.spec, key_env=opts.source_key_env
     ) as frozen:
         summary = summarise(
-            plan_items(
-                frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
+            scan.watch(
+                plan_items(
+                    frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
+                )
             ),
             mode=opts.mode,
             chunk_size=opts.chunk_size,
@@ -232,7 +334,7 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
         journal=None,
         dry_run=True,
         source_key=key,
-        plan=summary.as_dict(),
+        plan={**summary.as_dict(), "refused": scan.as_dict()},
     )
 
 
@@ -311,13 +413,27 @@ def _run_locked(
             from longmem_etl.migrate.holdings import learn_holdings
 
             t_held = time.monotonic()
-            found = learn_holdings(journal, target, source_key=key, stop=stop)
+            try:
+                found = learn_holdings(
+                    journal,
+                    target,
+                    source_key=key,
+                    stop=stop,
+                    max_retries=opts.max_attempts - 1,
+                    give_up_after=opts.give_up_after,
+                )
+            except APIError as exc:  # unreadable within the retry budget: nothing sent, exit 3
+                _write_outputs(journal, work_dir, None)
+                raise Incomplete(
+                    f"cannot read the target to learn what it already holds ({exc}); nothing "
+                    f"was sent — resume with: {result.resume_command}"
+                ) from None
             journal.put(holdings=found.as_dict())
             result.timings["holdings"] = round(time.monotonic() - t_held, 3)
         result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
         counts = journal.counts()
         bar = (
-            progress(counts["items_total"], desc="migrate", unit="item")
+            progress(counts["items_total"], desc="migrate", unit="item", heartbeat=True)
             if opts.show_progress
             else None
         )
@@ -332,6 +448,7 @@ def _run_locked(
             provenance=opts.provenance,
             concurrency=opts.concurrency,
             max_attempts=opts.max_attempts,
+            give_up_after=opts.give_up_after,
             settle_timeout=opts.settle_timeout,
             stop=stop,
             on_items=(bar.update if bar is not None else None),
@@ -367,10 +484,25 @@ def _run_locked(
         result.timings["upload"] = round(t_verify - t_upload, 3)
         report = None
         if not stop.is_set():
-            with suppress(Interrupted):
+            try:
                 report = verify_journal(
-                    journal, target, migration_id=key, stop=stop, foreign_copies=opts.copy is None
+                    journal,
+                    target,
+                    migration_id=key,
+                    stop=stop,
+                    foreign_copies=opts.copy is None,
+                    max_retries=opts.max_attempts - 1,
+                    give_up_after=opts.give_up_after,
                 )
+            except Interrupted:
+                pass
+            except APIError as exc:  # the target cannot be read within the retry budget: exit 3
+                result.counts = journal.counts()
+                result.dead_letters = result.counts["items_dead"]
+                result.verification = {"exact": False, "error": f"cannot read the target: {exc}"}
+                result.outputs = _write_outputs(journal, work_dir, result.verification)
+                result.seconds = time.monotonic() - started
+                return result
         if report is None:  # stopped: everything is journaled; the same command resumes
             result.interrupted = True
             result.counts = journal.counts()
@@ -480,6 +612,8 @@ def verify_journal(
     migration_id: str,
     stop: threading.Event | None = None,
     foreign_copies: bool = True,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one export of the WHOLE target (copies made under
     another key or by an older version count as duplicates with ``foreign_copies``); fill in
@@ -493,7 +627,7 @@ def verify_journal(
             "fp": [r[4] for r in rows],
         }
     )
-    dump = export_target(target, stop=stop)
+    dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
     provenance = (journal.get("options") or {}).get("provenance", True)
     report = compare(
         source,
@@ -616,4 +750,4 @@ def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
     ver = path.parent / "verification.json"
     if ver.is_file():
         status["verification"] = json.loads(ver.read_text())
-    return status
+    return mask_obj(status)

@@ -106,7 +106,13 @@ class Holdings:
 
 
 def learn_holdings(
-    journal: Journal, target: Any, *, source_key: str, stop: threading.Event | None = None
+    journal: Journal,
+    target: Any,
+    *,
+    source_key: str,
+    stop: threading.Event | None = None,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
 ) -> Holdings:
     """Mark every planned item the target already holds as done (one durable transaction), and
     record those whose landed payload differs from the plan's. One export of the target."""
@@ -116,7 +122,7 @@ def learn_holdings(
     items = pa.table(
         {"source_id": [r[0] for r in rows], "content": [r[1] for r in rows]}, schema=ITEMS
     )
-    dump = export_target(target, stop=stop)
+    dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
     held = which_held(items, target_keys(dump.get("memories") or []), source_key=source_key)
     where = {r[0]: (r[2], r[3]) for r in rows}  # source_id -> (collection, chunk)
     per_chunk: dict[int, list[tuple[str, str | None]]] = defaultdict(list)

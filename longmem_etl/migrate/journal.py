@@ -33,6 +33,7 @@ from typing import Any
 
 from longmem_etl.errors import BadInput
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS, PlannedItem, assign_chunks
+from longmem_etl.secrets import mask, mask_obj
 
 CHUNK_STATES = ("planned", "in_flight", "done", "failed", "dead")
 BINDING_KEYS = ("source", "target", "mode")
@@ -102,7 +103,7 @@ class Journal:
         self.close()
 
     def _tx(self, *, durable: bool = True):
-        return _Tx(self._db, self._lock, durable=durable)
+        return _Tx(self._db, self._lock, durable=durable, path=self.path)
 
     def _q(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -356,7 +357,7 @@ class Journal:
                 db.execute(
                     "INSERT INTO dead_letters(source_id, chunk_no, status, message, at) VALUES (?, ?, ?, ?, ?)"
                     " ON CONFLICT(source_id) DO UPDATE SET status = excluded.status, message = excluded.message",
-                    (sid, chunk_no, status, message, _now()),
+                    (sid, chunk_no, status, mask(message), _now()),
                 )
             return _close_if_finished(db, chunk_no)
 
@@ -365,13 +366,14 @@ class Journal:
         with self._tx(durable=False) as db:
             db.execute(
                 "UPDATE chunks SET last_error = ?, updated_at = ? WHERE chunk_no = ?",
-                (message[:500], _now(), chunk_no),
+                (mask(message)[:500], _now(), chunk_no),
             )
 
     def record_failure(self, chunk_no: int, message: str, *, max_attempts: int) -> str:
         """A non-transient failure: count it; at ``max_attempts`` the chunk's remaining items die.
 
         Returns the chunk's new state (``failed`` or ``dead``)."""
+        message = mask(message)
         with self._tx() as db:
             db.execute(
                 "UPDATE chunks SET attempts = attempts + 1, last_error = ?, state = 'failed', updated_at = ?"
@@ -419,7 +421,10 @@ class Journal:
             " ORDER BY updated_at DESC LIMIT ?",
             (limit,),
         )
-        return [{"chunk": c, "state": s, "attempts": a, "error": e} for c, s, a, e in rows]
+        return [
+            {"chunk": c, "state": s, "attempts": a, "error": None if e is None else mask(e)}
+            for c, s, a, e in rows
+        ]
 
     def iter_items(self) -> Iterator[tuple]:
         """``(source_id, target_id, collection, container_tag, fp, chunk_no, state)`` for every item."""
@@ -446,9 +451,9 @@ class Journal:
                 "source_id": s,
                 "chunk": c,
                 "status": st,
-                "message": m,
+                "message": None if m is None else mask(m),
                 "collection": coll,
-                "item": json.loads(p),
+                "item": mask_obj(json.loads(p), keys_only=True),
             }
             for s, c, st, m, coll, p in rows
         ]
@@ -493,8 +498,10 @@ def _describe(value: Any) -> str:
 class _Tx:
     """``BEGIN IMMEDIATE`` … ``COMMIT`` under the journal lock; rollback on error."""
 
-    def __init__(self, db: sqlite3.Connection, lock: threading.RLock, *, durable: bool) -> None:
-        self.db, self.lock, self.durable = db, lock, durable
+    def __init__(
+        self, db: sqlite3.Connection, lock: threading.RLock, *, durable: bool, path: Path
+    ) -> None:
+        self.db, self.lock, self.durable, self.path = db, lock, durable, path
 
     def __enter__(self) -> sqlite3.Connection:
         self.lock.acquire()
@@ -504,6 +511,29 @@ class _Tx:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            elif self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                self.db.execute("ROLLBACK")
+        except sqlite3.OperationalError as failure:
+            raise _full(self.path, failure) or failure from None
         finally:
             self.lock.release()
+        if exc is not None and isinstance(exc, sqlite3.OperationalError):
+            full = _full(self.path, exc)
+            if full is not None:
+                raise full from None
+
+
+def _full(path: Path, exc: BaseException) -> Exception | None:
+    """BadInput naming the journal when SQLite says the disk (or the file size limit) is full."""
+    from longmem_etl.errors import BadInput
+
+    text = str(exc).lower()
+    if "full" in text or "too large" in text:
+        return BadInput(f"{path}: no space left on device while writing the journal ({exc})")
+    if "disk i/o" in text:  # SQLite's word for a failed write (a file size limit, a dying disk)
+        return BadInput(
+            f"{path}: cannot write the journal: no space left or the disk failed ({exc})"
+        )
+    return None

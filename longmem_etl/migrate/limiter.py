@@ -7,9 +7,10 @@ back, never above the configured ``--concurrency``. Workers keep running; they j
 
 from __future__ import annotations
 
-import random
 import threading
 import time
+
+from longmem_etl.api.retry import backoff  # noqa: F401  (re-exported: the uploader's waits)
 
 
 class AdaptiveLimit:
@@ -66,14 +67,3 @@ class AdaptiveLimit:
             self.limit = max(1, self.limit // 2)
             self.lowest = min(self.lowest, self.limit)
             self.cuts += 1
-
-
-def backoff(
-    attempt: int, *, base: float = 0.1, cap: float = 10.0, retry_after: float | None = None
-) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): exponential with jitter, never less than
-    the server's Retry-After."""
-    delay = min(cap, base * (2**attempt)) * random.uniform(0.5, 1.0)
-    if retry_after is not None:
-        delay = max(delay, float(retry_after))
-    return delay

@@ -23,7 +23,8 @@ MAX_CHUNK_ITEMS = 100
 DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB of item JSON per request
 MODES = ("add", "import")
 
-# Fields add_many accepts per item (DESIGN §6 "add keeps container_tag/importance/category/metadata").
+# Fields add_many accepts per item: `add` mode keeps container_tag, importance, category and metadata
+# (`docs/migration.md`, "Modes").
 ADD_FIELDS = ("text", "metadata", "importance", "category", "source", "container_tag")
 
 

@@ -21,40 +21,35 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from longmem_etl.errors import AmbiguousError, APIError, LongmemETLError, Unsupported
+from longmem_etl.api.retry import Interrupted, retry_read  # noqa: F401  (Interrupted: re-exported)
+from longmem_etl.errors import APIError, Unsupported
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint, marker_of
-from longmem_etl.migrate.limiter import backoff
 
 
-class Interrupted(LongmemETLError):
-    """The run was asked to stop (Ctrl-C/SIGTERM) while waiting to retry an export."""
-
-
-def _retrying(call: Any, *, stop: threading.Event | None, max_retries: int = 30) -> Any:
-    """A read retried through transient errors (5xx, 429, ambiguous reads, network)."""
-    attempt = 0
-    while True:
-        try:
-            return call()
-        except (APIError, AmbiguousError, OSError) as exc:
-            retryable = isinstance(exc, AmbiguousError | OSError) or exc.retryable
-            if not retryable or attempt >= max_retries:
-                raise
-            delay = backoff(attempt, retry_after=getattr(exc, "retry_after", None))
-            attempt += 1
-            if stop is not None:
-                if stop.wait(delay):
-                    raise Interrupted("interrupted while reading the target") from exc
-            else:
-                threading.Event().wait(delay)
+def _retrying(
+    call: Any,
+    *,
+    stop: threading.Event | None,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
+) -> Any:
+    """A read retried through transient errors, the way every read is (``api/retry.py``), at most
+    ``max_retries`` times and (if set) ``give_up_after`` seconds after the first failure."""
+    return retry_read(call, stop=stop, retries=max_retries, give_up_after=give_up_after)
 
 
 def export_target(
-    target: Any, *, stop: threading.Event | None = None, max_retries: int = 30
+    target: Any,
+    *,
+    stop: threading.Event | None = None,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
 ) -> dict[str, Any]:
-    """``target.export_account()`` retried through transient errors."""
-    return _retrying(target.export_account, stop=stop, max_retries=max_retries)
+    """``target.export_account()`` retried through transient errors (within the budget)."""
+    return _retrying(
+        target.export_account, stop=stop, max_retries=max_retries, give_up_after=give_up_after
+    )
 
 
 def list_collection(
@@ -119,12 +114,16 @@ class TargetIndex:
         collections: Iterable[str] | None = None,
         paged: bool = False,
         stop: threading.Event | None = None,
+        max_retries: int = 30,
+        give_up_after: float | None = None,
     ) -> TargetIndex:
         """One export of the account; or, when the backend cannot export (or ``paged``), the
         listed pages of ``collections`` (default: all of the account's collections)."""
         if not paged:
             try:
-                dump = export_target(target, stop=stop)
+                dump = export_target(
+                    target, stop=stop, max_retries=max_retries, give_up_after=give_up_after
+                )
                 return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
             except Unsupported:
                 pass

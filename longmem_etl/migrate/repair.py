@@ -24,6 +24,7 @@ from typing import Any
 
 import duckdb
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import APIError
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.lock import run_lock
@@ -88,8 +89,8 @@ def repair_duplicates(
     copy: str | None = None,
     dry_run: bool = False,
     wait: bool = False,
-    source_key_env: str = "LONGMEM_API_KEY",
-    target_key_env: str = "LONGMEM_API_KEY",
+    source_key_env: str = DEFAULT_KEY_ENV,
+    target_key_env: str = DEFAULT_KEY_ENV,
     stop: threading.Event | None = None,
 ) -> RepairResult:
     """Delete extra copies of ``source``'s memories in ``target`` (see the module docstring)."""

@@ -22,6 +22,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from longmem_etl.api.endpoints import classify_source, endpoint_identity, is_endpoint, open_endpoint
+from longmem_etl.dumps.formats import dump_stem
 from longmem_etl.errors import BadInput
 from longmem_etl.snapshots.manifest import file_digest
 
@@ -73,10 +74,8 @@ def stable_source_identity(source: str, *, key_env: str) -> dict[str, Any]:
 
 
 def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in (".gz", ".zst", ".json", ".jsonl"):
-        name = name.removesuffix(suffix)
-    return name
+    """The dump's name without its suffix, as ``convert`` names a tenant (``dumps/formats.py``)."""
+    return dump_stem(path)
 
 
 def source_key(identity: dict[str, Any], copy: str | None = None) -> str:

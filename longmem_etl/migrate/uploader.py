@@ -2,9 +2,13 @@
 
 Per call outcome (the one error model of `longmem_etl.errors`):
 - success -> items done with their target ids, chunk ``done`` (one committed transaction);
-- 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt;
-- 5xx / 408 -> backoff and retry; never an attempt (a target down for good stops the run after
-  ``max_transient`` retries of one chunk, leaving it resumable, not dead);
+- 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt
+  (a 429 storm longer than ``max_transient`` retries of one call stops the run, resumable);
+- 5xx / 408 -> backoff and retry, within the retry budget: ``max_attempts`` tries of one call
+  (``migrate --max-attempts``) and, if set, ``give_up_after`` seconds since the call first failed
+  (``--give-up-after``, 429 waits included). Past the budget the chunk's remaining items are
+  dead-lettered ("gave up after N attempts: ...") and the run goes on, so a target that fails every
+  call ends promptly with exit 3 and a ``dead_letter.jsonl`` to replay, instead of retrying for minutes;
 - ambiguous (timeout after sending, dropped connection) -> the chunk stays ``in_flight`` and is
   deferred: once the queue drains (provenance mode: while the last calls are still out; else at
   the end of the pass) one export of the target reconciles all such chunks, and only the missing
@@ -81,6 +85,16 @@ class _Stopped(Exception):
     pass
 
 
+class GaveUp(Exception):
+    """The retry budget of one call ran out on transient errors; its chunk's items go dead."""
+
+    def __init__(self, last: APIError, tries: int, seconds: float) -> None:
+        super().__init__(
+            f"gave up after {tries} attempts in {seconds:.1f}s (retry budget spent): {last}"
+        )
+        self.status = last.status
+
+
 class SkippedItems(Exception):
     """``import_memories`` answered 2xx but skipped some items without saying which.
 
@@ -104,8 +118,9 @@ class Uploader:
         migration_id: str,
         provenance: bool = True,
         concurrency: int = 4,
-        max_attempts: int = 5,
+        max_attempts: int = 8,
         max_transient: int = 60,
+        give_up_after: float | None = None,
         backoff_base: float = 0.05,
         settle_timeout: float = 30.0,
         stop: threading.Event | None = None,
@@ -120,6 +135,7 @@ class Uploader:
         self.limit = AdaptiveLimit(concurrency)
         self.max_attempts = max_attempts
         self.max_transient = max_transient
+        self.give_up_after = give_up_after
         self.backoff_base = backoff_base
         self.settle_timeout = settle_timeout
         self.stop = stop or threading.Event()
@@ -179,6 +195,8 @@ class Uploader:
             # only read if the target cannot export the account in one call
             collections=(self.journal.chunk_collection(c) for c in chunk_nos),
             stop=self.stop,
+            max_retries=self.max_attempts - 1,  # the same retry budget as the writes
+            give_up_after=self.give_up_after,
         )
         missing, found = reconcile_chunks(
             self.journal, index, chunk_nos, provenance=self.provenance
@@ -294,7 +312,17 @@ class Uploader:
         except _Stopped:
             self.journal.mark_planned(chunk_no)
             return
-        if isinstance(outcome, SkippedItems):
+        if isinstance(outcome, GaveUp):
+            self._committer.flush()  # halves that landed before are committed, not killed
+            rows = self.journal.pending_items(chunk_no)
+            self.journal.note_error(chunk_no, str(outcome))
+            self.journal.record_dead_items(
+                chunk_no, [(sid, outcome.status, str(outcome)) for sid, _, _ in rows]
+            )
+            with self._lock:
+                self.stats.dead_items += len(rows)
+            self.on_items(len(rows))
+        elif isinstance(outcome, SkippedItems):
             with self._lock:
                 self._ambiguous.add(chunk_no)
                 self._skipped.add(chunk_no)
@@ -345,6 +373,7 @@ class Uploader:
         """One logical send with transient retries. Returns ids, "ambiguous", an APIError to
         bisect on, or another exception (an attempt). Raises _Stopped."""
         transient = 0
+        failed_at: float | None = None
         payloads = [p for _, p in items]
         while True:
             if self.stop.is_set() or not self.limit.acquire(self.stop):
@@ -369,6 +398,14 @@ class Uploader:
                 if exc.status == 429:
                     self.limit.on_rate_limited(exc.retry_after)
                 self.journal.note_error(chunk_no, str(exc))
+                now = time.monotonic()
+                failed_at = now if failed_at is None else failed_at
+                out_of_tries = exc.status != 429 and transient + 1 >= self.max_attempts
+                out_of_time = self.give_up_after is not None and (
+                    now - failed_at >= self.give_up_after
+                )
+                if out_of_tries or out_of_time:
+                    return GaveUp(exc, transient + 1, now - failed_at)
                 if transient >= self.max_transient:
                     self.stats.fatal = (
                         f"chunk {chunk_no}: target still failing after {transient} retries: {exc}"
@@ -376,6 +413,8 @@ class Uploader:
                     self.stop.set()
                     raise _Stopped from exc
                 delay = backoff(transient, base=self.backoff_base, retry_after=exc.retry_after)
+                if self.give_up_after is not None:  # never sleep past the budget
+                    delay = min(delay, max(0.0, failed_at + self.give_up_after - now))
                 transient += 1
                 if self.stop.wait(delay):
                     raise _Stopped from exc

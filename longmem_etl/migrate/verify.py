@@ -99,6 +99,8 @@ class VerificationReport:
     def as_dict(self) -> dict[str, Any]:
         return {"exact": self.exact, "totals": self.totals, "groups": self.groups}
 
+    to_json = as_dict  # the name every result object shares (``longmem_etl`` public API)
+
     def render(self) -> str:
         t = self.totals
         head = "EXACT" if self.exact else "MISMATCH"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.reconcile import export_target
 from longmem_etl.migrate.verify import VerificationReport, compare, source_keys, target_keys
 
 
-def source_key_of(source: str, *, copy: str | None = None, key_env: str = "LONGMEM_API_KEY") -> str:
+def source_key_of(source: str, *, copy: str | None = None, key_env: str = DEFAULT_KEY_ENV) -> str:
     """The key this source's markers carry (what `migrate` would use, with the same ``copy``)."""
     return sources.source_key(sources.stable_source_identity(source, key_env=key_env), copy)
 
@@ -21,8 +22,8 @@ def verify_source_target(
     scoped: bool = False,
     copy: str | None = None,
     foreign_copies: bool | None = None,
-    source_key_env: str = "LONGMEM_API_KEY",
-    target_key_env: str = "LONGMEM_API_KEY",
+    source_key_env: str = DEFAULT_KEY_ENV,
+    target_key_env: str = DEFAULT_KEY_ENV,
 ) -> VerificationReport:
     """Freeze ``source`` (temporarily; cleaned with ``spec`` if given), export ``target`` once and
     compare per collection and container tag.

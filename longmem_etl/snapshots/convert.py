@@ -2,20 +2,31 @@
 
 One pipeline for both entry points: ``convert_dump`` (a file, possibly streamed) and
 ``snapshot_from_dump`` (the dict ``export_account`` returns, used by backup). Tenant: the explicit
-argument, else the dump's ``tenant`` (a string, or an object's id/slug/name), else the file stem.
+argument, else the dump's ``tenant`` (a string, or an object's id/slug/name), else the file stem,
+kept exactly (the folder encoding is ``layout``'s business).
+
+Snapshot time = export time: the snapshot is named after the dump's ``exported_at`` when it parses
+(and is not in the future), else the conversion time. A dump file's sha256 (hashed in a thread
+while the conversion runs) goes into the manifest's ``source``; converting a file whose content a
+snapshot of the tenant already holds commits nothing and returns that snapshot with
+``already_present`` (checked before any row is read, and again under the tenant lock at commit).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from longmem_etl import jsonio
+from longmem_etl.dumps.formats import dump_stem
 from longmem_etl.dumps.normalize import Normalizer
 from longmem_etl.dumps.read import (
     DEFAULT_BATCH,
@@ -30,7 +41,13 @@ from longmem_etl.dumps.read import (
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.schema import MEMORIES_SCHEMA
-from longmem_etl.snapshots.layout import sanitize_tenant, tenant_from_header
+from longmem_etl.snapshots.layout import (
+    check_tenant,
+    parse_instant,
+    snapshot_tenant,
+    tenant_from_header,
+)
+from longmem_etl.snapshots.manifest import read_manifest
 from longmem_etl.snapshots.parallel import (
     Worker,
     close_workers,
@@ -38,7 +55,7 @@ from longmem_etl.snapshots.parallel import (
     normalized,
     start_workers,
 )
-from longmem_etl.snapshots.writer import SnapshotWriter
+from longmem_etl.snapshots.writer import SnapshotWriter, same_source_snapshot
 
 
 @dataclass
@@ -55,6 +72,7 @@ class ConvertResult:
     workers: int = 0  # worker processes that shared the decoding (0: this process alone)
     seconds: float = 0.0
     rejected_reasons: dict[str, int] = field(default_factory=dict)
+    already_present: bool = False  # the same dump content was already a snapshot: nothing written
 
     @property
     def total(self) -> int:
@@ -64,6 +82,26 @@ class ConvertResult:
         d = asdict(self)
         d["path"] = str(self.path)
         return d
+
+    def render(self) -> str:
+        """What ``longmem-etl convert`` prints on a terminal."""
+        if self.already_present:
+            return (
+                f"already present: {self.path} holds this dump's content (same sha256) for tenant "
+                f"{self.tenant}; nothing written"
+            )
+        human = (
+            f"snapshot {self.path}\n"
+            f"  tenant {self.tenant}: {self.memories} memories, {self.collections} collections, "
+            f"{self.rejected} rejected ({self.seconds:.1f}s"
+            f"{', streamed' if self.streamed else ''}"
+            f"{f', {self.workers} worker processes' if self.workers else ''})"
+        )
+        if self.rejected_reasons:
+            human += "\n  rejected: " + ", ".join(
+                f"{k} x{v}" for k, v in sorted(self.rejected_reasons.items())
+            )
+        return human
 
 
 # Rows per Parquet row group: normalisation works in smaller batches (DEFAULT_BATCH, for cache
@@ -75,11 +113,7 @@ SPAN_BYTES = 8 << 20
 
 
 def _dump_stem(path: str | os.PathLike) -> str:
-    name = Path(path).name
-    for suffix in (".gz", ".zst", ".jsonl", ".ndjson", ".json"):
-        if name.lower().endswith(suffix):
-            name = name[: -len(suffix)]
-    return name or "default"
+    return dump_stem(path) or "default"
 
 
 def _strict_error(where: str, rejected: pa.Table) -> BadInput:
@@ -129,6 +163,7 @@ def _run(
     recipients: list[Any] | None = None,
     incremental: Any = None,
     workers: list[Worker] | None = None,
+    named_at: datetime | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
     norm = Normalizer()
@@ -150,6 +185,8 @@ def _run(
                 source=source,
                 parent=parent,
                 extra_manifest=extra_manifest,
+                named_at=named_at,
+                in_order=named_at is None,
                 recipients=recipients,
                 incremental=incremental,
             ) as writer,
@@ -173,6 +210,8 @@ def _run(
     finally:
         chunks.close()
     assert writer.path is not None
+    if writer.already_present:
+        return _present(writer.path, src.path, t0)
     return ConvertResult(
         path=writer.path,
         tenant=writer.tenant,
@@ -212,14 +251,23 @@ def convert_dump(
     off); the snapshot's content is the same either way. ``recipients``: age-encrypt the snapshot.
     """
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
+    if tenant is not None:
+        check_tenant(tenant)
     workers: list[Worker] = []
+    digest = _FileDigest(path)
 
     def run(src: DumpSource) -> ConvertResult:
-        name = tenant or tenant_from_header(src.header) or _dump_stem(path)
+        t0 = time.perf_counter()
+        name = check_tenant(tenant or tenant_from_header(src.header) or _dump_stem(path))
+        source.update(digest.result())
+        existing = same_source_snapshot(root, name, source)
+        if existing is not None:
+            return _present(existing, src.path, t0)
         return _run(
             src,
             root,
-            sanitize_tenant(name),
+            name,
+            named_at=export_instant(src.header),
             source=source,
             strict=strict,
             show_progress=progress,
@@ -294,11 +342,11 @@ def snapshot_from_dump(
         streamed=False,
         _chunks=chunks(),
     )
-    name = tenant or tenant_from_header(header) or "default"
+    name = check_tenant(tenant or tenant_from_header(header) or "default")
     return _run(
         src,
         root,
-        sanitize_tenant(name),
+        name,
         source=source,
         strict=strict,
         show_progress=progress,
@@ -307,3 +355,57 @@ def snapshot_from_dump(
         recipients=recipients,
         incremental=incremental,
     )
+
+
+def export_instant(header: dict[str, Any]) -> datetime | None:
+    """The instant a dump describes (its ``exported_at``), for naming its snapshot; None when it
+    has none that parses, or one in the future (which would pose as the newest state forever)."""
+    when = parse_instant(header.get("exported_at"))
+    if when is None or when > datetime.now(timezone.utc) + timedelta(minutes=5):
+        return None
+    return when
+
+
+def _present(snap: Path, where: str | None, t0: float) -> ConvertResult:
+    """The result for a dump whose content ``snap`` already holds."""
+    manifest = read_manifest(snap)
+    counts = manifest.get("counts") or {}
+    return ConvertResult(
+        path=snap,
+        tenant=snapshot_tenant(snap, manifest),
+        memories=int(counts.get("memories", 0)),
+        rejected=int(counts.get("rejected", 0)),
+        collections=int(counts.get("collections", 0)),
+        source=where,
+        seconds=round(time.perf_counter() - t0, 3),
+        already_present=True,
+    )
+
+
+class _FileDigest:
+    """sha256 and size of a file, computed in a background thread (hashlib releases the GIL), so
+    naming a dump by its content costs no wall time next to converting it."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._out: dict[str, Any] = {}
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._hash, name="dump-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        try:
+            h = hashlib.sha256()
+            size = 0
+            with open(self.path, "rb") as f:
+                while block := f.read(8 << 20):
+                    h.update(block)
+                    size += len(block)
+            self._out = {"sha256": h.hexdigest(), "bytes": size}
+        except BaseException as exc:  # noqa: BLE001 - reported by result()
+            self._error = exc
+
+    def result(self) -> dict[str, Any]:
+        """``{"sha256", "bytes"}`` of the file ({} if it could not be read: the reader says why)."""
+        self._thread.join()
+        return dict(self._out)

@@ -230,7 +230,8 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
     Decrypted copies are cached for the process (keyed by the ciphertext manifest) and removed at
     exit. A missing or wrong identity is BadInput naming the snapshot.
     """
-    from longmem_etl.snapshots.manifest import MANIFEST, read_manifest, verify_files
+    from longmem_etl.snapshots.integrity import verify_at_open
+    from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
 
     p = Path(path)
     if manifest is None:
@@ -266,7 +267,7 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
             from longmem_etl.snapshots.manifest import write_manifest
 
             write_manifest(dest, full)
-            verify_files(dest, full, checksums=False)  # age authenticates; sizes are cheap
+            verify_at_open(dest, chain=False)  # age authenticates; sizes and footers are cheap
         except BaseException:
             shutil.rmtree(dest.parent.parent, ignore_errors=True)
             raise

@@ -69,6 +69,34 @@ class SnapshotDiff:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def render(self) -> str:
+        """What ``longmem-etl diff`` prints: the counts, then one line per difference row."""
+        lines = [
+            f"{self.memories_a} -> {self.memories_b} memories: {self.added} added, "
+            f"{self.removed} removed, {self.changed} changed, {self.unchanged} unchanged"
+        ]
+        if self.changed_fields:
+            lines.append(
+                "  changed fields: "
+                + ", ".join(f"{k} x{v}" for k, v in self.changed_fields.items())
+            )
+        for r in self.rows:
+            if r["change"] == "added":
+                lines.append(f"  + {r['id']} [{r['collection']}] {_clip(r['text_b'])}")
+            elif r["change"] == "removed":
+                lines.append(f"  - {r['id']} [{r['collection']}] {_clip(r['text_a'])}")
+            else:
+                lines.append(f"  ~ {r['id']} [{r['collection']}] {', '.join(r['changed_fields'])}")
+        total = self.added + self.removed + self.changed
+        if len(self.rows) < total:
+            lines.append(f"  ... {total - len(self.rows)} more (use --limit 0 or --json)")
+        return "\n".join(lines)
+
+
+def _clip(text: object, width: int = 60) -> str:
+    s = "" if text is None else str(text).replace("\n", " ")
+    return s if len(s) <= width else s[: width - 1] + "…"
+
 
 def diff_snapshots(
     snap_a: str | os.PathLike, snap_b: str | os.PathLike, *, limit: int | None = None

@@ -84,12 +84,10 @@ def chain(path: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
 
 def verify_chain(path: str | os.PathLike, *, checksums: bool = True) -> list[Path]:
     """Every snapshot of ``path``'s chain exists with intact files; the chain (base first)."""
-    from longmem_etl.snapshots.manifest import verify_files
+    from longmem_etl.snapshots.integrity import verify_at_open
 
-    links = chain(path)
-    for d, m in links:
-        verify_files(d, m, checksums=checksums)
-    return [d for d, _ in links]
+    verify_at_open(path, checksums=checksums)  # the snapshot and every link of its chain
+    return [d for d, _ in chain(path)]
 
 
 def _lit(text: str | Path) -> str:

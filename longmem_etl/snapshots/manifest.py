@@ -4,7 +4,7 @@ the snapshot is complete).
 Keys (``schemas/manifest.schema.json`` describes them): ``format_version``, ``tool`` {name, version},
 ``tenant``, ``snapshot`` (dir name), ``created_at``, ``exported_at``, ``source`` (no secrets),
 ``parent`` (a snapshot path or null), ``counts`` {memories, collections, rejected}, ``files``
-{name: {sha256, bytes}}, ``dump_header`` (every top-level dump key except memories/collections, values
+{name: {sha256, bytes}}, ``manifest_sha256`` (checksum of the rest, ``snapshots.integrity``), ``dump_header`` (every top-level dump key except memories/collections, values
 exact), ``has_collections`` (whether the dump had a ``collections`` key), plus any ``extra_manifest``
 entries a caller added at the top level.
 """
@@ -36,6 +36,7 @@ RESERVED_KEYS = frozenset(
         "has_collections",
         "incremental",
         "encryption",
+        "manifest_sha256",
     }
 )
 
@@ -52,9 +53,12 @@ def file_digest(path: str | os.PathLike) -> tuple[str, int]:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> Path:
-    """Write ``manifest.json`` (exact numbers, pretty for humans) with fsync."""
+    """Write ``manifest.json`` (exact numbers, pretty for humans) with fsync, sealed with its own
+    checksum (``manifest_sha256``, see ``snapshots.integrity``; set on ``manifest`` too)."""
+    from longmem_etl.snapshots.integrity import seal
+
     path = Path(directory) / MANIFEST
-    data = jsonio.dumps(manifest)
+    data = jsonio.dumps(seal(manifest))
     # msgspec has no indent option on encode; re-format for readability keeping exact numbers
     import msgspec
 
@@ -80,22 +84,3 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(manifest, dict) or "files" not in manifest:
         raise BadInput(f"{path}: not a snapshot manifest")
     return manifest
-
-
-def verify_files(
-    directory: str | os.PathLike, manifest: dict[str, Any], *, checksums: bool
-) -> None:
-    """Every file the manifest lists exists with its size (and sha256 when ``checksums``)."""
-    for name, info in manifest.get("files", {}).items():
-        fpath = Path(directory) / name
-        if not fpath.is_file():
-            raise BadInput(f"{directory}: {name} is missing")
-        size = fpath.stat().st_size
-        if size != info.get("bytes"):
-            raise BadInput(
-                f"{directory}: {name} has {size} bytes, the manifest says {info.get('bytes')}"
-            )
-        if checksums:
-            digest, _ = file_digest(fpath)
-            if digest != info.get("sha256"):
-                raise BadInput(f"{directory}: {name} checksum mismatch (sha256 {digest[:12]}...)")

@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 from longmem_etl import jsonio
 from longmem_etl.schema import FORMAT_VERSION, MEMORY_FIELDS, TIMESTAMP_FIELDS
 from longmem_etl.snapshots.crypto import is_encrypted
-from longmem_etl.snapshots.incremental import is_increment, state_dir, verify_chain
-from longmem_etl.snapshots.layout import list_snapshots, snapshot_time
-from longmem_etl.snapshots.manifest import read_manifest, verify_files
+from longmem_etl.snapshots.incremental import is_increment, state_dir
+from longmem_etl.snapshots.integrity import verify_at_open
+from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant, snapshot_time
+from longmem_etl.snapshots.manifest import read_manifest
 
 _DEC_OBJ = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
@@ -103,7 +104,8 @@ class Snapshot:
 
     @property
     def tenant(self) -> str:
-        return self.manifest.get("tenant") or self.path.parent.name.split("=", 1)[-1]
+        """The exact tenant name (the manifest's; see ``layout.snapshot_tenant``)."""
+        return snapshot_tenant(self.path, self.manifest)
 
     @property
     def name(self) -> str:
@@ -131,8 +133,9 @@ class Snapshot:
         return dict(self.manifest.get("counts", {}))
 
     def verify(self) -> None:
-        """Check every listed file's size and sha256; BadInput on any mismatch."""
-        verify_files(self.files_dir, self.manifest, checksums=True)
+        """Check the manifest and every listed file's size, rows and sha256 (an increment's whole
+        chain); BadInput on a mismatch."""
+        verify_at_open(self.path, checksums=True)
 
     def read_memories(self, columns: list[str] | None = None) -> pa.Table:
         return pq.read_table(self.memories_path, columns=columns)
@@ -185,16 +188,15 @@ class Snapshot:
 
 
 def open_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
-    """Open a committed snapshot; BadInput when it has no manifest or its files do not match it.
+    """Open a committed snapshot; BadInput naming the snapshot and file when it does not match its
+    manifest (``snapshots.integrity.verify_at_open``: manifest checksum, safe file names, sizes,
+    Parquet row counts).
 
-    ``verify`` checks sha256 of every file (cheap next to reading them); without it only sizes.
+    ``verify`` also checks sha256 of every file (cheap next to reading them all, which the callers do).
     An increment's whole chain is checked, and ``files_dir`` is its full state (``state_dir``).
     """
     p = Path(path)
-    manifest = read_manifest(p)
-    verify_files(p, manifest, checksums=verify)
-    if is_increment(manifest):  # every link of the chain must be there and intact
-        verify_chain(p, checksums=verify)
+    manifest = verify_at_open(p, checksums=verify)  # an increment: with its whole chain
     if is_encrypted(manifest) or is_increment(manifest):
         plain = state_dir(p, manifest)  # decrypted / materialised full state; the full manifest
         return Snapshot(path=p, manifest=read_manifest(plain), data_dir=plain)

@@ -1,10 +1,15 @@
-"""Temp dirs under a snapshot root: marked as their writer's, and swept once their writer is gone.
+"""Temp dirs under a snapshot root: marked as this tool's, and swept only once their writer is gone.
 
 Every writer (``SnapshotWriter``: convert, backup, clean, migrate's frozen source; convert's
-decompressed copy) works in ``ROOT/.tmp-*`` and holds a locked ``.owner`` file there while it runs.
-A killed process leaves the dir behind with the lock released, so the next writer on that root
-removes it at once; an ownerless ``.tmp-*`` (an older tool, a prune in progress) only once it is
-older than ``STALE_TEMP_AGE``.
+decompressed copy; retention's doomed snapshots) works in ``ROOT/.tmp-*`` and holds a locked
+``.owner`` file there while it runs. The file's first line is ``MARKER`` followed by the pid, host
+and start time, so it proves the directory is ours; the ``flock`` on it proves the writer is alive
+(the kernel drops it when the process dies, so a killed run's lock is never stale).
+
+The sweep (:func:`clean_stale_temps`) removes a ``.tmp-*`` directory only when it carries that
+marker and the lock is free. Anything else - a user's ``ROOT/.tmp-build-cache``, a dir whose marker
+is missing or foreign, however old - is never touched. (``.owner`` files written by earlier
+versions hold just the pid; those are recognised too.)
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 
 OWNER_FILE = ".owner"
-STALE_TEMP_AGE = timedelta(hours=6)
+MARKER = "longmem-etl temp dir"
+_LEGACY = re.compile(rb"^\d+\n$")  # an earlier version's .owner: the pid alone
 
 
 class Owner:
@@ -28,10 +35,13 @@ class Owner:
 
     def __init__(self, tmp: Path) -> None:
         self.file = tmp / OWNER_FILE
-        self.fd: int | None = os.open(self.file, os.O_CREAT | os.O_RDWR, 0o600)
+        # O_EXCL: never adopt (or truncate) a file someone else put there
+        self.fd: int | None = os.open(self.file, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            os.write(self.fd, f"{os.getpid()}\n".encode())
+            started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            line = f"{MARKER} pid={os.getpid()} host={socket.gethostname()} started={started}\n"
+            os.write(self.fd, line.encode())
         except BaseException:
             self.release()
             raise
@@ -46,7 +56,8 @@ class Owner:
 
 def new_owned_dir(root: str | os.PathLike, prefix: str = ".tmp-") -> tuple[Path, Owner]:
     """A fresh ``ROOT/<prefix>*`` dir and its held ``.owner`` lock (the dir is removed again if the
-    lock cannot be taken). The caller releases the lock and commits or removes the dir."""
+    lock cannot be taken: ``mkdtemp`` just made it, so it is ours). The caller releases the lock and
+    commits or removes the dir."""
     os.makedirs(root, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
     try:
@@ -66,10 +77,26 @@ def owned(tmp: Path) -> Iterator[Owner]:
         owner.release()
 
 
-def owner_alive(tmp: Path) -> bool | None:
-    """True/False when the temp dir has an owner file (locked = its writer is alive), else None."""
+def is_marked(tmp: Path) -> bool:
+    """Whether ``tmp`` holds this tool's ``.owner`` marker (a regular file, our first line)."""
+    path = tmp / OWNER_FILE
     try:
-        fd = os.open(tmp / OWNER_FILE, os.O_RDWR)
+        if not path.is_file() or path.is_symlink():
+            return False
+        with open(path, "rb") as f:
+            head = f.read(256)
+    except OSError:
+        return False
+    return head.startswith(MARKER.encode() + b" ") or bool(_LEGACY.match(head))
+
+
+def owner_alive(tmp: Path) -> bool | None:
+    """True/False when the temp dir carries our marker (locked = its writer is alive), else None
+    (not ours to judge)."""
+    if not is_marked(tmp):
+        return None
+    try:
+        fd = os.open(tmp / OWNER_FILE, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
@@ -81,23 +108,30 @@ def owner_alive(tmp: Path) -> bool | None:
     return False
 
 
-def clean_stale_temps(root: str | os.PathLike, *, max_age: timedelta = STALE_TEMP_AGE) -> list[str]:
-    """Remove ``ROOT/.tmp-*`` dirs left by killed writers: those whose owner is dead, and ownerless
-    ones older than ``max_age``. Returns their names."""
+def clean_stale_temps(root: str | os.PathLike) -> list[str]:
+    """Remove ``ROOT/.tmp-*`` dirs left by killed runs of this tool: marked ones whose lock is
+    free. Unmarked dirs are never touched, whatever their age. Returns the names removed."""
     rootp = Path(root)
     removed: list[str] = []
     if not rootp.is_dir():
         return removed
-    cutoff = time.time() - max_age.total_seconds()
     for tmp in rootp.glob(".tmp-*"):
-        if not tmp.is_dir():
+        if tmp.is_symlink() or not tmp.is_dir():
             continue
-        alive = owner_alive(tmp)
-        try:
-            old = tmp.stat().st_mtime < cutoff
-        except FileNotFoundError:
-            continue
-        if alive is False or (alive is None and old):
+        if owner_alive(tmp) is False:
             shutil.rmtree(tmp, ignore_errors=True)
             removed.append(tmp.name)
     return removed
+
+
+def leftovers(root: str | os.PathLike) -> list[dict[str, object]]:
+    """Every ``ROOT/.tmp-*`` entry with whether it is ours and whether its owner is alive (for
+    ``check`` and reports; removes nothing)."""
+    rootp = Path(root)
+    out: list[dict[str, object]] = []
+    if not rootp.is_dir():
+        return out
+    for tmp in sorted(rootp.glob(".tmp-*")):
+        alive = owner_alive(tmp) if tmp.is_dir() and not tmp.is_symlink() else None
+        out.append({"path": str(tmp), "ours": alive is not None, "alive": bool(alive)})
+    return out

@@ -4,6 +4,12 @@ Everything goes into ``ROOT/.tmp-XXXX/`` first; on a clean exit the Parquet file
 sha256 computed, ``manifest.json`` written last, and the directory renamed into
 ``ROOT/tenant=T/snapshot=TS/`` (one ``rename``, so readers see all of it or nothing). On any error the
 temp dir is removed. A directory without a manifest is never a snapshot.
+
+The commit runs under the tenant's lock (``layout.tenant_lock``). When the source names a file
+``sha256`` (a converted dump) and a snapshot of the same tenant already records that sha256, nothing
+new is committed: ``already_present`` is set and ``path`` is the existing snapshot. So converting one
+dump twice gives one snapshot, and two different dumps with the same ``exported_at`` get two (the
+second takes the next free second).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl import __version__, jsonio
 from longmem_etl.arrays import int64s, strings
+from longmem_etl.errors import environment_problem
 from longmem_etl.schema import (
     COLLECTIONS_SCHEMA,
     FORMAT_VERSION,
@@ -29,13 +36,14 @@ from longmem_etl.schema import (
     REJECTED_SCHEMA,
 )
 from longmem_etl.snapshots.layout import (
-    latest_snapshot,
+    check_tenant,
+    list_snapshots,
     next_free_snapshot_dir,
-    sanitize_tenant,
     snapshot_name,
     snapshot_time,
+    tenant_lock,
 )
-from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, write_manifest
+from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, read_manifest, write_manifest
 from longmem_etl.snapshots.temps import Owner, clean_stale_temps, new_owned_dir
 
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 1}
@@ -93,7 +101,12 @@ class SnapshotWriter:
     ``source`` describes where the data came from (never secrets); ``parent`` is the snapshot this
     one derives from (a transform's input, the previous backup); ``extra_manifest`` entries are added
     to the manifest's top level (they may not replace the standard keys). ``exported_at`` defaults to
-    the dump header's ``exported_at`` when it is a string, else the commit time. With
+    the dump header's ``exported_at`` when it is a string, else the commit time. ``tenant`` is kept
+    exactly (``layout.check_tenant``). ``in_order``: the snapshot is of the present (a backup,
+    a derived snapshot), so its name must sort after the tenant's newest one even when that one
+    took a later second than its own (same-second commits); False for a dump's ``exported_at``,
+    which may legitimately be older. ``named_at``: the instant the snapshot is named after (the
+    export time); default the commit time. With
     ``recipients`` (``crypto.parse_recipients``) every file is age-encrypted at commit and the
     committed ``manifest.json`` is the public one (``snapshots/crypto.py``). With ``incremental``
     (``snapshots.incremental.Incremental``) the commit stores only the changes against the tenant's
@@ -111,12 +124,17 @@ class SnapshotWriter:
         exported_at: str | None = None,
         recipients: list[Any] | None = None,
         incremental: Any = None,
+        named_at: datetime | None = None,
+        in_order: bool = True,
     ) -> None:
         clash = RESERVED_KEYS & set(extra_manifest or {})
         if clash:
             raise ValueError(f"extra_manifest may not set {sorted(clash)}")
         self.root = Path(root)
-        self.tenant = sanitize_tenant(tenant)
+        self.tenant = check_tenant(tenant)
+        self.named_at = named_at
+        self.in_order = in_order
+        self.already_present = False
         self.source = dict(source)
         self.parent = str(parent) if parent is not None else None
         self.extra_manifest = dict(extra_manifest or {})
@@ -145,13 +163,18 @@ class SnapshotWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        where = str(self._tmp or self.root)
         if exc_type is not None:
             self._abort()
+            if isinstance(exc, Exception) and (problem := environment_problem(exc, where)):
+                raise problem from None  # disk full / file size limit: exit 2 naming the path
             return False
         try:
             self._commit()
-        except BaseException:
+        except BaseException as failure:
             self._abort()
+            if isinstance(failure, Exception) and (problem := environment_problem(failure, where)):
+                raise problem from None
             raise
         return False
 
@@ -255,14 +278,6 @@ class SnapshotWriter:
                 digest, size = file_digest(tmp / name)
                 files[name] = {"sha256": digest, "bytes": size}
         now = datetime.now(timezone.utc)
-        # never named before the tenant's newest snapshot: a name freed by forget within the same
-        # second would make this (newest) snapshot sort before an older one, and retention and
-        # increment chains go by name
-        newest = latest_snapshot(self.root, self.tenant)
-        newest_t = snapshot_time(newest) if newest is not None else None
-        if newest_t is not None and newest_t >= now.replace(microsecond=0):
-            now = newest_t + timedelta(seconds=1)
-        final = next_free_snapshot_dir(self.root, self.tenant, now)
         exported_at = self.exported_at
         if exported_at is None and isinstance(self._header.get("exported_at"), str):
             exported_at = self._header["exported_at"]
@@ -270,7 +285,7 @@ class SnapshotWriter:
             "format_version": FORMAT_VERSION,
             "tool": {"name": "longmem-etl", "version": __version__},
             "tenant": self.tenant,
-            "snapshot": final.name,
+            "snapshot": "",
             "created_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "exported_at": exported_at or now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "source": self.source,
@@ -283,31 +298,54 @@ class SnapshotWriter:
         if increment is not None:
             manifest["incremental"] = increment
         manifest.update(self.extra_manifest)
-        if self.recipients:
-            from longmem_etl.snapshots.crypto import seal_dir
-
-            manifest = seal_dir(tmp, manifest, self.recipients)
         if self._owner is not None:  # the committed dir holds only the snapshot's files
             self._owner.release()
-        write_manifest(tmp, manifest)
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a snapshot is an ordinary directory
-        final.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            try:
-                os.rename(tmp, final)
-                break
-            except OSError:
-                if not final.exists():
-                    raise
-                # someone committed the same second meanwhile: take the next free one
-                final = next_free_snapshot_dir(self.root, self.tenant, now)
-                manifest["snapshot"] = final.name
-                write_manifest(tmp, manifest)
+        with tenant_lock(self.root, self.tenant):
+            existing = same_source_snapshot(self.root, self.tenant, self.source)
+            if existing is not None:
+                self._abort()
+                self.path = existing
+                self.manifest = read_manifest(existing)
+                self.already_present = True
+                return
+            when = self._name_time(self.named_at or now)
+            final = next_free_snapshot_dir(self.root, self.tenant, when)
+            manifest["snapshot"] = final.name
+            if self.recipients:  # encrypted once named: the sealed full manifest carries the name
+                from longmem_etl.snapshots.crypto import seal_dir
+
+                manifest = seal_dir(tmp, manifest, self.recipients)
+            write_manifest(tmp, manifest)
+            while True:
+                try:
+                    os.rename(tmp, final)
+                    break
+                except OSError:
+                    if not final.exists():
+                        raise
+                    # an older version (no lock) committed the same second meanwhile: next one
+                    final = next_free_snapshot_dir(self.root, self.tenant, when)
+                    manifest["snapshot"] = final.name
+                    write_manifest(tmp, manifest)
         self._tmp = None
         self.path = final
         self.manifest = manifest
+
+    def _name_time(self, when: datetime) -> datetime:
+        """``when``, or one second after the tenant's newest snapshot when ``in_order`` and that
+        one is named at or up to a minute after ``when`` (a same-second commit moved it forward;
+        further ahead is clock skew, which is not followed)."""
+        if not self.in_order:
+            return when
+        snaps = list_snapshots(self.root, self.tenant)
+        newest = snapshot_time(snaps[-1]) if snaps else None
+        start = when.astimezone(timezone.utc).replace(microsecond=0)
+        if newest is not None and start <= newest <= start + timedelta(minutes=1):
+            return newest + timedelta(seconds=1)
+        return when
 
     def _abort(self) -> None:
         with contextlib.suppress(Exception):  # cleaning up after an error already raised
@@ -319,4 +357,32 @@ class SnapshotWriter:
             self._tmp = None
 
 
-__all__ = ["SnapshotWriter", "collections_table", "conform", "snapshot_name"]
+def same_source_snapshot(
+    root: str | os.PathLike, tenant: str, source: dict[str, Any]
+) -> Path | None:
+    """A committed snapshot of exactly ``tenant`` whose manifest's source records the same file
+    content (``source.sha256``, with the same ``kind``), else None (always None without one)."""
+    digest = source.get("sha256")
+    if not isinstance(digest, str) or not digest:
+        return None
+    for snap in reversed(list_snapshots(root, tenant)):
+        try:
+            theirs = read_manifest(snap).get("source") or {}
+        except Exception:  # noqa: BLE001 - a damaged manifest is `check`'s business, not ours
+            continue
+        if (
+            isinstance(theirs, dict)
+            and theirs.get("sha256") == digest
+            and theirs.get("kind") == source.get("kind")
+        ):
+            return snap
+    return None
+
+
+__all__ = [
+    "SnapshotWriter",
+    "collections_table",
+    "conform",
+    "same_source_snapshot",
+    "snapshot_name",
+]

@@ -1,5 +1,5 @@
 """Declarative cleaning: a TOML spec of steps compiled to DuckDB SQL; every removed row is accounted
-for in ``rejected`` (DESIGN §5). Entry points: `load_spec`, `apply_spec`, `clean_snapshot`."""
+for in ``rejected`` (`docs/spec.md`, `docs/steps.md`). Entry points: `load_spec`, `apply_spec`, `clean_snapshot`."""
 
 from __future__ import annotations
 

@@ -189,6 +189,22 @@ def _load_input(con: duckdb.DuckDBPyConnection, source: Any, names: _Names) -> s
     return f"(SELECT {casts}, rowid AS {ROW} FROM {staging})"
 
 
+# Step kinds that run the user's own SQL: a DuckDB error there is the spec's fault (exit 2).
+USER_SQL_KINDS = frozenset({"filter", "sql"})
+
+
+def _raise_step_error(spec: Spec, step: Any, exc: duckdb.Error) -> None:
+    """An error while a step ran: Ctrl-C stays Ctrl-C; the sandbox refusing something, or the user's
+    own SQL failing, is BadInput naming the step; anything else is a bug and propagates."""
+    if isinstance(exc, duckdb.InterruptException):
+        raise KeyboardInterrupt from None
+    if isinstance(exc, duckdb.PermissionException) or step.kind in USER_SQL_KINDS:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        msg = lines[0] if lines else type(exc).__name__
+        raise BadInput(f"{spec.path}: step {step.index} ({step.name}): {msg}") from None
+    raise exc
+
+
 def apply_spec(
     con: duckdb.DuckDBPyConnection,
     spec: Spec,
@@ -219,8 +235,10 @@ def apply_spec(
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     register(con)
-    # Rows keep input order through every step only with this on (DuckDB's default).
-    con.execute("SET preserve_insertion_order = true")
+    # Rows keep input order through every step only with this on (DuckDB's default; a sandbox
+    # session has it on and locked, so it is set only when it is not already).
+    if not con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]:
+        con.execute("SET preserve_insertion_order = true")
     names = _Names()
     base = _load_input(con, source, names)  # SQL relation of the current data, in _row order
     original = base
@@ -230,6 +248,8 @@ def apply_spec(
         f"reason VARCHAR NOT NULL, field VARCHAR, id VARCHAR, raw VARCHAR, step INTEGER NOT NULL)"
     )
     total_in = rows = _count(con, base)
+    added = 0  # rows added by expanding steps (fit_text split); their _row is >= total_in
+    origin: str | None = None  # (_row, origin) of added rows, when any step expands
     owned: list[str] = []  # temp tables holding data, dropped when superseded
     flags: str | None = None  # table of `alive` aligned with `base`, when rows were removed from it
     stale = False  # rows removed from `base` since `flags` was built
@@ -292,55 +312,69 @@ def apply_spec(
         t0 = time.perf_counter()
         rows_in = rows
         rejected = 0
+        step_added = 0
         counts: dict[str, int] = {}
-        for plan in compile_step(step, now):
-            if isinstance(plan, Reject):
-                flush()
-                src = live()
-                if plan.query is not None:
-                    query = plan.query.replace("{input}", src)
-                    marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
-                else:
-                    reason = (plan.reason or "NULL").replace("{input}", src)
-                    marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
-                field_sql = sql_str(plan.field) if plan.field else "NULL"
-                raw = raw_sql if pristine else "NULL"
-                n = con.execute(
-                    f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
-                    f"{raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
-                ).fetchall()[0][0]
-                rejected += n
-                stale = stale or n > 0
-            elif isinstance(plan, Rewrite):
-                src = pending if pending is not None else live()
-                for layer in plan.layers:
-                    adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
-                    src = f"(SELECT *, {adds} FROM {src})"
-                sel = []
-                changed = {c: (e, f'"{c}"') for c, e in plan.exprs.items()}
-                for c in MEM_COLS:
-                    if c == "fidelity" and "fidelity" not in plan.exprs:
-                        sel.append(f"{fidelity_sql(changed)} AS fidelity")
-                    elif c in plan.exprs:
-                        sel.append(f'{plan.exprs[c]} AS "{c}"')
+        try:
+            for plan in compile_step(step, now):
+                if isinstance(plan, Reject):
+                    flush()
+                    src = live()
+                    if plan.query is not None:
+                        query = plan.query.replace("{input}", src)
+                        marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
                     else:
-                        sel.append(f'"{c}"')
-                sel.append(ROW)
-                sel += [f"_cnt{i}" for i in range(len(pending_counters))]
-                for name, e in plan.counters.items():
-                    sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(pending_counters)}")
-                    pending_counters.append((counts, name))
-                pending = f"(SELECT {', '.join(sel)} FROM {src})"
-                pristine = False
-            elif isinstance(plan, Custom):
-                flush()
-                nxt = names("s")
-                before = _count(con, rem)
-                counts.update(plan.run(con, live(), nxt, rem, step.name, step.index))
-                rejected += _count(con, rem) - before
-                new_base(nxt)
-                pristine = False
-        rows = rows_in - rejected
+                        reason = (plan.reason or "NULL").replace("{input}", src)
+                        marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
+                    field_sql = sql_str(plan.field) if plan.field else "NULL"
+                    raw = raw_sql if pristine else "NULL"
+                    n = con.execute(
+                        f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
+                        f"{raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
+                    ).fetchall()[0][0]
+                    rejected += n
+                    stale = stale or n > 0
+                elif isinstance(plan, Rewrite):
+                    src = pending if pending is not None else live()
+                    for layer in plan.layers:
+                        adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
+                        src = f"(SELECT *, {adds} FROM {src})"
+                    sel = []
+                    changed = {c: (e, f'"{c}"') for c, e in plan.exprs.items()}
+                    for c in MEM_COLS:
+                        if c == "fidelity" and "fidelity" not in plan.exprs:
+                            sel.append(f"{fidelity_sql(changed)} AS fidelity")
+                        elif c in plan.exprs:
+                            sel.append(f'{plan.exprs[c]} AS "{c}"')
+                        else:
+                            sel.append(f'"{c}"')
+                    sel.append(ROW)
+                    sel += [f"_cnt{i}" for i in range(len(pending_counters))]
+                    for name, e in plan.counters.items():
+                        sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(pending_counters)}")
+                        pending_counters.append((counts, name))
+                    pending = f"(SELECT {', '.join(sel)} FROM {src})"
+                    pristine = False
+                elif isinstance(plan, Custom):
+                    flush()
+                    nxt = names("s")
+                    before = _count(con, rem)
+                    extra: dict[str, Any] = {}
+                    if plan.expands:
+                        if origin is None:
+                            origin = names("origin")
+                            con.execute(f"CREATE TEMP TABLE {origin} ({ROW} BIGINT, origin BIGINT)")
+                        extra = {"first_row": total_in + added, "origin": origin}
+                    got = dict(plan.run(con, live(), nxt, rem, step.name, step.index, **extra))
+                    grown = int(got.pop("rows_added", 0))
+                    added += grown
+                    step_added += grown
+                    counts.update(got)
+                    rejected += _count(con, rem) - before
+                    new_base(nxt)
+                    pristine = False
+        except duckdb.Error as exc:
+            _raise_step_error(spec, step, exc)
+        rows = rows_in - rejected + step_added
         reports.append(
             StepReport(
                 step.index,
@@ -371,23 +405,37 @@ def apply_spec(
     # what was removed is exactly the input.
     total_rej, distinct, out_of_range = con.execute(
         f"SELECT count(*), count(DISTINCT row_index), "
-        f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total_in}) FROM {rem}"
+        f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total_in + added}) FROM {rem}"
     ).fetchall()[0]
     left = _count(con, live())
-    if distinct != total_rej or out_of_range or total_in != left + total_rej or left != rows:
+    if (
+        distinct != total_rej
+        or out_of_range
+        or total_in + added != left + total_rej
+        or left != rows
+    ):
         raise InvariantBroken(
-            f"{total_in} in != {left} out + {total_rej} rejected ({distinct} distinct rows, "
+            f"{total_in} in{f' + {added} added' if added else ''} != {left} out + {total_rej} rejected "
+            f"({distinct} distinct rows, "
             f"{out_of_range} out of range; steps say {rows} out)"
         )
     report = Report(total_in, rows, total_rej, now, reports)
     # rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite are
     # looked up in the input now, only those.
     missing = con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]
+    # An added row (fit_text part) has no input row of its own: its raw is its origin's.
+    src_of = (
+        f"(SELECT row_index AS r, coalesce(o.origin, row_index) AS src FROM {rem} "
+        f"LEFT JOIN {origin} o ON o.{ROW} = {rem}.row_index WHERE {rem}.raw IS NULL)"
+        if origin
+        else f"(SELECT row_index AS r, row_index AS src FROM {rem} WHERE raw IS NULL)"
+    )
     if missing:
         fix = names("raw")
         con.execute(
-            f"CREATE TEMP TABLE {fix} AS SELECT {ROW}, {raw_sql} AS raw FROM {original} "
-            f"WHERE {ROW} IN (SELECT row_index FROM {rem} WHERE raw IS NULL)"
+            f"CREATE TEMP TABLE {fix} AS SELECT w.r AS {ROW}, x.raw FROM {src_of} w JOIN "
+            f"(SELECT {ROW}, {raw_sql} AS raw FROM {original} "
+            f"WHERE {ROW} IN (SELECT src FROM {src_of})) x ON x.{ROW} = w.src"
         )
         con.execute(
             f"UPDATE {rem} SET raw = f.raw FROM {fix} f WHERE {rem}.raw IS NULL "
@@ -397,7 +445,13 @@ def apply_spec(
         if con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]:
             raise InvariantBroken("rejected rows lost joining back to the input")
     output = con.sql(f"SELECT {_COLS} FROM {output_sql}")
+    index = "row_index"
+    if origin:  # report an added row at the input row it came from
+        index = (
+            f"coalesce((SELECT o.origin FROM {origin} o WHERE o.{ROW} = {rem}.row_index), "
+            "row_index) AS row_index"
+        )
     rejected_rel = con.sql(
-        f"SELECT row_index, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
+        f"SELECT {index}, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
     )
     return Applied(output, rejected_rel, report, stream, tail)

@@ -36,9 +36,15 @@ class Custom:
     """A step that needs its own statements: ``run(con, input_relation, output_table, removed_table,
     stage, step_no) -> dict`` (extra report entries). It creates ``output_table`` (memories columns +
     ``_row``) and inserts ``(row_index, stage, reason, field, id, step)`` into ``removed_table`` for
-    the rows it drops (``raw`` is filled in by the runner)."""
+    the rows it drops (``raw`` is filled in by the runner).
+
+    ``expands``: the step may also *add* rows (``fit_text`` splitting a text). ``run`` then gets
+    ``first_row=`` (the first free ``_row``, past the input's end) and ``origin=`` (a table
+    ``(_row, origin)`` where it records, for each added row, the input row it came from) and
+    returns ``rows_added`` among its counts."""
 
     run: Callable[..., dict[str, Any]]
+    expands: bool = False
 
 
 Plan = Reject | Rewrite | Custom

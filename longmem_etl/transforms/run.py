@@ -18,8 +18,10 @@ from typing import Any
 
 import duckdb
 
+from longmem_etl.interrupts import interruptible
 from longmem_etl.progress import progress
 from longmem_etl.transforms.engine import Report, apply_spec
+from longmem_etl.transforms.sandbox import open_sandbox
 from longmem_etl.transforms.spec import Spec, load_spec
 from longmem_etl.transforms.steps import describe
 
@@ -48,6 +50,11 @@ class CleanResult:
             "dry_run": self.dry_run,
             **self.report.to_dict(),
         }
+
+    def render(self) -> str:
+        """What ``longmem-etl clean`` prints on a terminal: the per-step table, then where it went."""
+        where = "dry run: nothing written" if self.dry_run else f"snapshot {self.path}"
+        return f"{self.report.table()}\n{where}"
 
 
 def rewrite_collections(collections: list[Any] | None, spec: Spec) -> list[Any] | None:
@@ -103,65 +110,93 @@ def clean_snapshot(
     output tenant's newest snapshot under ``root`` when that pays.
     """
     from longmem_etl.snapshots.reader import open_snapshot
-    from longmem_etl.snapshots.writer import SnapshotWriter
 
     spec = spec_path if isinstance(spec_path, Spec) else load_spec(spec_path)
     snap = open_snapshot(snapshot_path)
-    con = duckdb.connect()
+    # Every step runs sandboxed: the one file it may read is the source's memories.
+    con = open_sandbox([snap.memories_path])
     try:
-        with progress(total=len(spec.steps), desc="clean: steps", unit="step") as bar:
-            applied = apply_spec(
+        with interruptible(con):
+            return _clean(
                 con,
+                snap,
                 spec,
-                snap.memories_path,
+                root,
+                dry_run=dry_run,
                 now=now,
-                defer_tail=True,
-                on_step=lambda _r: bar.update(1),
+                tenant=tenant,
+                recipients=recipients,
+                incremental=incremental,
             )
-        result = CleanResult(
-            source=snap.path,
-            path=None,
-            tenant=tenant or snap.tenant,
-            spec_path=spec.path,
-            spec_sha256=spec.sha256,
-            report=applied.report,
-            dry_run=dry_run,
-        )
-        if dry_run:
-            for _ in applied.output_batches(BATCH_ROWS):  # completes the rewrite counters
-                pass
-            return result
-        transform: dict[str, Any] = {
-            "spec": spec.path,
-            "spec_sha256": spec.sha256,
-            "now": applied.report.now.isoformat(),
-            "steps": [describe(s) for s in spec.steps],
-        }
-        source = {"kind": "clean", "snapshot": str(snap.path), "spec": spec.path}
-        with SnapshotWriter(
-            root,
-            result.tenant,
-            source=source,
-            parent=snap.path,
-            extra_manifest={"transform": transform},
-            exported_at=snap.manifest.get("exported_at"),
-            recipients=recipients,
-            incremental=incremental,
-        ) as writer:
-            writer.set_header(snap.header())
-            writer.set_collections(
-                rewrite_collections(snap.collections() if snap.has_collections else None, spec)
-            )
-            with progress(total=applied.report.rows_out, desc="clean: write", unit="row") as bar:
-                for batch in applied.output_batches(BATCH_ROWS):
-                    writer.write_memories(batch)
-                    bar.update(batch.num_rows)
-            for batch in applied.rejected.to_arrow_reader(BATCH_ROWS):
-                writer.write_rejected(batch)
-            # the report is complete only now (streamed steps' counters); the manifest is written
-            # when the block exits
-            writer.extra_manifest["transform"] = {**transform, "report": applied.report.to_dict()}
-        result.path = writer.path
-        return result
     finally:
         con.close()
+
+
+def _clean(
+    con: duckdb.DuckDBPyConnection,
+    snap: Any,
+    spec: Spec,
+    root: str | os.PathLike,
+    *,
+    dry_run: bool,
+    now: datetime | None,
+    tenant: str | None,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
+) -> CleanResult:
+    from longmem_etl.snapshots.writer import SnapshotWriter
+
+    with progress(total=len(spec.steps), desc="clean: steps", unit="step") as bar:
+        applied = apply_spec(
+            con,
+            spec,
+            snap.memories_path,
+            now=now,
+            defer_tail=True,
+            on_step=lambda _r: bar.update(1),
+        )
+    result = CleanResult(
+        source=snap.path,
+        path=None,
+        tenant=tenant or snap.tenant,
+        spec_path=spec.path,
+        spec_sha256=spec.sha256,
+        report=applied.report,
+        dry_run=dry_run,
+    )
+    if dry_run:
+        for _ in applied.output_batches(BATCH_ROWS):  # completes the rewrite counters
+            pass
+        return result
+    transform: dict[str, Any] = {
+        "spec": spec.path,
+        "spec_sha256": spec.sha256,
+        "now": applied.report.now.isoformat(),
+        "steps": [describe(s) for s in spec.steps],
+    }
+    source = {"kind": "clean", "snapshot": str(snap.path), "spec": spec.path}
+    with SnapshotWriter(
+        root,
+        result.tenant,
+        source=source,
+        parent=snap.path,
+        extra_manifest={"transform": transform},
+        exported_at=snap.manifest.get("exported_at"),
+        recipients=recipients,
+        incremental=incremental,
+    ) as writer:
+        writer.set_header(snap.header())
+        writer.set_collections(
+            rewrite_collections(snap.collections() if snap.has_collections else None, spec)
+        )
+        with progress(total=applied.report.rows_out, desc="clean: write", unit="row") as bar:
+            for batch in applied.output_batches(BATCH_ROWS):
+                writer.write_memories(batch)
+                bar.update(batch.num_rows)
+        for batch in applied.rejected.to_arrow_reader(BATCH_ROWS):
+            writer.write_rejected(batch)
+        # the report is complete only now (streamed steps' counters); the manifest is written
+        # when the block exits
+        writer.extra_manifest["transform"] = {**transform, "report": applied.report.to_dict()}
+    result.path = writer.path
+    return result

@@ -4,9 +4,11 @@ One table (`STEPS`) declares each step kind's options, types and defaults. The h
 and `json_schema()` (which writes ``schemas/transform-spec.schema.json``) both read that table, so what
 the CLI accepts and what an editor's schema accepts cannot drift apart; a test checks they agree.
 
-SQL and regex options are checked for real: predicates and queries are bound against an empty table with
-the memories schema in a throwaway DuckDB, and regexes are compiled by DuckDB's RE2 (the engine that
-will run them), so "valid here" means "runs later".
+SQL and regex options are checked for real: DuckDB's parser decides that a predicate is one expression
+and a query one SELECT over `input` (`sandbox.py`), both are bound against an empty table with the
+memories schema in a sandboxed throwaway DuckDB that can read no file, and regexes are compiled by
+DuckDB's RE2 (the engine that will run them) and refused if they can match the empty string, so
+"valid here" means "runs later" - and a spec reaching outside its data is refused before any is read.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from longmem_etl.errors import BadInput
+from longmem_etl.sqlquote import sql_ident, sql_str  # noqa: F401  (the step modules import them from here)
+from longmem_etl.timestamps import to_datetime
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,6 +44,7 @@ DROPPABLE_COLUMNS = (
     "extra",
 )
 REDACT_FIELDS = ("text", "metadata")
+FIT_MODES = ("split", "truncate")
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
@@ -47,7 +52,7 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 class Opt:
     """One option of a step kind: its type, default and (for enums) its choices."""
 
-    type: str  # bool|str|number|timestamp|enum|enum_list|str_list|str_map|regex_map|sql_predicate|sql_query
+    type: str  # bool|str|integer|number|timestamp|enum|enum_list|str_list|str_map|regex_map|sql_predicate|sql_query
     doc: str
     default: Any = None
     required: bool = False
@@ -156,6 +161,21 @@ STEPS: dict[str, StepDef] = {
             )
         },
     ),
+    "fit_text": StepDef(
+        "Fit texts longer than max_chars to a target's limit: split them into linked parts "
+        '(mode "split": part 1 keeps the id, part k is <id>~part<k>, metadata._fit_text = '
+        '{of, part, parts, original_chars}) or cut them (mode "truncate": metadata._fit_text = '
+        "{truncated, original_chars}). Shorter texts are untouched.",
+        {
+            "max_chars": Opt(
+                "integer",
+                "longest text to keep, in characters (the embedded store refuses over 100000)",
+                default=100_000,
+                minimum=1,
+            ),
+            "mode": Opt("enum", "split or truncate", default="split", choices=FIT_MODES),
+        },
+    ),
     "keep_metadata_keys": StepDef(
         "Keep only the listed top-level keys of JSON-object metadata.",
         {"keys": Opt("str_list", "metadata keys to keep", required=True)},
@@ -200,6 +220,8 @@ def parse_spec(data: bytes | str, *, source: str = "SPEC") -> Spec:
         raise BadInput(f"{source}: spec is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise BadInput(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses per nesting level
+        raise BadInput(f"{source}: not a usable spec: arrays or tables nested too deep") from None
     spec = validate_spec(doc, source=source)
     spec.sha256 = hashlib.sha256(raw).hexdigest()
     return spec
@@ -300,6 +322,16 @@ def _check_value(value: Any, opt: Opt, where: str, checker: _SqlChecker) -> Any:
         if not isinstance(value, str):
             raise BadInput(f"{where}: expected a string, got {_tname(value)} {value!r}")
         return value
+    if t == "integer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadInput(f"{where}: expected a whole number, got {_tname(value)} {value!r}")
+        if (opt.minimum is not None and value < opt.minimum) or (
+            opt.maximum is not None and value > opt.maximum
+        ):
+            raise BadInput(
+                f"{where}: expected a whole number in [{opt.minimum}, {opt.maximum}], got {value!r}"
+            )
+        return value
     if t == "number":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise BadInput(f"{where}: expected a number, got {_tname(value)} {value!r}")
@@ -346,17 +378,18 @@ def _check_value(value: Any, opt: Opt, where: str, checker: _SqlChecker) -> Any:
                 err = checker.regex_error(rx)
                 if err:
                     raise BadInput(f"{where}: pattern {name!r} does not compile: {err}")
+                if checker.regex_matches_empty(rx):
+                    raise BadInput(
+                        f"{where}: pattern {name!r} can match the empty string (it would put a "
+                        "placeholder between every character)"
+                    )
         return dict(value)
     if t == "timestamp":
         return _parse_instant(value, where)
     if t == "sql_predicate":
         if not isinstance(value, str) or not value.strip():
             raise BadInput(f"{where}: expected a SQL predicate string")
-        value = value.strip().rstrip(";").strip()
-        err = checker.predicate_error(value)
-        if err:
-            raise BadInput(f"{where}: invalid SQL predicate: {err}")
-        return value
+        return checker.predicate(value.strip().rstrip(";").strip(), where)
     if t == "sql_query":
         if not isinstance(value, str) or not value.strip():
             raise BadInput(f"{where}: expected a SQL query string")
@@ -376,7 +409,7 @@ def _parse_instant(value: Any, where: str) -> datetime:
         dt = datetime(value.year, value.month, value.day)
     elif isinstance(value, str):
         try:
-            dt = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+            dt = to_datetime(value)
         except ValueError:
             raise BadInput(f"{where}: expected an ISO-8601 timestamp, got {value!r}") from None
     else:
@@ -392,7 +425,8 @@ def parse_instant(value: Any, where: str = "--now") -> datetime:
 
 
 class _SqlChecker:
-    """A throwaway DuckDB holding an empty `input` with the memories schema, to bind SQL against."""
+    """A throwaway sandboxed DuckDB (`sandbox.open_sandbox`, reading no file at all) holding an
+    empty `input` with the memories schema, to parse and bind spec SQL against."""
 
     def __init__(self) -> None:
         self._con = None
@@ -400,39 +434,57 @@ class _SqlChecker:
     @property
     def con(self):
         if self._con is None:
-            import duckdb
-
             from longmem_etl.schema import MEMORIES_SCHEMA
+            from longmem_etl.transforms.sandbox import open_sandbox
 
-            self._con = duckdb.connect()
+            self._con = open_sandbox()
             empty = MEMORIES_SCHEMA.empty_table()
             self._con.register("_empty_memories", empty)
             self._con.execute("CREATE TABLE input AS SELECT * FROM _empty_memories")
+            self._con.unregister("_empty_memories")
         return self._con
 
     def _error(self, sql: str) -> str | None:
         try:
+            if len(self.con.extract_statements(sql)) != 1:  # never run more than was checked
+                return "not one statement"
             self.con.execute(sql)
         except Exception as exc:  # DuckDB's own message says what is wrong
             return " ".join(str(exc).split())[:300]
         return None
 
-    def predicate_error(self, pred: str) -> str | None:
-        err = self._error(f"SELECT count(*) FROM input WHERE ({pred})")
+    def predicate(self, pred: str, where: str) -> str:
+        """DuckDB's rendering of a valid filter predicate; BadInput naming ``where`` otherwise."""
+        from longmem_etl.transforms.sandbox import canonical_predicate
+
+        try:
+            text = canonical_predicate(self.con, pred)
+        except ValueError as exc:
+            raise BadInput(f"{where}: invalid SQL predicate: {exc}") from None
+        err = self._error(f"SELECT count(*) FROM input WHERE ({text})")
+        if not err:
+            typ = str(
+                self.con.execute(f"SELECT ({text}) AS p FROM input LIMIT 0").description[0][1]
+            )
+            if typ.upper() not in ("BOOLEAN", "BOOL", '"NULL"', "NULL"):
+                err = f"not a boolean expression (it is {typ})"
         if err:
-            return err
-        typ = str(self.con.execute(f"SELECT ({pred}) AS p FROM input LIMIT 0").description[0][1])
-        if typ.upper() not in ("BOOLEAN", "BOOL", '"NULL"', "NULL"):
-            return f"not a boolean expression (it is {typ})"
-        return None
+            raise BadInput(f"{where}: invalid SQL predicate: {err}")
+        return text
 
     def query_error(self, query: str) -> str | None:
         from longmem_etl.schema import MEMORIES_SCHEMA
+        from longmem_etl.transforms.sandbox import check_query
 
-        err = self._error(f"SELECT * FROM ({query}) LIMIT 0")
+        try:
+            check_query(self.con, query)
+        except ValueError as exc:
+            return str(exc)
+        # the same wrapping the sql step runs it in (newline: a trailing -- comment stays inside)
+        err = self._error(f"SELECT * FROM ({query}\n) LIMIT 0")
         if err:
             return err
-        cols = [d[0] for d in self.con.execute(f"SELECT * FROM ({query}) LIMIT 0").description]
+        cols = [d[0] for d in self.con.execute(f"SELECT * FROM ({query}\n) LIMIT 0").description]
         want = MEMORIES_SCHEMA.names
         if sorted(cols) != sorted(want):
             missing = [c for c in want if c not in cols]
@@ -447,14 +499,19 @@ class _SqlChecker:
     def regex_error(self, rx: str) -> str | None:
         return self._error(f"SELECT regexp_matches('', {sql_str(rx)})")
 
+    def regex_matches_empty(self, rx: str) -> bool:
+        """Whether a (compiling) regex can match the empty string anywhere."""
+        # An empty match would put a placeholder between every character: refuse any pattern that
+        # matches the empty string somewhere. RE2 has no lookaround, so where an empty match can
+        # happen depends only on ^ $ \b \B (and (?m)); these probes cover every such position.
+        return self.con.execute(
+            f"SELECT bool_or(list_contains(regexp_extract_all(p, {sql_str(rx)}), '')) "
+            "FROM unnest(?) t(p)",
+            [list(_EMPTY_PROBES)],
+        ).fetchall()[0][0]
 
-def sql_str(value: str) -> str:
-    """A SQL string literal."""
-    return "'" + value.replace("'", "''") + "'"
 
-
-def sql_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
+_EMPTY_PROBES = ("", " ", "a", "aa", "a a", " a ", "a\nb", "\n", " \n ", ".")
 
 
 _ISO_PATTERN = r"^\d{4}-\d{2}-\d{2}([Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}:?\d{2})?$"
@@ -467,8 +524,8 @@ def _opt_schema(opt: Opt) -> dict[str, Any]:
         s = {"type": "boolean"}
     elif t == "str":
         s = {"type": "string"}
-    elif t == "number":
-        s = {"type": "number"}
+    elif t in ("number", "integer"):
+        s = {"type": t}
         if opt.minimum is not None:
             s["minimum"] = opt.minimum
         if opt.maximum is not None:

@@ -38,7 +38,7 @@ def compile_sql(step: Step, now: datetime) -> list[Plan]:
         try:
             con.execute(
                 f"CREATE TEMP TABLE {res} AS WITH input AS (SELECT {cols} FROM {inp}) "
-                f"SELECT * FROM ({query})"
+                f"SELECT * FROM ({query}\n)"
             )
             typed = {c: f'CAST(q."{c}" AS {SQL_TYPES[c]})' for c in MEM_COLS}
             # A query that leaves fidelity alone but changes a typed field: the new value wins.
@@ -69,6 +69,8 @@ def compile_sql(step: Step, now: datetime) -> list[Plan]:
                 f"SELECT _row, {sql_str(stage)}, 'sql step removed row', NULL, id, {step_no} "
                 f"FROM {inp} i WHERE NOT EXISTS (SELECT 1 FROM {res} q WHERE q.id = i.id) ORDER BY _row"
             )
+        except duckdb.InterruptException:
+            raise KeyboardInterrupt from None
         except duckdb.Error as exc:
             raise BadInput(f"{where}: query failed: {' '.join(str(exc).split())[:300]}") from None
         finally:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from longmem_etl.transforms.fittext import compile_fit_text
 from longmem_etl.transforms.plans import Plan, Reject, Rewrite
 from longmem_etl.transforms.redact import compile_redact
 from longmem_etl.transforms.spec import Step, sql_str
@@ -203,6 +204,7 @@ COMPILERS: dict[str, Callable[[Step, datetime], list[Plan]]] = {
     "redact": compile_redact,
     "drop_columns": drop_columns,
     "keep_metadata_keys": keep_metadata_keys,
+    "fit_text": compile_fit_text,
 }
 
 

@@ -1,7 +1,7 @@
 """``memories_clean`` -> ``warehouse``: the cleaned snapshot and a DuckDB file to query it.
 
 ``memories_clean`` runs ``longmem_etl.transforms.clean_snapshot`` on the tenant's latest backup with
-a TOML spec (run config; default ``sample_data/specs/migration-hygiene.toml``), writing a new
+a TOML spec (run config; default ``longmem_etl/sample_data/specs/migration-hygiene.toml``), writing a new
 snapshot under the *clean* root; rows a step removed are in its ``rejected.parquet``.
 ``warehouse`` (re)builds the tenant's own DuckDB file with ``longmem_etl.warehouse.connect`` views
 over the clean root: one file per tenant, so parallel tenant runs never share a DuckDB writer (each
@@ -10,9 +10,10 @@ file's views see every cleaned snapshot present when it was refreshed; filter on
 
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
+from longmem_etl.samples import sample_data_dir
 from pipelines.backup.assets import memories_snapshot
-from pipelines.partitions import tenants_partitions
-from pipelines.resources import SnapshotRoot, WarehouseResource, sample_data_dir
+from pipelines.partitions import tenant_of, tenants_partitions
+from pipelines.resources import SnapshotRoot, WarehouseResource
 from pipelines.utils import latest_path, md_table, read_sql, snapshot_metadata
 
 
@@ -24,7 +25,7 @@ class CleanConfig(Config):
     """Which transform spec to apply (a TOML file path)."""
 
     spec: str = ""
-    """Path of the spec; empty means sample_data/specs/migration-hygiene.toml."""
+    """Path of the spec; empty means longmem_etl/sample_data/specs/migration-hygiene.toml."""
 
 
 @asset(
@@ -41,8 +42,10 @@ def memories_clean(
 ) -> MaterializeResult:
     from longmem_etl.transforms.run import clean_snapshot
 
-    tenant = context.partition_key
-    source = latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
+    tenant = tenant_of(context.partition_key)
+    source = latest_path(
+        context.instance, "memories_snapshot", context.partition_key, "snapshot_path"
+    )
     if source is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     spec = config.spec or default_spec()
@@ -81,16 +84,13 @@ def warehouse(
     clean_root: SnapshotRoot,
     warehouse: WarehouseResource,
 ) -> MaterializeResult:
-    from longmem_etl.snapshots import sanitize_tenant
     from longmem_etl.warehouse import connect
 
-    tenant = context.partition_key
+    tenant = tenant_of(context.partition_key)
     path = warehouse.database_path(tenant)
     con = connect(clean_root.root(), database=str(path))
     try:
-        rows = con.execute(
-            read_sql("analysis", "warehouse_summary"), {"tenant": sanitize_tenant(tenant)}
-        ).fetchall()
+        rows = con.execute(read_sql("analysis", "warehouse_summary"), {"tenant": tenant}).fetchall()
         views = [r[0] for r in con.execute(read_sql("analysis", "views")).fetchall()]
     finally:
         con.close()

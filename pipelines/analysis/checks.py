@@ -36,9 +36,10 @@ def clean_balance_counts(source: Path, clean: Path) -> tuple[int, int, list[tupl
 def clean_input_equals_output_plus_rejected(
     context: AssetCheckExecutionContext,
 ) -> AssetCheckResult:
-    tenant = context.partition_key
-    source = latest_path(context.instance, "memories_clean", tenant, "source_snapshot")
-    clean = latest_path(context.instance, "memories_clean", tenant, "snapshot_path")
+    source = latest_path(
+        context.instance, "memories_clean", context.partition_key, "source_snapshot"
+    )
+    clean = latest_path(context.instance, "memories_clean", context.partition_key, "snapshot_path")
     if source is None or clean is None:
         return AssetCheckResult(
             passed=False, metadata={"problem": "memories_clean recorded no paths"}

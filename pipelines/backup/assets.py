@@ -13,7 +13,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
-from pipelines.partitions import tenants_partitions
+from pipelines.partitions import tenant_of, tenants_partitions
 from pipelines.resources import LongmemEndpoint, SnapshotRoot
 from pipelines.utils import latest_path, md_table, snapshot_metadata
 
@@ -72,7 +72,7 @@ def memories_snapshot(
 ) -> MaterializeResult:
     from longmem_etl.backup import backup
 
-    tenant = context.partition_key
+    tenant = tenant_of(context.partition_key)
     policy = config.policy()
     result = backup(
         source.prepare(tenant),
@@ -113,8 +113,10 @@ def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) ->
     from longmem_etl.snapshots.crypto import is_encrypted, seal_file
     from longmem_etl.snapshots.manifest import read_manifest
 
-    tenant = context.partition_key
-    snap = latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
+    tenant = tenant_of(context.partition_key)
+    snap = latest_path(
+        context.instance, "memories_snapshot", context.partition_key, "snapshot_path"
+    )
     if snap is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     root = snapshot_root.root()
@@ -147,9 +149,10 @@ def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) ->
 
 
 def dumps_dir(root: Path, tenant: str) -> Path:
-    """Dump files live beside the snapshot root: ``<root>/../dumps/tenant=<t>/``."""
-    from longmem_etl.snapshots import sanitize_tenant
+    """Dump files live beside the snapshot root: ``<root>/../dumps/tenant=<encoded t>/`` (the
+    snapshot layout's folder encoding, so tenants never share a dumps folder)."""
+    from longmem_etl.snapshots import encode_tenant
 
-    out = Path(root).parent / "dumps" / f"tenant={sanitize_tenant(tenant)}"
+    out = Path(root).parent / "dumps" / f"tenant={encode_tenant(tenant)}"
     out.mkdir(parents=True, exist_ok=True)
     return out

@@ -6,7 +6,7 @@ the snapshot it came from: same memories count, same collections count.
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, AssetKey, asset_check
 
-from pipelines.snapshot_checks import build_snapshot_checks
+from pipelines.snapshot_checks import build_snapshot_checks, build_tenant_checks
 from pipelines.utils import latest_metadata
 
 
@@ -37,4 +37,5 @@ def dump_matches_snapshot(context: AssetCheckExecutionContext) -> AssetCheckResu
     )
 
 
-backup_checks = [*build_snapshot_checks("memories_snapshot"), dump_matches_snapshot]
+tenant_checks = build_tenant_checks("memories_snapshot")
+backup_checks = [*build_snapshot_checks("memories_snapshot"), dump_matches_snapshot, *tenant_checks]

@@ -9,16 +9,22 @@ runs. Each run request carries the tenant partition and the retention policy: ``
 import os
 
 from dagster import (
+    AssetCheckEvaluation,
+    Config,
     DefaultScheduleStatus,
+    OpExecutionContext,
     RunRequest,
     ScheduleEvaluationContext,
     SkipReason,
     define_asset_job,
+    job,
+    op,
     schedule,
 )
 
 from pipelines.backup.assets import account_dump, memories_snapshot
 from pipelines.partitions import tenants_partitions
+from pipelines.resources import SnapshotRoot
 
 BACKUP_CRON = os.environ.get("LONGMEM_ETL_BACKUP_CRON", "0 2 * * *")
 
@@ -75,6 +81,60 @@ def daily_backup(context: ScheduleEvaluationContext):
             run_key=f"backup-{tenant}-{day}",
             partition_key=tenant,
             run_config=config,
+            tags={"longmem-etl/tenant": tenant},
+        )
+        for tenant in tenants
+    ]
+
+
+class HealthConfig(Config):
+    tenant: str
+
+
+@op(
+    description="tenant_snapshots_intact + tenant_fresh for one tenant, reported on memories_snapshot"
+)
+def tenant_health_op(
+    context: OpExecutionContext, config: HealthConfig, snapshot_root: SnapshotRoot
+):
+    from pipelines.snapshot_checks import tenant_health
+
+    results = tenant_health(snapshot_root.root(), config.tenant)
+    for name, (passed, metadata) in results.items():
+        context.log_event(
+            AssetCheckEvaluation(
+                asset_key=memories_snapshot.key,
+                check_name=name,
+                passed=passed,
+                metadata=metadata,
+                partition=config.tenant,
+            )
+        )
+
+
+@job(name="snapshot_health_job", description="the tenant_* checks of one tenant, without a backup")
+def health_job():
+    tenant_health_op()
+
+
+@schedule(
+    name="snapshot_health",
+    job=health_job,
+    cron_schedule=os.environ.get("LONGMEM_ETL_HEALTH_CRON", "15 * * * *"),
+    execution_timezone="UTC",
+    default_status=DefaultScheduleStatus.RUNNING,
+    description="Hourly, per tenant, without a backup: every snapshot intact and the newest intact "
+    "one younger than $LONGMEM_ETL_MAX_AGE (the freshness alarm): the tenant_* checks.",
+)
+def snapshot_health(context: ScheduleEvaluationContext):
+    tenants = tenants_partitions.get_partition_keys(dynamic_partitions_store=context.instance)
+    if not tenants:
+        return SkipReason("no tenants registered yet (see the tenant_registry sensor)")
+    hour = context.scheduled_execution_time.strftime("%Y-%m-%dT%H")
+    return [
+        RunRequest(
+            run_key=f"health-{tenant}-{hour}",
+            run_config={"ops": {"tenant_health_op": {"config": {"tenant": tenant}}}},
             tags={"longmem-etl/tenant": tenant},
         )
         for tenant in tenants

@@ -7,7 +7,12 @@ deliberate act: the UI, or ``instance.delete_dynamic_partition("tenants", name)`
 
 from dagster import DefaultSensorStatus, SensorEvaluationContext, SensorResult, SkipReason, sensor
 
-from pipelines.partitions import default_tenants, missing_tenants, tenants_partitions
+from pipelines.partitions import (
+    default_tenants,
+    missing_tenants,
+    partition_key,
+    tenants_partitions,
+)
 
 
 @sensor(
@@ -21,4 +26,8 @@ def tenant_registry(context: SensorEvaluationContext):
     if not added:
         return SkipReason("every configured tenant is registered")
     context.log.info(f"registering tenants: {', '.join(added)}")
-    return SensorResult(dynamic_partitions_requests=[tenants_partitions.build_add_request(added)])
+    return SensorResult(
+        dynamic_partitions_requests=[
+            tenants_partitions.build_add_request([partition_key(t) for t in added])
+        ]
+    )

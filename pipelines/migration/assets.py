@@ -20,7 +20,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from pipelines.backup.assets import memories_snapshot
-from pipelines.partitions import tenants_partitions
+from pipelines.partitions import tenant_of, tenants_partitions
 from pipelines.resources import LongmemEndpoint, render, safe_uri
 from pipelines.utils import latest_path, md_table
 
@@ -66,11 +66,13 @@ def tenant_migration(
 ) -> MaterializeResult:
     from longmem_etl.migrate import MigrationOptions, run_migration
 
-    tenant = context.partition_key
+    tenant = tenant_of(context.partition_key)
     source = (
         Path(config.source_snapshot)
         if config.source_snapshot
-        else latest_path(context.instance, "memories_snapshot", tenant, "snapshot_path")
+        else latest_path(
+            context.instance, "memories_snapshot", context.partition_key, "snapshot_path"
+        )
     )
     if source is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")

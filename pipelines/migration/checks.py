@@ -2,6 +2,7 @@
 
 from dagster import AssetCheckExecutionContext, AssetCheckResult, asset_check
 
+from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from pipelines.migration.assets import tenant_migration
 from pipelines.utils import latest_metadata, md_table
 
@@ -24,7 +25,7 @@ def migration_verified_exact(context: AssetCheckExecutionContext) -> AssetCheckR
         spec=str(meta.get("spec") or "") or None,
         migration_id=str(meta.get("source_key") or "") or None,
         scoped=True,
-        target_key_env=str(meta.get("target_key_env") or "LONGMEM_API_KEY"),
+        target_key_env=str(meta.get("target_key_env") or DEFAULT_KEY_ENV),
     )
     bad = [
         (

@@ -6,7 +6,8 @@ for subprocesses). It records every constructor call and method call, and turns 
 into what the SDK raises: ``LongmemAPIError`` (``status``, ``headers`` with Retry-After) for non-2xx
 answers and ``LongmemError`` caused by ``TimeoutError`` for a timeout. The backend is the URI in
 ``FAKE_LONGMEM_BACKEND`` (any ``local:`` URI, fault options included), or ``BACKEND`` if set.
-Like the real SDK, ``add_many`` chunks to 100 items a call.
+Like the real SDK, ``add_many`` chunks to 100 items a call. With ``FAKE_LONGMEM_ECHO_KEY=1`` every
+error message echoes the API key and a credential-bearing URL, as a careless server might.
 """
 
 from __future__ import annotations
@@ -86,9 +87,19 @@ class Longmem:
             return getattr(_backend(), name)(*args, **kwargs)
         except APIError as exc:
             headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
-            raise LongmemAPIError(exc.status, exc.message, headers) from None
+            raise LongmemAPIError(exc.status, self._echo(exc.message), headers) from None
         except AmbiguousError as exc:
-            raise LongmemError(f"request timed out: {exc}") from TimeoutError("timed out")
+            raise LongmemError(self._echo(f"request timed out: {exc}")) from TimeoutError(
+                "timed out"
+            )
+
+    def _echo(self, message: str) -> str:
+        if os.environ.get("FAKE_LONGMEM_ECHO_KEY") != "1":
+            return message
+        return (
+            f"{message} [request with Authorization: Bearer {self.api_key} to "
+            f"https://svc:{self.api_key}@api.example.com/v1/add?api_key={self.api_key}&page=2]"
+        )
 
     def add(
         self,
