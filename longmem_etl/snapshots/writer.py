@@ -260,7 +260,8 @@ class SnapshotWriter:
             from longmem_etl.snapshots.incremental import make_increment, pick_parent
 
             # the parent is named before this snapshot whatever name it ends up with
-            upto = next_free_snapshot_dir(self.root, self.tenant, datetime.now(timezone.utc))
+            when = self._name_time(self.named_at or datetime.now(timezone.utc))
+            upto = next_free_snapshot_dir(self.root, self.tenant, when)
             picked = pick_parent(
                 self.root, self.tenant, self.incremental, bool(self.recipients), upto.name
             )
