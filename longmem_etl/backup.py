@@ -43,7 +43,10 @@ from longmem_etl.api.endpoints import (
 from longmem_etl.api.retry import retry_read
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
 from longmem_etl.progress import progress as progress_bar
+from longmem_etl.snapshots.incremental import Incremental
 from longmem_etl.snapshots.temps import clean_stale_temps
+
+DEFAULT_INCREMENTAL = Incremental()
 
 READ_ATTEMPTS = 6
 EXPORT_ATTEMPTS = 3
@@ -168,7 +171,9 @@ def _backup_writer(
     info: dict[str, Any],
     total: int | None,
     show: bool,
-    named_at: datetime,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
+    named_at: datetime | None = None,
 ):
     """``(writer, bar)``: a snapshot writer and a progress bar over ``total`` memories; the
     snapshot is named after ``named_at``, the moment the export was taken."""
@@ -180,7 +185,13 @@ def _backup_writer(
     with (
         bar,
         SnapshotWriter(
-            root, name, source=source, extra_manifest={"backup": info}, named_at=named_at
+            root,
+            name,
+            source=source,
+            extra_manifest={"backup": info},
+            named_at=named_at,
+            recipients=recipients,
+            incremental=incremental,
         ) as writer,
     ):
         yield writer, bar
@@ -233,7 +244,15 @@ def _source_info(uri: str, key_env: str) -> dict[str, Any]:
     return {"kind": "endpoint", "uri": display, **ident}
 
 
-def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], progress: bool):
+def _one_call(
+    api: Any,
+    root: Path,
+    tenant: str | None,
+    source: dict[str, Any],
+    progress: bool,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
+):
     from longmem_etl.dumps.normalize import Normalizer
     from longmem_etl.dumps.read import check_header
     from longmem_etl.snapshots import tenant_from_header
@@ -266,10 +285,17 @@ def _one_call(api: Any, root: Path, tenant: str | None, source: dict[str, Any], 
         "health_checked_collections": len(totals) if totals is not None else None,
     }
     info = {"mode": "export", "verification": verification}
-    with _backup_writer(root, name, source, info, len(memories), progress, exported) as (
-        writer,
-        bar,
-    ):
+    with _backup_writer(
+        root,
+        name,
+        source,
+        info,
+        len(memories),
+        progress,
+        recipients,
+        incremental,
+        named_at=exported,
+    ) as (writer, bar):
         # exact copies through jsonio, as a dump file read would give them
         writer.set_header(jsonio.loads(jsonio.dumps(header)))
         writer.set_collections(
@@ -297,6 +323,8 @@ def _paged(
     source: dict[str, Any],
     page_size: int,
     progress: bool,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
 ):
     from longmem_etl.dumps.normalize import Normalizer
 
@@ -337,7 +365,17 @@ def _paged(
 
     info = {"mode": "paged", "page_size": page_size}
     total = sum(before.values()) if before else None
-    with _backup_writer(root, name, source, info, total, progress, started_at) as (writer, bar):
+    with _backup_writer(
+        root,
+        name,
+        source,
+        info,
+        total,
+        progress,
+        recipients,
+        incremental,
+        named_at=started_at,
+    ) as (writer, bar):
         writer.set_header({"tenant": name, "exported_at": started})
         writer.set_collections(cols)
         for coll in names:
@@ -408,8 +446,14 @@ def backup(
     page_size: int = 100,
     progress: bool = False,
     retention: Any = None,
+    recipients: list[Any] | None = None,
+    incremental: Incremental | None = DEFAULT_INCREMENTAL,
 ) -> BackupResult:
     """Back up the account behind ``source_uri`` into a new snapshot under ``root``.
+
+    ``recipients`` (``snapshots.crypto.parse_recipients``): age-encrypt the snapshot to them.
+    ``incremental``: store only the changes against the tenant's newest verified snapshot (the
+    default; ``Incremental(full=True)`` or None writes a full one).
 
     ``tenant`` overrides the snapshot's tenant (default: the export's tenant, or the local store's).
     ``keep`` prunes older complete snapshots of that tenant after a successful backup (it is
@@ -434,6 +478,8 @@ def backup(
             page_size=page_size,
             progress=progress,
             retention=retention,
+            recipients=recipients,
+            incremental=incremental,
         )
     finally:
         close = getattr(api, "close", None)
@@ -465,6 +511,8 @@ def backup_from(
     page_size: int = 100,
     progress: bool = False,
     retention: Any = None,
+    recipients: list[Any] | None = None,
+    incremental: Incremental | None = DEFAULT_INCREMENTAL,
 ) -> BackupResult:
     """``backup`` for an already open ``LongmemAPI`` (Dagster resources, tests). ``source`` is what
     the manifest records about it (no secrets: use ``endpoint_identity``)."""
@@ -474,11 +522,11 @@ def backup_from(
     cleaned = clean_stale_temps(rootp)
     if paged:
         path, name, n_mem, n_rej, n_coll, verification = _paged(
-            api, rootp, tenant, source, page_size, progress
+            api, rootp, tenant, source, page_size, progress, recipients, incremental
         )
     else:
         path, name, n_mem, n_rej, n_coll, verification = _one_call(
-            api, rootp, tenant, source, progress
+            api, rootp, tenant, source, progress, recipients, incremental
         )
     pruned = prune(rootp, name, keep, protect=path, policy=retention)
     return BackupResult(

@@ -248,7 +248,9 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
 
     where = check_where(opts.where) if opts.where is not None else None
     ids = read_ids_file(opts.ids_file) if opts.ids_file else None
-    path = str(snapshot / "memories.parquet")
+    from longmem_etl.snapshots import open_snapshot
+
+    path = str(open_snapshot(snapshot, verify=False).memories_path)  # decrypted when encrypted
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")

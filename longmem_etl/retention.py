@@ -350,6 +350,7 @@ class ForgetResult:
     removed: list[str] = field(default_factory=list)
     finished_interrupted: list[str] = field(default_factory=list)
     not_removed: list[dict[str, str]] = field(default_factory=list)
+    rebased: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -450,6 +451,8 @@ def forget(
 ) -> ForgetResult:
     """Apply ``policy`` to every tenant under ``root`` (or just ``tenant``); remove the rest unless
     ``dry_run``. ``protect`` (a snapshot just written) is always kept."""
+    from longmem_etl.snapshots.incremental import rebase_orphans
+
     rootp = Path(root)
     if not rootp.is_dir():
         raise BadInput(f"--root {root}: no such directory")
@@ -464,6 +467,10 @@ def forget(
             result.tenants.append(plan)
             if dry_run:
                 continue
+            # a kept increment whose parent goes is first rewritten as a full snapshot
+            result.rebased += rebase_orphans(
+                [Path(k["snapshot"]) for k in plan.keep], [Path(r) for r in plan.remove]
+            )
             for s in plan.remove:
                 outcome = remove_snapshot(Path(s))
                 if outcome in ("removed", "left"):

@@ -97,6 +97,9 @@ class SnapshotEntry:
     snapshot: str
     path: Path
     files: frozenset[str]
+    # an increment: the SELECT of its full state (``incremental.state_sql``) and the files it reads
+    state: str | None = None
+    state_files: tuple[str, ...] = ()
 
 
 def discover(root: str | os.PathLike, *, trust: bool = False) -> list[SnapshotEntry]:
@@ -106,11 +109,25 @@ def discover(root: str | os.PathLike, *, trust: bool = False) -> list[SnapshotEn
     checksum, file names inside the snapshot, sizes, Parquet row counts); ``trust=True`` skips that
     (only the manifest is read). A manifest that cannot be read or a damaged snapshot is an error
     (``BadInput`` naming it), not a silent skip: a warehouse quietly missing a snapshot would give
-    wrong answers.
+    wrong answers. An encrypted snapshot's
+    entry points at its private decrypted copy; an increment's carries the SELECT of its full state
+    (``snapshots.incremental.state_sql``: base + increments, anti-joined on later layers).
     """
+    from longmem_etl.snapshots.crypto import is_encrypted, plain_dir
+    from longmem_etl.snapshots.incremental import is_increment, state_sql
+
     found = []
     for snap in list_snapshots(root):
         manifest = read_manifest(snap) if trust else verify_at_open(snap)
+        origin = snap  # names the entry even when the files are read from a decrypted copy
+        state = None
+        if is_increment(manifest):  # memories: the chain's full state, computed by DuckDB
+            sql, state_files = state_sql(snap)
+            state = (sql, tuple(str(f) for f in state_files))
+        if is_encrypted(manifest):  # the views read a private decrypted copy
+            plain = plain_dir(snap, manifest)
+            manifest = read_manifest(plain)
+            snap = plain
         files = manifest.get("files")
         if not isinstance(files, dict):
             raise BadInput(f"{snap / MANIFEST}: no 'files' object")
@@ -120,10 +137,12 @@ def discover(root: str | os.PathLike, *, trust: bool = False) -> list[SnapshotEn
                     raise BadInput(f"snapshot {snap}: {name}: not a file name inside the snapshot")
         found.append(
             SnapshotEntry(
-                tenant=snapshot_tenant(snap, manifest),
-                snapshot=snap.name.split("=", 1)[1],
+                tenant=snapshot_tenant(origin, manifest),
+                snapshot=origin.name.split("=", 1)[1],
                 path=snap.resolve(),
                 files=frozenset(files),
+                state=state[0] if state else None,
+                state_files=state[1] if state else (),
             )
         )
     return found
@@ -185,10 +204,12 @@ def _names_table(pairs: list[tuple[str, SnapshotEntry]]) -> str:
 def table_view_sql(table: str, entries: Iterable[SnapshotEntry]) -> str:
     """``SELECT`` reading ``table`` from each snapshot whose manifest lists it."""
     cols = _table_columns(table)
+    entries = list(entries)
     pairs = [
         (str(e.path / f"{table}.parquet"), e) for e in entries if f"{table}.parquet" in e.files
     ]
-    if not pairs:
+    states = [e for e in entries if table == "memories" and e.state is not None]
+    if not pairs and not states:
         return _empty_select((name, typ) for name, typ, _ in cols)
     select = ", ".join(
         f"names.{_ident(name)}"
@@ -198,12 +219,20 @@ def table_view_sql(table: str, entries: Iterable[SnapshotEntry]) -> str:
         else f"data.{_ident(name)}"
         for name, _, is_json in cols
     )
-    listing = ", ".join(_lit(f) for f, _ in pairs)
-    return (
-        f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = false, "
-        f"union_by_name = true, filename = {_lit(_FILE_COLUMN)}) AS data "
-        f"JOIN {_names_table(pairs)} USING ({_ident(_FILE_COLUMN)})"
-    )
+    parts = []
+    if pairs:
+        listing = ", ".join(_lit(f) for f, _ in pairs)
+        parts.append(
+            f"SELECT {select} FROM read_parquet([{listing}], hive_partitioning = false, "
+            f"union_by_name = true, filename = {_lit(_FILE_COLUMN)}) AS data "
+            f"JOIN {_names_table(pairs)} USING ({_ident(_FILE_COLUMN)})"
+        )
+    for e in states:  # an increment's full state, named like the files above
+        parts.append(
+            f"SELECT {select} FROM (SELECT * EXCLUDE (_seq) FROM ({e.state})) AS data, "
+            f"(SELECT {_lit(e.tenant)} AS tenant, {_lit(e.snapshot)} AS snapshot) AS names"
+        )
+    return " UNION ALL BY NAME ".join(parts) if len(parts) > 1 else parts[0]
 
 
 def snapshots_view_sql(entries: Iterable[SnapshotEntry]) -> str:
@@ -373,6 +402,7 @@ def _lock_down(con: duckdb.DuckDBPyConnection, entries: list[SnapshotEntry]) -> 
     """Allow reading exactly the files the views name; no other file access; config locked."""
     paths = [str(e.path / MANIFEST) for e in entries]
     paths += [str(e.path / name) for e in entries for name in sorted(e.files)]
+    paths += sorted({f for e in entries for f in e.state_files})
     _use_schema(con)
     con.execute("SET autoinstall_known_extensions = false")
     con.execute("SET autoload_known_extensions = false")

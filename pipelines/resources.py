@@ -121,9 +121,23 @@ class LongmemEndpoint(ConfigurableResource):
 
 
 class SnapshotRoot(ConfigurableResource):
-    """A snapshot root directory (``ROOT/tenant=<t>/snapshot=<ts>/``); local path or shared mount."""
+    """A snapshot root directory (``ROOT/tenant=<t>/snapshot=<ts>/``); local path or shared mount.
+
+    Encryption at rest: snapshots written here are age-encrypted to ``encrypt_to_by_tenant[tenant]``
+    when the tenant has an entry, else to ``encrypt_to``, else to ``$LONGMEM_ETL_RECIPIENTS`` (public
+    keys only; readers in the run worker need ``$LONGMEM_ETL_IDENTITY_FILE``). Per-tenant keys make
+    crypto-shredding one tenant possible: delete its identity.
+    """
 
     path: str = DEFAULT_ROOT
+    encrypt_to: list[str] = []
+    encrypt_to_by_tenant: dict[str, list[str]] = {}
+
+    def recipients(self, tenant: str) -> list[Any]:
+        """The parsed recipients for ``tenant`` (empty: write plain snapshots)."""
+        from longmem_etl.snapshots.crypto import parse_recipients
+
+        return parse_recipients(self.encrypt_to_by_tenant.get(tenant) or self.encrypt_to)
 
     def root(self) -> Path:
         p = Path(render(self.path))

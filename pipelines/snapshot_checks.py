@@ -49,10 +49,14 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
     counts = manifest.get("counts") or {}
     seen: dict[str, tuple[int, int]] = {}
     # the library's own check (the one every reader runs): manifest checksum, file names, sizes,
-    # Parquet row counts, and here every file's sha256
+    # Parquet row counts, an increment's whole chain, and here every file's sha256
     problems = [str(p) for p in check_snapshot(snap, read_data=1.0)]
+    from longmem_etl.snapshots.incremental import state_dir
+
+    # full state: decrypted / materialised when need be (only when intact: else what is there)
+    plain = snap if problems else state_dir(snap, manifest)
     for table, expected in counts.items():
-        file = snap / f"{table}.parquet"
+        file = plain / f"{table}.parquet"
         try:
             actual = pq.ParquetFile(file).metadata.num_rows if file.exists() else 0
         except Exception:  # an unreadable footer: already a problem above
@@ -65,9 +69,12 @@ def manifest_counts_problems(snap: Path) -> tuple[dict[str, tuple[int, int]], li
 
 def schema_problems(snap: Path) -> list[str]:
     """Differences between the snapshot's Parquet schemas and ``longmem_etl.schema``."""
+    from longmem_etl.snapshots.incremental import state_dir
+
     problems = []
+    plain = state_dir(snap)  # full state: decrypted / materialised when need be
     for name, expected in EXPECTED_SCHEMAS.items():
-        file = snap / name
+        file = plain / name
         if not file.exists():
             if name != "rejected.parquet":
                 problems.append(f"{name}: missing")
@@ -117,9 +124,12 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         snap = _snapshot(context, asset)
         if snap is None:
             return _missing(asset)
+        from longmem_etl.snapshots.incremental import state_dir
+
+        memories = state_dir(snap) / "memories.parquet"
         with duckdb.connect() as con:
             dupes = con.execute(
-                read_sql("", "duplicate_ids"), {"memories": str(snap / "memories.parquet")}
+                read_sql("", "duplicate_ids"), {"memories": str(memories)}
             ).fetchall()
         return AssetCheckResult(
             passed=not dupes,

@@ -61,14 +61,16 @@ def snapshot_metadata(snap: Path) -> dict[str, Any]:
     """Materialization metadata of a snapshot: path, bytes, counts, rejected, per collection."""
     import duckdb
 
+    from longmem_etl.snapshots.incremental import state_dir
     from longmem_etl.snapshots.manifest import read_manifest
 
     snap = Path(snap)
     manifest = read_manifest(snap)
     counts = manifest.get("counts") or {}
+    memories = state_dir(snap, manifest) / "memories.parquet"  # the full state
     with duckdb.connect() as con:
         per_collection = con.execute(
-            read_sql("", "collection_counts"), {"memories": str(snap / "memories.parquet")}
+            read_sql("", "collection_counts"), {"memories": str(memories)}
         ).fetchall()
     return {
         "snapshot_path": MetadataValue.path(str(snap)),

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
+from longmem_etl.cli.common import (
+    add_encrypt_flag,
+    add_incremental_flags,
+    add_json_flag,
+    add_key_env_flags,
+    add_verb,
+    emit,
+    incremental,
+    recipients,
+)
 
 VERB = "backup"
 ORDER = 30
@@ -48,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", type=int, metavar="N", help="keep only the newest N snapshots")
     add_key_env_flags(p, "source")
     add_json_flag(p)
+    add_encrypt_flag(p)
+    add_incremental_flags(p)
     p.set_defaults(func=run)
 
 
@@ -63,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         key_env=args.source_key_env,
         page_size=args.page_size,
         progress=True,
+        recipients=recipients(args),
+        incremental=incremental(args),
     )
     emit(args, r.to_json(), r.render())
     return 0

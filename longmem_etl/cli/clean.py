@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import (
+    add_encrypt_flag,
+    add_identity_flag,
+    add_incremental_flags,
+    add_json_flag,
+    add_verb,
+    emit,
+    incremental,
+    recipients,
+)
 from longmem_etl.transforms.spec import STEPS
 
 VERB = "clean"
@@ -52,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the time drop_expired compares against (default: current time; a step's own 'now' wins)",
     )
     add_json_flag(p)
+    add_identity_flag(p)
+    add_encrypt_flag(p)
+    add_incremental_flags(p)
     p.set_defaults(func=run)
 
 
@@ -61,6 +73,14 @@ def run(args: argparse.Namespace) -> int:
 
     now = parse_instant(args.now, "--now") if args.now else None
     spec = load_spec(args.spec)  # validated before any data is touched
-    result = clean_snapshot(args.snapshot, spec, args.root, dry_run=args.dry_run, now=now)
+    result = clean_snapshot(
+        args.snapshot,
+        spec,
+        args.root,
+        dry_run=args.dry_run,
+        now=now,
+        recipients=recipients(args),
+        incremental=incremental(args),
+    )
     emit(args, result.to_json(), result.render())
     return 0

@@ -51,3 +51,55 @@ def add_key_env_flags(parser: argparse.ArgumentParser, *sides: str) -> None:
             help=f"environment variable holding the {side} API key, for https:// endpoints "
             f"(default {DEFAULT_KEY_ENV})",
         )
+
+
+def add_encrypt_flag(parser: argparse.ArgumentParser) -> None:
+    """``--encrypt-to RECIPIENT`` (repeatable; default ``$LONGMEM_ETL_RECIPIENTS``)."""
+    parser.add_argument(
+        "--encrypt-to",
+        action="append",
+        default=[],
+        metavar="RECIPIENT",
+        help="age-encrypt every file of the new snapshot to this public key (age1..., from "
+        "'longmem-etl keygen'); repeatable; default: $LONGMEM_ETL_RECIPIENTS (comma separated)",
+    )
+
+
+def recipients(args: argparse.Namespace) -> list[Any]:
+    """The parsed ``--encrypt-to`` recipients (or the environment's); BadInput on a bad one."""
+    from longmem_etl.snapshots.crypto import parse_recipients
+
+    return parse_recipients(getattr(args, "encrypt_to", None))
+
+
+def add_identity_flag(parser: argparse.ArgumentParser) -> None:
+    """``--identity FILE``: the age identity that opens encrypted snapshots (``cli/main`` applies
+    it for the whole run, so every reader below the verb uses it)."""
+    parser.add_argument(
+        "--identity",
+        metavar="FILE",
+        help="age identity file for encrypted snapshots (default: $LONGMEM_ETL_IDENTITY_FILE)",
+    )
+
+
+def add_incremental_flags(parser: argparse.ArgumentParser) -> None:
+    """``--full`` / ``--full-every N``: how the new snapshot relates to the tenant's previous one."""
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="write a full snapshot even when the tenant has one to store only changes against",
+    )
+    parser.add_argument(
+        "--full-every",
+        type=int,
+        default=7,
+        metavar="N",
+        help="write a full snapshot after N increments in a chain (default 7)",
+    )
+
+
+def incremental(args: argparse.Namespace) -> Any:
+    """The ``snapshots.incremental.Incremental`` policy the flags ask for."""
+    from longmem_etl.snapshots.incremental import Incremental
+
+    return Incremental(full=args.full, full_every=args.full_every)

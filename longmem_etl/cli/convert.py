@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import (
+    add_encrypt_flag,
+    add_incremental_flags,
+    add_json_flag,
+    add_verb,
+    emit,
+    incremental,
+    recipients,
+)
 
 VERB = "convert"
 ORDER = 20
@@ -55,6 +63,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     add_json_flag(p)
+    add_encrypt_flag(p)
+    add_incremental_flags(p)
     p.set_defaults(func=run)
 
 
@@ -62,7 +72,13 @@ def run(args: argparse.Namespace) -> int:
     from longmem_etl.snapshots.convert import convert_dump
 
     result = convert_dump(
-        args.dump, args.root, tenant=args.tenant, strict=args.strict, stream=args.stream
+        args.dump,
+        args.root,
+        tenant=args.tenant,
+        strict=args.strict,
+        stream=args.stream,
+        recipients=recipients(args),
+        incremental=incremental(args),
     )
     if result.already_present:
         human = (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_identity_flag, add_json_flag, add_verb, emit
 
 VERB = "diff"
 ORDER = 80
@@ -41,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="differences to list (0 = all; default 50)",
     )
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_identity_flag, add_json_flag, add_verb, emit
 
 VERB = "dump"
 ORDER = 21
@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="dump file to write")
     p.add_argument("--force", action="store_true", help="replace FILE if it already exists")
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 

@@ -65,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    identity = getattr(args, "identity", None)
+    if identity:  # for every reader below the verb (and only for this run)
+        from longmem_etl.snapshots.crypto import use_identity_file
+
+        use_identity_file(identity)
     try:
         return int(args.func(args) or 0)
     except LongmemETLError as exc:
@@ -90,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_ERROR
+    finally:
+        if identity:
+            use_identity_file(None)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,13 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
+from longmem_etl.cli.common import (
+    add_identity_flag,
+    add_json_flag,
+    add_key_env_flags,
+    add_verb,
+    emit,
+)
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS
 
 if TYPE_CHECKING:
@@ -150,6 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_key_env_flags(p, "source", "target")
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 
@@ -201,7 +208,8 @@ def _limits(values: dict):
 
 
 # Flags a resume command never repeats (they are one-off requests, not part of the migration).
-NOT_RESUMED = frozenset({"help", "json", "dry_run", "restart", "func"})
+# identity: where a key lives is not written into journals; a resume gives it again (or the env var)
+NOT_RESUMED = frozenset({"help", "json", "dry_run", "restart", "func", "identity"})
 # Parser dest -> how to read it from MigrationOptions, where the names differ.
 FROM_OPTIONS = {"no_provenance": lambda o: not o.provenance}
 PATH_DESTS = frozenset({"spec", "journal"})

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
-from longmem_etl.cli.common import add_json_flag, add_verb, emit
+from longmem_etl.cli.common import add_identity_flag, add_json_flag, add_verb, emit
 
 VERB = "restore"
 ORDER = 47
@@ -93,6 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"environment variable holding the target API key (default {DEFAULT_KEY_ENV})",
     )
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
-from longmem_etl.cli.common import add_verb
+from longmem_etl.cli.common import add_identity_flag, add_verb
 from longmem_etl.errors import BadInput
 
 VERB = "sql"
@@ -71,6 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep the views in this DuckDB file (created or refreshed), e.g. to open it in "
         "other tools; default: a private temporary catalog",
     )
+    add_identity_flag(p)
     p.add_argument(
         "--trust",
         action="store_true",

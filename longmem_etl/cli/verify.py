@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 import threading
 
-from longmem_etl.cli.common import add_json_flag, add_key_env_flags, add_verb, emit
+from longmem_etl.cli.common import (
+    add_identity_flag,
+    add_json_flag,
+    add_key_env_flags,
+    add_verb,
+    emit,
+)
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, BadInput
 
 VERB = "verify"
@@ -69,6 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_key_env_flags(p, "source", "target")
     add_json_flag(p)
+    add_identity_flag(p)
     p.set_defaults(func=run)
 
 

@@ -1056,8 +1056,16 @@ def _exactify(value: Any) -> Any:
 def open_dump(
     path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH, stream: bool | None = None
 ) -> DumpSource:
-    """Open a dump file for conversion; whole-file problems raise BadInput before any row is read."""
+    """Open a dump file for conversion; whole-file problems raise BadInput before any row is read.
+
+    An age-encrypted dump (``NAME.age``, e.g. an encrypted backup's Dagster dump) is read from a
+    private decrypted copy (``snapshots.crypto.plain_file``; the identity is needed).
+    """
     spath = str(path)
+    if spath.endswith(".age") and Path(spath).is_file():
+        from longmem_etl.snapshots.crypto import plain_file
+
+        spath = str(plain_file(spath))
     kind, compression = dump_format(spath)
     if not Path(spath).exists():
         raise BadInput(f"{spath}: no such file")

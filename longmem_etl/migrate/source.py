@@ -133,7 +133,9 @@ class Frozen:
 
     def collection_defs(self) -> dict[str, Any]:
         """Collection name -> its dump value (string or object), for ``import_memories(collections=)``."""
-        path = self.path / "collections.parquet"
+        from longmem_etl.snapshots import open_snapshot
+
+        path = open_snapshot(self.path, verify=False).collections_path  # decrypted if encrypted
         if not path.is_file():
             return {}
         out: dict[str, Any] = {}

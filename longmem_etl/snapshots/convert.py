@@ -160,6 +160,8 @@ def _run(
     show_progress: bool,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
     workers: list[Worker] | None = None,
     named_at: datetime | None = None,
 ) -> ConvertResult:
@@ -185,6 +187,8 @@ def _run(
                 extra_manifest=extra_manifest,
                 named_at=named_at,
                 in_order=named_at is None,
+                recipients=recipients,
+                incremental=incremental,
             ) as writer,
         ):
             writer.set_header(src.header)
@@ -233,6 +237,8 @@ def convert_dump(
     batch_size: int = DEFAULT_BATCH,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
 ) -> ConvertResult:
     """Convert a dump file into a new snapshot under ``root``.
 
@@ -242,7 +248,7 @@ def convert_dump(
 
     A big .json is decoded by worker processes (see ``snapshots.parallel``; a compressed one is
     first decompressed to a temp file under ``root``; ``LONGMEM_ETL_CONVERT_WORKERS=0`` turns them
-    off); the snapshot's content is the same either way.
+    off); the snapshot's content is the same either way. ``recipients``: age-encrypt the snapshot.
     """
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
     if tenant is not None:
@@ -267,6 +273,8 @@ def convert_dump(
             show_progress=progress,
             parent=parent,
             extra_manifest=extra_manifest,
+            recipients=recipients,
+            incremental=incremental,
             workers=workers,
         )
 
@@ -302,6 +310,8 @@ def snapshot_from_dump(
     strict: bool = False,
     parent: str | None = None,
     extra_manifest: dict[str, Any] | None = None,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
     progress: bool = False,
     batch_size: int = DEFAULT_BATCH,
 ) -> ConvertResult:
@@ -342,6 +352,8 @@ def snapshot_from_dump(
         show_progress=progress,
         parent=parent,
         extra_manifest=extra_manifest,
+        recipients=recipients,
+        incremental=incremental,
     )
 
 

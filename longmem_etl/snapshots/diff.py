@@ -37,7 +37,7 @@ def _check(path: str | os.PathLike) -> Path:
     from longmem_etl.snapshots.reader import open_snapshot
 
     snap = open_snapshot(path, verify=True)  # BadInput when not a (complete, intact) snapshot
-    return snap.path.resolve()
+    return snap.files_dir.resolve()  # an encrypted snapshot: its private decrypted copy
 
 
 def diff_relation(
@@ -104,6 +104,7 @@ def diff_snapshots(
     """Counts of added/removed/changed/unchanged memories, how often each field changed, and the
     difference rows (the first ``limit`` of them; all when None)."""
     a, b = _check(snap_a), _check(snap_b)
+    shown = (str(Path(snap_a).resolve()), str(Path(snap_b).resolve()))
     con = duckdb.connect()
     try:
         rel = diff_relation(con, a, b)
@@ -128,14 +129,16 @@ def diff_snapshots(
         names = [d[0] for d in cur.description]
         rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     except duckdb.Error as exc:
-        raise BadInput(f"cannot diff {a} and {b}: {str(exc).splitlines()[0]}") from None
+        raise BadInput(
+            f"cannot diff {shown[0]} and {shown[1]}: {str(exc).splitlines()[0]}"
+        ) from None
     finally:
         con.close()
     changed = counts.get("changed", 0)
     removed = counts.get("removed", 0)
     return SnapshotDiff(
-        a=str(a),
-        b=str(b),
+        a=shown[0],
+        b=shown[1],
         memories_a=n_a,
         memories_b=n_b,
         added=counts.get("added", 0),

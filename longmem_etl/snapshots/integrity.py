@@ -16,6 +16,12 @@ A snapshot is trusted only through its ``manifest.json``, so the manifest is cov
 - ``memories.parquet`` and ``collections.parquet`` must be listed; each listed file must exist with the
   manifest's byte size, and its Parquet footer must say the row count in ``counts`` (footer metadata
   only: cheap). ``read_data`` (a fraction 0..1) also hashes that share of the files with sha256.
+- An **increment** (``snapshots/incremental.py``) lists ``changed_memories.parquet`` and
+  ``removed_ids.parquet`` instead of ``memories.parquet``, and is intact only when every snapshot of
+  its chain (parent, ..., full base) is: a damaged or missing link is a ``chain`` problem naming it.
+- An **encrypted** snapshot (``snapshots/crypto.py``) lists ``NAME.age`` for each of those and its
+  sealed full manifest ``manifest.full*.json.age``: sizes and sha256 are checked as listed; row
+  counts only where readable (plain Parquet), since ciphertext has no footer.
 
 ``verify_at_open`` (sizes, footers, manifest checksum; optionally full sha256) is what every reader
 calls before reading (``open_snapshot``, the warehouse, Dagster); ``check_snapshot`` returns every
@@ -46,7 +52,8 @@ class Problem:
     """One thing wrong with a snapshot: where (``file`` None = the snapshot as a whole) and what.
 
     ``kind``: ``manifest`` (unreadable / checksum / shape), ``unsafe-name``, ``missing``, ``size``,
-    ``parquet`` (footer unreadable), ``rows`` (row count differs from ``counts``), ``sha256``.
+    ``parquet`` (footer unreadable), ``rows`` (row count differs from ``counts``), ``sha256``,
+    ``chain`` (an increment's parent or base is missing or damaged).
     """
 
     snapshot: str
@@ -75,8 +82,12 @@ def seal(manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def safe_file_name(directory: Path, name: Any) -> Path | None:
-    """The path of ``name`` inside ``directory`` when it is a plain ``*.parquet`` name there, else None."""
-    if not isinstance(name, str) or not name.endswith(".parquet"):
+    """The path of ``name`` inside ``directory`` when it is a plain ``*.parquet`` name there (or an
+    encrypted snapshot's ``*.parquet.age`` / ``manifest.full*.json.age``), else None."""
+    if not isinstance(name, str):
+        return None
+    sealed_manifest = name.startswith("manifest.full") and name.endswith(".json.age")
+    if not (name.endswith((".parquet", ".parquet.age")) or sealed_manifest):
         return None
     if name in {"", ".", ".."} or "/" in name or "\\" in name or "\x00" in name:
         return None
@@ -139,6 +150,10 @@ def _file_problems(
         return [
             Problem(snap, name, "size", f"has {size} bytes, the manifest says {info.get('bytes')}")
         ]
+    if not name.endswith(".parquet"):  # ciphertext: size (above) and bytes only
+        if hash_it and _digest(path) != info.get("sha256"):
+            return [Problem(snap, name, "sha256", "checksum mismatch (its bytes changed)")]
+        return []
     table = name.removesuffix(".parquet")
     try:
         rows = pq.ParquetFile(path).metadata.num_rows
@@ -163,13 +178,60 @@ def check_snapshot(path: str | os.PathLike, *, read_data: float = 0.0) -> list[P
     return _check(Path(path), read_data)[1]
 
 
+def required_files(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """The files ``manifest`` must list: a full snapshot's or an increment's, ``.age`` when encrypted."""
+    if isinstance(manifest.get("incremental"), dict):
+        names: tuple[str, ...] = (
+            "changed_memories.parquet",
+            "removed_ids.parquet",
+            "collections.parquet",
+        )
+    else:
+        names = REQUIRED_FILES
+    if isinstance(manifest.get("encryption"), dict):
+        names = tuple(n + ".age" for n in names)
+    return names
+
+
 def _check(directory: Path, read_data: float) -> tuple[dict[str, Any] | None, list[Problem]]:
+    manifest, problems = _check_one(directory, read_data)
+    if manifest is None or problems or not isinstance(manifest.get("incremental"), dict):
+        return manifest, problems
+    # an increment is intact only with its whole chain (parent, ..., full base)
+    from longmem_etl.snapshots.incremental import MAX_CHAIN
+
+    link, link_manifest = directory, manifest
+    for _ in range(MAX_CHAIN + 1):
+        info = link_manifest.get("incremental")
+        if not isinstance(info, dict):
+            return manifest, problems
+        parent = info.get("parent")
+        if not isinstance(parent, str) or safe_dir_name(parent) is None:
+            msg = f"bad incremental parent {parent!r} in {link.name}"
+            return manifest, [Problem(str(directory), None, "chain", msg)]
+        link = directory.parent / parent
+        link_manifest, found = _check_one(link, read_data)
+        if found or link_manifest is None:
+            msg = f"chain broken at {parent}: {found[0] if found else 'unreadable'}"
+            return manifest, [Problem(str(directory), None, "chain", msg)]
+    msg = f"chain longer than {MAX_CHAIN} (a cycle?)"
+    return manifest, [Problem(str(directory), None, "chain", msg)]
+
+
+def safe_dir_name(name: str) -> str | None:
+    """``name`` when it is a plain sibling directory name (no separators, not ``.``/``..``)."""
+    if name in {"", ".", ".."} or "/" in name or "\\" in name or "\x00" in name:
+        return None
+    return name
+
+
+def _check_one(directory: Path, read_data: float) -> tuple[dict[str, Any] | None, list[Problem]]:
     manifest, problems = _load_manifest(directory)
     if manifest is None:
         return None, problems
     files = manifest["files"]
     counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
-    for name in REQUIRED_FILES:
+    for name in required_files(manifest):
         if name not in files:
             problems.append(Problem(str(directory), name, "manifest", "not listed in the manifest"))
     for name, info in files.items():
@@ -185,11 +247,15 @@ def is_sealed(manifest: dict[str, Any]) -> bool:
     return CHECKSUM_KEY in manifest
 
 
-def verify_at_open(path: str | os.PathLike, *, checksums: bool = False) -> dict[str, Any]:
+def verify_at_open(
+    path: str | os.PathLike, *, checksums: bool = False, chain: bool = True
+) -> dict[str, Any]:
     """The snapshot's manifest after checking it (see module doc); ``BadInput`` naming the snapshot and
     the file for the first problem. ``checksums`` also hashes every file (for verbs that read all
-    the bytes anyway)."""
-    manifest, problems = _check(Path(path), 1.0 if checksums else 0.0)
+    the bytes anyway). ``chain=False``: an increment's own files only (a decrypted copy, whose
+    parents are elsewhere)."""
+    check = _check if chain else _check_one
+    manifest, problems = check(Path(path), 1.0 if checksums else 0.0)
     if problems or manifest is None:
         raise BadInput(str(problems[0]))
     return manifest
@@ -201,6 +267,7 @@ __all__ = [
     "check_snapshot",
     "is_sealed",
     "manifest_checksum",
+    "required_files",
     "safe_file_name",
     "seal",
     "verify_at_open",

@@ -34,6 +34,8 @@ RESERVED_KEYS = frozenset(
         "files",
         "dump_header",
         "has_collections",
+        "incremental",
+        "encryption",
         "manifest_sha256",
     }
 )

@@ -22,8 +22,11 @@ import pyarrow.parquet as pq
 
 from longmem_etl import jsonio
 from longmem_etl.schema import FORMAT_VERSION, MEMORY_FIELDS, TIMESTAMP_FIELDS
+from longmem_etl.snapshots.crypto import is_encrypted
+from longmem_etl.snapshots.incremental import is_increment, state_dir
 from longmem_etl.snapshots.integrity import verify_at_open
 from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant, snapshot_time
+from longmem_etl.snapshots.manifest import read_manifest
 
 _DEC_OBJ = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
@@ -84,10 +87,20 @@ def batch_to_dump_memories(batch: pa.RecordBatch, *, raw: bool = False) -> list[
 
 @dataclass
 class Snapshot:
-    """A committed snapshot directory and its manifest."""
+    """A committed snapshot directory and its manifest.
+
+    ``data_dir`` is where the plaintext files are: ``path`` itself, or for an encrypted snapshot a
+    private copy of its full state (``snapshots.incremental.state_dir``: decrypted, or an
+    increment materialised from its chain), whose manifest is the full one.
+    """
 
     path: Path
     manifest: dict[str, Any] = field(repr=False)
+    data_dir: Path | None = None
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir or self.path
 
     @property
     def tenant(self) -> str:
@@ -104,15 +117,15 @@ class Snapshot:
 
     @property
     def memories_path(self) -> Path:
-        return self.path / "memories.parquet"
+        return self.files_dir / "memories.parquet"
 
     @property
     def collections_path(self) -> Path:
-        return self.path / "collections.parquet"
+        return self.files_dir / "collections.parquet"
 
     @property
     def rejected_path(self) -> Path | None:
-        p = self.path / "rejected.parquet"
+        p = self.files_dir / "rejected.parquet"
         return p if p.exists() else None
 
     @property
@@ -120,7 +133,8 @@ class Snapshot:
         return dict(self.manifest.get("counts", {}))
 
     def verify(self) -> None:
-        """Check the manifest and every listed file's size, rows and sha256; BadInput on a mismatch."""
+        """Check the manifest and every listed file's size, rows and sha256 (an increment's whole
+        chain); BadInput on a mismatch."""
         verify_at_open(self.path, checksums=True)
 
     def read_memories(self, columns: list[str] | None = None) -> pa.Table:
@@ -179,9 +193,14 @@ def open_snapshot(path: str | os.PathLike, *, verify: bool = True) -> Snapshot:
     Parquet row counts).
 
     ``verify`` also checks sha256 of every file (cheap next to reading them all, which the callers do).
+    An increment's whole chain is checked, and ``files_dir`` is its full state (``state_dir``).
     """
     p = Path(path)
-    return Snapshot(path=p, manifest=verify_at_open(p, checksums=verify))
+    manifest = verify_at_open(p, checksums=verify)  # an increment: with its whole chain
+    if is_encrypted(manifest) or is_increment(manifest):
+        plain = state_dir(p, manifest)  # decrypted / materialised full state; the full manifest
+        return Snapshot(path=p, manifest=read_manifest(plain), data_dir=plain)
+    return Snapshot(path=p, manifest=manifest)
 
 
 def latest(root: str | os.PathLike, tenant: str) -> Snapshot | None:

@@ -106,7 +106,11 @@ class SnapshotWriter:
     a derived snapshot), so its name must sort after the tenant's newest one even when that one
     took a later second than its own (same-second commits); False for a dump's ``exported_at``,
     which may legitimately be older. ``named_at``: the instant the snapshot is named after (the
-    export time); default the commit time.
+    export time); default the commit time. With
+    ``recipients`` (``crypto.parse_recipients``) every file is age-encrypted at commit and the
+    committed ``manifest.json`` is the public one (``snapshots/crypto.py``). With ``incremental``
+    (``snapshots.incremental.Incremental``) the commit stores only the changes against the tenant's
+    newest verified snapshot when that pays (``snapshots/incremental.py``).
     """
 
     def __init__(
@@ -118,6 +122,8 @@ class SnapshotWriter:
         parent: str | os.PathLike | None = None,
         extra_manifest: dict[str, Any] | None = None,
         exported_at: str | None = None,
+        recipients: list[Any] | None = None,
+        incremental: Any = None,
         named_at: datetime | None = None,
         in_order: bool = True,
     ) -> None:
@@ -133,6 +139,8 @@ class SnapshotWriter:
         self.parent = str(parent) if parent is not None else None
         self.extra_manifest = dict(extra_manifest or {})
         self.exported_at = exported_at
+        self.recipients = list(recipients or [])  # pyrage recipients: encrypt at commit when set
+        self.incremental = incremental  # an incremental.Incremental: try an increment at commit
         self.path: Path | None = None
         self.manifest: dict[str, Any] | None = None
         self.counts = {"memories": 0, "collections": 0, "rejected": 0}
@@ -247,8 +255,26 @@ class SnapshotWriter:
         coll = collections_table(self._collections)
         pq.write_table(coll, tmp / "collections.parquet", **PARQUET_OPTIONS)
         self.counts["collections"] = coll.num_rows
+        increment = None
+        if self.incremental is not None:
+            from longmem_etl.snapshots.incremental import make_increment, pick_parent
+
+            # the parent is named before this snapshot whatever name it ends up with
+            when = self._name_time(self.named_at or datetime.now(timezone.utc))
+            upto = next_free_snapshot_dir(self.root, self.tenant, when)
+            picked = pick_parent(
+                self.root, self.tenant, self.incremental, bool(self.recipients), upto.name
+            )
+            if picked is not None:
+                increment = make_increment(tmp, *picked)
         files = {}
-        for name in ("memories.parquet", "collections.parquet", "rejected.parquet"):
+        for name in (
+            "memories.parquet",
+            "changed_memories.parquet",
+            "removed_ids.parquet",
+            "collections.parquet",
+            "rejected.parquet",
+        ):
             if (tmp / name).exists():
                 digest, size = file_digest(tmp / name)
                 files[name] = {"sha256": digest, "bytes": size}
@@ -270,6 +296,8 @@ class SnapshotWriter:
             "dump_header": self._header,
             "has_collections": self._collections is not None,
         }
+        if increment is not None:
+            manifest["incremental"] = increment
         manifest.update(self.extra_manifest)
         if self._owner is not None:  # the committed dir holds only the snapshot's files
             self._owner.release()
@@ -287,6 +315,10 @@ class SnapshotWriter:
             when = self._name_time(self.named_at or now)
             final = next_free_snapshot_dir(self.root, self.tenant, when)
             manifest["snapshot"] = final.name
+            if self.recipients:  # encrypted once named: the sealed full manifest carries the name
+                from longmem_etl.snapshots.crypto import seal_dir
+
+                manifest = seal_dir(tmp, manifest, self.recipients)
             write_manifest(tmp, manifest)
             while True:
                 try:

@@ -98,11 +98,16 @@ def clean_snapshot(
     dry_run: bool = False,
     now: datetime | None = None,
     tenant: str | None = None,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
 ) -> CleanResult:
     """Apply a spec to a snapshot and write the cleaned snapshot under ``root``.
 
     The spec is loaded and validated first (BadInput, nothing read or written); ``dry_run`` runs every
     step and reports counts but writes nothing. ``tenant`` defaults to the source's tenant.
+    ``recipients`` (``snapshots.crypto.parse_recipients``): age-encrypt the cleaned snapshot.
+    ``incremental`` (``snapshots.incremental.Incremental``): store only the changes against the
+    output tenant's newest snapshot under ``root`` when that pays.
     """
     from longmem_etl.snapshots.reader import open_snapshot
 
@@ -112,7 +117,17 @@ def clean_snapshot(
     con = open_sandbox([snap.memories_path])
     try:
         with interruptible(con):
-            return _clean(con, snap, spec, root, dry_run=dry_run, now=now, tenant=tenant)
+            return _clean(
+                con,
+                snap,
+                spec,
+                root,
+                dry_run=dry_run,
+                now=now,
+                tenant=tenant,
+                recipients=recipients,
+                incremental=incremental,
+            )
     finally:
         con.close()
 
@@ -126,6 +141,8 @@ def _clean(
     dry_run: bool,
     now: datetime | None,
     tenant: str | None,
+    recipients: list[Any] | None = None,
+    incremental: Any = None,
 ) -> CleanResult:
     from longmem_etl.snapshots.writer import SnapshotWriter
 
@@ -165,6 +182,8 @@ def _clean(
         parent=snap.path,
         extra_manifest={"transform": transform},
         exported_at=snap.manifest.get("exported_at"),
+        recipients=recipients,
+        incremental=incremental,
     ) as writer:
         writer.set_header(snap.header())
         writer.set_collections(

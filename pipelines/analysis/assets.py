@@ -49,7 +49,9 @@ def memories_clean(
     if source is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     spec = config.spec or default_spec()
-    result = clean_snapshot(source, spec, clean_root.root(), tenant=tenant)
+    result = clean_snapshot(
+        source, spec, clean_root.root(), tenant=tenant, recipients=clean_root.recipients(tenant)
+    )
     report = result.report
     meta = snapshot_metadata(result.path)
     meta.update(

@@ -13,6 +13,9 @@ from pipelines.utils import latest_path, md_table, read_sql
 
 def clean_balance_counts(source: Path, clean: Path) -> tuple[int, int, list[tuple[str, int]]]:
     """(rows in the source snapshot, rows in the clean one, removed rows per step)."""
+    from longmem_etl.snapshots.incremental import state_dir
+
+    source, clean = state_dir(source), state_dir(clean)  # full states (decrypted / materialised)
     rows_in = pq.ParquetFile(source / "memories.parquet").metadata.num_rows
     rows_out = pq.ParquetFile(clean / "memories.parquet").metadata.num_rows
     rejected = clean / "rejected.parquet"

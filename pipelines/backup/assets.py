@@ -81,6 +81,7 @@ def memories_snapshot(
         paged=config.paged,
         retention=policy,
         key_env=source.key_env(tenant),
+        recipients=snapshot_root.recipients(tenant),
     )
     context.log.info(f"backed up {tenant}: {result.memories} memories -> {result.path}")
     meta = snapshot_metadata(result.path)
@@ -109,6 +110,8 @@ def memories_snapshot(
 def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) -> MaterializeResult:
     from longmem_etl.dumps import write_dump
     from longmem_etl.snapshots import list_snapshots
+    from longmem_etl.snapshots.crypto import is_encrypted, seal_file
+    from longmem_etl.snapshots.manifest import read_manifest
 
     tenant = tenant_of(context.partition_key)
     snap = latest_path(
@@ -120,10 +123,12 @@ def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) ->
     out_dir = dumps_dir(root, tenant)
     written = write_dump(snap, out_dir / f"{snap.name}.json.zst")
     path = Path(written["path"])
+    if is_encrypted(read_manifest(snap)):  # an encrypted backup's dump is never left in clear
+        path = seal_file(path, snapshot_root.recipients(tenant))
     kept = {p.name for p in list_snapshots(root, tenant)}
     removed = 0
-    for old in out_dir.glob("snapshot=*.json.zst"):
-        if old.name[: -len(".json.zst")] not in kept:  # its snapshot was pruned: so is the dump
+    for old in [*out_dir.glob("snapshot=*.json.zst"), *out_dir.glob("snapshot=*.json.zst.age")]:
+        if old.name.split(".json.zst", 1)[0] not in kept:  # its snapshot was pruned: so is the dump
             old.unlink(missing_ok=True)
             removed += 1
     return MaterializeResult(
