@@ -598,7 +598,11 @@ def _interrupted_by_user(stop: threading.Event, stats: Any) -> bool:
 
 
 def _memories_file(journal: Journal) -> Path:
-    return Path(journal.get("frozen_snapshot")) / "memories.parquet"
+    """The frozen source's full-state memories file (an increment or an encrypted snapshot is
+    materialised by ``open_snapshot``; a plain full one is read in place)."""
+    from longmem_etl.snapshots.reader import open_snapshot
+
+    return open_snapshot(journal.get("frozen_snapshot"), verify=False).memories_path
 
 
 def _plan_feed(
