@@ -201,12 +201,6 @@ def parse_duration(text: str) -> float:
     return value
 
 
-def _limits(values: dict):
-    from longmem_etl.api.limits import StoreLimits
-
-    return StoreLimits(**values)
-
-
 # Flags a resume command never repeats (they are one-off requests, not part of the migration).
 # identity: where a key lives is not written into journals; a resume gives it again (or the env var)
 NOT_RESUMED = frozenset({"help", "json", "dry_run", "restart", "func", "identity"})
