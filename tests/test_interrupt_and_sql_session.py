@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from cli_support import run_cli as _cli
 
 from longmem_etl.snapshots.convert import convert_dump
 
@@ -19,17 +20,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 # minutes of work for DuckDB, on any machine
 SLOW = "(SELECT count(*) FROM range(100000000) a, range(1000) b WHERE (a.range * b.range) % 7 = 3)"
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def _interrupt(args: list[str], cwd: Path) -> tuple[int, str, str]:

@@ -8,12 +8,10 @@ root, the working directory or the place the spec tried to write.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli as _cli
 
 from longmem_etl.errors import BadInput
 from longmem_etl.snapshots.convert import convert_dump
@@ -158,17 +156,6 @@ HOSTILE = [
         "",
     ),
 ]
-
-
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def _files(*dirs: Path) -> set[Path]:
