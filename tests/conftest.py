@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+pytest_plugins = ["s3_support"]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
