@@ -37,7 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +57,7 @@ from longmem_etl.errors import (
 )
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
-from longmem_etl.migrate.journal import Journal, is_journal
+from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.known_limits import refusal_check
 from longmem_etl.migrate.lock import migration_locks
 from longmem_etl.migrate.plan import (
@@ -71,12 +71,16 @@ from longmem_etl.migrate.plan import (
 from longmem_etl.migrate.reconcile import Interrupted, _retrying, export_target
 from longmem_etl.migrate.refusals import RefusalScan
 from longmem_etl.migrate.state import locks_dir, migrations_dir
+from longmem_etl.migrate.status import (  # noqa: F401 - re-exported: the engine's public calls
+    JOURNAL_NAME,
+    list_migrations,
+    migration_status,
+)
 from longmem_etl.migrate.uploader import Uploader, make_sender
 from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
 from longmem_etl.progress import progress
 from longmem_etl.secrets import mask_obj
 
-JOURNAL_NAME = "journal.sqlite"
 EXIT_INTERRUPTED = 130
 OUTPUT_FILES = ("id_map.parquet", "dead_letter.jsonl", "verification.json")
 
@@ -806,48 +810,3 @@ def stop_on_signals(stop: threading.Event) -> Iterator[threading.Event]:
     finally:
         for s, h in old.items():
             signal.signal(s, h)
-
-
-def list_migrations(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
-    """Every migration journal under the state home (``root``: another ``migrations`` dir), newest
-    first: what `status` shows without an argument."""
-    base = Path(root) if root else migrations_dir()
-    out = []
-    for path in sorted(base.glob(f"*/{JOURNAL_NAME}"), key=lambda p: -p.stat().st_mtime):
-        with suppress(BadInput, OSError, ValueError):
-            out.append(migration_status(path))
-    return out
-
-
-def migration_status(journal_path: str | os.PathLike) -> dict[str, Any]:
-    """What `status JOURNAL` shows: chunk states, items done/total, dead letters, last errors."""
-    path = Path(journal_path)
-    if path.is_dir():
-        path = path / JOURNAL_NAME
-    if not path.is_file():
-        raise BadInput(f"{journal_path}: no journal there")
-    if not is_journal(path):
-        raise BadInput(f"{journal_path}: not a longmem-etl migration journal")
-    with Journal(path) as journal:
-        binding = journal.get("binding")
-        if binding is None:
-            raise BadInput(f"{journal_path}: not a longmem-etl migration journal")
-        counts = journal.counts()
-        status = {
-            "journal": str(path.absolute()),
-            "migration_id": journal.get("migration_id"),
-            "source_key": journal.get("source_key"),
-            "holdings": journal.get("holdings"),
-            "changed": len(journal.changed_items()),
-            "planned": journal.planned,
-            "binding": binding,
-            "options": journal.get("options"),
-            "resume_command": journal.get("resume_command"),
-            **counts,
-            "dead_letters": counts["items_dead"],
-            "last_errors": journal.last_errors(),
-        }
-    ver = path.parent / "verification.json"
-    if ver.is_file():
-        status["verification"] = json.loads(ver.read_text())
-    return mask_obj(status)
