@@ -89,6 +89,7 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _run(venv: Path, cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LONGMEM_", "PYTHON"))}
     env |= {"DAGSTER_DISABLE_TELEMETRY": "1", "DAGSTER_HOME": str(cwd / "dagster_home")}
+    env["LONGMEM_ETL_HOME"] = str(cwd / "state")  # quickstart's migration locks: not ~/.local/state
     (cwd / "dagster_home").mkdir(exist_ok=True)
     return subprocess.run(
         [str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
