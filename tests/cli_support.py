@@ -1,22 +1,70 @@
-"""Running the real CLI in a child process, as a user would (shared by the process tests)."""
+"""Running the real CLI in a child process, as a user would (the one runner every process test uses).
+
+The child gets this process's environment with two changes: the checkout is importable from any
+cwd, and of the developer's own ``LONGMEM_ETL_*`` settings only the test's state home
+(``LONGMEM_ETL_HOME``, set per test by ``conftest.py``) is kept, so a ``LONGMEM_ETL_DEBUG`` or
+``LONGMEM_ETL_RECIPIENTS`` in someone's shell cannot change what a test sees. ``env`` adds or
+(with ``None``) removes variables on top of that.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
+KEPT = {"LONGMEM_ETL_HOME"}
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``longmem-etl ARGS`` from ``cwd`` with this checkout importable; output captured as text."""
+def cli_env(
+    env: Mapping[str, str | None] | None = None, *, pythonpath: Sequence[str | Path] = ()
+) -> dict[str, str]:
+    """The environment of a CLI child: see the module docstring; ``pythonpath`` goes first on the
+    import path (e.g. a fake SDK package), then the checkout."""
+    out = {k: v for k, v in os.environ.items() if not k.startswith("LONGMEM_ETL_") or k in KEPT}
+    for name, value in (env or {}).items():
+        if value is None:
+            out.pop(name, None)
+        else:
+            out[name] = value
+    out["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), str(ROOT)])
+    return out
+
+
+def run_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str | None] | None = None,
+    pythonpath: Sequence[str | Path] = (),
+    timeout: float = 300,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """``longmem-etl ARGS`` from ``cwd`` (default: the test's own cwd); output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
+        [*CLI, *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        input=input,
+        env=cli_env(env, pythonpath=pythonpath),
+    )
+
+
+def start_cli(
+    *args: str | Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str | None] | None = None,
+    pythonpath: Sequence[str | Path] = (),
+    **popen: Any,
+) -> subprocess.Popen:
+    """``longmem-etl ARGS`` started and left running (kill, signal and resume tests); ``popen``
+    goes to `subprocess.Popen` (``stdout``, ``stderr``, ``text``, ``preexec_fn`` ...)."""
+    return subprocess.Popen(
+        [*CLI, *map(str, args)], cwd=cwd, env=cli_env(env, pythonpath=pythonpath), **popen
     )

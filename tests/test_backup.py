@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, start_cli
 
 from longmem_etl import jsonio
 from longmem_etl.api.endpoints import endpoint_identity, open_endpoint
@@ -169,23 +170,11 @@ def test_transient_faults_are_retried_and_persistent_ones_leave_nothing(tmp_path
 def test_killed_backup_leaves_no_snapshot_and_next_run_cleans_up(tmp_path):
     uri = _seed(tmp_path, SAMPLES / "acme.json")
     root = tmp_path / "snaps"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "longmem_etl.cli.main",
-            "backup",
-            "--source",
-            uri + "?latency_ms=20",
-            "--root",
-            str(root),
-            "--paged",
-            "--page-size",
-            "10",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = start_cli(
+        "backup", "--source", uri + "?latency_ms=20", "--root", str(root), "--paged",
+        "--page-size", "10",
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
     deadline = time.monotonic() + 60
     while not list(root.glob(".tmp-*/.owner")) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -274,34 +263,15 @@ def test_key_never_appears_in_output_or_files(tmp_path):
     LocalStore(tmp_path / "server.db").seed_dump(
         jsonio.loads((SAMPLES / "acme-small.json").read_bytes())
     )
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(FAKE_SDK),
-        "ACME_KEY": KEY,
-        "FAKE_LONGMEM_BACKEND": server,
-    }
+    env = {"ACME_KEY": KEY, "FAKE_LONGMEM_BACKEND": server}
     root = tmp_path / "snaps"
     outputs = []
     for extra in ([], ["--paged", "--tenant", "acme"]):
-        p = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "longmem_etl.cli.main",
-                "backup",
-                "--source",
-                "https://longmem.example",
-                "--source-key-env",
-                "ACME_KEY",
-                "--root",
-                str(root),
-                "--json",
-                *extra,
-            ],
-            env=env,
-            capture_output=True,
-            text=True,
-        )
+        p = run_cli(
+            "backup", "--source", "https://longmem.example", "--source-key-env", "ACME_KEY",
+            "--root", str(root), "--json", *extra,
+            env=env, pythonpath=[FAKE_SDK],
+        )  # fmt: skip
         assert p.returncode == 0, p.stderr
         outputs.append(p.stdout + p.stderr)
     snaps = list_snapshots(root)

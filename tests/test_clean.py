@@ -4,13 +4,12 @@ invariant, faithful rejected rows, manifests, collections, dry runs and bad spec
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from cli_support import run_cli
 
 from longmem_etl import jsonio
 from longmem_etl.errors import BadInput
@@ -25,15 +24,6 @@ SPECS = SAMPLES / "specs"
 NOW = datetime(2025, 11, 20, tzinfo=timezone.utc)
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def snaps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("src")
@@ -45,7 +35,7 @@ def snaps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def test_clean_verb_hygiene_on_dirty_tenant(snaps: dict[str, Path], tmp_path: Path) -> None:
     out_root = tmp_path / "out"
-    proc = cli(
+    proc = run_cli(
         "clean", str(snaps["globex-dirty"]), "--spec", str(SPECS / "migration-hygiene.toml"),
         "--root", str(out_root), "--now", "2025-11-20T00:00:00Z", "--json",
     )  # fmt: skip
@@ -90,7 +80,7 @@ def test_clean_verb_hygiene_on_dirty_tenant(snaps: dict[str, Path], tmp_path: Pa
     orders = [t for t in texts if t.startswith("Order number")]
     assert orders and all("[CARD]" not in t for t in orders)  # Luhn-invalid: left alone
 
-    human = cli(
+    human = run_cli(
         "clean", str(snaps["globex-dirty"]), "--spec", str(SPECS / "migration-hygiene.toml"),
         "--root", str(out_root), "--dry-run",
     )  # fmt: skip
@@ -144,7 +134,7 @@ def test_bad_spec_exits_2_before_reading_data(tmp_path: Path) -> None:
     spec = tmp_path / "bad.toml"
     spec.write_text('[[steps]]\nkind = "drop_archived"\n[[steps]]\nkind = "dedup"\nkeep = "x"\n')
     out_root = tmp_path / "out"
-    proc = cli(
+    proc = run_cli(
         "clean", str(tmp_path / "no-such-snapshot"), "--spec", str(spec), "--root", str(out_root)
     )
     assert proc.returncode == 2
@@ -187,13 +177,15 @@ def test_clean_verb_bad_spec_kinds(
 ) -> None:
     spec = tmp_path / "SPEC.toml"
     spec.write_text(spec_text)
-    proc = cli("clean", str(snaps["acme"]), "--spec", str(spec), "--root", str(tmp_path / "out"))
+    proc = run_cli(
+        "clean", str(snaps["acme"]), "--spec", str(spec), "--root", str(tmp_path / "out")
+    )
     assert proc.returncode == 2 and expected in proc.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_clean_verb_bad_now(snaps: dict[str, Path], tmp_path: Path) -> None:
-    proc = cli(
+    proc = run_cli(
         "clean", str(snaps["acme"]), "--spec", str(SPECS / "migration-hygiene.toml"),
         "--root", str(tmp_path), "--now", "tomorrow",
     )  # fmt: skip

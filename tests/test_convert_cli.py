@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl import jsonio
 from longmem_etl.dumps.compare import dump_differences
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LONGMEM_ETL_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
 
 
 def test_convert_then_dump_json(tmp_path):
@@ -38,12 +26,12 @@ def test_convert_then_dump_json(tmp_path):
     }
     src = tmp_path / "d.json"
     src.write_text(json.dumps(dump))
-    r = cli("convert", str(src), "--root", str(tmp_path / "root"), "--json")
+    r = run_cli("convert", str(src), "--root", str(tmp_path / "root"), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert (out["tenant"], out["memories"], out["rejected"]) == ("cli", 1, 1)
     snap = out["path"]
-    r = cli("dump", snap, "--out", str(tmp_path / "back.json"), "--json")
+    r = run_cli("dump", snap, "--out", str(tmp_path / "back.json"), "--json")
     assert r.returncode == 0, r.stderr
     back = jsonio.loads((tmp_path / "back.json").read_bytes())
     expected = dict(dump, memories=dump["memories"][:1])
@@ -53,7 +41,7 @@ def test_convert_then_dump_json(tmp_path):
 def test_strict_exit_2_one_line_nothing_written(tmp_path):
     src = tmp_path / "d.json"
     src.write_text(json.dumps({"memories": [{"id": "1", "text": "a"}, {"id": "1", "text": "b"}]}))
-    r = cli("convert", str(src), "--root", str(tmp_path / "root"), "--strict")
+    r = run_cli("convert", str(src), "--root", str(tmp_path / "root"), "--strict")
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "duplicate id" in r.stderr
     assert "Traceback" not in r.stderr
@@ -67,7 +55,7 @@ def test_strict_exit_2_one_line_nothing_written(tmp_path):
 def test_bad_file_exit_2(tmp_path, name, data):
     src = tmp_path / name
     src.write_bytes(data)
-    r = cli("convert", str(src), "--root", str(tmp_path / "root"))
+    r = run_cli("convert", str(src), "--root", str(tmp_path / "root"))
     assert r.returncode == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and str(src) in lines[0], r.stderr
@@ -75,7 +63,7 @@ def test_bad_file_exit_2(tmp_path, name, data):
 
 
 def test_dump_of_non_snapshot_exit_2(tmp_path):
-    r = cli("dump", str(tmp_path), "--out", str(tmp_path / "x.json"))
+    r = run_cli("dump", str(tmp_path), "--out", str(tmp_path / "x.json"))
     assert r.returncode == 2 and "not a snapshot" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "x.json").exists()
@@ -83,5 +71,5 @@ def test_dump_of_non_snapshot_exit_2(tmp_path):
 
 def test_help_has_examples():
     for verb in ("convert", "dump"):
-        r = cli(verb, "--help")
+        r = run_cli(verb, "--help")
         assert r.returncode == 0 and "examples:" in r.stdout

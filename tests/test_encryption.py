@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_support import run_cli
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.cli.main import main
@@ -21,15 +22,11 @@ from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.snapshots import list_snapshots
 
 SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None, tmpdir: Path | None = None):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("LONGMEM_ETL_")}
-    if tmpdir is not None:
-        e["TMPDIR"] = str(tmpdir)
-    e.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=e, timeout=120)
+    """The CLI; with ``tmpdir`` as its TMPDIR (to see that decrypted copies do not stay there)."""
+    return run_cli(*args, env={**({"TMPDIR": str(tmpdir)} if tmpdir else {}), **(env or {})})
 
 
 @pytest.fixture(scope="module")

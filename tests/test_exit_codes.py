@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_support import cli_env, run_cli
 
 from longmem_etl.snapshots.convert import convert_dump
 
@@ -166,10 +167,12 @@ def test_user_caused_condition_is_exit_2_one_line(
     shutil.copytree(pristine, root)
     argv = prepare(root, tmp_path)
     if limit is None:
-        cmd = [sys.executable, "-m", "longmem_etl.cli.main", *argv]
-    else:
+        r = run_cli(*argv, cwd=tmp_path)
+    else:  # the CLI with a file size limit it sets on itself (RLIMIT_FSIZE: "disk full")
         cmd = [sys.executable, "-c", LIMITED, str(limit), *argv]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=cli_env()
+        )
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert len(lines) == 1, r.stderr

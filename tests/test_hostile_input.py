@@ -6,32 +6,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 from hostile_corpus import CORPUS
 
 from longmem_etl.snapshots.layout import list_snapshots
 
 
 def convert(path: Path, root: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "longmem_etl.cli.main",
-            "convert",
-            str(path),
-            "--root",
-            str(root),
-            "--json",
-            *flags,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_cli("convert", str(path), "--root", str(root), "--json", *flags)
 
 
 def test_corpus_is_big_enough() -> None:
@@ -66,20 +51,7 @@ def test_hostile_file(name: str, tmp_path: Path) -> None:
     reasons = pq.read_table(snap / "rejected.parquet").column("reason").to_pylist()
     assert all(reasons) and any(words in reason for reason in reasons), reasons
     # and the snapshot reads back: sql over it, and a dump of it
-    q = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "longmem_etl.cli.main",
-            "sql",
-            "SELECT count(*) FROM memories",
-            "--root",
-            str(root),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    q = run_cli("sql", "SELECT count(*) FROM memories", "--root", str(root))
     assert q.returncode == 0, q.stderr
 
 

@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.cli.main import main
@@ -18,13 +18,10 @@ from longmem_etl.snapshots import list_snapshots
 from longmem_etl.snapshots.manifest import read_manifest
 
 SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 
 def _cli(args: list[str], env: dict[str, str] | None = None):
-    e = {k: v for k, v in os.environ.items() if not k.startswith("LONGMEM_ETL_")}
-    e.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=e, timeout=300)
+    return run_cli(*args, env=env)
 
 
 def _export(db: Path) -> dict:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl.snapshots.convert import convert_dump
 from longmem_etl.snapshots.integrity import (
@@ -22,16 +21,6 @@ from longmem_etl.snapshots.integrity import (
 )
 
 SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +130,7 @@ def test_old_manifest_without_checksum_still_opens(root: Path) -> None:
     snap = snap_of(root)
     edit_manifest(snap, lambda m: m.pop(CHECKSUM_KEY))
     assert verify_at_open(snap, checksums=True)["tenant"] == "acme"
-    r = cli("check", "--root", str(root))
+    r = run_cli("check", "--root", str(root))
     assert r.returncode == 0, r.stderr
     assert "without its own checksum" in r.stdout
 
@@ -154,7 +143,7 @@ def test_tampered_snapshot_is_named_by_check_and_refused_by_readers(
     snap = snap_of(root)
     tamper(snap, root)
     flags = ["--read-data"] if variant in NEEDS_BYTES else []
-    r = cli("check", "--root", str(root), *flags)
+    r = run_cli("check", "--root", str(root), *flags)
     assert r.returncode == 3, (r.stdout, r.stderr)
     damaged = [line for line in r.stdout.splitlines() if line.startswith("DAMAGED")]
     assert damaged and all(str(snap) in line for line in damaged), r.stdout
@@ -168,7 +157,7 @@ def test_tampered_snapshot_is_named_by_check_and_refused_by_readers(
     if variant not in NEEDS_BYTES:
         readers.append(("sql", "SELECT count(*) FROM memories", "--root", str(root)))
     for args in readers:
-        r = cli(*args)
+        r = run_cli(*args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and str(snap) in lines[0] and named in lines[0], (args, r.stderr)
@@ -179,21 +168,21 @@ def test_tampered_snapshot_is_named_by_check_and_refused_by_readers(
 def test_sql_trust_skips_the_check_but_never_reads_outside(root: Path) -> None:
     snap = snap_of(root)
     edit_manifest(snap, _counts)
-    r = cli("sql", "SELECT count(*) AS n FROM memories", "--root", str(root), "--trust")
+    r = run_cli("sql", "SELECT count(*) AS n FROM memories", "--root", str(root), "--trust")
     assert r.returncode == 0, r.stderr
     edit_manifest(snap, _passwd)
-    r = cli("sql", "SELECT count(*) AS n FROM memories", "--root", str(root), "--trust")
+    r = run_cli("sql", "SELECT count(*) AS n FROM memories", "--root", str(root), "--trust")
     assert r.returncode == 2 and "/etc/passwd" in r.stderr
 
 
 def test_sql_truncated_parquet_with_trust_is_one_line(root: Path) -> None:
     os.truncate(snap_of(root) / "memories.parquet", 100)
-    r = cli("sql", "SELECT count(*) FROM memories", "--root", str(root), "--trust")
+    r = run_cli("sql", "SELECT count(*) FROM memories", "--root", str(root), "--trust")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 def test_healthy_root_exits_0_and_json_says_so(root: Path) -> None:
-    r = cli("check", "--root", str(root), "--read-data", "--json")
+    r = run_cli("check", "--root", str(root), "--read-data", "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["healthy"] and len(report["snapshots"]) == 2
@@ -205,7 +194,7 @@ def test_debris_is_listed_but_not_damage(root: Path) -> None:
     snap = snap_of(root)
     (snap / "upload.part").write_bytes(b"x")
     (snap.parent / "snapshot=20990101T000000Z").mkdir()
-    r = cli("check", "--root", str(root), "--json")
+    r = run_cli("check", "--root", str(root), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     kinds = {(Path(d["path"]).name, d["kind"]) for d in report["debris"]}
@@ -229,11 +218,11 @@ def test_max_age_flags_stale_tenant(root: Path) -> None:
     }
     assert check_root(root, max_age=timedelta(days=4), now=later).exit_code == 0
     fresh_enough = f"{(datetime.now(timezone.utc) - newest).days + 2}d"
-    r = cli("check", "--root", str(root), "--tenant", "acme", "--max-age", fresh_enough)
+    r = run_cli("check", "--root", str(root), "--tenant", "acme", "--max-age", fresh_enough)
     assert r.returncode == 0, r.stderr
     # a tenant whose only snapshot is damaged has no intact snapshot: stale
     os.truncate(snap_of(root) / "memories.parquet", 10)
-    r = cli("check", "--root", str(root), "--tenant", "acme", "--max-age", fresh_enough)
+    r = run_cli("check", "--root", str(root), "--tenant", "acme", "--max-age", fresh_enough)
     assert r.returncode == 3 and "STALE tenant acme: no intact snapshot" in r.stdout
 
 
@@ -247,7 +236,7 @@ def test_max_age_flags_stale_tenant(root: Path) -> None:
     ],
 )
 def test_bad_usage_is_exit_2(root: Path, args: list[str]) -> None:
-    r = cli("check", "--root", str(root), *args)
+    r = run_cli("check", "--root", str(root), *args)
     assert r.returncode == 2, r.stderr
     assert "internal error" not in r.stderr
 
@@ -256,5 +245,5 @@ def test_root_that_is_a_file_is_exit_2(tmp_path: Path) -> None:
     f = tmp_path / "file"
     f.write_text("x")
     for args in (["check", "--root", str(f)], ["sql", "SELECT 1", "--root", str(f)]):
-        r = cli(*args)
+        r = run_cli(*args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -3,16 +3,15 @@ written), and the `sql` session's manners: PIVOT works, a user's --database keep
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 from cli_support import run_cli as _cli
+from cli_support import start_cli
 
 from longmem_etl.snapshots.convert import convert_dump
 
@@ -24,13 +23,12 @@ SLOW = "(SELECT count(*) FROM range(100000000) a, range(1000) b WHERE (a.range *
 
 def _interrupt(args: list[str], cwd: Path) -> tuple[int, str, str]:
     """Start the CLI, let it get into its query, send SIGINT, return (exit code, stdout, stderr)."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
+    proc = start_cli(
+        *args,
+        cwd=cwd,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
         # a test runner started in the background inherits SIGINT ignored; a user's shell does not
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )

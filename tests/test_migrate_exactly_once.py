@@ -11,12 +11,12 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, start_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.migrate import (
@@ -28,7 +28,6 @@ from longmem_etl.migrate import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
 FAULTS = "latency_ms=20&fail_rate=0.1&ambiguous_rate=0.05&seed=7"
 
@@ -91,16 +90,12 @@ def _done(journal: Path | None) -> int:
 
 
 def _run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=os.environ, **kw
-    )
+    return run_cli(*args, cwd=cwd, **kw)
 
 
 def _kill_partway(args: list[str], cwd: Path, journal_of, at_least: int) -> None:
     """Start the migration, SIGKILL it once ``at_least`` items are journaled as done."""
-    proc = subprocess.Popen(
-        [*CLI, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    proc = start_cli(*args, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while proc.poll() is None and _done(journal_of()) < at_least and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -235,8 +230,8 @@ def test_two_runs_at_once_one_refuses_naming_the_holder(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     args = _migrate(dump, db)
     slow = [a.replace(FAULTS, "latency_ms=250") for a in args] + ["--concurrency", "1"]
-    first = subprocess.Popen(
-        [*CLI, *slow], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    first = start_cli(
+        *slow, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 60
     while _done(_latest_journal()) < 20 and time.monotonic() < deadline:
@@ -474,9 +469,7 @@ def test_repair_killed_partway_resumes_its_list(tmp_path: Path) -> None:
             collection=m["collection"],
         )
     args = ["verify", "--source", str(dump), "--target", f"local:{db}?latency_ms=80", "--repair"]
-    proc = subprocess.Popen(
-        [*CLI, *args], cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    proc = start_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while _repair_journal_counts(_home())[1] < 3 and time.monotonic() < deadline:
         time.sleep(0.01)

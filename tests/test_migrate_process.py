@@ -10,17 +10,15 @@ import shlex
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, start_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.migrate import MigrationOptions, run_migration
-
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 
 def _dump(path: Path, n: int, *, blank: int | None = None) -> list[dict]:
@@ -54,9 +52,7 @@ def _dump(path: Path, n: int, *, blank: int | None = None) -> list[dict]:
 
 
 def _start(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [*CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return start_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _done_items(journal: Path) -> int:
@@ -138,9 +134,7 @@ def test_sigkill_at_random_moments_then_resume_is_exactly_once(tmp_path: Path, m
         kills += 1
     assert kills >= 5
     assert _done_items(journal) < len(source)  # the kills really interrupted the upload
-    final = subprocess.run(
-        [*CLI, *args, "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    final = run_cli(*args, "--json", cwd=tmp_path)
     assert final.returncode == 0, final.stderr
     summary = json.loads(final.stdout)
     assert summary["resumed"] is True and summary["verification"]["exact"] is True
@@ -178,13 +172,9 @@ def test_sigterm_then_ctrl_c_print_resume_command_and_resuming_completes(tmp_pat
         assert resume[:2] == ["longmem-etl", "migrate"]
         # the interrupted run left a consistent journal with work still to do
         assert goal <= _done_items(journal) < len(source)
-    status = subprocess.run(
-        [*CLI, "status", str(journal), "--json"], capture_output=True, text=True
-    )
+    status = run_cli("status", str(journal), "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["items_pending"] > 0
-    done = subprocess.run(
-        [*CLI, *resume[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
+    done = run_cli(*resume[1:], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     _assert_exactly_once(source, _target_contents(db), "add")
 
@@ -217,11 +207,8 @@ def test_journal_bound_to_another_target_refuses(tmp_path: Path) -> None:
         )
     )
     assert first.exit_code == 0
-    other = subprocess.run(
-        [*CLI, "migrate", "--source", "dump.json", "--target", "local:b.db", "--journal", j],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
+    other = run_cli(
+        "migrate", "--source", "dump.json", "--target", "local:b.db", "--journal", j, cwd=tmp_path
     )
     assert other.returncode == 2
     assert (
@@ -266,12 +253,7 @@ def test_fixed_dead_letters_replay_into_the_same_target(
     rows = [json.loads(x) for x in Path(first.outputs["dead_letter"]).read_text().splitlines()]
     rows[0]["item"]["text"] = "fact 7, fixed by hand"
     (tmp_path / "fixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    replay = subprocess.run(
-        [*CLI, "migrate", "--source", "fixed.jsonl", "--target", "local:t.db"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-    )
+    replay = run_cli("migrate", "--source", "fixed.jsonl", "--target", "local:t.db", cwd=tmp_path)
     assert replay.returncode == 0, replay.stderr
     landed = Counter(
         m["metadata"]["_longmem_etl"]["source_id"] for m in _target_contents(tmp_path / "t.db")

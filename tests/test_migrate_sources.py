@@ -4,12 +4,11 @@ through `run_migration` (the CLI is exercised by test_migrate_process.py), again
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.migrate import PROVENANCE_KEY, MigrationOptions, migration_status, run_migration
@@ -18,7 +17,6 @@ from longmem_etl.snapshots import convert_dump, open_snapshot
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 
 
 def _export(db: Path) -> list[dict]:
@@ -130,11 +128,9 @@ def test_status_reports_progress_and_verification(tmp_path: Path) -> None:
     assert "LONGMEM" not in json.dumps(st["binding"]) or "key_fingerprint" in json.dumps(
         st["binding"]
     )
-    proc = subprocess.run([*CLI, "status", res.work_dir], capture_output=True, text=True)
+    proc = run_cli("status", res.work_dir)
     assert proc.returncode == 0 and "50/50 done" in proc.stdout
-    bad = subprocess.run(
-        [*CLI, "status", str(tmp_path / "nope.sqlite")], capture_output=True, text=True
-    )
+    bad = run_cli("status", str(tmp_path / "nope.sqlite"))
     assert bad.returncode == 2 and "no journal" in bad.stderr
 
 
@@ -150,9 +146,5 @@ def test_bad_source_leaves_nothing_behind(tmp_path: Path) -> None:
 def test_source_and_target_the_same_account_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "a.db"
     open_endpoint(f"local:{db}").seed_dump(json.loads(SAMPLE.read_text()))
-    proc = subprocess.run(
-        [*CLI, "migrate", "--source", f"local:{db}", "--target", f"local:{db}?latency_ms=1"],
-        capture_output=True,
-        text=True,
-    )
+    proc = run_cli("migrate", "--source", f"local:{db}", "--target", f"local:{db}?latency_ms=1")
     assert proc.returncode == 2 and "same account" in proc.stderr

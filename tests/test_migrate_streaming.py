@@ -10,17 +10,16 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, start_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.migrate import MigrationOptions, planstream, run_migration
@@ -29,7 +28,6 @@ from longmem_etl.migrate.plan import plan_items
 from longmem_etl.migrate.uploader import presplit
 from longmem_etl.snapshots import convert_dump, open_snapshot
 
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 BINDING = {"source": {"kind": "dump"}, "target": {"scheme": "local"}, "mode": {"mode": "add"}}
 
 
@@ -149,8 +147,8 @@ def test_killed_while_planning_sent_only_durable_rows_and_rerun_is_exact(tmp_pat
         "--concurrency",
         "4",
     ]
-    env = {**os.environ, "LONGMEM_ETL_PLAN_BATCH": "50", "LONGMEM_ETL_HOME": str(tmp_path / "h")}
-    proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    env = {"LONGMEM_ETL_PLAN_BATCH": "50", "LONGMEM_ETL_HOME": str(tmp_path / "h")}
+    proc = start_cli(*args, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     caught = False
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
@@ -169,9 +167,7 @@ def test_killed_while_planning_sent_only_durable_rows_and_rerun_is_exact(tmp_pat
     sent = {m["metadata"]["_longmem_etl"]["source_id"] for m in landed}
     assert sent and sent <= rows  # nothing was sent before its plan row was durable
     assert len(rows) < n  # really killed mid-plan
-    final = subprocess.run(
-        [*CLI, *args, "--json"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300
-    )
+    final = run_cli(*args, "--json", cwd=tmp_path, env=env)
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
     assert out["verification"]["exact"] is True

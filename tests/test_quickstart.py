@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_support import run_cli
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.snapshots import open_snapshot
@@ -13,12 +13,7 @@ from longmem_etl.snapshots import open_snapshot
 
 def test_quickstart_runs_offline_and_its_claims_hold(tmp_path: Path) -> None:
     home = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", "quickstart", "--dir", str(home), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_cli("quickstart", "--dir", str(home), "--json")
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert out["migration"]["verification"]["exact"] is True
@@ -40,12 +35,7 @@ def test_quickstart_runs_offline_and_its_claims_hold(tmp_path: Path) -> None:
 
 def test_quickstart_refuses_a_directory_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / "precious.txt").write_text("keep me")
-    proc = subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", "quickstart", "--dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli("quickstart", "--dir", str(tmp_path))
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (tmp_path / "precious.txt").read_text() == "keep me"

@@ -12,10 +12,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, start_cli
 
 from longmem_etl.transforms import load_spec
 from longmem_etl.transforms.run import clean_snapshot
@@ -23,7 +23,6 @@ from longmem_etl.warehouse import connect, run_query
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "longmem_etl" / "sample_data"
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 N_CHARTS = 10
 
 # Values planted in the hostile tenant: none may appear anywhere in the report.
@@ -38,12 +37,10 @@ HOSTILE_COLLECTION = "<script>alert(1)</script> $x^2$"
 def cli(
     *args: str, cwd: Path | None = None, check: bool = True, home: Path | None = None
 ) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {"PYTHONUNBUFFERED": "1"}
     if home is not None:  # the state home where migrate keeps its work dirs
         env["LONGMEM_ETL_HOME"] = str(home)
-    proc = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=240
-    )
+    proc = run_cli(*args, cwd=cwd, env=env, timeout=240)
     if check and proc.returncode != 0:
         raise AssertionError(f"{args}: exit {proc.returncode}\n{proc.stderr}")
     return proc
@@ -460,10 +457,8 @@ def test_damaged_snapshot_file_is_exit_2_naming_the_snapshot(world, tmp_path):
 
 def test_two_reports_to_one_file_at_once_leave_one_whole_report(world, tmp_path):
     out = tmp_path / "same.html"
-    args = [*CLI, "report", "--root", str(world["root"]), "--tenant", "hostile", "--out", str(out)]
-    procs = [
-        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)
-    ]
+    args = ["report", "--root", str(world["root"]), "--tenant", "hostile", "--out", str(out)]
+    procs = [start_cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     assert [p.wait(timeout=240) for p in procs] == [0, 0]
     html = out.read_text(encoding="utf-8")
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")

@@ -8,20 +8,19 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, start_cli
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.cli.main import main
 from longmem_etl.snapshots import list_snapshots
 
 SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 T1, T2 = "snapshot=20261101T020000Z", "snapshot=20261115T020000Z"
 
 
@@ -248,8 +247,8 @@ def test_sigkill_mid_restore_then_rerun_is_exact(account):
     before, new_ids = _lose_300_gain_50(db)
     cwd = db.parent
     target = f"local:{db}?latency_ms=150&ambiguous_rate=0.1&seed=5"
-    args = [*CLI, "restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
-    proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    proc = start_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while proc.poll() is None and _done(cwd) < 100 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -258,7 +257,7 @@ def test_sigkill_mid_restore_then_rerun_is_exact(account):
     proc.wait()
     landed = _done(cwd)
     assert 100 <= landed < 300
-    final = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300)
+    final = run_cli(*args, cwd=cwd)
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
     assert out["resumed_pending"] is True and out["verification"]["exact"] is True
@@ -295,10 +294,8 @@ def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, t
     before, new_ids = _lose_300_gain_50(db)
     cwd = db.parent
     target = f"local:{db}?latency_ms=300&seed=9"
-    args = [*CLI, "restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
-    proc = subprocess.Popen(
-        args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    proc = start_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while proc.poll() is None and _done(cwd) < 100 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -310,7 +307,7 @@ def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, t
     assert 100 <= len(_memories(db)) - 750 < 300
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()  # no work dir there: the account itself says what already came back
-    final = subprocess.run(args, cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    final = run_cli(*args, cwd=elsewhere)
     assert final.returncode == 0, final.stderr
     res = json.loads(final.stdout)
     assert res["resumed_pending"] is False and res["plan"]["already_held"] >= 800

@@ -8,26 +8,19 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl.cli.migrate import parse_duration
 
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 HEARTBEAT = re.compile(r"^migrate: \d+/60 \(\d+%\) items, [\d.]+ item/s, \d+s elapsed$", re.M)
 
 
 def cli(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, "LONGMEM_ETL_HOME": str(cwd / "home"), **env},
-    )
+    """The CLI from ``cwd``, keeping its migrations in ``cwd/home`` (the tests read them there)."""
+    return run_cli(*args, cwd=cwd, env={"LONGMEM_ETL_HOME": str(cwd / "home"), **env})
 
 
 @pytest.fixture

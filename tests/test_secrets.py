@@ -5,17 +5,15 @@ secret query parameters are masked in error messages. Real processes."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 from sdk_double import FAKE
 
 from longmem_etl.errors import APIError, BadInput
 from longmem_etl.secrets import MASK, mask, watch_env
 
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 KEY = "lm_live_TOPSECRET_9f8e7d6c5b4a"
 
 
@@ -54,13 +52,10 @@ def test_errors_are_masked_when_shown(monkeypatch) -> None:
 def test_url_secrets_are_masked_in_cli_errors(tmp_path: Path, target: str, secret: str) -> None:
     dump = tmp_path / "d.json"
     dump.write_text(json.dumps({"tenant": "t", "memories": [{"id": "a", "text": "x"}]}))
-    out = subprocess.run(
-        [*CLI, "migrate", "--source", str(dump), "--target", target, "--dry-run"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={"PATH": "/usr/bin:/bin", "LONGMEM_API_KEY": KEY, "LONGMEM_ETL_HOME": str(tmp_path)},
-    )
+    out = run_cli(
+        "migrate", "--source", str(dump), "--target", target, "--dry-run",
+        cwd=tmp_path, env={"LONGMEM_API_KEY": KEY, "LONGMEM_ETL_HOME": str(tmp_path)},
+    )  # fmt: skip
     assert out.returncode == 2
     assert secret not in out.stderr and KEY not in out.stderr and "***" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
@@ -73,8 +68,6 @@ def test_key_echoed_by_the_server_lands_nowhere(tmp_path: Path) -> None:
     dump = tmp_path / "d.json"
     dump.write_text(json.dumps({"tenant": "t", "memories": mems}))
     env = {
-        "PATH": "/usr/bin:/bin",
-        "PYTHONPATH": str(FAKE),
         "TARGET_KEY": KEY,
         "FAKE_LONGMEM_ECHO_KEY": "1",
         "LONGMEM_ETL_HOME": str(tmp_path / "home"),
@@ -84,7 +77,7 @@ def test_key_echoed_by_the_server_lands_nowhere(tmp_path: Path) -> None:
         "migrate", "--source", str(dump), "--target", "https://api.example.com",
         "--target-key-env", "TARGET_KEY", "--chunk-size", "5", "--json",
     ]  # fmt: skip
-    out = subprocess.run([*CLI, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+    out = run_cli(*args, cwd=tmp_path, env=env, pythonpath=[FAKE])
     assert out.returncode == 3, out.stderr
     assert KEY not in out.stdout and KEY not in out.stderr
     [work] = (tmp_path / "home" / "migrations").iterdir()
@@ -93,12 +86,8 @@ def test_key_echoed_by_the_server_lands_nowhere(tmp_path: Path) -> None:
     # the echo happened (so masking was exercised) and was masked
     assert "Bearer ***" in dead[0]["message"] and "api_key=***" in dead[0]["message"]
     assert "https://***@api.example.com" in dead[0]["message"]
-    status = subprocess.run(
-        [*CLI, "status", str(work)], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
-    status_json = subprocess.run(
-        [*CLI, "status", str(work), "--json"], cwd=tmp_path, capture_output=True, text=True, env=env
-    )
+    status = run_cli("status", str(work), cwd=tmp_path, env=env, pythonpath=[FAKE])
+    status_json = run_cli("status", str(work), "--json", cwd=tmp_path, env=env, pythonpath=[FAKE])
     assert status.returncode == 0 and status_json.returncode == 0
     assert "dead-lettered" in status.stdout
     for text in (status.stdout, status.stderr, status_json.stdout):

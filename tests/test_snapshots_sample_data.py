@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import gzip
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl import jsonio
 from longmem_etl.dumps import write_dump
@@ -93,23 +92,12 @@ def test_bad_rows_file_converts_with_rejections(tmp_path):
     assert set(rej.column("stage").to_pylist()) == {"convert"}
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LONGMEM_ETL_DEBUG"}
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("name", BAD + ["bad-rows.json --strict"])
 def test_bad_file_cli_exit_2_one_line_nothing_left(tmp_path, name):
     fname, *flags = name.split()
     src = SAMPLES / "bad" / fname
     root = tmp_path / "root"
-    r = _cli("convert", str(src), "--root", str(root), *flags)
+    r = run_cli("convert", str(src), "--root", str(root), *flags)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1, r.stderr

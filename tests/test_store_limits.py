@@ -5,26 +5,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli
 
 from longmem_etl.api.endpoints import open_endpoint, parse_local
 from longmem_etl.api.limits import StoreLimits
 from longmem_etl.errors import APIError, BadInput
 
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 LONG = ("lorem ipsum dolor " * 8400)[:150_000]  # a 150k-character text
 
 
 def cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LONGMEM_ETL_HOME": str(cwd / "home")}  # this test's own state home
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
-    )
+    """The CLI from ``cwd``, keeping its migrations in ``cwd/home`` (the tests read them there)."""
+    return run_cli(*args, cwd=cwd, env={"LONGMEM_ETL_HOME": str(cwd / "home")})
 
 
 def test_defaults_and_uri_parameters(tmp_path: Path) -> None:

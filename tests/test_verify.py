@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from cli_support import run_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.migrate import MigrationOptions, run_migration, verify_source_target
 from longmem_etl.migrate.keys import with_marker
 from longmem_etl.migrate.verify import compare, source_keys, target_keys
 
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 SAMPLE = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data" / "acme-small.json"
 
 SRC = [
@@ -93,18 +92,10 @@ def test_verify_verb_exit_codes(tmp_path: Path) -> None:
     victim = store.export_account()["memories"][0]
     store.delete(victim["id"], collection=victim["collection"])
     store.add("an unrelated note", collection="misc")
-    bad = subprocess.run(
-        [*CLI, "verify", "--source", str(SAMPLE), "--target", f"local:{db}"],
-        capture_output=True,
-        text=True,
-    )
+    bad = run_cli("verify", "--source", str(SAMPLE), "--target", f"local:{db}")
     assert bad.returncode == 3
     assert "missing 1" in bad.stdout and "extra 1" in bad.stdout
     scoped = verify_source_target(str(SAMPLE), f"local:{db}", migration_id=res.source_key)
     assert not scoped.exact and scoped.totals["unrelated"] == 1 and scoped.totals["missing"] == 1
-    none = subprocess.run(
-        [*CLI, "verify", "--source", str(SAMPLE), "--target", f"local:{tmp_path / 'x.db'}"],
-        capture_output=True,
-        text=True,
-    )
+    none = run_cli("verify", "--source", str(SAMPLE), "--target", f"local:{tmp_path / 'x.db'}")
     assert none.returncode == 2 and not (tmp_path / "x.db").exists()

@@ -11,14 +11,13 @@ import csv
 import io
 import json
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
+from cli_support import run_cli
 
 from longmem_etl import warehouse
 from longmem_etl.errors import BadInput
@@ -31,15 +30,6 @@ SAMPLES = ROOT / "longmem_etl" / "sample_data"
 
 def load(name: str) -> dict[str, Any]:
     return json.loads((SAMPLES / name).read_bytes())
-
-
-def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -419,13 +409,7 @@ def test_cli_table_escapes_control_characters(root: Path) -> None:
     ],
 )
 def test_cli_errors_exit_2_with_one_line(root: Path, tmp_path: Path, sql: str, needle: str) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "longmem_etl.cli.main", "sql", sql, "--root", str(root)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    proc = run_cli("sql", sql, "--root", str(root), cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and needle in proc.stderr
