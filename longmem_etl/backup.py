@@ -42,6 +42,7 @@ from longmem_etl.api.endpoints import (
 )
 from longmem_etl.api.retry import retry_read
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
+from longmem_etl.names import collection_names
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.incremental import Incremental
 from longmem_etl.snapshots.temps import clean_stale_temps
@@ -151,15 +152,6 @@ def _counts_by_collection(memories: list[dict[str, Any]]) -> dict[str, tuple[int
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
-def _collection_names(cols: Any) -> list[str]:
-    names: list[str] = []
-    for c in cols or []:
-        name = c if isinstance(c, str) else c.get("name") if isinstance(c, dict) else None
-        if isinstance(name, str) and name not in names:
-            names.append(name)
-    return names
-
-
 # -- temp dirs and retention -----------------------------------------------------------------------
 
 
@@ -264,7 +256,7 @@ def _one_call(
             raise APIError(502, "export_account did not return {tenant, collections, memories}")
         memories = dump["memories"]
         counted = _counts_by_collection(memories)
-        listed = _collection_names(dump.get("collections"))
+        listed = collection_names(dump.get("collections"))
         names = listed + [c for c in counted if c not in listed]
         totals = _health_totals(api, names)
         problems = _count_problems(counted, totals, "one-call export")
@@ -333,7 +325,7 @@ def _paged(
     cols = _read(api.collections)
     if not isinstance(cols, list):
         raise APIError(502, "collections() did not return a list")
-    names = _collection_names(cols)
+    names = collection_names(cols)
     before = _health_totals(api, names)
     name = tenant or getattr(api, "tenant", None) or urlsplit(source.get("base_url", "")).hostname
     name = name or "default"
