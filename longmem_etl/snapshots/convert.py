@@ -32,9 +32,9 @@ from longmem_etl.dumps.read import (
     DEFAULT_BATCH,
     DumpSource,
     Misplaced,
-    _list_chunk,
     check_header,
     guess_json_spans,
+    list_chunk,
     open_dump,
     reads_whole,
 )
@@ -332,7 +332,7 @@ def snapshot_from_dump(
 
     def chunks():
         for i in range(0, len(memories), batch_size):
-            yield _list_chunk(i, [jsonio.dumps(m) for m in memories[i : i + batch_size]])
+            yield list_chunk(i, [jsonio.dumps(m) for m in memories[i : i + batch_size]])
 
     src = DumpSource(
         path=where,
