@@ -179,7 +179,7 @@ class Snapshot:
         return top
 
     def to_dump(self) -> dict[str, Any]:
-        """The whole dump in memory (small snapshots; use ``dumps.write_dump`` for big ones)."""
+        """The whole dump in memory (small snapshots; use ``snapshots.dump.write_dump`` for big ones)."""
         dump = self.dump_top()
         if self.has_collections:
             dump["collections"] = self.collections()
