@@ -44,6 +44,7 @@ from typing import Any
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, APIError, BadInput
+from longmem_etl.sqlquote import sql_str
 from longmem_etl.timestamps import to_datetime
 
 DEFAULT_WORK_ROOT = Path(".longmem-etl") / "restores"
@@ -256,7 +257,7 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
-        con.execute("SET allowed_paths = [" + _lit(path) + "]")
+        con.execute("SET allowed_paths = [" + sql_str(path) + "]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
         conds = []
@@ -268,7 +269,7 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
             if values is not None:
                 con.register(name, pa.table({"v": pa.array(list(values), pa.string())}))
                 conds.append(f"{column} IN (SELECT v FROM {name})")
-        sql = f"SELECT * FROM read_parquet({_lit(path)})"
+        sql = f"SELECT * FROM read_parquet({sql_str(path)})"
         if conds:
             sql += " WHERE " + " AND ".join(conds)
         rel = con.sql(sql)
@@ -281,10 +282,6 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
             raise BadInput(f"--where {opts.where!r}: {first}") from None
     finally:
         con.close()
-
-
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 # -- what the account holds ------------------------------------------------------------------------

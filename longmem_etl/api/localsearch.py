@@ -14,6 +14,7 @@ import unicodedata
 from typing import Any
 
 from longmem_etl.errors import APIError
+from longmem_etl.sqlquote import sql_ident
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 
@@ -41,7 +42,7 @@ def search_seqs(
     wanted_words = list(dict.fromkeys(words(query)))
     if not wanted_words or limit <= 0:
         return []
-    match = " OR ".join('"' + w.replace('"', '""') + '"' for w in wanted_words)
+    match = " OR ".join(sql_ident(w) for w in wanted_words)  # FTS5 quotes terms like identifiers
     where = ["memories_fts MATCH ?", "coalesce(m.archived, 0) = 0"]
     params: list[Any] = [match]
     for col, val in (
