@@ -15,10 +15,12 @@ def _module(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _imports(path: Path) -> set[str]:
-    """Every module ``path`` imports, at the top or inside a function (lazy imports count)."""
+def _imports(path: Path, *, lazy: bool = True) -> set[str]:
+    """Every module ``path`` imports: at the top or inside a function (lazy imports count), or
+    with ``lazy=False`` only those made when it is loaded (module-level statements)."""
+    tree = ast.parse(path.read_text())
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in ast.walk(tree) if lazy else tree.body:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
@@ -34,22 +36,9 @@ def _graph(*, lazy: bool) -> dict[str, set[str]]:
     """Module -> the project modules it imports (a package's own ``__init__`` left out)."""
     graph = {}
     for m, p in FILES.items():
-        deps = _imports(p) if lazy else _top_level_imports(p)
+        deps = _imports(p, lazy=lazy)
         graph[m] = {i for i in deps if i in FILES and i != m and not m.startswith(i + ".")}
     return graph
-
-
-def _top_level_imports(path: Path) -> set[str]:
-    """The modules imported when ``path`` is loaded (module-level statements only)."""
-    tree = ast.parse(path.read_text())
-    out: set[str] = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            out.add(node.module)
-            out |= {f"{node.module}.{a.name}" for a in node.names}
-    return out
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:

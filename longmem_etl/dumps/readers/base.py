@@ -106,6 +106,18 @@ class DumpSource:
     data: Any = field(default=None, repr=False)
     exact: bool = True  # False: the spans' boundaries are guesses (``guess_json_spans``)
 
+    @classmethod
+    def streaming(
+        cls,
+        path: str,
+        header: dict[str, Any],
+        collections: list[Any] | None,
+        chunks: Iterator[Chunk],
+        size_hint: int,
+    ) -> DumpSource:
+        """A dump read as it streams: rows unknown until read, progress by ``size_hint`` bytes."""
+        return cls(path, header, collections, None, True, chunks, size_hint=size_hint)
+
     def chunks(self) -> Iterator[Chunk]:
         if not self.exact:  # guessed spans must be parsed one by one (snapshots.parallel)
             raise RuntimeError("a dump with guessed spans is read through its spans")

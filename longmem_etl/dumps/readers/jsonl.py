@@ -131,15 +131,7 @@ def read_jsonl(path: str, batch_size: int) -> DumpSource:
                 )
                 row += len(part)
 
-    return DumpSource(
-        path=path,
-        header=header,
-        collections=collections,
-        total=None,
-        streamed=True,
-        _chunks=gen(),
-        size_hint=size,
-    )
+    return DumpSource.streaming(path, header, collections, gen(), size)
 
 
 def _check_lines(path: Any, batch: list[bytes], lines: list[int]) -> None:

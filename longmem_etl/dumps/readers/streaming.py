@@ -120,15 +120,7 @@ def read_json_streaming(path: str, batch_size: int) -> DumpSource:
         if batch:
             yield list_chunk(row, batch)
 
-    return DumpSource(
-        path=path,
-        header=header,
-        collections=collections,
-        total=None,
-        streamed=True,
-        _chunks=gen(),
-        size_hint=os.path.getsize(path),
-    )
+    return DumpSource.streaming(path, header, collections, gen(), os.path.getsize(path))
 
 
 def _scalar_json(event: str, value: Any) -> bytes:
