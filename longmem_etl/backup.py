@@ -42,6 +42,7 @@ from longmem_etl.api.endpoints import (
 )
 from longmem_etl.api.retry import retry_read
 from longmem_etl.errors import APIError, BadInput, Incomplete, Unsupported
+from longmem_etl.names import collection_names
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.incremental import Incremental
 from longmem_etl.snapshots.temps import clean_stale_temps
@@ -151,15 +152,6 @@ def _counts_by_collection(memories: list[dict[str, Any]]) -> dict[str, tuple[int
     return {k: (v[0], v[1]) for k, v in counts.items()}
 
 
-def _collection_names(cols: Any) -> list[str]:
-    names: list[str] = []
-    for c in cols or []:
-        name = c if isinstance(c, str) else c.get("name") if isinstance(c, dict) else None
-        if isinstance(name, str) and name not in names:
-            names.append(name)
-    return names
-
-
 # -- temp dirs and retention -----------------------------------------------------------------------
 
 
@@ -253,9 +245,7 @@ def _one_call(
     recipients: list[Any] | None = None,
     incremental: Any = None,
 ):
-    from longmem_etl.dumps.normalize import Normalizer
-    from longmem_etl.dumps.read import check_header
-    from longmem_etl.snapshots import tenant_from_header
+    from longmem_etl.snapshots import snapshot_from_dump, tenant_from_header
 
     for attempt in range(EXPORT_ATTEMPTS):
         exported = datetime.now(timezone.utc)  # the backup's export time names the snapshot
@@ -264,7 +254,7 @@ def _one_call(
             raise APIError(502, "export_account did not return {tenant, collections, memories}")
         memories = dump["memories"]
         counted = _counts_by_collection(memories)
-        listed = _collection_names(dump.get("collections"))
+        listed = collection_names(dump.get("collections"))
         names = listed + [c for c in counted if c not in listed]
         totals = _health_totals(api, names)
         problems = _count_problems(counted, totals, "one-call export")
@@ -277,43 +267,36 @@ def _one_call(
                 + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
             )
     name = tenant or tenant_from_header(dump) or getattr(api, "tenant", None) or "default"
-    header = {k: v for k, v in dump.items() if k not in ("memories", "collections")}
-    collections = dump.get("collections") if "collections" in dump else None
-    check_header(source.get("uri", "export"), header, collections)
     verification = {
         "memories_exported": len(memories),
         "health_checked_collections": len(totals) if totals is not None else None,
     }
-    info = {"mode": "export", "verification": verification}
-    with _backup_writer(
+    result = snapshot_from_dump(
+        dump,
         root,
-        name,
-        source,
-        info,
-        len(memories),
-        progress,
-        recipients,
-        incremental,
-        named_at=exported,
-    ) as (writer, bar):
-        # exact copies through jsonio, as a dump file read would give them
-        writer.set_header(jsonio.loads(jsonio.dumps(header)))
-        writer.set_collections(
-            None if collections is None else jsonio.loads(jsonio.dumps(collections))
+        tenant=name,
+        source=source,
+        extra_manifest={"backup": {"mode": "export", "verification": verification}},
+        recipients=recipients,
+        incremental=incremental,
+        progress=progress,
+        batch_size=NORMALIZE_BATCH,
+        named_at=exported,  # the backup's export call names the snapshot
+        in_order=True,  # a snapshot of the present sorts after the tenant's newest
+        desc="backup",
+    )
+    if result.memories + result.rejected != len(memories):
+        raise Incomplete(  # pragma: no cover - the normalizer accounts for every row
+            f"snapshot holds {result.memories}+{result.rejected} rows of {len(memories)}"
         )
-        norm = Normalizer()
-        for i in range(0, len(memories), NORMALIZE_BATCH):
-            chunk = memories[i : i + NORMALIZE_BATCH]
-            good, rejected = norm.batch([jsonio.dumps(m) for m in chunk], i)
-            writer.write_rejected(rejected)
-            writer.write_memories(good)
-            bar.update(len(chunk))
-        if writer.counts["memories"] + writer.counts["rejected"] != len(memories):
-            raise Incomplete(  # pragma: no cover - the normalizer accounts for every row
-                f"snapshot would hold {writer.counts['memories']}+{writer.counts['rejected']} "
-                f"rows of {len(memories)}"
-            )
-    return _written(writer, verification)
+    return (
+        result.path,
+        result.tenant,
+        result.memories,
+        result.rejected,
+        result.collections,
+        verification,
+    )
 
 
 def _paged(
@@ -333,7 +316,7 @@ def _paged(
     cols = _read(api.collections)
     if not isinstance(cols, list):
         raise APIError(502, "collections() did not return a list")
-    names = _collection_names(cols)
+    names = collection_names(cols)
     before = _health_totals(api, names)
     name = tenant or getattr(api, "tenant", None) or urlsplit(source.get("base_url", "")).hostname
     name = name or "default"

@@ -56,11 +56,26 @@ def backup(
     page_size: int = 100,
     progress: bool = False,
     retention: Any = None,
+    recipients: list[str] | None = None,
+    incremental: Any = True,
 ) -> BackupResult:
     """Export the account behind an endpoint URI into a verified snapshot; then ``keep`` (the newest
-    N) or ``retention`` (a ``retention.Policy``, restic's rules) forgets older ones."""
-    from longmem_etl.backup import backup as _backup
+    N) or ``retention`` (a ``retention.Policy``, restic's rules) forgets older ones.
 
+    ``recipients``: ``age1...`` public keys to encrypt the snapshot to (none given:
+    ``$LONGMEM_ETL_RECIPIENTS``, as the CLI's ``--encrypt-to``). ``incremental``: True (the default,
+    as the CLI) stores only the changes against the tenant's newest verified snapshot, False a full
+    snapshot; a ``snapshots.incremental.Incremental`` sets ``full_every`` too."""
+    from longmem_etl.backup import backup as _backup
+    from longmem_etl.snapshots.crypto import parse_recipients
+    from longmem_etl.snapshots.incremental import Incremental
+
+    if incremental is True:
+        plan: Incremental | None = Incremental()
+    elif incremental is False or incremental is None:
+        plan = None
+    else:
+        plan = incremental
     return _backup(
         source,
         root,
@@ -71,6 +86,8 @@ def backup(
         page_size=page_size,
         progress=progress,
         retention=retention,
+        recipients=parse_recipients(recipients),
+        incremental=plan,
     )
 
 

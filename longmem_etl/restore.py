@@ -44,6 +44,7 @@ from typing import Any
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, APIError, BadInput
+from longmem_etl.sqlquote import sql_str
 from longmem_etl.timestamps import to_datetime
 
 DEFAULT_WORK_ROOT = Path(".longmem-etl") / "restores"
@@ -242,23 +243,28 @@ def check_where(expr: str) -> Any:
 
 
 def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
-    """The snapshot's memories the filters select, as an Arrow table (snapshot schema)."""
+    """The snapshot's memories the filters select, as an Arrow table (snapshot schema).
+
+    ``--where`` goes through ``transforms.sandbox`` like a spec's ``filter``: checked to be one
+    expression naming no table, then run in a sandboxed session that can read only the snapshot."""
     import duckdb
     import pyarrow as pa
+
+    from longmem_etl.transforms.sandbox import canonical_predicate, open_sandbox
 
     where = check_where(opts.where) if opts.where is not None else None
     ids = read_ids_file(opts.ids_file) if opts.ids_file else None
     from longmem_etl.snapshots import open_snapshot
 
     path = str(open_snapshot(snapshot, verify=False).memories_path)  # decrypted when encrypted
-    con = duckdb.connect()
+    # the same locked session a transform spec runs in: reads only this file, changes nothing
+    con = open_sandbox([path])
     try:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        con.execute("SET allowed_paths = [" + _lit(path) + "]")
-        con.execute("SET enable_external_access = false")
-        con.execute("SET lock_configuration = true")
+        if where is not None:  # exactly one expression over the row's columns, no table named
+            try:
+                where = canonical_predicate(con, opts.where or "")
+            except ValueError as exc:
+                raise BadInput(f"--where {opts.where!r}: {exc}") from None
         conds = []
         for name, values, column in (
             ("sel_collections", opts.collections, "collection"),
@@ -268,7 +274,7 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
             if values is not None:
                 con.register(name, pa.table({"v": pa.array(list(values), pa.string())}))
                 conds.append(f"{column} IN (SELECT v FROM {name})")
-        sql = f"SELECT * FROM read_parquet({_lit(path)})"
+        sql = f"SELECT * FROM read_parquet({sql_str(path)})"
         if conds:
             sql += " WHERE " + " AND ".join(conds)
         rel = con.sql(sql)
@@ -281,10 +287,6 @@ def select_rows(snapshot: Path, opts: RestoreOptions) -> Any:
             raise BadInput(f"--where {opts.where!r}: {first}") from None
     finally:
         con.close()
-
-
-def _lit(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 # -- what the account holds ------------------------------------------------------------------------

@@ -6,10 +6,12 @@ Values are bound as parameters wherever DuckDB allows it; these are for the plac
 
 from __future__ import annotations
 
+import os
 
-def sql_str(value: str) -> str:
-    """A SQL string literal: ``O'Brien`` -> ``'O''Brien'``."""
-    return "'" + value.replace("'", "''") + "'"
+
+def sql_str(value: str | os.PathLike[str]) -> str:
+    """A SQL string literal: ``O'Brien`` -> ``'O''Brien'`` (a path is quoted as its text)."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def sql_ident(name: str) -> str:

@@ -3,7 +3,8 @@
 Every value is a *template* resolved at run time, so one set of definitions serves every tenant and
 every deployment:
 
-- ``{home}``   the local state directory: ``$LONGMEM_ETL_HOME``, else ``./.longmem-etl``;
+- ``{home}``   the state home, the same as the CLI's (``longmem_etl.home.state_home``:
+  ``$LONGMEM_ETL_HOME``, else the platform's user state directory);
 - ``{tenant}`` the run's tenant partition key.
 
 Each field can be set per deployment through an environment variable (see ``docs/dagster.md``). When
@@ -24,17 +25,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from dagster import ConfigurableResource, EnvVar
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
+from longmem_etl.home import state_home
 
 DEFAULT_SOURCE_URI = "local:{home}/tenants/{tenant}.sqlite"
 DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
 DEFAULT_ROOT = "{home}/snapshots"
 DEFAULT_CLEAN_ROOT = "{home}/clean"
 DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
-
-
-def state_home() -> Path:
-    """The local state directory: ``$LONGMEM_ETL_HOME`` or ``./.longmem-etl`` (git-ignored)."""
-    return Path(os.environ.get("LONGMEM_ETL_HOME") or ".longmem-etl").resolve()
 
 
 def render(template: str, tenant: str | None = None) -> str:

@@ -20,10 +20,10 @@ from longmem_etl.api.local import LocalStore
 from longmem_etl.backup import backup, backup_from, clean_stale_temps
 from longmem_etl.cli.main import main
 from longmem_etl.dumps.compare import dump_differences, memory_differences
-from longmem_etl.dumps.write import write_dump
 from longmem_etl.errors import APIError, Incomplete
 from longmem_etl.snapshots import list_snapshots, open_snapshot
 from longmem_etl.snapshots.diff import diff_snapshots
+from longmem_etl.snapshots.dump import write_dump
 from longmem_etl.snapshots.temps import owned
 
 SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"

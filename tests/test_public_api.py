@@ -116,3 +116,24 @@ def test_every_result_has_to_json_and_render(
     finally:
         con.close()
     assert n == cleaned.to_json()["rows_out"]
+
+
+def test_backup_takes_recipients_and_incremental_like_the_cli(tmp_path, monkeypatch) -> None:
+    import pyrage
+
+    from longmem_etl.snapshots.crypto import is_encrypted
+    from longmem_etl.snapshots.manifest import read_manifest
+
+    monkeypatch.delenv("LONGMEM_ETL_RECIPIENTS", raising=False)
+    store = f"local:{tmp_path / 'acme.sqlite'}"
+    longmem_etl.migrate(str(SAMPLE), store, work_root=str(tmp_path / "work"))
+    root = tmp_path / "backups"
+    first = longmem_etl.backup(store, root, incremental=False)
+    second = longmem_etl.backup(store, root)  # incremental by default, as the CLI
+    full = longmem_etl.backup(store, root, incremental=False)
+    assert "incremental" not in read_manifest(first.path)
+    assert read_manifest(second.path)["incremental"]["parent"] == Path(first.path).name
+    assert "incremental" not in read_manifest(full.path)
+    key = str(pyrage.x25519.Identity.generate().to_public())
+    sealed = longmem_etl.backup(store, tmp_path / "sealed", recipients=[key])
+    assert is_encrypted(read_manifest(sealed.path)) and not is_encrypted(read_manifest(first.path))

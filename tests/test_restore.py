@@ -207,11 +207,17 @@ def test_filters_select_and_where_is_sandboxed(account, capsys, tmp_path):
         "1) UNION ALL SELECT * FROM memories WHERE (1",  # not one expression
         "no_such_column > 1",
         "",
+        "(SELECT count(*) FROM memories) > 0",  # names a table
     ):
         capsys.readouterr()
         assert main(["restore", str(snap), *target, "--where", bad]) == 2, bad
         err = capsys.readouterr().err
         assert err.startswith("longmem-etl restore: --where") and err.count("\n") == 1
+    # checked by the same sandbox as a spec's filter: the session's own tables are out of reach
+    capsys.readouterr()
+    peek = ["--collections", coll, "--where", "collection IN (SELECT v FROM sel_collections)"]
+    assert main(["restore", str(snap), *target, *peek]) == 2
+    assert "names table 'sel_collections'" in capsys.readouterr().err
     assert main(["restore", str(snap), *target, "--where", "true", "--mirror"]) == 2
     assert main(["restore", *target, "--root", str(snap.parent.parent)]) == 2
     assert main(["restore", str(tmp_path), *target]) == 2

@@ -17,10 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from longmem_etl import jsonio
-from longmem_etl.dumps import write_dump
 from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.schema import KNOWN_MEMORY_FIELDS
 from longmem_etl.snapshots import convert_dump, open_snapshot
+from longmem_etl.snapshots.dump import write_dump
 
 SETTINGS = settings(
     max_examples=60,

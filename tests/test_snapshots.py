@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from longmem_etl import jsonio
-from longmem_etl.dumps import normalize_memories, write_dump
+from longmem_etl.dumps import normalize_memories
 from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.errors import BadInput
 from longmem_etl.schema import MEMORIES_SCHEMA, REJECTED_SCHEMA
@@ -23,6 +23,7 @@ from longmem_etl.snapshots import (
     open_snapshot,
     snapshot_from_dump,
 )
+from longmem_etl.snapshots.dump import write_dump
 
 
 def make_dump(n: int = 50, *, tenant: object = "acme") -> dict:

@@ -10,9 +10,9 @@ import pytest
 from cli_support import run_cli
 
 from longmem_etl import jsonio
-from longmem_etl.dumps import write_dump
 from longmem_etl.dumps.compare import dump_differences
 from longmem_etl.snapshots import convert_dump, open_snapshot
+from longmem_etl.snapshots.dump import write_dump
 
 SAMPLES = Path(__file__).resolve().parents[1] / "longmem_etl" / "sample_data"
 VALID = sorted(

@@ -7,7 +7,6 @@ URL plus a key fingerprint (first 12 hex digits of sha256 of the key) — never 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qsl, urlsplit
 
 from longmem_etl.api.faults import FAULT_KEYS, FaultConfig
-from longmem_etl.api.keys import DEFAULT_KEY_ENV
+from longmem_etl.api.keys import DEFAULT_KEY_ENV, key_fingerprint, missing_key_message
 from longmem_etl.api.limits import LIMIT_KEYS, StoreLimits
 from longmem_etl.api.protocol import LongmemAPI
 from longmem_etl.dumps.formats import DUMP_SUFFIXES_TEXT, dump_suffix
@@ -138,11 +137,6 @@ def classify_source(uri: str) -> Kind:
     raise BadInput(f"{uri}: no such file or directory")
 
 
-def key_fingerprint(key: str) -> str:
-    """First 12 hex digits of sha256(key): tells keys apart, reveals nothing usable."""
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:12]
-
-
 def endpoint_identity(
     uri: str, key_env: str = DEFAULT_KEY_ENV, *, require_key: bool = True
 ) -> dict[str, Any]:
@@ -181,7 +175,3 @@ def same_account(a: dict[str, Any], b: dict[str, Any]) -> bool:
         except OSError:  # one of them does not exist (yet): only a same path is the same store
             return pa.resolve() == pb.resolve()
     return a == b
-
-
-def missing_key_message(key_env: str) -> str:
-    return f"environment variable {key_env} is not set; export your Longmem API key in it"

@@ -23,17 +23,19 @@ was never seeded, the export is ``{tenant, exported_at, collections, memories}``
 
 Concurrency and durability are the SQLite file's (``api.localdb.StoreFile``): a write is durable
 when it returns, and 8 uploader threads (or processes) can share one store.
+
+The rooms: this module is the API calls; ``localcheck`` validates them (422s, limits),
+``localsearch`` ranks keyword search, ``localload`` seeds a dump verbatim, ``localoffline`` answers
+the calls that need the hosted service, ``localrows`` encodes rows, ``localdb`` owns the file.
 """
 
 from __future__ import annotations
 
 import functools
-import re
 import sqlite3
 import time
-import unicodedata
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,20 +44,18 @@ from longmem_etl import jsonio
 from longmem_etl.api import localrows
 from longmem_etl.api.faults import FaultConfig, FaultInjector
 from longmem_etl.api.limits import StoreLimits
-from longmem_etl.api.localdb import TRIGGERS, StoreFile, encoded_rows
-from longmem_etl.errors import AmbiguousError, APIError, BadInput, Unsupported
+from longmem_etl.api.localcheck import check_limits, check_request, new_memory, unprocessable
+from longmem_etl.api.localdb import encoded_rows
+from longmem_etl.api.localload import SeedableStore
+from longmem_etl.api.localoffline import OfflineCalls
+from longmem_etl.api.localsearch import search_seqs
+from longmem_etl.errors import AmbiguousError, APIError
+from longmem_etl.names import collection_name
 
 MAX_BATCH = StoreLimits.max_items  # defaults; a store's own are ``LocalStore.limits``
 MAX_TEXT_CHARS = StoreLimits.max_text_chars
 
 _ORDER = "ORDER BY coalesce(pinned, 0) DESC, created_ts DESC, seq DESC"
-_WORD = re.compile(r"\w+", re.UNICODE)
-
-
-def _words(text: str) -> list[str]:
-    """Words as the FTS tokenizer sees them: case- and diacritic-insensitive (unicode61)."""
-    folded = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    return _WORD.findall(folded.lower())
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -90,37 +90,7 @@ def _api(*, write: bool) -> Callable[[F], F]:
     return deco
 
 
-def _unprocessable(msg: str) -> APIError:
-    return APIError(422, msg)
-
-
-def _tenant_name(value: Any) -> str | None:
-    """A dump's tenant as a name: a string, or an object's id/slug/name."""
-    if isinstance(value, str) and value.strip():
-        return value
-    if isinstance(value, dict):
-        for key in ("id", "slug", "name"):
-            v = value.get(key)
-            if isinstance(v, str) and v.strip():
-                return v
-            if isinstance(v, int) and not isinstance(v, bool):
-                return str(v)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
-    return None
-
-
-def _collection_name(raw: Any) -> str | None:
-    if isinstance(raw, str):
-        return raw
-    if isinstance(raw, dict):
-        for key in ("name", "id", "collection"):
-            if isinstance(raw.get(key), str):
-                return raw[key]
-    return None
-
-
-class LocalStore(StoreFile):
+class LocalStore(SeedableStore, OfflineCalls):
     """One tenant in one SQLite file. Implements ``LongmemAPI``; see the module docstring."""
 
     def __init__(
@@ -149,10 +119,6 @@ class LocalStore(StoreFile):
 
     # -- helpers ----------------------------------------------------------------------------------
 
-    @property
-    def tenant(self) -> str:
-        return self._meta(self._conn(), "tenant") or self.path.stem
-
     def _ensure_collection(self, conn: sqlite3.Connection, name: str) -> None:
         if conn.execute("SELECT 1 FROM collections WHERE name=?", (name,)).fetchone():
             return
@@ -167,7 +133,7 @@ class LocalStore(StoreFile):
 
     def _row(self, conn: sqlite3.Connection, memory_id: str, collection: str) -> sqlite3.Row:
         if not isinstance(memory_id, str) or not memory_id:
-            raise _unprocessable("memory_id must be a non-empty string")
+            raise unprocessable("memory_id must be a non-empty string")
         row = conn.execute(
             "SELECT * FROM memories WHERE id=? AND collection=? ORDER BY seq LIMIT 1",
             (memory_id, collection),
@@ -180,74 +146,6 @@ class LocalStore(StoreFile):
         return localrows.decode(
             conn.execute("SELECT * FROM memories WHERE seq=?", (seq,)).fetchone()
         )
-
-    def _new_memory(
-        self,
-        text: Any,
-        *,
-        collection: Any,
-        importance: Any,
-        category: Any,
-        metadata: Any,
-        source: Any,
-        container_tag: Any,
-        where: str,
-        now: str,
-    ) -> dict[str, Any]:
-        """Validate like the server (422 on bad input) and build a new memory with a fresh id."""
-        if not isinstance(text, str) or not text.strip():
-            raise _unprocessable(f"{where}: text must be a non-empty string")
-        self._check_limits(where, text=text, metadata=metadata)
-        if not isinstance(collection, str) or not collection:
-            raise _unprocessable(f"{where}: collection must be a non-empty string")
-        if (
-            isinstance(importance, bool)
-            or not isinstance(importance, (int, float))
-            or not 0 <= importance <= 1
-        ):
-            raise _unprocessable(f"{where}: importance must be a number between 0 and 1")
-        if not isinstance(category, str) or not category:
-            raise _unprocessable(f"{where}: category must be a non-empty string")
-        if metadata is not None and not isinstance(metadata, dict):
-            raise _unprocessable(f"{where}: metadata must be an object")
-        try:
-            localrows.dumps(metadata)
-        except (TypeError, ValueError, OverflowError):
-            raise _unprocessable(f"{where}: metadata is not valid JSON") from None
-        if not isinstance(source, str):
-            raise _unprocessable(f"{where}: source must be a string")
-        if container_tag is not None and not isinstance(container_tag, str):
-            raise _unprocessable(f"{where}: container_tag must be a string")
-        return {
-            "id": str(uuid.uuid4()),
-            "collection": collection,
-            "text": text,
-            "importance": importance,
-            "category": category,
-            "metadata": metadata if metadata is not None else {},
-            "source": source,
-            "container_tag": container_tag,
-            "pinned": False,
-            "archived": False,
-            "created_at": now,
-            "updated_at": now,
-            "expires_at": None,
-            "superseded_by": None,
-        }
-
-    def _check_limits(self, where: str, *, text: Any = None, metadata: Any = None) -> None:
-        """422 naming the limit when ``text`` or ``metadata`` is over this store's limits."""
-        why = (self.limits.text_problem(text) if isinstance(text, str) else None) or (
-            self.limits.metadata_problem(metadata)
-        )
-        if why:
-            raise _unprocessable(f"{where}: {why}")
-
-    def _check_request(self, name: str, items: list[Any], payload: Any) -> None:
-        """422 when one call carries too many items or too many bytes."""
-        why = self.limits.items_problem(len(items)) or self.limits.request_problem(payload)
-        if why:
-            raise _unprocessable(f"{name}: {why}")
 
     def _set(
         self, conn: sqlite3.Connection, row: sqlite3.Row, values: dict[str, Any]
@@ -281,8 +179,9 @@ class LocalStore(StoreFile):
         source: str = "sdk",
         container_tag: str | None = None,
     ) -> dict[str, Any]:
-        self._check_request("add", [text], {"text": text, "metadata": metadata})
-        mem = self._new_memory(
+        check_request(self.limits, "add", [text], {"text": text, "metadata": metadata})
+        mem = new_memory(
+            self.limits,
             text,
             collection=collection,
             importance=importance,
@@ -311,25 +210,26 @@ class LocalStore(StoreFile):
         source: str = "sdk",
     ) -> dict[str, Any]:
         if not isinstance(items, list):
-            raise _unprocessable("add_many: items must be a list")
-        self._check_request("add_many", items, items)
+            raise unprocessable("add_many: items must be a list")
+        check_request(self.limits, "add_many", items, items)
         now = _now()
         mems = []
         for i, item in enumerate(items):
             if isinstance(item, str):
                 item = {"text": item}
             if not isinstance(item, dict):
-                raise _unprocessable(f"items[{i}]: must be a string or an object")
+                raise unprocessable(f"items[{i}]: must be a string or an object")
             unknown = sorted(
                 set(item)
                 - {"text", "container_tag", "importance", "category", "metadata", "source"}
             )
             if unknown:
-                raise _unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
+                raise unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
             if localrows.too_deep(item):  # depth check, separate from the size limits
-                raise _unprocessable(f"items[{i}]: {jsonio.TOO_DEEP}")
+                raise unprocessable(f"items[{i}]: {jsonio.TOO_DEEP}")
             mems.append(
-                self._new_memory(
+                new_memory(
+                    self.limits,
                     item.get("text"),
                     collection=collection,
                     importance=item.get("importance", importance),
@@ -364,23 +264,23 @@ class LocalStore(StoreFile):
         that received memories or were created, in first-seen order.
         """
         if not isinstance(memories, list):
-            raise _unprocessable("import_memories: memories must be a list")
+            raise unprocessable("import_memories: memories must be a list")
         if into_collection is not None and (
             not isinstance(into_collection, str) or not into_collection
         ):
-            raise _unprocessable("import_memories: into_collection must be a non-empty string")
-        self._check_request("import_memories", memories, memories)
+            raise unprocessable("import_memories: into_collection must be a non-empty string")
+        check_request(self.limits, "import_memories", memories, memories)
         for i, mem in enumerate(memories):
             if isinstance(mem, dict):
                 meta = mem.get("metadata")
-                self._check_limits(f"memories[{i}]", text=mem.get("text"), metadata=meta)
+                check_limits(self.limits, f"memories[{i}]", text=mem.get("text"), metadata=meta)
         now = _now()
         rows = []
         touched: dict[str, None] = {}
         skipped = 0
         for i, mem in enumerate(memories):
             if localrows.too_deep(mem):  # refused (422), never skipped: it would be lost silently
-                raise _unprocessable(f"memories[{i}]: {jsonio.TOO_DEEP}")
+                raise unprocessable(f"memories[{i}]: {jsonio.TOO_DEEP}")
             text = mem.get("text") if isinstance(mem, dict) else None
             if not isinstance(text, str) or not text.strip():
                 skipped += 1
@@ -410,7 +310,7 @@ class LocalStore(StoreFile):
         params = encoded_rows(rows)
         wanted = []
         for c in collections or []:
-            name = _collection_name(c)
+            name = collection_name(c)
             if name:
                 wanted.append(name)
                 touched.setdefault(name, None)
@@ -434,26 +334,26 @@ class LocalStore(StoreFile):
         values: dict[str, Any] = {}
         if text is not None:
             if not isinstance(text, str) or not text.strip():
-                raise _unprocessable("update: text must be a non-empty string")
+                raise unprocessable("update: text must be a non-empty string")
             values["text"] = text
         if importance is not None:
             if isinstance(importance, bool) or not isinstance(importance, (int, float)):
-                raise _unprocessable("update: importance must be a number between 0 and 1")
+                raise unprocessable("update: importance must be a number between 0 and 1")
             if not 0 <= importance <= 1:
-                raise _unprocessable("update: importance must be a number between 0 and 1")
+                raise unprocessable("update: importance must be a number between 0 and 1")
             values["importance"] = importance
         if category is not None:
             if not isinstance(category, str) or not category:
-                raise _unprocessable("update: category must be a non-empty string")
+                raise unprocessable("update: category must be a non-empty string")
             values["category"] = category
         if metadata is not None:
             if not isinstance(metadata, dict):
-                raise _unprocessable("update: metadata must be an object")
+                raise unprocessable("update: metadata must be an object")
             if jsonio.value_too_deep(metadata):
-                raise _unprocessable(f"update: metadata {jsonio.TOO_DEEP}")
+                raise unprocessable(f"update: metadata {jsonio.TOO_DEEP}")
             values["metadata"] = metadata
-        self._check_limits("update", text=text, metadata=metadata)
-        self._check_request("update", [values], values)
+        check_limits(self.limits, "update", text=text, metadata=metadata)
+        check_request(self.limits, "update", [values], values)
         with self._write() as conn:
             row = self._row(conn, memory_id, collection)
             if not values:
@@ -465,7 +365,7 @@ class LocalStore(StoreFile):
         self, memory_id: str, *, collection: str = "default", to_collection: str
     ) -> dict[str, Any]:
         if not isinstance(to_collection, str) or not to_collection:
-            raise _unprocessable("move: to_collection must be a non-empty string")
+            raise unprocessable("move: to_collection must be a non-empty string")
         with self._write() as conn:
             row = self._row(conn, memory_id, collection)
             self._ensure_collection(conn, to_collection)
@@ -513,9 +413,7 @@ class LocalStore(StoreFile):
     ) -> dict[str, Any]:
         """Delete up to ``limit`` memories of ``collection`` whose FTS match scores >= min_score."""
         with self._write() as conn:
-            hits = self._search(
-                conn, query, collection=collection, limit=limit, min_score=min_score
-            )
+            hits = search_seqs(conn, query, collection=collection, limit=limit, min_score=min_score)
             conn.executemany("DELETE FROM memories WHERE seq=?", [(seq,) for seq, _ in hits])
         return {"deleted": len(hits)}
 
@@ -568,9 +466,7 @@ class LocalStore(StoreFile):
         seen = set()
         for name, raw in listed:
             value = localrows.loads(raw)
-            out.append(
-                dict(value) if isinstance(value, dict) else {"name": _collection_name(value)}
-            )
+            out.append(dict(value) if isinstance(value, dict) else {"name": collection_name(value)})
             seen.add(name)
         out.extend({"name": c} for c in used if c not in seen)
         return out
@@ -585,9 +481,9 @@ class LocalStore(StoreFile):
         include_archived: bool = False,
     ) -> list[dict[str, Any]]:
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise _unprocessable("list_memories: limit must be a non-negative integer")
+            raise unprocessable("list_memories: limit must be a non-negative integer")
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            raise _unprocessable("list_memories: offset must be a non-negative integer")
+            raise unprocessable("list_memories: offset must be a non-negative integer")
         archived = "" if include_archived else "AND coalesce(archived, 0) = 0"
         rows = self._conn().execute(
             f"SELECT * FROM memories WHERE collection=? {archived} {_ORDER} LIMIT ? OFFSET ?",
@@ -641,51 +537,6 @@ class LocalStore(StoreFile):
             "categories": {(c if c is not None else "null"): n for c, n in cats},
         }
 
-    def _search(
-        self,
-        conn: sqlite3.Connection,
-        query: str,
-        *,
-        collection: str | None,
-        limit: int,
-        min_score: float,
-        category: str | None = None,
-        container_tag: str | None = None,
-    ) -> list[tuple[int, float]]:
-        """(seq, score) of the best matches. Ranked by BM25; ``score`` is the share of the query's
-        distinct words found in the text (0..1), which is what ``min_score`` compares against."""
-        if not isinstance(query, str):
-            raise _unprocessable("query must be a string")
-        words = list(dict.fromkeys(_words(query)))
-        if not words or limit <= 0:
-            return []
-        match = " OR ".join('"' + w.replace('"', '""') + '"' for w in words)
-        where = ["memories_fts MATCH ?", "coalesce(m.archived, 0) = 0"]
-        params: list[Any] = [match]
-        for col, val in (
-            ("collection", collection),
-            ("category", category),
-            ("container_tag", container_tag),
-        ):
-            if val is not None:
-                where.append(f"m.{col} = ?")
-                params.append(val)
-        cur = conn.execute(
-            "SELECT m.seq, m.text FROM memories_fts JOIN memories m ON m.seq = memories_fts.rowid "
-            f"WHERE {' AND '.join(where)} ORDER BY bm25(memories_fts), m.seq",
-            params,
-        )
-        hits: list[tuple[int, float]] = []
-        wanted = set(words)
-        for seq, text in cur:
-            found = set(_words(text if isinstance(text, str) else "")) & wanted
-            score = len(found) / len(wanted)
-            if score >= min_score:
-                hits.append((seq, round(score, 6)))
-                if len(hits) >= limit:
-                    break
-        return hits
-
     @_api(write=False)
     def search(
         self,
@@ -701,7 +552,7 @@ class LocalStore(StoreFile):
         """Full-text search (FTS5/BM25) standing in for the API's semantic/hybrid search: every
         ``mode`` is keyword search here. Results are memory dicts with a ``score`` (0..1)."""
         with self._read() as conn:
-            hits = self._search(
+            hits = search_seqs(
                 conn,
                 query,
                 collection=collection,
@@ -711,134 +562,6 @@ class LocalStore(StoreFile):
                 container_tag=container_tag,
             )
             return [{**self._get_seq(conn, seq), "score": score} for seq, score in hits]
-
-    # -- what an offline store cannot do ----------------------------------------------------------
-
-    def _unsupported(
-        self, name: str, why: str = "needs the hosted service's models"
-    ) -> Unsupported:
-        return Unsupported(
-            f"{name}() is not available on the embedded local store ({self.uri}): it {why}; "
-            "use an https:// endpoint"
-        )
-
-    def remember(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("remember", "extracts facts with an LLM")
-
-    def summary(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("summary", "writes a briefing with an LLM")
-
-    def profile(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("profile", "builds a profile with an LLM")
-
-    def related(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("related", "needs embeddings")
-
-    def dedup(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("dedup", "needs embeddings; use a transform spec's dedup step")
-
-    def contradictions(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("contradictions", "needs an LLM")
-
-    def archive_stale(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("archive_stale", "is not implemented offline")
-
-    def _connections(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("connections", "syncs managed connectors server-side")
-
-    create_connection = list_connections = get_connection = sync_connection = _connections
-    connection_runs = delete_connection = _connections
-
-    def _admin(self, *a: Any, **k: Any) -> Any:
-        raise self._unsupported("admin", "is a cross-tenant admin call")
-
-    connector_health = connector_status = admin_memory_health = _admin
-
-    # -- seeding (not part of the API) ------------------------------------------------------------
-
-    def seed_dump(self, dump: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
-        """Load a dump exactly as it is: ids, timestamps, every field (unknown ones too), the
-        collection list and the top-level keys in order, so ``export_account()`` gives the same dump
-        back key for key.
-
-        Refuses a store that already holds data unless ``replace`` (which empties it first, in the
-        same transaction). Not subject to injected faults. Returns counts.
-        """
-        if not isinstance(dump, dict):
-            raise BadInput(f"{self.uri}: a dump must be a JSON object")
-        memories = dump.get("memories", [])
-        collections = dump.get("collections", [])
-        if not isinstance(memories, list):
-            raise BadInput(f"{self.uri}: dump 'memories' must be a list")
-        if not isinstance(collections, list):
-            raise BadInput(f"{self.uri}: dump 'collections' must be a list")
-        return self._seed(list(dump.items()), collections, [memories], replace=replace)
-
-    def seed_source(
-        self,
-        header: dict[str, Any],
-        collections: list[Any] | None,
-        batches: Iterable[list[dict[str, Any]]],
-        *,
-        replace: bool = False,
-    ) -> dict[str, Any]:
-        """``seed_dump`` for a dump read in batches (bounded memory): ``header`` is every top-level
-        key but memories/collections, ``collections`` None when the dump had none. The export puts
-        ``collections`` and ``memories`` after the header keys."""
-        items = list(header.items())
-        if collections is not None:
-            items.append(("collections", None))
-        items.append(("memories", None))
-        return self._seed(items, collections or [], batches, replace=replace)
-
-    def _seed(
-        self,
-        top: list[tuple[str, Any]],
-        collections: list[Any],
-        batches: Iterable[list[Any]],
-        *,
-        replace: bool,
-    ) -> dict[str, Any]:
-        header = [
-            (pos, key, None if key in ("memories", "collections") else localrows.dumps(value))
-            for pos, (key, value) in enumerate(top)
-        ]
-        tenant = _tenant_name(dict(top).get("tenant"))
-        count = 0
-        with self._write() as conn:
-            busy = conn.execute(
-                "SELECT (SELECT count(*) FROM memories) + (SELECT count(*) FROM collections)"
-            ).fetchone()[0]
-            if (busy or self._meta(conn, "seeded") == "1") and not replace:
-                raise BadInput(
-                    f"{self.uri}: store already holds data; seed an empty store or pass replace"
-                )
-            for trig in ("memories_ai", "memories_ad", "memories_au"):
-                conn.execute(f"DROP TRIGGER IF EXISTS {trig}")
-            conn.execute("DELETE FROM memories")
-            conn.execute("DELETE FROM collections")
-            conn.execute("DELETE FROM header")
-            conn.execute("DELETE FROM sqlite_sequence WHERE name='memories'")
-            for batch in batches:
-                rows = []
-                for mem in batch:
-                    if not isinstance(mem, dict):
-                        raise BadInput(f"dump: memories[{count}]: not an object")
-                    rows.append(mem)
-                    count += 1
-                self._insert(conn, encoded_rows(rows))
-            conn.executemany(
-                "INSERT INTO collections(position, name, raw) VALUES (?, ?, ?)",
-                [(i, _collection_name(c), localrows.dumps(c)) for i, c in enumerate(collections)],
-            )
-            conn.executemany("INSERT INTO header(position, key, value) VALUES (?, ?, ?)", header)
-            conn.execute("INSERT INTO memories_fts(memories_fts) VALUES ('rebuild')")
-            for stmt in TRIGGERS.split("END;")[:-1]:
-                conn.execute(stmt + "END;")
-            conn.execute("UPDATE meta SET value='1' WHERE key='seeded'")
-            if tenant:
-                conn.execute("UPDATE meta SET value=? WHERE key='tenant'", (tenant,))
-        return {"tenant": self.tenant, "memories": count, "collections": len(collections)}
 
     def count(self, collection: str | None = None) -> int:
         """Number of memories (all, or in one collection). For tests and verification."""

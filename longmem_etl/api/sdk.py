@@ -21,8 +21,7 @@ import socket
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from longmem_etl.api.endpoints import key_fingerprint, missing_key_message
-from longmem_etl.api.keys import DEFAULT_KEY_ENV
+from longmem_etl.api.keys import DEFAULT_KEY_ENV, key_fingerprint, missing_key_message
 from longmem_etl.errors import AmbiguousError, APIError, BadInput, RateLimited
 from longmem_etl.secrets import watch_env
 

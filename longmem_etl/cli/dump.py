@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from longmem_etl.dumps.write import write_dump
+    from longmem_etl.snapshots.dump import write_dump
 
     result = write_dump(args.snapshot, args.out, progress=True, overwrite=args.force)
     emit(

@@ -87,8 +87,8 @@ _BOOL_FIELDS = tuple(n for n, t in MEMORY_FIELDS.items() if t == pa.bool_())
 _TYPED_STR_FIELDS = tuple(n for n in _STR_FIELDS if n not in ("id", "text"))
 
 
-class _Bad(Exception):
-    """A row-level problem: which field and why."""
+class BadRow(Exception):
+    """A row-level problem: which field and why (it becomes one rejected row, never an error)."""
 
     def __init__(self, field: str | None, reason: str) -> None:
         super().__init__(reason)
@@ -105,11 +105,11 @@ def _key_json(key: str) -> bytes:
 
 
 def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
-    """Decode a row the typed decoder refused; return the struct and ``extra`` JSON, or raise _Bad."""
+    """Decode a row the typed decoder refused; return the struct and ``extra`` JSON, or raise BadRow."""
     try:
         obj = _DEC_OBJ.decode(raw)
     except msgspec.ValidationError:
-        raise _Bad(None, f"row is {raw_kind(raw)}, expected an object") from None
+        raise BadRow(None, f"row is {raw_kind(raw)}, expected an object") from None
     known: dict[str, Any] = {}
     extra_parts: list[bytes] = []
     for key, value in obj.items():
@@ -119,32 +119,32 @@ def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
             extra_parts.append(_key_json(key) + b":" + bytes(value))
     fields: dict[str, Any] = {}
     if "id" not in known:
-        raise _Bad("id", "missing id")
+        raise BadRow("id", "missing id")
     ident = _DEC_ANY.decode(known["id"])
     if not isinstance(ident, str) or not ident:
-        raise _Bad(
+        raise BadRow(
             "id",
             f"id is {kind_of(ident) if ident != '' else 'an empty string'}, expected a non-empty string",
         )
     fields["id"] = ident
     if "text" not in known:
-        raise _Bad("text", "missing text")
+        raise BadRow("text", "missing text")
     text = _DEC_ANY.decode(known["text"])
     if not isinstance(text, str):
-        raise _Bad("text", f"text is {kind_of(text)}, expected a string")
+        raise BadRow("text", f"text is {kind_of(text)}, expected a string")
     fields["text"] = text
     for name in _TYPED_STR_FIELDS + TIMESTAMP_FIELDS:
         if name in known:
             v = _DEC_ANY.decode(known[name])
             if v is not None and not isinstance(v, str):
                 what = "an ISO-8601 timestamp string" if name in TIMESTAMP_FIELDS else "a string"
-                raise _Bad(name, f"{name} is {kind_of(v)}, expected {what}")
+                raise BadRow(name, f"{name} is {kind_of(v)}, expected {what}")
             fields[name] = v
     for name in _BOOL_FIELDS:
         if name in known:
             v = _DEC_ANY.decode(known[name])
             if v is not None and not isinstance(v, bool):
-                raise _Bad(name, f"{name} is {kind_of(v)}, expected a boolean")
+                raise BadRow(name, f"{name} is {kind_of(v)}, expected a boolean")
             fields[name] = v
     for name in ("importance", "metadata"):
         if name in known:
@@ -164,7 +164,7 @@ def _slow_row(raw: Raw | bytes) -> tuple[_Mem, str | None]:
 def _timestamps(
     arr: pa.Array,
     clean: list[Any],
-    bad: dict[int, _Bad],
+    bad: dict[int, BadRow],
     raws: dict[int, dict[str, bytes]],
     name: str,
 ) -> pa.Array:
@@ -185,7 +185,7 @@ def _timestamps(
         try:
             us, exact = parse_timestamp(v)
         except (ValueError, OverflowError):
-            bad.setdefault(i, _Bad(name, f"{name} is not an ISO-8601 timestamp: {v[:60]!r}"))
+            bad.setdefault(i, BadRow(name, f"{name} is not an ISO-8601 timestamp: {v[:60]!r}"))
             out.append(None)
             continue
         if not exact:
@@ -198,12 +198,12 @@ def _timestamps(
 # importance: exact number or a rejection
 
 
-def _importance_row(b: bytes, i: int, bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]]):
+def _importance_row(b: bytes, i: int, bad: dict[int, BadRow], raws: dict[int, dict[str, bytes]]):
     """One importance literal the vectorised path could not settle: value, fidelity, or rejection."""
     try:
         f = float(b)
     except ValueError:
-        bad.setdefault(i, _Bad("importance", f"importance is {raw_kind(b)}, expected a number"))
+        bad.setdefault(i, BadRow("importance", f"importance is {raw_kind(b)}, expected a number"))
         return None
     if not math.isfinite(f):
         raws.setdefault(i, {})["importance"] = b
@@ -225,7 +225,10 @@ _INT_LITERAL = r"^-?[0-9]+$"
 
 
 def _importance(
-    values: list[Raw], lengths: np.ndarray, bad: dict[int, _Bad], raws: dict[int, dict[str, bytes]]
+    values: list[Raw],
+    lengths: np.ndarray,
+    bad: dict[int, BadRow],
+    raws: dict[int, dict[str, bytes]],
 ) -> pa.Array:
     """float64 column; literals a double does not say exactly (ints, 1e400, extra digits) kept raw.
 
@@ -382,7 +385,7 @@ class Normalizer:
         self,
         rows: pa.RecordBatch,
         ids: list[str],
-        bad: dict[int, _Bad],
+        bad: dict[int, BadRow],
         start: int,
         get_raws: Callable[[], Sequence[Raw | bytes]],
     ) -> tuple[pa.RecordBatch, pa.Table]:
@@ -393,14 +396,14 @@ class Normalizer:
         if bad or "" in ids:
             for i, ident in enumerate(ids):
                 if not ident and i not in bad:
-                    bad[i] = _Bad("id", "id is an empty string, expected a non-empty string")
+                    bad[i] = BadRow("id", "id is an empty string, expected a non-empty string")
             rows_left = [i for i in range(n) if i not in bad]
             repeat = self.ids.repeats([ids[i] for i in rows_left])
             repeated = [rows_left[j] for j in np.flatnonzero(repeat).tolist()]
         else:
             repeated = np.flatnonzero(self.ids.repeats(ids)).tolist()
         for i in repeated:
-            bad[i] = _Bad("id", f"duplicate id {ids[i][:80]!r} (the first one is kept)")
+            bad[i] = BadRow("id", f"duplicate id {ids[i][:80]!r} (the first one is kept)")
 
         good = rows
         rejected = _rejected_table(get_raws() if bad else (), ids, bad, start)
@@ -413,7 +416,7 @@ class Normalizer:
         return good, rejected
 
 
-def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
+def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, BadRow]]:
     """Everything ``Normalizer.chunk`` does that needs no other chunk: ``(all rows as Arrow, their
     ids, row problems so far)``; ``Normalizer.finish`` completes it (ids across chunks)."""
     if chunk.body is not None:
@@ -438,10 +441,10 @@ def local_chunk(chunk: Any) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]
 
 def _decode_rows(
     raws: Sequence[Raw | bytes],
-) -> tuple[list[_Mem | None], list[str | None] | None, dict[int, _Bad]]:
+) -> tuple[list[_Mem | None], list[str | None] | None, dict[int, BadRow]]:
     """One typed decode of the batch; when it does not fit, row by row (slow path for misfits)."""
     n = len(raws)
-    bad: dict[int, _Bad] = {}
+    bad: dict[int, BadRow] = {}
     extras: list[str | None] | None = None
     mems: list[_Mem | None]
     try:
@@ -457,14 +460,14 @@ def _decode_rows(
                 try:
                     mem, extras[i] = _slow_row(raw)
                     mems.append(mem)
-                except _Bad as exc:
+                except BadRow as exc:
                     bad[i] = exc
                     mems.append(None)
                 except msgspec.DecodeError as exc:
-                    bad[i] = _Bad(None, f"not valid JSON: {exc}")
+                    bad[i] = BadRow(None, f"not valid JSON: {exc}")
                     mems.append(None)
                 except RecursionError:  # hundreds of levels: msgspec gives up before we look
-                    bad[i] = _Bad(None, f"row {jsonio.TOO_DEEP}")
+                    bad[i] = BadRow(None, f"row {jsonio.TOO_DEEP}")
                     mems.append(None)
     return mems, extras, bad
 
@@ -472,9 +475,9 @@ def _decode_rows(
 def _build(
     mems: list[_Mem | None],
     extras: list[str | None] | None,
-    bad: dict[int, _Bad],
+    bad: dict[int, BadRow],
     text: pa.Array | None = None,
-) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
+) -> tuple[pa.RecordBatch, list[str], dict[int, BadRow]]:
     """Columns of decoded rows (rejected ones as placeholders); ``text`` is the column already
     built (``_raw_text``) when the rows are ``_FastMem``."""
     n = len(mems)
@@ -549,13 +552,13 @@ def _refuse_deep(
     meta: Sequence[Raw | bytes],
     meta_len: np.ndarray,
     extras: list[str | None] | None,
-    bad: dict[int, _Bad],
+    bad: dict[int, BadRow],
 ) -> None:
     """Reject rows whose metadata or unknown fields nest deeper than ``jsonio.MAX_DEPTH``: every
     later reader decodes them recursively. Only values long enough to be that deep are scanned."""
     for i in np.flatnonzero(meta_len > 2 * jsonio.MAX_DEPTH).tolist():
         if i not in bad and jsonio.too_deep(meta[i]):
-            bad[i] = _Bad("metadata", f"metadata {jsonio.TOO_DEEP}")
+            bad[i] = BadRow("metadata", f"metadata {jsonio.TOO_DEEP}")
     for i, extra in enumerate(extras or ()):
         # an unknown field's value sits one level inside the extra object
         if (
@@ -563,11 +566,11 @@ def _refuse_deep(
             and i not in bad
             and jsonio.too_deep(extra.encode(), jsonio.MAX_DEPTH + 1)
         ):
-            bad[i] = _Bad(None, f"an unknown field's value {jsonio.TOO_DEEP}")
+            bad[i] = BadRow(None, f"an unknown field's value {jsonio.TOO_DEEP}")
 
 
 def _rejected_table(
-    raws: Sequence[Raw | bytes], ids: list[str], bad: dict[int, _Bad], start: int
+    raws: Sequence[Raw | bytes], ids: list[str], bad: dict[int, BadRow], start: int
 ) -> pa.Table:
     if not bad:
         # (not REJECTED_SCHEMA.empty_table(): that imports pandas, ~0.5 s, in a process that

@@ -68,7 +68,7 @@ from longmem_etl.migrate.plan import (
     plan_items,
     summarise,
 )
-from longmem_etl.migrate.reconcile import Interrupted, _retrying, export_target
+from longmem_etl.migrate.reconcile import Interrupted, export_target, retrying
 from longmem_etl.migrate.refusals import RefusalScan
 from longmem_etl.migrate.state import locks_dir, migrations_dir
 from longmem_etl.migrate.status import (  # noqa: F401 - re-exported: the engine's public calls
@@ -574,7 +574,7 @@ def _update_changed(journal: Journal, target: Any, stop: threading.Event) -> Non
         if stop.is_set():
             return
         item = json.loads(row["payload"])
-        _retrying(
+        retrying(
             lambda item=item, row=row: target.update(
                 row["target_id"],
                 collection=row["collection"],

@@ -45,7 +45,7 @@ KEY_COLUMNS = ("id", "collection", "container_tag", "created_at", "fidelity")
 
 def plan_order(memories_path: Path) -> tuple[pa.Array, list[str]]:
     """``(row indices in plan order, source id of every row)`` for a snapshot's memories file."""
-    from longmem_etl.snapshots.reader import _DEC_FID, render_timestamps
+    from longmem_etl.snapshots.reader import FIDELITY_DECODER, render_timestamps
 
     keys = pq.read_table(memories_path, columns=list(KEY_COLUMNS))
     ids = keys.column("id").to_pylist()
@@ -66,7 +66,7 @@ def plan_order(memories_path: Path) -> tuple[pa.Array, list[str]]:
         for i, f in enumerate(fids.to_pylist()):
             if f is None:
                 continue
-            fid = _DEC_FID.decode(f)
+            fid = FIDELITY_DECODER.decode(f)
             for name in fid.absent:
                 if name == "collection":
                     coll[i] = ""

@@ -27,7 +27,7 @@ from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint, marker_of
 
 
-def _retrying(
+def retrying(
     call: Any,
     *,
     stop: threading.Event | None,
@@ -47,7 +47,7 @@ def export_target(
     give_up_after: float | None = None,
 ) -> dict[str, Any]:
     """``target.export_account()`` retried through transient errors (within the budget)."""
-    return _retrying(
+    return retrying(
         target.export_account, stop=stop, max_retries=max_retries, give_up_after=give_up_after
     )
 
@@ -61,7 +61,7 @@ def list_collection(
     deduplicated by id by the caller), never make one skip a page."""
     offset = 0
     while True:
-        rows = _retrying(
+        rows = retrying(
             lambda o=offset: target.list_memories(
                 collection=collection, limit=page, offset=o, include_archived=True
             ),
@@ -131,7 +131,7 @@ class TargetIndex:
                 if exc.status not in EXPORT_UNAVAILABLE:
                     raise
         if collections is None:
-            listed = _retrying(target.collections, stop=stop)
+            listed = retrying(target.collections, stop=stop)
             collections = [c.get("name") if isinstance(c, dict) else c for c in listed]
         names = sorted({c for c in collections if c})
         memories = (m for name in names for m in list_collection(target, name, stop=stop))

@@ -28,7 +28,7 @@ from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import APIError
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.lock import run_lock
-from longmem_etl.migrate.reconcile import _retrying, export_target
+from longmem_etl.migrate.reconcile import export_target, retrying
 from longmem_etl.migrate.state import locks_dir, repairs_dir
 from longmem_etl.migrate.verify import target_keys
 
@@ -137,7 +137,7 @@ def repair_duplicates(
                 if stop is not None and stop.is_set():
                     break
                 try:
-                    _retrying(lambda t=tid, c=collection: api.delete(t, collection=c), stop=stop)
+                    retrying(lambda t=tid, c=collection: api.delete(t, collection=c), stop=stop)
                     result.deleted += 1
                 except APIError as exc:
                     if exc.status != 404:

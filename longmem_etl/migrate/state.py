@@ -1,7 +1,7 @@
 """Where migration state lives: one home per user, keyed by what a migration *is*, not by the cwd.
 
-``$LONGMEM_ETL_HOME`` if set, else the platform's user state directory (``~/.local/state/longmem-etl``
-on Linux, via platformdirs). Under it:
+The state home is ``longmem_etl.home.state_home()`` (``$LONGMEM_ETL_HOME``, else the platform's user
+state directory). Under it:
 
     migrations/<migration id>/   journal.sqlite, frozen/, id_map.parquet, ... (see `engine`)
     locks/<migration id>.lock    held by the run working on that identity, whatever its --journal
@@ -14,20 +14,11 @@ an edited spec, or after the dump file grew; the CLI and the Dagster asset share
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-HOME_ENV = "LONGMEM_ETL_HOME"
+from longmem_etl.home import HOME_ENV, state_home
 
-
-def state_home() -> Path:
-    """The absolute state directory (not created here)."""
-    configured = os.environ.get(HOME_ENV)
-    if configured:
-        return Path(configured).expanduser().absolute()
-    import platformdirs
-
-    return Path(platformdirs.user_state_dir("longmem-etl", appauthor=False)).absolute()
+__all__ = ["HOME_ENV", "locks_dir", "migrations_dir", "repairs_dir", "state_home"]
 
 
 def migrations_dir() -> Path:

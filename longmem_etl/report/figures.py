@@ -29,7 +29,8 @@ import duckdb
 
 from longmem_etl.errors import BadInput
 from longmem_etl.snapshots.manifest import read_manifest
-from longmem_etl.warehouse import SnapshotEntry, _lit
+from longmem_etl.sqlquote import sql_str
+from longmem_etl.warehouse import SnapshotEntry
 
 SQL_DIR = Path(__file__).resolve().parent
 STALE_DAYS = 180
@@ -197,8 +198,8 @@ def rejected_view_sql(chain: list[Path]) -> str:
             continue
         name = snap.name.split("=", 1)[-1]
         parts.append(
-            f"SELECT {_lit(name)} AS snapshot, stage, reason FROM "
-            f"read_parquet({_lit(str(snap / 'rejected.parquet'))})"
+            f"SELECT {sql_str(name)} AS snapshot, stage, reason FROM "
+            f"read_parquet({sql_str(str(snap / 'rejected.parquet'))})"
         )
     if not parts:
         return "SELECT CAST(NULL AS VARCHAR) AS snapshot, CAST(NULL AS VARCHAR) AS stage, CAST(NULL AS VARCHAR) AS reason LIMIT 0"
@@ -244,7 +245,7 @@ def tenant_figures(
     as_of = snapshot_time(entry.snapshot)
     con.execute(
         "CREATE OR REPLACE TEMP VIEW report_memories AS SELECT * FROM memories "
-        f"WHERE tenant = {_lit(entry.tenant)} AND snapshot = {_lit(entry.snapshot)}"
+        f"WHERE tenant = {sql_str(entry.tenant)} AND snapshot = {sql_str(entry.snapshot)}"
     )
     con.execute(
         "CREATE OR REPLACE TEMP VIEW report_rejected AS " + rejected_view_sql(lineage(entry.path))

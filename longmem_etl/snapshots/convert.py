@@ -32,9 +32,9 @@ from longmem_etl.dumps.read import (
     DEFAULT_BATCH,
     DumpSource,
     Misplaced,
-    _list_chunk,
     check_header,
     guess_json_spans,
+    list_chunk,
     open_dump,
     reads_whole,
 )
@@ -164,6 +164,8 @@ def _run(
     incremental: Any = None,
     workers: list[Worker] | None = None,
     named_at: datetime | None = None,
+    in_order: bool | None = None,
+    desc: str = "convert",
 ) -> ConvertResult:
     t0 = time.perf_counter()
     norm = Normalizer()
@@ -172,9 +174,9 @@ def _run(
     try:
         by_bytes = not src.exact  # guessed spans: rows unknown until read, so bytes (with an ETA)
         if by_bytes:
-            bar = progress_bar(src.size_hint, desc=f"convert {tenant}", unit="B")
+            bar = progress_bar(src.size_hint, desc=f"{desc} {tenant}", unit="B")
         else:
-            bar = progress_bar(src.total, desc=f"convert {tenant}", unit="mem")
+            bar = progress_bar(src.total, desc=f"{desc} {tenant}", unit="mem")
         if not show_progress:
             bar.disable = True
         with (
@@ -186,7 +188,7 @@ def _run(
                 parent=parent,
                 extra_manifest=extra_manifest,
                 named_at=named_at,
-                in_order=named_at is None,
+                in_order=named_at is None if in_order is None else in_order,
                 recipients=recipients,
                 incremental=incremental,
             ) as writer,
@@ -314,8 +316,15 @@ def snapshot_from_dump(
     incremental: Any = None,
     progress: bool = False,
     batch_size: int = DEFAULT_BATCH,
+    named_at: datetime | None = None,
+    in_order: bool | None = None,
+    desc: str = "convert",
 ) -> ConvertResult:
-    """Snapshot an in-memory dump (what ``export_account()`` returns)."""
+    """Snapshot an in-memory dump (what ``export_account()`` returns; ``backup`` calls this).
+
+    ``named_at``: the instant the snapshot is named after (a backup's export call; default as for a
+    dump file). ``in_order`` (default: when ``named_at`` is None) names it after the tenant's newest
+    snapshot if that one took the same second (a snapshot of the present). ``desc`` labels the bar."""
     where = str(source.get("uri") or source.get("name") or source.get("kind") or "dump")
     if not isinstance(dump, dict):
         raise BadInput(f"{where}: dump is not an object")
@@ -332,7 +341,7 @@ def snapshot_from_dump(
 
     def chunks():
         for i in range(0, len(memories), batch_size):
-            yield _list_chunk(i, [jsonio.dumps(m) for m in memories[i : i + batch_size]])
+            yield list_chunk(i, [jsonio.dumps(m) for m in memories[i : i + batch_size]])
 
     src = DumpSource(
         path=where,
@@ -354,6 +363,9 @@ def snapshot_from_dump(
         extra_manifest=extra_manifest,
         recipients=recipients,
         incremental=incremental,
+        named_at=named_at,
+        in_order=in_order,
+        desc=desc,
     )
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from longmem_etl.errors import BadInput
+from longmem_etl.sqlquote import sql_str
 
 CHANGES = "changed_memories.parquet"
 TOMBSTONES = "removed_ids.parquet"
@@ -90,10 +91,6 @@ def verify_chain(path: str | os.PathLike, *, checksums: bool = True) -> list[Pat
     return [d for d, _ in chain(path)]
 
 
-def _lit(text: str | Path) -> str:
-    return "'" + str(text).replace("'", "''") + "'"
-
-
 def _cols() -> list[str]:
     from longmem_etl.schema import MEMORIES_SCHEMA
 
@@ -116,14 +113,14 @@ def state_sql(path: str | os.PathLike) -> tuple[str, list[Path]]:
             f = plain / "memories.parquet"
             layers.append(
                 f"SELECT {cols}, CAST(file_row_number AS DOUBLE) AS _seq, 0 AS _layer "
-                f"FROM read_parquet({_lit(f)}, file_row_number = true)"
+                f"FROM read_parquet({sql_str(f)}, file_row_number = true)"
             )
             files.append(f)
             continue
         ch, tb = plain / CHANGES, plain / TOMBSTONES
-        layers.append(f"SELECT {cols}, _seq, {k} AS _layer FROM read_parquet({_lit(ch)})")
-        masks.append(f"SELECT id, {k} AS _layer FROM read_parquet({_lit(ch)})")
-        masks.append(f"SELECT id, {k} AS _layer FROM read_parquet({_lit(tb)})")
+        layers.append(f"SELECT {cols}, _seq, {k} AS _layer FROM read_parquet({sql_str(ch)})")
+        masks.append(f"SELECT id, {k} AS _layer FROM read_parquet({sql_str(ch)})")
+        masks.append(f"SELECT id, {k} AS _layer FROM read_parquet({sql_str(tb)})")
         files += [ch, tb]
     union = " UNION ALL ".join(layers)
     if not masks:
@@ -206,7 +203,7 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
             WITH a AS (
                 SELECT n.file_row_number AS n, n.id, p._seq AS pseq,
                        p.id IS NULL OR NOT ({same}) AS changed
-                FROM read_parquet({_lit(new)}, file_row_number = true) n
+                FROM read_parquet({sql_str(new)}, file_row_number = true) n
                 LEFT JOIN ({state}) p ON n.id = p.id
             ), b AS (
                 SELECT *, max(pseq) OVER (ORDER BY n ROWS BETWEEN UNBOUNDED PRECEDING
@@ -222,7 +219,7 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
         total = con.execute("SELECT count(*) FROM j").fetchall()[0][0]
         con.execute(
             f"CREATE TEMP TABLE t AS SELECT p.id, p._seq FROM ({state}) p "
-            f"ANTI JOIN read_parquet({_lit(new)}) n ON p.id = n.id"
+            f"ANTI JOIN read_parquet({sql_str(new)}) n ON p.id = n.id"
         )
         con.execute(
             """
@@ -260,7 +257,7 @@ def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str
         schema = MEMORIES_SCHEMA.append(pa.field("_seq", pa.float64(), nullable=False))
         reader = con.sql(
             f"SELECT r.* EXCLUDE (file_row_number), g.seq AS _seq "
-            f"FROM read_parquet({_lit(new)}, file_row_number = true) r "
+            f"FROM read_parquet({sql_str(new)}, file_row_number = true) r "
             f"JOIN g ON r.file_row_number = g.n ORDER BY g.n"
         ).to_arrow_reader(50_000)
         with pq.ParquetWriter(directory / CHANGES, schema, **MEMORIES_PARQUET_OPTIONS) as w:

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from longmem_etl.errors import BadInput
+from longmem_etl.names import tenant_name
 
 TENANT_PREFIX = "tenant="
 SNAPSHOT_PREFIX = "snapshot="
@@ -104,20 +105,8 @@ def sanitize_tenant(name: str) -> str:
 
 
 def tenant_from_header(header: dict[str, Any]) -> str | None:
-    """The dump's tenant: a string, or an object's ``id``/``slug``/``name`` (first string found)."""
-    t = header.get("tenant")
-    if isinstance(t, str) and t.strip():
-        return t
-    if isinstance(t, dict):
-        for key in ("id", "slug", "name"):
-            v = t.get(key)
-            if isinstance(v, str) and v.strip():
-                return v
-            if isinstance(v, int) and not isinstance(v, bool):
-                return str(v)
-    if isinstance(t, int) and not isinstance(t, bool):
-        return str(t)
-    return None
+    """The dump's tenant: a string, or an object's ``id``/``slug``/``name`` (``names.tenant_name``)."""
+    return tenant_name(header.get("tenant"))
 
 
 def snapshot_name(when: datetime) -> str:

@@ -38,7 +38,7 @@ from typing import Any, BinaryIO, NamedTuple
 
 import pyarrow as pa
 
-from longmem_etl.dumps.normalize import Normalizer, _Bad, local_chunk
+from longmem_etl.dumps.normalize import BadRow, Normalizer, local_chunk
 from longmem_etl.dumps.read import (
     Chunk,
     DumpSource,
@@ -114,7 +114,7 @@ def work(
     return pickle.PickleBuffer(sink.getvalue()), ids, problems
 
 
-def span_chunk(data: Any, span: Span) -> tuple[pa.RecordBatch, list[str], dict[int, _Bad]]:
+def span_chunk(data: Any, span: Span) -> tuple[pa.RecordBatch, list[str], dict[int, BadRow]]:
     """``local_chunk`` of one span (row indexes relative to the span)."""
     with bracketed(data, span.first, span.end) as body:
         return local_chunk(Chunk(0, span.count, body, lambda: span_raws(data, span)))
@@ -358,7 +358,7 @@ def normalized(src: DumpSource, norm: Normalizer, workers: list[Worker]) -> Iter
         if result is not None:
             ipc, ids, problems = result
             batch = pa.ipc.open_stream(pa.py_buffer(ipc)).read_next_batch()
-            bad = {j: _Bad(f, r) for j, f, r in problems}
+            bad = {j: BadRow(f, r) for j, f, r in problems}
         else:
             batch, ids, bad = span_chunk(data, span)
             release(data, span)

@@ -36,7 +36,7 @@ class _Fidelity(msgspec.Struct):
     raw: dict[str, msgspec.Raw] = {}
 
 
-_DEC_FID = msgspec.json.Decoder(_Fidelity)
+FIDELITY_DECODER = msgspec.json.Decoder(_Fidelity)
 _FIELD_NAMES = tuple(MEMORY_FIELDS)
 
 
@@ -70,7 +70,7 @@ def batch_to_dump_memories(batch: pa.RecordBatch, *, raw: bool = False) -> list[
         mem = dict(zip(_FIELD_NAMES, values, strict=False))
         f = fids[i]
         if f is not None:
-            fid = _DEC_FID.decode(f)
+            fid = FIDELITY_DECODER.decode(f)
             for name in fid.absent:
                 mem.pop(name, None)
             for name, value in fid.raw.items():
@@ -179,7 +179,7 @@ class Snapshot:
         return top
 
     def to_dump(self) -> dict[str, Any]:
-        """The whole dump in memory (small snapshots; use ``dumps.write_dump`` for big ones)."""
+        """The whole dump in memory (small snapshots; use ``snapshots.dump.write_dump`` for big ones)."""
         dump = self.dump_top()
         if self.has_collections:
             dump["collections"] = self.collections()

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from longmem_etl import __version__, jsonio
 from longmem_etl.arrays import int64s, strings
 from longmem_etl.errors import environment_problem
+from longmem_etl.names import collection_name
 from longmem_etl.schema import (
     COLLECTIONS_SCHEMA,
     FORMAT_VERSION,
@@ -81,15 +82,7 @@ def collections_table(collections: list[Any] | None) -> pa.Table:
     names: list[str | None] = []
     raws: list[str] = []
     for item in collections or []:
-        if isinstance(item, str):
-            names.append(item)
-        elif isinstance(item, dict):
-            name = next(
-                (item[k] for k in ("name", "id", "slug") if isinstance(item.get(k), str)), None
-            )
-            names.append(name)
-        else:
-            names.append(None)
+        names.append(collection_name(item))
         raws.append(jsonio.dumps_str(item))
     columns = [int64s(np.arange(len(raws))), strings(names), strings(raws)]
     return pa.Table.from_arrays(columns, schema=COLLECTIONS_SCHEMA)

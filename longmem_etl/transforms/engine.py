@@ -193,7 +193,7 @@ def _load_input(con: duckdb.DuckDBPyConnection, source: Any, names: _Names) -> s
 USER_SQL_KINDS = frozenset({"filter", "sql"})
 
 
-def _raise_step_error(spec: Spec, step: Any, exc: duckdb.Error) -> None:
+def _raise_step_error(spec_path: Any, step: Any, exc: duckdb.Error) -> None:
     """An error while a step ran: Ctrl-C stays Ctrl-C; the sandbox refusing something, or the user's
     own SQL failing, is BadInput naming the step; anything else is a bug and propagates."""
     if isinstance(exc, duckdb.InterruptException):
@@ -201,8 +201,280 @@ def _raise_step_error(spec: Spec, step: Any, exc: duckdb.Error) -> None:
     if isinstance(exc, duckdb.PermissionException) or step.kind in USER_SQL_KINDS:
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
         msg = lines[0] if lines else type(exc).__name__
-        raise BadInput(f"{spec.path}: step {step.index} ({step.name}): {msg}") from None
+        raise BadInput(f"{spec_path}: step {step.index} ({step.name}): {msg}") from None
     raise exc
+
+
+class SpecRun:
+    """One spec applied on one connection, a step at a time: the state the steps share.
+
+    The data is a chain of relations, each in input (``_row``) order. Steps that only remove rows
+    write ``(row, reason)`` into a small ``removed`` table (``self.removed``) and leave the data
+    alone; the rows still alive are the data positionally joined with an ``alive`` flag column
+    (order-preserving, no hash join). Consecutive rewrites fuse into one nested SELECT
+    (``self.pending``), materialised only when a later step needs it.
+
+    ``apply_spec`` is ``SpecRun(...)``, ``run_step`` for each step, then ``finish``; tests drive a
+    run step by step and look at ``rows``, ``live()`` and ``removed`` in between.
+    """
+
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, source: Any, *, now: datetime, spec_path: Any = "spec"
+    ) -> None:
+        self.con = con
+        self.now = now
+        self.spec_path = spec_path
+        register(con)
+        # Rows keep input order through every step only with this on (DuckDB's default; a sandbox
+        # session has it on and locked, so it is set only when it is not already).
+        if not con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]:
+            con.execute("SET preserve_insertion_order = true")
+        self.names = _Names()
+        self.base = _load_input(con, source, self.names)  # the current data, in _row order
+        self.original = self.base
+        self.removed = self.names("removed")
+        con.execute(
+            f"CREATE TEMP TABLE {self.removed} (row_index BIGINT NOT NULL, stage VARCHAR NOT NULL, "
+            f"reason VARCHAR NOT NULL, field VARCHAR, id VARCHAR, raw VARCHAR, step INTEGER NOT NULL)"
+        )
+        self.total_in = self.rows = _count(con, self.base)
+        self.added = 0  # rows added by expanding steps (fit_text split); their _row >= total_in
+        self.origin: str | None = None  # (_row, origin) of added rows, when any step expands
+        self.owned: list[str] = []  # temp tables holding data, dropped when superseded
+        self.flags: str | None = None  # `alive` aligned with `base`, once rows were removed
+        self.stale = False  # rows removed from `base` since `flags` was built
+        self.pristine = True  # `base` still holds the input values (raw JSON can come from it)
+        self.raw_sql = dump_json_sql()
+        # the fused rewrites not yet written, and their counter columns -> (report counts, name)
+        self.pending: str | None = None
+        self.pending_counters: list[tuple[dict[str, int], str]] = []
+        self.reports: list[StepReport] = []
+
+    # -- the data as it stands ---------------------------------------------------------------------
+
+    def live(self) -> str:
+        """SQL for the rows still alive, in input order (flags rebuilt if rows were removed)."""
+        con = self.con
+        if self.stale:
+            if self.flags:
+                con.execute(f"DROP TABLE {self.flags}")
+            self.flags = self.names("alive")
+            con.execute(
+                f"CREATE TEMP TABLE {self.flags} AS SELECT {ROW}, {ROW} NOT IN "
+                f"(SELECT row_index FROM {self.removed}) AS alive FROM {self.base} ORDER BY {ROW}"
+            )
+            # The positional join below needs `base` in _row order; prove it rather than trust it.
+            misaligned = con.execute(
+                f"SELECT count(*) FROM {self.base} b POSITIONAL JOIN {self.flags} f "
+                f"WHERE b.{ROW} IS DISTINCT FROM f.{ROW}"
+            ).fetchall()[0][0]
+            if misaligned:
+                raise InvariantBroken(f"data is not in input order ({misaligned} rows off)")
+            self.stale = False
+        if self.flags is None:
+            return self.base
+        return f"(SELECT b.* FROM {self.base} b POSITIONAL JOIN {self.flags} f WHERE f.alive)"
+
+    def _new_base(self, table: str) -> None:
+        for t in self.owned:
+            self.con.execute(f"DROP TABLE IF EXISTS {t}")
+        self.owned[:] = [table]
+        if self.flags:
+            self.con.execute(f"DROP TABLE {self.flags}")
+        self.base, self.flags, self.stale = table, None, False
+
+    def flush(self) -> None:
+        """Write the fused rewrites (if any) into a table and sum their counters."""
+        if self.pending is None:
+            return
+        nxt = self.names("s")
+        self.con.execute(f"CREATE TEMP TABLE {nxt} AS SELECT * FROM {self.pending}")
+        if self.pending_counters:
+            n = len(self.pending_counters)
+            sums = ", ".join(f"coalesce(sum(_cnt{i}), 0)" for i in range(n))
+            got = self.con.execute(f"SELECT {sums} FROM {nxt}").fetchall()[0]
+            for (target, name), v in zip(self.pending_counters, got, strict=True):
+                target[name] = target.get(name, 0) + int(v)
+        self.pending = None
+        self.pending_counters.clear()
+        self._new_base(nxt)
+
+    # -- the three kinds of plan -------------------------------------------------------------------
+
+    def reject(self, plan: Reject, step: Any) -> int:
+        """Record the rows ``plan`` removes (data untouched); returns how many."""
+        self.flush()
+        src = self.live()
+        if plan.query is not None:
+            query = plan.query.replace("{input}", src)
+            marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
+        else:
+            reason = (plan.reason or "NULL").replace("{input}", src)
+            marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
+        field_sql = sql_str(plan.field) if plan.field else "NULL"
+        raw = self.raw_sql if self.pristine else "NULL"
+        n = self.con.execute(
+            f"INSERT INTO {self.removed} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, "
+            f"id, {raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
+        ).fetchall()[0][0]
+        self.stale = self.stale or n > 0
+        return n
+
+    def rewrite(self, plan: Rewrite, counts: dict[str, int]) -> None:
+        """Fuse ``plan`` onto the pending SELECT (nothing runs yet); its counters land in ``counts``."""
+        src = self.pending if self.pending is not None else self.live()
+        for layer in plan.layers:
+            adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
+            src = f"(SELECT *, {adds} FROM {src})"
+        sel = []
+        changed = {c: (e, f'"{c}"') for c, e in plan.exprs.items()}
+        for c in MEM_COLS:
+            if c == "fidelity" and "fidelity" not in plan.exprs:
+                sel.append(f"{fidelity_sql(changed)} AS fidelity")
+            elif c in plan.exprs:
+                sel.append(f'{plan.exprs[c]} AS "{c}"')
+            else:
+                sel.append(f'"{c}"')
+        sel.append(ROW)
+        sel += [f"_cnt{i}" for i in range(len(self.pending_counters))]
+        for name, e in plan.counters.items():
+            sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(self.pending_counters)}")
+            self.pending_counters.append((counts, name))
+        self.pending = f"(SELECT {', '.join(sel)} FROM {src})"
+        self.pristine = False
+
+    def custom(self, plan: Custom, step: Any, counts: dict[str, int]) -> tuple[int, int]:
+        """Run a step that writes its own output table; returns (rows rejected, rows added)."""
+        self.flush()
+        nxt = self.names("s")
+        before = _count(self.con, self.removed)
+        extra: dict[str, Any] = {}
+        if plan.expands:
+            if self.origin is None:
+                self.origin = self.names("origin")
+                self.con.execute(f"CREATE TEMP TABLE {self.origin} ({ROW} BIGINT, origin BIGINT)")
+            extra = {"first_row": self.total_in + self.added, "origin": self.origin}
+        got = dict(
+            plan.run(self.con, self.live(), nxt, self.removed, step.name, step.index, **extra)
+        )
+        grown = int(got.pop("rows_added", 0))
+        self.added += grown
+        counts.update(got)
+        rejected = _count(self.con, self.removed) - before
+        self._new_base(nxt)
+        self.pristine = False
+        return rejected, grown
+
+    # -- steps and the end -------------------------------------------------------------------------
+
+    def run_step(self, step: Any) -> StepReport:
+        """Compile and apply one spec step; returns (and keeps) its report."""
+        t0 = time.perf_counter()
+        rows_in = self.rows
+        rejected = step_added = 0
+        counts: dict[str, int] = {}
+        try:
+            for plan in compile_step(step, self.now):
+                if isinstance(plan, Reject):
+                    rejected += self.reject(plan, step)
+                elif isinstance(plan, Rewrite):
+                    self.rewrite(plan, counts)
+                elif isinstance(plan, Custom):
+                    r, a = self.custom(plan, step, counts)
+                    rejected += r
+                    step_added += a
+        except duckdb.Error as exc:
+            _raise_step_error(self.spec_path, step, exc)
+        self.rows = rows_in - rejected + step_added
+        report = StepReport(
+            step.index,
+            step.name,
+            step.kind,
+            rows_in,
+            self.rows,
+            rejected,
+            counts,
+            time.perf_counter() - t0,
+        )
+        self.reports.append(report)
+        return report
+
+    def check_accounting(self) -> int:
+        """Removed rows are distinct input rows, and what is left plus what was removed is exactly
+        the input (plus added rows); InvariantBroken otherwise. Returns the rejected count."""
+        con, rem, total = self.con, self.removed, self.total_in + self.added
+        total_rej, distinct, out_of_range = con.execute(
+            f"SELECT count(*), count(DISTINCT row_index), "
+            f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total}) FROM {rem}"
+        ).fetchall()[0]
+        left = _count(con, self.live())
+        if distinct != total_rej or out_of_range or total != left + total_rej or left != self.rows:
+            added = f" + {self.added} added" if self.added else ""
+            raise InvariantBroken(
+                f"{self.total_in} in{added} != {left} out + {total_rej} rejected "
+                f"({distinct} distinct rows, "
+                f"{out_of_range} out of range; steps say {self.rows} out)"
+            )
+        return total_rej
+
+    def _fill_raw(self) -> None:
+        """rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite
+        are looked up in the input now, only those; an added row (fit_text part) has no input row
+        of its own: its raw is its origin's."""
+        con, rem, origin = self.con, self.removed, self.origin
+        missing = con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]
+        if not missing:
+            return
+        src_of = (
+            f"(SELECT row_index AS r, coalesce(o.origin, row_index) AS src FROM {rem} "
+            f"LEFT JOIN {origin} o ON o.{ROW} = {rem}.row_index WHERE {rem}.raw IS NULL)"
+            if origin
+            else f"(SELECT row_index AS r, row_index AS src FROM {rem} WHERE raw IS NULL)"
+        )
+        fix = self.names("raw")
+        con.execute(
+            f"CREATE TEMP TABLE {fix} AS SELECT w.r AS {ROW}, x.raw FROM {src_of} w JOIN "
+            f"(SELECT {ROW}, {self.raw_sql} AS raw FROM {self.original} "
+            f"WHERE {ROW} IN (SELECT src FROM {src_of})) x ON x.{ROW} = w.src"
+        )
+        con.execute(
+            f"UPDATE {rem} SET raw = f.raw FROM {fix} f WHERE {rem}.raw IS NULL "
+            f"AND f.{ROW} = {rem}.row_index"
+        )
+        con.execute(f"DROP TABLE {fix}")
+        if con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]:
+            raise InvariantBroken("rejected rows lost joining back to the input")
+
+    def finish(self, *, defer_tail: bool = False) -> Applied:
+        """Write (or, with ``defer_tail``, leave streaming) the last rewrites, check the
+        accounting, fill ``raw`` and return the output and rejected relations."""
+        con, rem = self.con, self.removed
+        stream = None
+        tail: list[tuple[dict[str, int], str]] = []
+        if defer_tail and self.pending is not None:
+            stream = con.sql(f"SELECT * FROM {self.pending}")
+            output_sql = f"(SELECT {_COLS}, {ROW} FROM {self.pending})"
+            tail = list(self.pending_counters)
+        else:
+            t_flush = time.perf_counter()
+            self.flush()
+            if self.reports:  # the fused tail's work happened in this flush
+                self.reports[-1].seconds += time.perf_counter() - t_flush
+            output_sql = self.live()
+        total_rej = self.check_accounting()
+        report = Report(self.total_in, self.rows, total_rej, self.now, self.reports)
+        self._fill_raw()
+        output = con.sql(f"SELECT {_COLS} FROM {output_sql}")
+        index = "row_index"
+        if self.origin:  # report an added row at the input row it came from
+            index = (
+                f"coalesce((SELECT o.origin FROM {self.origin} o WHERE o.{ROW} = {rem}.row_index), "
+                "row_index) AS row_index"
+            )
+        rejected_rel = con.sql(
+            f"SELECT {index}, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
+        )
+        return Applied(output, rejected_rel, report, stream, tail)
 
 
 def apply_spec(
@@ -214,7 +486,7 @@ def apply_spec(
     defer_tail: bool = False,
     on_step: Callable[[StepReport], None] | None = None,
 ) -> Applied:
-    """Run every step of ``spec`` over ``source`` on ``con``.
+    """Run every step of ``spec`` over ``source`` on ``con`` (a ``SpecRun``, step by step).
 
     ``source``: a pyarrow Table/RecordBatchReader with the memories columns, a Parquet path, a table or
     view name, or a DuckDB relation. ``rejected.row_index`` is the row's position in ``source``.
@@ -226,232 +498,11 @@ def apply_spec(
     `Applied.output_batches`, which streams it and completes those steps' counters (what
     `clean_snapshot` does, so the cleaned data is never held in memory whole). ``on_step`` is
     called with each step's report as it finishes (progress bars).
-
-    How: the data is a chain of relations, each in input (``_row``) order. Steps that only remove
-    rows write ``(row, reason)`` into a small ``removed`` table and leave the data alone; the rows
-    still alive are the data positionally joined with an ``alive`` flag column (order-preserving, no
-    hash join). Consecutive rewrites fuse into one nested SELECT, materialised only when a later
-    step needs it.
     """
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    register(con)
-    # Rows keep input order through every step only with this on (DuckDB's default; a sandbox
-    # session has it on and locked, so it is set only when it is not already).
-    if not con.execute("SELECT current_setting('preserve_insertion_order')").fetchall()[0][0]:
-        con.execute("SET preserve_insertion_order = true")
-    names = _Names()
-    base = _load_input(con, source, names)  # SQL relation of the current data, in _row order
-    original = base
-    rem = names("removed")
-    con.execute(
-        f"CREATE TEMP TABLE {rem} (row_index BIGINT NOT NULL, stage VARCHAR NOT NULL, "
-        f"reason VARCHAR NOT NULL, field VARCHAR, id VARCHAR, raw VARCHAR, step INTEGER NOT NULL)"
-    )
-    total_in = rows = _count(con, base)
-    added = 0  # rows added by expanding steps (fit_text split); their _row is >= total_in
-    origin: str | None = None  # (_row, origin) of added rows, when any step expands
-    owned: list[str] = []  # temp tables holding data, dropped when superseded
-    flags: str | None = None  # table of `alive` aligned with `base`, when rows were removed from it
-    stale = False  # rows removed from `base` since `flags` was built
-    pristine = True  # `base` still holds the input values (so raw JSON can be taken from it)
-    raw_sql = dump_json_sql()
-
-    def live() -> str:
-        nonlocal flags, stale
-        if stale:
-            if flags:
-                con.execute(f"DROP TABLE {flags}")
-            flags = names("alive")
-            con.execute(
-                f"CREATE TEMP TABLE {flags} AS SELECT {ROW}, {ROW} NOT IN "
-                f"(SELECT row_index FROM {rem}) AS alive FROM {base} ORDER BY {ROW}"
-            )
-            # The positional join below needs `base` in _row order; prove it rather than trust it.
-            misaligned = con.execute(
-                f"SELECT count(*) FROM {base} b POSITIONAL JOIN {flags} f "
-                f"WHERE b.{ROW} IS DISTINCT FROM f.{ROW}"
-            ).fetchall()[0][0]
-            if misaligned:
-                raise InvariantBroken(f"data is not in input order ({misaligned} rows off)")
-            stale = False
-        if flags is None:
-            return base
-        return f"(SELECT b.* FROM {base} b POSITIONAL JOIN {flags} f WHERE f.alive)"
-
-    def new_base(table: str) -> None:
-        nonlocal base, flags, stale
-        for t in owned:
-            con.execute(f"DROP TABLE IF EXISTS {t}")
-        owned[:] = [table]
-        if flags:
-            con.execute(f"DROP TABLE {flags}")
-        base, flags, stale = table, None, False
-
-    reports: list[StepReport] = []
-    # Consecutive rewrites are fused: `pending` is the nested SELECT not yet written;
-    # `pending_counters` maps its counter columns to (report counts dict, name).
-    pending: str | None = None
-    pending_counters: list[tuple[dict[str, int], str]] = []
-
-    def flush() -> None:
-        nonlocal pending
-        if pending is None:
-            return
-        nxt = names("s")
-        con.execute(f"CREATE TEMP TABLE {nxt} AS SELECT * FROM {pending}")
-        if pending_counters:
-            sums = ", ".join(f"coalesce(sum(_cnt{i}), 0)" for i in range(len(pending_counters)))
-            got = con.execute(f"SELECT {sums} FROM {nxt}").fetchall()[0]
-            for (target, name), v in zip(pending_counters, got, strict=True):
-                target[name] = target.get(name, 0) + int(v)
-        pending = None
-        pending_counters.clear()
-        new_base(nxt)
-
+    run = SpecRun(con, source, now=now, spec_path=spec.path)
     for step in spec.steps:
-        t0 = time.perf_counter()
-        rows_in = rows
-        rejected = 0
-        step_added = 0
-        counts: dict[str, int] = {}
-        try:
-            for plan in compile_step(step, now):
-                if isinstance(plan, Reject):
-                    flush()
-                    src = live()
-                    if plan.query is not None:
-                        query = plan.query.replace("{input}", src)
-                        marked = f"(SELECT l.*, q._reason FROM {src} l JOIN ({query}) q ON l.{ROW} = q.{ROW})"
-                    else:
-                        reason = (plan.reason or "NULL").replace("{input}", src)
-                        marked = f"(SELECT *, ({reason}) AS _reason FROM {src})"
-                    field_sql = sql_str(plan.field) if plan.field else "NULL"
-                    raw = raw_sql if pristine else "NULL"
-                    n = con.execute(
-                        f"INSERT INTO {rem} SELECT {ROW}, {sql_str(step.name)}, _reason, {field_sql}, id, "
-                        f"{raw}, {step.index} FROM {marked} WHERE _reason IS NOT NULL"
-                    ).fetchall()[0][0]
-                    rejected += n
-                    stale = stale or n > 0
-                elif isinstance(plan, Rewrite):
-                    src = pending if pending is not None else live()
-                    for layer in plan.layers:
-                        adds = ", ".join(f"{e} AS {k}" for k, e in layer.items())
-                        src = f"(SELECT *, {adds} FROM {src})"
-                    sel = []
-                    changed = {c: (e, f'"{c}"') for c, e in plan.exprs.items()}
-                    for c in MEM_COLS:
-                        if c == "fidelity" and "fidelity" not in plan.exprs:
-                            sel.append(f"{fidelity_sql(changed)} AS fidelity")
-                        elif c in plan.exprs:
-                            sel.append(f'{plan.exprs[c]} AS "{c}"')
-                        else:
-                            sel.append(f'"{c}"')
-                    sel.append(ROW)
-                    sel += [f"_cnt{i}" for i in range(len(pending_counters))]
-                    for name, e in plan.counters.items():
-                        sel.append(f"CAST({e} AS BIGINT) AS _cnt{len(pending_counters)}")
-                        pending_counters.append((counts, name))
-                    pending = f"(SELECT {', '.join(sel)} FROM {src})"
-                    pristine = False
-                elif isinstance(plan, Custom):
-                    flush()
-                    nxt = names("s")
-                    before = _count(con, rem)
-                    extra: dict[str, Any] = {}
-                    if plan.expands:
-                        if origin is None:
-                            origin = names("origin")
-                            con.execute(f"CREATE TEMP TABLE {origin} ({ROW} BIGINT, origin BIGINT)")
-                        extra = {"first_row": total_in + added, "origin": origin}
-                    got = dict(plan.run(con, live(), nxt, rem, step.name, step.index, **extra))
-                    grown = int(got.pop("rows_added", 0))
-                    added += grown
-                    step_added += grown
-                    counts.update(got)
-                    rejected += _count(con, rem) - before
-                    new_base(nxt)
-                    pristine = False
-        except duckdb.Error as exc:
-            _raise_step_error(spec, step, exc)
-        rows = rows_in - rejected + step_added
-        reports.append(
-            StepReport(
-                step.index,
-                step.name,
-                step.kind,
-                rows_in,
-                rows,
-                rejected,
-                counts,
-                time.perf_counter() - t0,
-            )
-        )
+        report = run.run_step(step)
         if on_step:
-            on_step(reports[-1])
-    stream = None
-    tail: list[tuple[dict[str, int], str]] = []
-    if defer_tail and pending is not None:
-        stream = con.sql(f"SELECT * FROM {pending}")
-        output_sql = f"(SELECT {_COLS}, {ROW} FROM {pending})"
-        tail = list(pending_counters)
-    else:
-        t_flush = time.perf_counter()
-        flush()
-        if reports:  # the fused tail's work happened in this flush
-            reports[-1].seconds += time.perf_counter() - t_flush
-        output_sql = live()
-    # The accounting, checked for real: removed rows are distinct input rows, and what is left plus
-    # what was removed is exactly the input.
-    total_rej, distinct, out_of_range = con.execute(
-        f"SELECT count(*), count(DISTINCT row_index), "
-        f"count(*) FILTER (WHERE row_index < 0 OR row_index >= {total_in + added}) FROM {rem}"
-    ).fetchall()[0]
-    left = _count(con, live())
-    if (
-        distinct != total_rej
-        or out_of_range
-        or total_in + added != left + total_rej
-        or left != rows
-    ):
-        raise InvariantBroken(
-            f"{total_in} in{f' + {added} added' if added else ''} != {left} out + {total_rej} rejected "
-            f"({distinct} distinct rows, "
-            f"{out_of_range} out of range; steps say {rows} out)"
-        )
-    report = Report(total_in, rows, total_rej, now, reports)
-    # rejected.raw: the row exactly as it came in (dump form). Rows removed after a rewrite are
-    # looked up in the input now, only those.
-    missing = con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]
-    # An added row (fit_text part) has no input row of its own: its raw is its origin's.
-    src_of = (
-        f"(SELECT row_index AS r, coalesce(o.origin, row_index) AS src FROM {rem} "
-        f"LEFT JOIN {origin} o ON o.{ROW} = {rem}.row_index WHERE {rem}.raw IS NULL)"
-        if origin
-        else f"(SELECT row_index AS r, row_index AS src FROM {rem} WHERE raw IS NULL)"
-    )
-    if missing:
-        fix = names("raw")
-        con.execute(
-            f"CREATE TEMP TABLE {fix} AS SELECT w.r AS {ROW}, x.raw FROM {src_of} w JOIN "
-            f"(SELECT {ROW}, {raw_sql} AS raw FROM {original} "
-            f"WHERE {ROW} IN (SELECT src FROM {src_of})) x ON x.{ROW} = w.src"
-        )
-        con.execute(
-            f"UPDATE {rem} SET raw = f.raw FROM {fix} f WHERE {rem}.raw IS NULL "
-            f"AND f.{ROW} = {rem}.row_index"
-        )
-        con.execute(f"DROP TABLE {fix}")
-        if con.execute(f"SELECT count(*) FROM {rem} WHERE raw IS NULL").fetchall()[0][0]:
-            raise InvariantBroken("rejected rows lost joining back to the input")
-    output = con.sql(f"SELECT {_COLS} FROM {output_sql}")
-    index = "row_index"
-    if origin:  # report an added row at the input row it came from
-        index = (
-            f"coalesce((SELECT o.origin FROM {origin} o WHERE o.{ROW} = {rem}.row_index), "
-            "row_index) AS row_index"
-        )
-    rejected_rel = con.sql(
-        f"SELECT {index}, stage, reason, field, id, raw FROM {rem} ORDER BY step, row_index"
-    )
-    return Applied(output, rejected_rel, report, stream, tail)
+            on_step(report)
+    return run.finish(defer_tail=defer_tail)

@@ -27,15 +27,13 @@ from typing import Any
 
 import duckdb
 
+from longmem_etl.sqlquote import sql_str
+
 SETTINGS: dict[str, Any] = {
     "autoinstall_known_extensions": False,
     "autoload_known_extensions": False,
     "preserve_insertion_order": True,  # the engine's positional joins rely on input order
 }
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def open_sandbox(readable: Iterable[str | os.PathLike] = ()) -> duckdb.DuckDBPyConnection:
@@ -49,7 +47,7 @@ def open_sandbox(readable: Iterable[str | os.PathLike] = ()) -> duckdb.DuckDBPyC
     try:
         paths = [os.fspath(p) for p in readable]
         if paths:
-            con.execute(f"SET allowed_paths = [{', '.join(_lit(p) for p in paths)}]")
+            con.execute(f"SET allowed_paths = [{', '.join(sql_str(p) for p in paths)}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET TimeZone = 'UTC'")
         con.execute("SET lock_configuration = true")

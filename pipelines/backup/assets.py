@@ -4,7 +4,7 @@
 endpoint (one ``export_account`` call, or paged for very large tenants), verify the export against
 the source's own counts, write an atomic Parquet snapshot under the snapshot root, then apply the
 retention policy in ``BackupConfig`` (``forget``'s code: ``longmem_etl.retention``). ``account_dump`` writes that snapshot back out as a lossless dump file
-(``longmem_etl.dumps.write_dump``, ``.json.zst``): the portable archive a restore seeds from
+(``longmem_etl.snapshots.dump.write_dump``, ``.json.zst``): the portable archive a restore seeds from
 (``longmem-etl local seed``, or the SDK's ``import_memories``); it keeps the dumps of the snapshots
 retention kept. Metadata never holds a key or a key-bearing URI (URIs pass through ``safe_uri``).
 """
@@ -108,9 +108,9 @@ def memories_snapshot(
     description="The backup snapshot as a lossless dump file (.json.zst) for restores.",
 )
 def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) -> MaterializeResult:
-    from longmem_etl.dumps import write_dump
     from longmem_etl.snapshots import list_snapshots
     from longmem_etl.snapshots.crypto import is_encrypted, seal_file
+    from longmem_etl.snapshots.dump import write_dump
     from longmem_etl.snapshots.manifest import read_manifest
 
     tenant = tenant_of(context.partition_key)

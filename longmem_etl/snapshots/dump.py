@@ -1,4 +1,4 @@
-"""Snapshot -> dump file, lossless and atomic (temp file in the target dir, then ``os.replace``).
+"""Snapshot -> dump file (``write_dump``), lossless and atomic (temp file in the target dir, then ``os.replace``).
 
 The format comes from the extension (``dumps/formats.py``): ``.json``, ``.json.gz``, ``.json.zst``, ``.jsonl``,
 ``.jsonl.gz``, ``.jsonl.zst``. A written dump always has ``"format_version": 1`` first; JSONL starts
@@ -19,9 +19,10 @@ from typing import IO, Any
 import msgspec
 
 from longmem_etl import jsonio
-from longmem_etl.dumps.read import dump_format
+from longmem_etl.dumps.readers.base import dump_format
 from longmem_etl.errors import BadInput
 from longmem_etl.progress import progress as progress_bar
+from longmem_etl.snapshots.reader import open_snapshot
 
 
 def _open_out(path: Path, compression: str | None, fd: int) -> IO[bytes]:
@@ -62,8 +63,6 @@ def write_dump(
     ``overwrite=False`` (the CLI without ``--force``) never replaces an existing file: BadInput
     naming it, checked first and enforced at the end with ``os.link`` (which fails if the name
     appeared meanwhile) instead of ``os.replace``."""
-    from longmem_etl.snapshots.reader import open_snapshot
-
     snap = open_snapshot(snapshot_path)
     out = Path(out_path)
     kind, compression = dump_format(out)
