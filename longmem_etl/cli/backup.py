@@ -64,18 +64,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.backup import backup
+    from longmem_etl.storage.staging import staged
 
-    r = backup(
-        args.source,
-        args.root,
-        tenant=args.tenant,
-        paged=args.paged,
-        keep=args.keep,
-        key_env=args.source_key_env,
-        page_size=args.page_size,
-        progress=True,
-        recipients=recipients(args),
-        incremental=incremental(args),
-    )
+    with staged(args.root, write=True, tenant=args.tenant) as (root, _):
+        r = backup(
+            args.source,
+            root,
+            tenant=args.tenant,
+            paged=args.paged,
+            keep=args.keep,
+            key_env=args.source_key_env,
+            page_size=args.page_size,
+            progress=True,
+            recipients=recipients(args),
+            incremental=incremental(args),
+        )
     emit(args, r.to_json(), r.render())
     return 0

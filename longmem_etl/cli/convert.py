@@ -70,16 +70,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.snapshots.convert import convert_dump
+    from longmem_etl.storage.staging import staged
 
-    result = convert_dump(
-        args.dump,
-        args.root,
-        tenant=args.tenant,
-        strict=args.strict,
-        stream=args.stream,
-        recipients=recipients(args),
-        incremental=incremental(args),
-    )
+    with staged(args.root, write=True, tenant=args.tenant) as (root, _):
+        result = convert_dump(
+            args.dump,
+            root,
+            tenant=args.tenant,
+            strict=args.strict,
+            stream=args.stream,
+            recipients=recipients(args),
+            incremental=incremental(args),
+        )
     if result.already_present:
         human = (
             f"already present: {result.path} holds this dump's content (same sha256) for tenant "

@@ -86,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from longmem_etl.retention import forget
+    from longmem_etl.storage.staging import staged
 
-    r = forget(Path(args.root), policy_from_args(args), tenant=args.tenant, dry_run=args.dry_run)
+    policy = policy_from_args(args)
+    with staged(args.root, write=not args.dry_run, tenant=args.tenant) as (root, _):
+        r = forget(Path(root), policy, tenant=args.tenant, dry_run=args.dry_run)
     emit(args, r.to_json(), r.render(args.root, args.tenant))
     return 0

@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("--root", required=True, type=Path, help="folder holding tenant=*/snapshot=*/")
+    p.add_argument(
+        "--root", required=True, help="folder or s3://BUCKET/PREFIX holding tenant=*/snapshot=*/"
+    )
     p.add_argument(
         "--tenant",
         action="append",

@@ -51,7 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("query", metavar="QUERY", help="SQL (one or more statements; the last is shown)")
-    p.add_argument("--root", required=True, type=Path, help="folder holding tenant=*/snapshot=*/")
+    p.add_argument(
+        "--root", required=True, help="folder or s3://BUCKET/PREFIX holding tenant=*/snapshot=*/"
+    )
     p.add_argument(
         "--format",
         choices=("table", "csv", "json"),
@@ -85,15 +87,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from longmem_etl import warehouse
     from longmem_etl.interrupts import interruptible
+    from longmem_etl.storage.staging import staged
 
-    if not args.root.is_dir():
-        raise BadInput(f"{args.root}: no such directory")
-    con = warehouse.connect(args.root, database=args.database, read_only=True, trust=args.trust)
-    try:
-        with interruptible(con):  # Ctrl-C stops a running query at once: exit 130
-            _query(con, args)
-    finally:
-        con.close()
+    with staged(args.root) as (root, _):  # an s3:// root: its snapshots mirrored privately
+        if not Path(root).is_dir():
+            raise BadInput(f"{args.root}: no such directory")
+        con = warehouse.connect(root, database=args.database, read_only=True, trust=args.trust)
+        try:
+            with interruptible(con):  # Ctrl-C stops a running query at once: exit 130
+                _query(con, args)
+        finally:
+            con.close()
     return 0
 
 
