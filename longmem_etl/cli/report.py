@@ -92,14 +92,17 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None or args.json else Path("report.html")
     if out is not None and out.is_dir():
         raise BadInput(f"--out {out}: is a directory (give a file name, e.g. {out}/report.html)")
-    report = build_report(
-        args.root,
-        args.tenant,
-        snapshot=args.snapshot,
-        migration_dirs=args.migrations,
-        stale_days=args.stale_days,
-        top=args.top,
-    )
+    from longmem_etl.storage.staging import staged
+
+    with staged(args.root) as (root, _):
+        report = build_report(
+            Path(root),
+            args.tenant,
+            snapshot=args.snapshot,
+            migration_dirs=args.migrations,
+            stale_days=args.stale_days,
+            top=args.top,
+        )
     result = report.to_json()
     if out is not None:
         try:

@@ -108,7 +108,7 @@ def _query(con: Any, args: argparse.Namespace) -> None:
     names = [d[0] for d in result.description or []]
     json_cols = warehouse.json_column_names(result.description)
     rows = _batches(result)
-    out = sys.stdout
+    out: Any = _Remote(sys.stdout)  # the `snapshots` view's paths: s3:// URLs, not the mirror
     if args.format == "csv":
         write_csv(out, names, rows)
     elif args.format == "json":
@@ -116,6 +116,21 @@ def _query(con: Any, args: argparse.Namespace) -> None:
     else:
         write_table(out, names, rows)
     out.flush()
+
+
+class _Remote:
+    """A text stream writing mirror paths of an ``s3://`` root as the URLs they stand for."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        from longmem_etl.storage.staging import to_remote
+
+        return self._out.write(to_remote(text))
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _batches(result: Any) -> Iterator[tuple]:

@@ -62,6 +62,7 @@ def group(objects: Iterable[ObjectInfo]) -> dict[str, Prefix]:
         parts = obj.key.split("/")
         if (
             len(parts) != 3
+            or not parts[2]
             or not parts[0].startswith("tenant=")
             or not parts[1].startswith("snapshot=")
         ):

@@ -216,7 +216,23 @@ class Store:
             self.fs.copy_file(self.path(src_key), self.path(dst_key))
 
     def delete(self, keys: list[str]) -> None:
-        """Delete objects (missing ones are fine)."""
+        """Delete objects (missing ones are fine). On S3 through boto3's batch delete: pyarrow's
+        ``delete_file`` leaves a ``prefix/`` directory marker behind the last object of a prefix."""
+        if self.remote:
+            for start in range(0, len(keys), 1000):
+                batch = [{"Key": self.path(k).split("/", 1)[1]} for k in keys[start : start + 1000]]
+                with self.guard(f"deleting {keys[start]}"):
+                    answer = self._client().delete_objects(
+                        Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                    )
+                errors = answer.get("Errors") or []
+                if errors:
+                    first = errors[0]
+                    raise BadInput(
+                        f"{self.url}: deleting {first.get('Key')}: {first.get('Code')} "
+                        f"{first.get('Message', '')}".strip()
+                    )
+            return
         for key in keys:
             with self.guard(f"deleting {key}"), contextlib.suppress(FileNotFoundError):
                 self.fs.delete_file(self.path(key))
