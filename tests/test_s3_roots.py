@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from s3_support import ACCESS_KEY, SECRET_KEY
 
 from longmem_etl.api.local import LocalStore
@@ -22,13 +23,35 @@ from longmem_etl.dumps.compare import dump_differences
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES = REPO / "longmem_etl" / "sample_data"
-CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
+_CAPFD: pytest.CaptureFixture[str]
+_MONKEY: pytest.MonkeyPatch
+
+
+@pytest.fixture(autouse=True)
+def _capture(capfd, monkeypatch):
+    global _CAPFD, _MONKEY
+    _CAPFD, _MONKEY = capfd, monkeypatch
+    for name in [k for k in os.environ if k.startswith("LONGMEM_ETL_")]:
+        monkeypatch.delenv(name)
+    yield
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {k: v for k, v in os.environ.items() if not k.startswith("LONGMEM_ETL_")}
-    e.update(env or {})
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=e, timeout=300)
+    """The CLI in this process (imports paid once; the SIGKILL test uses a real child): exit
+    code, stdout and stderr, with ``env`` set for this call only."""
+    _CAPFD.readouterr()
+    saved = {k: os.environ.get(k) for k in env or {}}
+    os.environ.update(env or {})
+    try:
+        code = main(list(args))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    out, err = _CAPFD.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def _ok(r: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
