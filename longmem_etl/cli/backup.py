@@ -23,6 +23,8 @@ EXAMPLES = """\
   LONGMEM_API_KEY=... longmem-etl backup --source https://rememberos.ai --root snapshots/ --keep 7
   longmem-etl backup --source https://rememberos.ai --source-key-env ACME_KEY --root snapshots/ \\
       --tenant acme --paged --page-size 100 --json
+  AWS_PROFILE=backups longmem-etl backup --source local:./tenants/acme.db --tenant acme \
+      --root s3://my-backups/longmem --keep 30      # S3/MinIO/R2: docs/s3.md
 """
 
 
@@ -42,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("--source", required=True, metavar="URI", help="local:PATH or https://HOST")
-    p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX",
+    )
     p.add_argument(
         "--tenant",
         metavar="T",

@@ -22,6 +22,7 @@ EXAMPLES = """\
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
   LONGMEM_ETL_CONVERT_WORKERS=0 longmem-etl convert big.json.gz --root snapshots/
+  AWS_ENDPOINT_URL=http://minio:9000 longmem-etl convert export.json --root s3://backups/longmem
 """
 
 
@@ -45,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("dump", metavar="DUMP", help="the dump file")
-    p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX",
+    )
     p.add_argument(
         "--tenant", metavar="T", help="tenant name (default: the dump's, else file stem)"
     )

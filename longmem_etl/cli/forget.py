@@ -46,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX",
+    )
     p.add_argument("--tenant", metavar="T", help="only this tenant (default: every tenant)")
     for rule, what in (
         ("last", "the N newest snapshots"),

@@ -32,6 +32,7 @@ EXAMPLES = """\
   longmem-etl sql "SELECT id, metadata->>'$.src' AS src FROM memories WHERE metadata->>'$.src' IS NOT NULL" --root snapshots/ --format csv > src.csv
   longmem-etl sql "SELECT * FROM snapshots" --root snapshots/ --format json
   longmem-etl sql "DESCRIBE memories" --root snapshots/
+  longmem-etl sql "SELECT tenant, count(*) FROM latest_memories GROUP BY ALL" --root s3://my-backups/longmem
 
 views: memories, latest_memories (newest snapshot per tenant), collections, rejected, snapshots;
 each has tenant and snapshot columns; metadata/extra/fidelity and collections.raw are JSON.
@@ -87,8 +88,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from longmem_etl import warehouse
     from longmem_etl.interrupts import interruptible
+    from longmem_etl.storage import is_remote
     from longmem_etl.storage.staging import staged
 
+    if args.database and is_remote(args.root):
+        raise BadInput(
+            "--database keeps views naming snapshot files, and an s3:// root is read through a "
+            "temporary copy: query it without --database"
+        )
     with staged(args.root) as (root, _):  # an s3:// root: its snapshots mirrored privately
         if not Path(root).is_dir():
             raise BadInput(f"{args.root}: no such directory")
