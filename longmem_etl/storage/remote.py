@@ -4,7 +4,8 @@ A snapshot is the prefix ``tenant=T/snapshot=TS/``; it exists for readers only o
 ``manifest.json`` does. Publishing one:
 
 1. **claim** the prefix: ``.longmem-etl-upload.json`` (host, pid, start time; nothing secret) is
-   created with a conditional put, so two writers never upload into the same prefix;
+   created with a conditional put, then the writer makes sure no manifest is there (a writer that
+   finished and released its claim first): so two writers never upload into the same prefix;
 2. upload every data file;
 3. create ``manifest.json`` with a conditional put (written last, exactly once);
 4. delete the claim.
@@ -132,11 +133,17 @@ def _claim_body() -> bytes:
 
 def publish_snapshot(store: Store, local: Path, rel: str) -> None:
     """Upload the committed local snapshot dir ``local`` as ``rel``: claim, files, manifest last."""
+    taken = BadInput(
+        f"{store.url_of(rel)}: another writer is uploading or has uploaded this snapshot; "
+        "re-run to commit under the next free name"
+    )
     if not store.put_if_absent(f"{rel}/{CLAIM}", _claim_body()):
-        raise BadInput(
-            f"{store.url_of(rel)}: another writer is uploading or has uploaded this snapshot; "
-            "re-run to commit under the next free name"
-        )
+        raise taken
+    # A claim only excludes writers that overlap: one that committed and released its claim
+    # before ours left a manifest, and its files must not be overwritten.
+    if store.exists(f"{rel}/{MANIFEST}"):
+        store.delete([f"{rel}/{CLAIM}"])
+        raise taken
     names = sorted(p.name for p in local.iterdir() if p.is_file() and p.name != MANIFEST)
     with _pool() as pool:
         list(pool.map(lambda n: store.upload(local / n, f"{rel}/{n}"), names))
