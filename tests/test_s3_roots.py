@@ -406,3 +406,21 @@ def test_a_tampered_object_is_refused_by_readers_naming_its_url(s3, s3_bucket, t
         )
     c = _cli("check", "--root", root, "--json")
     assert c.returncode == 3 and json.loads(c.stdout)["snapshots"][0]["path"] == snap
+
+
+def test_the_python_api_takes_s3_roots(s3, s3_bucket, tmp_path):
+    import longmem_etl
+
+    root = f"s3://{s3_bucket}/py"
+    result = longmem_etl.convert(SAMPLES / "acme-small.json", root)
+    assert str(result.path).startswith(root + "/tenant=acme/snapshot=")
+    assert "tenant=acme" in " ".join(s3.keys(s3_bucket))
+    con = longmem_etl.connect(root, read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM memories").fetchone()[0] == 50
+    finally:
+        con.close()
+    d = longmem_etl.diff(str(result.path), str(result.path))
+    assert d.to_json()["changed"] == 0
+    f = longmem_etl.forget(root, keep_last=1, dry_run=True)
+    assert "longmem-etl-s3-" not in json.dumps(f.to_json(), default=str)

@@ -16,12 +16,15 @@ Messages and results name the mirror's paths; :func:`to_remote` maps them back t
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from longmem_etl.storage import remote
 from longmem_etl.storage.store import Store, is_remote, open_store, split_snapshot_url
@@ -35,6 +38,28 @@ def to_remote(text: str) -> str:
         if local in text:
             text = text.replace(local, url)
     return text
+
+
+def remote_paths(value: Any) -> Any:
+    """``value`` (a result object, list, dict, path or text) with every mirror path inside it
+    replaced by its ``s3://`` URL, in place for objects; for the Python API's results."""
+    if not _MIRRORS:
+        return value
+    if isinstance(value, Path):
+        text = to_remote(str(value))
+        return text if text != str(value) else value
+    if isinstance(value, str):
+        return to_remote(value)
+    if isinstance(value, list):
+        return [remote_paths(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(remote_paths(v) for v in value)
+    if isinstance(value, dict):
+        return {k: remote_paths(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for f in dataclasses.fields(value):
+            object.__setattr__(value, f.name, remote_paths(getattr(value, f.name)))
+    return value
 
 
 def _published(local_root: Path) -> dict[str, bytes]:
@@ -165,4 +190,16 @@ def staged(
         yield root_local, out
 
 
-__all__ = ["Mirror", "mirror", "staged", "to_remote"]
+def lasting_mirror(root: str) -> Path:
+    """A read-only mirror of the S3 ``root`` that lives until the process exits (for a DuckDB
+    connection, whose lifetime no context manager covers)."""
+    store = open_store(root)
+    local = Path(tempfile.mkdtemp(prefix="longmem-etl-s3-"))
+    _MIRRORS.append((str(local), store.url))
+    atexit.register(shutil.rmtree, local, True)
+    m = Mirror(store, local, None)
+    m.pull(sweep=False)
+    return local
+
+
+__all__ = ["Mirror", "lasting_mirror", "mirror", "remote_paths", "staged", "to_remote"]
