@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
@@ -41,8 +42,13 @@ def convert(
     ``strict`` makes any rejected row a ``BadInput``; ``stream`` forces (True) or forbids (False)
     the bounded-memory ijson path for ``.json`` (None: chosen by size)."""
     from longmem_etl.snapshots.convert import convert_dump
+    from longmem_etl.storage.staging import remote_paths, staged
 
-    return convert_dump(dump, root, tenant=tenant, strict=strict, stream=stream, progress=progress)
+    with staged(root, write=True, tenant=tenant) as (local, _):
+        result = convert_dump(
+            dump, local, tenant=tenant, strict=strict, stream=stream, progress=progress
+        )
+    return remote_paths(result)
 
 
 def backup(
@@ -69,6 +75,7 @@ def backup(
     from longmem_etl.backup import backup as _backup
     from longmem_etl.snapshots.crypto import parse_recipients
     from longmem_etl.snapshots.incremental import Incremental
+    from longmem_etl.storage.staging import remote_paths, staged
 
     if incremental is True:
         plan: Incremental | None = Incremental()
@@ -76,19 +83,21 @@ def backup(
         plan = None
     else:
         plan = incremental
-    return _backup(
-        source,
-        root,
-        tenant=tenant,
-        paged=paged,
-        keep=keep,
-        key_env=key_env,
-        page_size=page_size,
-        progress=progress,
-        retention=retention,
-        recipients=parse_recipients(recipients),
-        incremental=plan,
-    )
+    with staged(root, write=True, tenant=tenant) as (local, _):
+        result = _backup(
+            source,
+            local,
+            tenant=tenant,
+            paged=paged,
+            keep=keep,
+            key_env=key_env,
+            page_size=page_size,
+            progress=progress,
+            retention=retention,
+            recipients=parse_recipients(recipients),
+            incremental=plan,
+        )
+    return remote_paths(result)
 
 
 def clean(
@@ -101,9 +110,12 @@ def clean(
 ) -> CleanResult:
     """Apply a TOML transform spec to a snapshot -> new snapshot whose ``rejected`` holds every removed
     row with its step and reason. The spec is validated before any data is read."""
+    from longmem_etl.storage.staging import remote_paths, staged
     from longmem_etl.transforms.run import clean_snapshot
 
-    return clean_snapshot(snapshot, spec, root, dry_run=dry_run, tenant=tenant)
+    with staged(root, [snapshot], write=not dry_run) as (local, (snap,)):
+        result = clean_snapshot(snap, spec, local, dry_run=dry_run, tenant=tenant)
+    return remote_paths(result)
 
 
 def migrate(
@@ -120,9 +132,13 @@ def migrate(
     ``chunk_size``, ``journal``, ``restart``, ``dry_run``, ...). Setting ``stop`` ends the run at
     the next safe point (``result.interrupted``); re-running the same call resumes it."""
     from longmem_etl.migrate.engine import MigrationOptions, run_migration
+    from longmem_etl.storage.staging import staged
 
-    opts = MigrationOptions(source=source, target=target, show_progress=show_progress, **options)
-    return run_migration(opts, stop=stop)
+    with staged(None, [source]) as (_, (local,)):
+        opts = MigrationOptions(
+            source=str(local), target=target, show_progress=show_progress, **options
+        )
+        return run_migration(opts, stop=stop)
 
 
 def verify(
@@ -152,8 +168,10 @@ def diff(
 ) -> SnapshotDiff:
     """Added / removed / changed memories between two snapshots (``limit`` difference rows; None: all)."""
     from longmem_etl.snapshots.diff import diff_snapshots
+    from longmem_etl.storage.staging import remote_paths, staged
 
-    return diff_snapshots(snapshot_a, snapshot_b, limit=limit)
+    with staged(None, [snapshot_a, snapshot_b]) as (_, (a, b)):
+        return remote_paths(diff_snapshots(a, b, limit=limit))
 
 
 def connect(
@@ -164,8 +182,13 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the warehouse views (``memories``, ``latest_memories``,
     ``collections``, ``rejected``, ``snapshots``) over every snapshot under ``root``."""
+    from longmem_etl.storage import is_remote
     from longmem_etl.warehouse import connect as _connect
 
+    if is_remote(root):  # read through a private copy kept until the process exits
+        from longmem_etl.storage.staging import lasting_mirror
+
+        root = lasting_mirror(str(root))
     return _connect(root, database, read_only=read_only)
 
 
@@ -177,8 +200,15 @@ def restore(target: str, *, stop: threading.Event | None = None, **options: Any)
     ``mode``, ``concurrency``, ``work_dir``, ``key_env``). Re-running the same call continues it."""
     from longmem_etl.restore import RestoreOptions
     from longmem_etl.restore import restore as _restore
+    from longmem_etl.storage.staging import remote_paths, staged
 
-    return _restore(RestoreOptions(target=target, **options), stop=stop)
+    root, snapshot = options.get("root"), options.get("snapshot")
+    with staged(root, [snapshot], tenant=options.get("tenant")) as (local, (snap,)):
+        if root is not None:
+            options["root"] = local
+        if snapshot is not None:
+            options["snapshot"] = snap
+        return remote_paths(_restore(RestoreOptions(target=target, **options), stop=stop))
 
 
 def forget(
@@ -208,4 +238,7 @@ def forget(
         yearly=keep_yearly,
         within=parse_within(keep_within) if keep_within else None,
     )
-    return _forget(root, policy, tenant=tenant, dry_run=dry_run)
+    from longmem_etl.storage.staging import remote_paths, staged
+
+    with staged(root, write=not dry_run, tenant=tenant) as (local, _):
+        return remote_paths(_forget(Path(local), policy, tenant=tenant, dry_run=dry_run))

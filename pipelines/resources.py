@@ -16,8 +16,10 @@ the UI, never baked into the definitions); when it is not, the offline default p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -136,10 +138,41 @@ class SnapshotRoot(ConfigurableResource):
 
         return parse_recipients(self.encrypt_to_by_tenant.get(tenant) or self.encrypt_to)
 
+    def location(self) -> str:
+        """The rendered root: a local path or ``s3://BUCKET/PREFIX``."""
+        return render(self.path)
+
+    @property
+    def remote(self) -> bool:
+        from longmem_etl.storage import is_remote
+
+        return is_remote(self.location())
+
     def root(self) -> Path:
-        p = Path(render(self.path))
+        """The local root directory (created); an ``s3://`` root is used through :meth:`staged`."""
+        if self.remote:
+            from longmem_etl.errors import BadInput
+
+            raise BadInput(
+                f"{self.location()}: an s3:// root is used through SnapshotRoot.staged()"
+            )
+        p = Path(self.location())
         p.mkdir(parents=True, exist_ok=True)
         return p
+
+    @contextlib.contextmanager
+    def staged(
+        self, tenant: str | None = None, *, write: bool = False, snapshots: Sequence[Any] = ()
+    ) -> Iterator[tuple[Path, list[Any]]]:
+        """(Context) the root and ``snapshots`` as local paths, the same library call the CLI
+        verbs use (``storage.staging.staged``): on an ``s3://`` root the tenant's snapshots are
+        mirrored privately and, with ``write``, what the asset committed is published back."""
+        from longmem_etl.storage.staging import staged
+
+        where = self.location() if self.remote else str(self.root())
+        snaps = [str(s) if s is not None else None for s in snapshots]
+        with staged(where, snaps, write=write, tenant=tenant) as (root, out):
+            yield Path(str(root)), [Path(s) if s is not None else None for s in out]
 
 
 class WarehouseResource(ConfigurableResource):

@@ -5,7 +5,9 @@ partition's latest materialization to find it, so it checks exactly what the ass
 are blocking: a snapshot that fails one must not feed cleaning, the warehouse or a migration.
 """
 
+import contextlib
 import os
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,8 +32,17 @@ EXPECTED_SCHEMAS = {
 }
 
 
-def _snapshot(context: AssetCheckExecutionContext, asset: str) -> Path | None:
-    return latest_path(context.instance, asset, context.partition_key, "snapshot_path")
+@contextlib.contextmanager
+def _snapshot(context: AssetCheckExecutionContext, asset: str) -> Iterator[Path | None]:
+    """(Context) the asset's latest snapshot as a local path (an s3:// one mirrored for the check)."""
+    from longmem_etl.storage.staging import staged
+
+    snap = latest_path(context.instance, asset, context.partition_key, "snapshot_path")
+    if snap is None:
+        yield None
+        return
+    with staged(None, [str(snap)]) as (_, (local,)):
+        yield Path(str(local))
 
 
 def _missing(asset: str) -> AssetCheckResult:
@@ -100,19 +111,19 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         description="manifest.json counts equal the rows in each Parquet file; sizes and sha256 match",
     )
     def manifest_counts_match(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        snap = _snapshot(context, asset)
-        if snap is None:
-            return _missing(asset)
-        seen, problems = manifest_counts_problems(snap)
-        return AssetCheckResult(
-            passed=not problems,
-            metadata={
-                "counts": md_table(
-                    ["table", "manifest", "parquet"], [(t, m, a) for t, (m, a) in seen.items()]
-                ),
-                "problems": "; ".join(problems) or "none",
-            },
-        )
+        with _snapshot(context, asset) as snap:
+            if snap is None:
+                return _missing(asset)
+            seen, problems = manifest_counts_problems(snap)
+            return AssetCheckResult(
+                passed=not problems,
+                metadata={
+                    "counts": md_table(
+                        ["table", "manifest", "parquet"], [(t, m, a) for t, (m, a) in seen.items()]
+                    ),
+                    "problems": "; ".join(problems) or "none",
+                },
+            )
 
     @asset_check(
         asset=AssetKey(asset),
@@ -121,23 +132,23 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         description="no memory id appears twice in the snapshot",
     )
     def ids_unique(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        snap = _snapshot(context, asset)
-        if snap is None:
-            return _missing(asset)
-        from longmem_etl.snapshots.incremental import state_dir
+        with _snapshot(context, asset) as snap:
+            if snap is None:
+                return _missing(asset)
+            from longmem_etl.snapshots.incremental import state_dir
 
-        memories = state_dir(snap) / "memories.parquet"
-        with duckdb.connect() as con:
-            dupes = con.execute(
-                read_sql("", "duplicate_ids"), {"memories": str(memories)}
-            ).fetchall()
-        return AssetCheckResult(
-            passed=not dupes,
-            metadata={
-                "duplicated_ids": len(dupes),
-                "examples": MetadataValue.json([{"id": i, "n": n} for i, n in dupes]),
-            },
-        )
+            memories = state_dir(snap) / "memories.parquet"
+            with duckdb.connect() as con:
+                dupes = con.execute(
+                    read_sql("", "duplicate_ids"), {"memories": str(memories)}
+                ).fetchall()
+            return AssetCheckResult(
+                passed=not dupes,
+                metadata={
+                    "duplicated_ids": len(dupes),
+                    "examples": MetadataValue.json([{"id": i, "n": n} for i, n in dupes]),
+                },
+            )
 
     @asset_check(
         asset=AssetKey(asset),
@@ -146,13 +157,13 @@ def build_snapshot_checks(asset: str) -> list[AssetChecksDefinition]:
         description="Parquet schemas equal longmem_etl.schema (and schemas/*.schema.json)",
     )
     def schema_matches(context: AssetCheckExecutionContext) -> AssetCheckResult:
-        snap = _snapshot(context, asset)
-        if snap is None:
-            return _missing(asset)
-        problems = schema_problems(snap)
-        return AssetCheckResult(
-            passed=not problems, metadata={"problems": "; ".join(problems) or "none"}
-        )
+        with _snapshot(context, asset) as snap:
+            if snap is None:
+                return _missing(asset)
+            problems = schema_problems(snap)
+            return AssetCheckResult(
+                passed=not problems, metadata={"problems": "; ".join(problems) or "none"}
+            )
 
     return [manifest_counts_match, ids_unique, schema_matches]
 
@@ -216,7 +227,10 @@ def build_tenant_checks(asset: str) -> list[AssetChecksDefinition]:
         def _check(
             context: AssetCheckExecutionContext, snapshot_root: SnapshotRoot
         ) -> AssetCheckResult:
-            passed, metadata = tenant_health(snapshot_root.root(), context.partition_key)[name]
+            from pipelines.partitions import tenant_of
+
+            with snapshot_root.staged(tenant_of(context.partition_key)) as (root, _):
+                passed, metadata = tenant_health(root, context.partition_key)[name]
             return AssetCheckResult(passed=passed, metadata=metadata)
 
         return _check

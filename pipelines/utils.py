@@ -54,7 +54,10 @@ def latest_metadata(
 def latest_path(instance: DagsterInstance, asset: str, partition: str, field: str) -> Path | None:
     """A path recorded in the asset's latest materialization metadata (e.g. ``snapshot_path``)."""
     value = latest_metadata(instance, asset, partition).get(field)
-    return None if value is None else Path(str(value))
+    if value is None:
+        return None
+    text = str(value)
+    return text if text.startswith("s3://") else Path(text)  # type: ignore[return-value]
 
 
 def snapshot_metadata(snap: Path) -> dict[str, Any]:
@@ -63,6 +66,7 @@ def snapshot_metadata(snap: Path) -> dict[str, Any]:
 
     from longmem_etl.snapshots.incremental import state_dir
     from longmem_etl.snapshots.manifest import read_manifest
+    from longmem_etl.storage.staging import to_remote
 
     snap = Path(snap)
     manifest = read_manifest(snap)
@@ -73,7 +77,7 @@ def snapshot_metadata(snap: Path) -> dict[str, Any]:
             read_sql("", "collection_counts"), {"memories": str(memories)}
         ).fetchall()
     return {
-        "snapshot_path": MetadataValue.path(str(snap)),
+        "snapshot_path": MetadataValue.path(to_remote(str(snap))),  # s3:// URL, not the mirror
         "snapshot": snap.name,
         "memories": int(counts.get("memories", 0)),
         "collections": int(counts.get("collections", 0)),

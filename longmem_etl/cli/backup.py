@@ -23,6 +23,8 @@ EXAMPLES = """\
   LONGMEM_API_KEY=... longmem-etl backup --source https://rememberos.ai --root snapshots/ --keep 7
   longmem-etl backup --source https://rememberos.ai --source-key-env ACME_KEY --root snapshots/ \\
       --tenant acme --paged --page-size 100 --json
+  AWS_PROFILE=backups longmem-etl backup --source local:./tenants/acme.db --tenant acme \
+      --root s3://my-backups/longmem --keep 30      # S3/MinIO/R2: docs/s3.md
 """
 
 
@@ -42,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("--source", required=True, metavar="URI", help="local:PATH or https://HOST")
-    p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX",
+    )
     p.add_argument(
         "--tenant",
         metavar="T",
@@ -64,18 +71,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.backup import backup
+    from longmem_etl.storage.staging import staged
 
-    r = backup(
-        args.source,
-        args.root,
-        tenant=args.tenant,
-        paged=args.paged,
-        keep=args.keep,
-        key_env=args.source_key_env,
-        page_size=args.page_size,
-        progress=True,
-        recipients=recipients(args),
-        incremental=incremental(args),
-    )
+    with staged(args.root, write=True, tenant=args.tenant) as (root, _):
+        r = backup(
+            args.source,
+            root,
+            tenant=args.tenant,
+            paged=args.paged,
+            keep=args.keep,
+            key_env=args.source_key_env,
+            page_size=args.page_size,
+            progress=True,
+            recipients=recipients(args),
+            incremental=incremental(args),
+        )
     emit(args, r.to_json(), r.render())
     return 0

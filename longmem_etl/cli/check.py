@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from longmem_etl.cli.common import add_json_flag, add_verb, emit
 
@@ -46,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("--root", required=True, type=Path, help="folder holding tenant=*/snapshot=*/")
+    p.add_argument(
+        "--root", required=True, help="folder or s3://BUCKET/PREFIX holding tenant=*/snapshot=*/"
+    )
     p.add_argument("--tenant", help="check only this tenant's snapshots")
     data = p.add_mutually_exclusive_group()
     data.add_argument(
@@ -67,12 +68,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _check(root: str, **kw: object) -> object:
+    """``check_root`` on a local root; on an ``s3://`` root on a mirror of its committed snapshots,
+    after removing abandoned uploads (listed as debris ``removed``; other manifest-less prefixes
+    are listed as they are)."""
+    from longmem_etl.snapshots.check import check_root
+    from longmem_etl.storage import is_remote
+
+    if not is_remote(root):
+        return check_root(root, **kw)  # type: ignore[arg-type]
+    from longmem_etl.storage import remote
+    from longmem_etl.storage.staging import mirror
+
+    with mirror(root, sweep=True) as m:
+        report = check_root(m.local, **kw)  # type: ignore[arg-type]
+        for d in m.swept:
+            report.debris.append({"path": d["path"], "kind": d["kind"], "state": "removed"})
+        for d in remote.debris(m.store, m.groups):
+            report.debris.append({"path": d["path"], "kind": d["kind"], "state": d["state"]})
+    return report
+
+
 def run(args: argparse.Namespace) -> int:
-    from longmem_etl.snapshots.check import check_root, parse_duration
+    from longmem_etl.snapshots.check import parse_duration
 
     max_age = parse_duration(args.max_age) if args.max_age is not None else None
     share = 1.0 if args.read_data else (args.read_data_subset or 0.0)
-    report = check_root(args.root, tenant=args.tenant, read_data=share, max_age=max_age)
+    report = _check(args.root, tenant=args.tenant, read_data=share, max_age=max_age)
     lines = []
     for s in report.snapshots:
         lines.extend(f"DAMAGED {p}" for p in s.problems)

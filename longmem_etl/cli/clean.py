@@ -73,14 +73,17 @@ def run(args: argparse.Namespace) -> int:
 
     now = parse_instant(args.now, "--now") if args.now else None
     spec = load_spec(args.spec)  # validated before any data is touched
-    result = clean_snapshot(
-        args.snapshot,
-        spec,
-        args.root,
-        dry_run=args.dry_run,
-        now=now,
-        recipients=recipients(args),
-        incremental=incremental(args),
-    )
+    from longmem_etl.storage.staging import staged
+
+    with staged(args.root, [args.snapshot], write=not args.dry_run) as (root, (snapshot,)):
+        result = clean_snapshot(
+            snapshot,
+            spec,
+            root,
+            dry_run=args.dry_run,
+            now=now,
+            recipients=recipients(args),
+            incremental=incremental(args),
+        )
     emit(args, result.to_json(), result.render())
     return 0

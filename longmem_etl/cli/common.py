@@ -31,11 +31,13 @@ def add_json_flag(parser: argparse.ArgumentParser) -> None:
 
 def emit(args: argparse.Namespace, result: dict[str, Any], human: str) -> None:
     """Print ``result`` as JSON when ``--json`` was given, else the human text."""
+    from longmem_etl.storage.staging import to_remote  # mirror paths of s3:// roots -> their URLs
+
     if getattr(args, "json", False):
-        json.dump(result, sys.stdout, indent=2, default=str, ensure_ascii=False)
-        sys.stdout.write("\n")
+        text = json.dumps(result, indent=2, default=str, ensure_ascii=False)
+        sys.stdout.write(to_remote(text) + "\n")
     else:
-        print(human)
+        print(to_remote(human))
 
 
 def add_key_env_flags(parser: argparse.ArgumentParser, *sides: str) -> None:

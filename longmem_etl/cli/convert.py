@@ -22,6 +22,7 @@ EXAMPLES = """\
   longmem-etl convert export.jsonl.gz --root snapshots/ --tenant acme --strict
   longmem-etl convert big.json --root snapshots/ --stream --json
   LONGMEM_ETL_CONVERT_WORKERS=0 longmem-etl convert big.json.gz --root snapshots/
+  AWS_ENDPOINT_URL=http://minio:9000 longmem-etl convert export.json --root s3://backups/longmem
 """
 
 
@@ -45,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("dump", metavar="DUMP", help="the dump file")
-    p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX",
+    )
     p.add_argument(
         "--tenant", metavar="T", help="tenant name (default: the dump's, else file stem)"
     )
@@ -70,16 +76,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.snapshots.convert import convert_dump
+    from longmem_etl.storage.staging import staged
 
-    result = convert_dump(
-        args.dump,
-        args.root,
-        tenant=args.tenant,
-        strict=args.strict,
-        stream=args.stream,
-        recipients=recipients(args),
-        incremental=incremental(args),
-    )
+    with staged(args.root, write=True, tenant=args.tenant) as (root, _):
+        result = convert_dump(
+            args.dump,
+            root,
+            tenant=args.tenant,
+            strict=args.strict,
+            stream=args.stream,
+            recipients=recipients(args),
+            incremental=incremental(args),
+        )
     if result.already_present:
         human = (
             f"already present: {result.path} holds this dump's content (same sha256) for tenant "

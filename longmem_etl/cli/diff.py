@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.limit < 0:
         raise BadInput(f"--limit must be >= 0 (got {args.limit})")
-    d = diff_snapshots(args.snap_a, args.snap_b, limit=args.limit or None)
+    from longmem_etl.storage.staging import staged
+
+    with staged(None, [args.snap_a, args.snap_b]) as (_, (a, b)):
+        d = diff_snapshots(a, b, limit=args.limit or None)
     emit(args, d.to_json(), d.render())
     return 0

@@ -39,8 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.snapshots.dump import write_dump
+    from longmem_etl.storage.staging import staged
 
-    result = write_dump(args.snapshot, args.out, progress=True, overwrite=args.force)
+    with staged(None, [args.snapshot]) as (_, (snapshot,)):
+        result = write_dump(snapshot, args.out, progress=True, overwrite=args.force)
     emit(
         args,
         result,

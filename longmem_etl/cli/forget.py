@@ -46,7 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("--root", required=True, metavar="DIR", help="snapshot root directory")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="DIR",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX",
+    )
     p.add_argument("--tenant", metavar="T", help="only this tenant (default: every tenant)")
     for rule, what in (
         ("last", "the N newest snapshots"),
@@ -86,7 +91,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from longmem_etl.retention import forget
+    from longmem_etl.storage.staging import staged
 
-    r = forget(Path(args.root), policy_from_args(args), tenant=args.tenant, dry_run=args.dry_run)
+    policy = policy_from_args(args)
+    with staged(args.root, write=not args.dry_run, tenant=args.tenant) as (root, _):
+        r = forget(Path(root), policy, tenant=args.tenant, dry_run=args.dry_run)
     emit(args, r.to_json(), r.render(args.root, args.tenant))
     return 0

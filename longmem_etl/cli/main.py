@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except LongmemETLError as exc:
-        print(f"longmem-etl {args.verb}: {one_line(str(exc))}", file=sys.stderr)
+        from longmem_etl.storage.staging import to_remote
+
+        print(f"longmem-etl {args.verb}: {one_line(to_remote(str(exc)))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"longmem-etl {args.verb}: interrupted", file=sys.stderr)

@@ -257,10 +257,13 @@ def command_for(opts: MigrationOptions, journal_path: Path | None = None) -> str
 
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.migrate import run_migration, stop_on_signals
+    from longmem_etl.storage.staging import staged
 
     opts = options_from_args(args)
     stop = threading.Event()
-    with stop_on_signals(stop):
+    # an s3:// snapshot source is mirrored privately; the run freezes its own copy as usual
+    with staged(None, [args.source]) as (_, (source,)), stop_on_signals(stop):
+        opts.source = source
         result = run_migration(opts, stop=stop)
     data = result.as_dict()
     if result.interrupted and not result.dry_run:

@@ -42,7 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("--root", required=True, type=Path, help="folder holding tenant=*/snapshot=*/")
+    p.add_argument(
+        "--root", required=True, help="folder or s3://BUCKET/PREFIX holding tenant=*/snapshot=*/"
+    )
     p.add_argument(
         "--tenant",
         action="append",
@@ -90,14 +92,17 @@ def run(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None or args.json else Path("report.html")
     if out is not None and out.is_dir():
         raise BadInput(f"--out {out}: is a directory (give a file name, e.g. {out}/report.html)")
-    report = build_report(
-        args.root,
-        args.tenant,
-        snapshot=args.snapshot,
-        migration_dirs=args.migrations,
-        stale_days=args.stale_days,
-        top=args.top,
-    )
+    from longmem_etl.storage.staging import staged
+
+    with staged(args.root) as (root, _):
+        report = build_report(
+            Path(root),
+            args.tenant,
+            snapshot=args.snapshot,
+            migration_dirs=args.migrations,
+            stale_days=args.stale_days,
+            top=args.top,
+        )
     result = report.to_json()
     if out is not None:
         try:

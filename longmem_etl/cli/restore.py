@@ -113,26 +113,29 @@ def run(args: argparse.Namespace) -> int:
 
     from longmem_etl.migrate import stop_on_signals
     from longmem_etl.restore import RestoreOptions, restore
+    from longmem_etl.storage.staging import staged
 
-    opts = RestoreOptions(
-        target=args.target,
-        snapshot=args.snapshot,
-        root=args.root,
-        tenant=args.tenant,
-        as_of=args.as_of,
-        collections=args.collections,
-        tags=args.tags,
-        ids_file=args.ids_file,
-        where=args.where,
-        mirror=args.mirror,
-        dry_run=args.dry_run,
-        mode=args.mode,
-        concurrency=args.concurrency,
-        work_dir=args.work_dir,
-        key_env=args.target_key_env,
-        show_progress=sys.stderr.isatty() and not args.json,
-    )
-    with stop_on_signals(threading.Event()) as stop:
-        r = restore(opts, stop=stop, before_remove=_confirm(args))
+    # an s3:// root or snapshot is mirrored privately for the run (docs/s3.md)
+    with staged(args.root, [args.snapshot], tenant=args.tenant) as (root, (snapshot,)):
+        opts = RestoreOptions(
+            target=args.target,
+            snapshot=snapshot,
+            root=root,
+            tenant=args.tenant,
+            as_of=args.as_of,
+            collections=args.collections,
+            tags=args.tags,
+            ids_file=args.ids_file,
+            where=args.where,
+            mirror=args.mirror,
+            dry_run=args.dry_run,
+            mode=args.mode,
+            concurrency=args.concurrency,
+            work_dir=args.work_dir,
+            key_env=args.target_key_env,
+            show_progress=sys.stderr.isatty() and not args.json,
+        )
+        with stop_on_signals(threading.Event()) as stop:
+            r = restore(opts, stop=stop, before_remove=_confirm(args))
     emit(args, r.to_json(), r.render())
     return r.exit_code

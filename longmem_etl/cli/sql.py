@@ -32,6 +32,7 @@ EXAMPLES = """\
   longmem-etl sql "SELECT id, metadata->>'$.src' AS src FROM memories WHERE metadata->>'$.src' IS NOT NULL" --root snapshots/ --format csv > src.csv
   longmem-etl sql "SELECT * FROM snapshots" --root snapshots/ --format json
   longmem-etl sql "DESCRIBE memories" --root snapshots/
+  longmem-etl sql "SELECT tenant, count(*) FROM latest_memories GROUP BY ALL" --root s3://my-backups/longmem
 
 views: memories, latest_memories (newest snapshot per tenant), collections, rejected, snapshots;
 each has tenant and snapshot columns; metadata/extra/fidelity and collections.raw are JSON.
@@ -51,7 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         examples=EXAMPLES,
     )
     p.add_argument("query", metavar="QUERY", help="SQL (one or more statements; the last is shown)")
-    p.add_argument("--root", required=True, type=Path, help="folder holding tenant=*/snapshot=*/")
+    p.add_argument(
+        "--root", required=True, help="folder or s3://BUCKET/PREFIX holding tenant=*/snapshot=*/"
+    )
     p.add_argument(
         "--format",
         choices=("table", "csv", "json"),
@@ -85,15 +88,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from longmem_etl import warehouse
     from longmem_etl.interrupts import interruptible
+    from longmem_etl.storage import is_remote
+    from longmem_etl.storage.staging import staged
 
-    if not args.root.is_dir():
-        raise BadInput(f"{args.root}: no such directory")
-    con = warehouse.connect(args.root, database=args.database, read_only=True, trust=args.trust)
-    try:
-        with interruptible(con):  # Ctrl-C stops a running query at once: exit 130
-            _query(con, args)
-    finally:
-        con.close()
+    if args.database and is_remote(args.root):
+        raise BadInput(
+            "--database keeps views naming snapshot files, and an s3:// root is read through a "
+            "temporary copy: query it without --database"
+        )
+    with staged(args.root) as (root, _):  # an s3:// root: its snapshots mirrored privately
+        if not Path(root).is_dir():
+            raise BadInput(f"{args.root}: no such directory")
+        con = warehouse.connect(root, database=args.database, read_only=True, trust=args.trust)
+        try:
+            with interruptible(con):  # Ctrl-C stops a running query at once: exit 130
+                _query(con, args)
+        finally:
+            con.close()
     return 0
 
 
@@ -104,7 +115,7 @@ def _query(con: Any, args: argparse.Namespace) -> None:
     names = [d[0] for d in result.description or []]
     json_cols = warehouse.json_column_names(result.description)
     rows = _batches(result)
-    out = sys.stdout
+    out: Any = _Remote(sys.stdout)  # the `snapshots` view's paths: s3:// URLs, not the mirror
     if args.format == "csv":
         write_csv(out, names, rows)
     elif args.format == "json":
@@ -112,6 +123,21 @@ def _query(con: Any, args: argparse.Namespace) -> None:
     else:
         write_table(out, names, rows)
     out.flush()
+
+
+class _Remote:
+    """A text stream writing mirror paths of an ``s3://`` root as the URLs they stand for."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+
+    def write(self, text: str) -> int:
+        from longmem_etl.storage.staging import to_remote
+
+        return self._out.write(to_remote(text))
+
+    def flush(self) -> None:
+        self._out.flush()
 
 
 def _batches(result: Any) -> Iterator[tuple]:

@@ -49,11 +49,18 @@ def memories_clean(
     if source is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
     spec = config.spec or default_spec()
-    result = clean_snapshot(
-        source, spec, clean_root.root(), tenant=tenant, recipients=clean_root.recipients(tenant)
-    )
+    from longmem_etl.storage.staging import staged
+
+    # the source (a path or an s3:// URL) and the clean root, mirrored when on S3
+    with (
+        staged(None, [str(source)]) as (_, (src,)),
+        clean_root.staged(tenant, write=True) as (root, _),
+    ):
+        result = clean_snapshot(
+            src, spec, root, tenant=tenant, recipients=clean_root.recipients(tenant)
+        )
+        meta = snapshot_metadata(result.path)
     report = result.report
-    meta = snapshot_metadata(result.path)
     meta.update(
         {
             "source_snapshot": MetadataValue.path(str(source)),
@@ -88,6 +95,11 @@ def warehouse(
 
     tenant = tenant_of(context.partition_key)
     path = warehouse.database_path(tenant)
+    if clean_root.remote:  # its views would name a private mirror that is gone after the run
+        raise Failure(
+            f"{clean_root.location()}: the warehouse asset keeps a DuckDB file of views over local "
+            "snapshots; over an s3:// root query with `longmem-etl sql --root s3://...`"
+        )
     con = connect(clean_root.root(), database=str(path))
     try:
         rows = con.execute(read_sql("analysis", "warehouse_summary"), {"tenant": tenant}).fetchall()

@@ -24,7 +24,7 @@ from dagster import (
 
 from pipelines.analysis.assets import memories_clean
 from pipelines.backup.assets import memories_snapshot
-from pipelines.partitions import tenants_partitions
+from pipelines.partitions import tenant_of, tenants_partitions
 from pipelines.resources import SnapshotRoot, render, state_home
 
 
@@ -78,13 +78,17 @@ def memories_report(
     from pipelines.migration.assets import migrations_root
 
     tenant = sanitize_tenant(context.partition_key)
-    report = build_report(
-        clean_root.root(),
-        [tenant],
-        migration_dirs=[migrations_root()],
-        migration_roots=[snapshot_root.root()],
-        stale_days=config.stale_days,
-    )
+    with (
+        clean_root.staged(tenant_of(context.partition_key)) as (clean, _),
+        snapshot_root.staged(tenant_of(context.partition_key)) as (snaps, _),
+    ):
+        report = build_report(
+            clean,
+            [tenant],
+            migration_dirs=[migrations_root()],
+            migration_roots=[snaps],
+            stale_days=config.stale_days,
+        )
     out_dir = Path(render(config.out_dir)) if config.out_dir else state_home() / "reports"
     path = write_report(report, out_dir / f"{tenant}.html")
     (t,) = report.tenants

@@ -14,7 +14,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
 
 from pipelines.partitions import tenant_of, tenants_partitions
-from pipelines.resources import LongmemEndpoint, SnapshotRoot
+from pipelines.resources import LongmemEndpoint, SnapshotRoot, state_home
 from pipelines.utils import latest_path, md_table, snapshot_metadata
 
 
@@ -74,17 +74,20 @@ def memories_snapshot(
 
     tenant = tenant_of(context.partition_key)
     policy = config.policy()
-    result = backup(
-        source.prepare(tenant),
-        snapshot_root.root(),
-        tenant=tenant,
-        paged=config.paged,
-        retention=policy,
-        key_env=source.key_env(tenant),
-        recipients=snapshot_root.recipients(tenant),
+    with snapshot_root.staged(tenant, write=True) as (root, _):
+        result = backup(
+            source.prepare(tenant),
+            root,
+            tenant=tenant,
+            paged=config.paged,
+            retention=policy,
+            key_env=source.key_env(tenant),
+            recipients=snapshot_root.recipients(tenant),
+        )
+        meta = snapshot_metadata(result.path)
+    context.log.info(
+        f"backed up {tenant}: {result.memories} memories -> {meta['snapshot_path'].value}"
     )
-    context.log.info(f"backed up {tenant}: {result.memories} memories -> {result.path}")
-    meta = snapshot_metadata(result.path)
     checks = result.verification or {}
     meta.update(
         {
@@ -119,13 +122,15 @@ def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) ->
     )
     if snap is None:
         raise Failure(f"memories_snapshot has no materialization for tenant {tenant}")
-    root = snapshot_root.root()
-    out_dir = dumps_dir(root, tenant)
-    written = write_dump(snap, out_dir / f"{snap.name}.json.zst")
-    path = Path(written["path"])
-    if is_encrypted(read_manifest(snap)):  # an encrypted backup's dump is never left in clear
-        path = seal_file(path, snapshot_root.recipients(tenant))
-    kept = {p.name for p in list_snapshots(root, tenant)}
+    with snapshot_root.staged(tenant, snapshots=[snap]) as (root, (local,)):
+        # an s3:// root keeps its dumps in the local state home (dumps are for restores here)
+        out_dir = dumps_dir(state_home() / "snapshots" if snapshot_root.remote else root, tenant)
+        name = str(snap).rstrip("/").rsplit("/", 1)[-1]
+        written = write_dump(local, out_dir / f"{name}.json.zst")
+        path = Path(written["path"])
+        if is_encrypted(read_manifest(local)):  # an encrypted backup's dump is never left in clear
+            path = seal_file(path, snapshot_root.recipients(tenant))
+        kept = {p.name for p in list_snapshots(root, tenant)}
     removed = 0
     for old in [*out_dir.glob("snapshot=*.json.zst"), *out_dir.glob("snapshot=*.json.zst.age")]:
         if old.name.split(".json.zst", 1)[0] not in kept:  # its snapshot was pruned: so is the dump
@@ -134,7 +139,7 @@ def account_dump(context: AssetExecutionContext, snapshot_root: SnapshotRoot) ->
     return MaterializeResult(
         metadata={
             "dump_path": MetadataValue.path(str(path)),
-            "snapshot_path": MetadataValue.path(str(snap)),
+            "snapshot_path": MetadataValue.path(str(snap)),  # as recorded (a path or s3:// URL)
             "memories": int(written["memories"]),
             "collections": int(written["collections"]),
             "format": str(written.get("format")),

@@ -97,9 +97,11 @@ class HealthConfig(Config):
 def tenant_health_op(
     context: OpExecutionContext, config: HealthConfig, snapshot_root: SnapshotRoot
 ):
+    from pipelines.partitions import tenant_of
     from pipelines.snapshot_checks import tenant_health
 
-    results = tenant_health(snapshot_root.root(), config.tenant)
+    with snapshot_root.staged(tenant_of(config.tenant)) as (root, _):
+        results = tenant_health(root, config.tenant)
     for name, (passed, metadata) in results.items():
         context.log_event(
             AssetCheckEvaluation(
