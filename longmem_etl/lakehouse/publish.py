@@ -34,7 +34,7 @@ from typing import Any
 
 from longmem_etl.errors import BadInput
 from longmem_etl.lakehouse.catalog import open_catalog, safe_uri, warehouse_location
-from longmem_etl.lakehouse.tables import TABLES, ensure_table, to_iceberg_arrow
+from longmem_etl.lakehouse.tables import TABLES, ensure_tables, to_iceberg_arrow
 
 DEFAULT_NAMESPACE = "longmem"
 TENANT_KEY = "longmem.tenant"
@@ -213,7 +213,7 @@ def publish(
         catalog=safe_uri(catalog), warehouse=warehouse_location(warehouse), namespace=namespace
     )
     cat = open_catalog(catalog, warehouse)
-    tables = {name: ensure_table(cat, namespace, name) for name in TABLES}
+    tables = ensure_tables(cat, namespace)
     held = {name: published(t) for name, t in tables.items()}
 
     todo: list[tuple[Path, Key]] = []

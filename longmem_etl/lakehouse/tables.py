@@ -14,7 +14,6 @@ after the Iceberg snapshots that appended it were expired (``publish.published``
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import pyarrow as pa
@@ -28,11 +27,16 @@ TABLES: dict[str, pa.Schema] = {
     "rejected": REJECTED_SCHEMA,
 }
 KEY_COLUMNS = ("tenant", "snapshot")
+NO_RETRIES = "commit.retry.num-retries"
 PARTITION_FIELD_ID = 1000
 TABLE_PROPERTIES = {
     "write.metadata.metrics.column.tenant": "full",
     "write.metadata.metrics.column.snapshot": "full",
     "longmem-etl.table": "1",  # marks a table publish created (informational)
+    # pyiceberg (like Spark) re-applies a conflicting append on the new table state by itself,
+    # which would append a snapshot a concurrent publish already appended. publish handles the
+    # conflict: it re-reads the table's journal, then skips or retries (``publish._append``).
+    NO_RETRIES: "0",
 }
 
 
@@ -101,27 +105,68 @@ def check_schema(identifier: str, table: Any, name: str) -> None:
     )
 
 
-def ensure_table(catalog: Any, namespace: str, name: str) -> Any:
-    """The table ``namespace.name``: created (with our schema and partitioning) when missing,
-    else loaded and checked; safe when two publishes create it at once."""
-    from pyiceberg.exceptions import NamespaceAlreadyExistsError, TableAlreadyExistsError
+def _namespace_exists(catalog: Any, namespace: str) -> bool:
+    from pyiceberg.exceptions import NoSuchNamespaceError
 
-    identifier = f"{namespace}.{name}"
-    with contextlib.suppress(NamespaceAlreadyExistsError):  # made by us earlier, or by another run
+    try:
+        catalog.load_namespace_properties(namespace)
+    except NoSuchNamespaceError:
+        return False
+    return True
+
+
+def ensure_tables(catalog: Any, namespace: str) -> dict[str, Any]:
+    """The three tables of ``namespace``: every existing one loaded and checked first (so a
+    foreign table is refused before anything is created), then the missing ones created with our
+    schema and partitioning; safe when two publishes create them at once."""
+    tables: dict[str, Any] = {}
+    for name in TABLES:
+        identifier = f"{namespace}.{name}"
+        if catalog.table_exists(identifier):
+            tables[name] = catalog.load_table(identifier)
+            check_schema(identifier, tables[name], name)
+    try:
         catalog.create_namespace(namespace)
-    if not catalog.table_exists(identifier):
+    except Exception:  # made earlier or by a concurrent run (a SQL catalog may say IntegrityError)
+        if not _namespace_exists(catalog, namespace):
+            raise
+    for name in TABLES:
+        if name in tables:
+            continue
+        identifier = f"{namespace}.{name}"
         try:
-            return catalog.create_table(
+            tables[name] = catalog.create_table(
                 identifier,
                 schema=iceberg_schema(name),
                 partition_spec=partition_spec(),
                 properties=TABLE_PROPERTIES,
             )
-        except TableAlreadyExistsError:  # another publish made it in between
-            pass
-    table = catalog.load_table(identifier)
-    check_schema(identifier, table, name)
-    return table
+        except Exception:  # another publish made it in between (TableAlreadyExists, IntegrityError)
+            if not catalog.table_exists(identifier):
+                raise
+            tables[name] = catalog.load_table(identifier)
+            check_schema(identifier, tables[name], name)
+    for name, table in tables.items():
+        if table.metadata.properties.get(NO_RETRIES) != "0":  # e.g. an admin reset it
+            tables[name] = _own_retries(table)
+    return {name: tables[name] for name in TABLES}
+
+
+def _own_retries(table: Any) -> Any:
+    """Set ``commit.retry.num-retries = 0`` on a table (see ``TABLE_PROPERTIES``); a concurrent
+    run setting it first is fine."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    for _ in range(5):
+        try:
+            with table.transaction() as tx:
+                tx.set_properties({NO_RETRIES: "0"})
+            return table
+        except CommitFailedException:
+            table.refresh()
+            if table.metadata.properties.get(NO_RETRIES) == "0":
+                return table
+    raise BadInput(f"Iceberg table {table.name()}: could not set {NO_RETRIES}=0 (busy); retry")
 
 
 def to_iceberg_arrow(name: str, data: pa.Table, tenant: str, snapshot: str) -> pa.Table:
