@@ -174,4 +174,16 @@ def default_resources() -> dict[str, Any]:
         "snapshot_root": SnapshotRoot(path=env_or("LONGMEM_ETL_ROOT", DEFAULT_ROOT)),
         "clean_root": SnapshotRoot(path=env_or("LONGMEM_ETL_CLEAN_ROOT", DEFAULT_CLEAN_ROOT)),
         "warehouse": WarehouseResource(database=env_or("LONGMEM_ETL_WAREHOUSE", DEFAULT_WAREHOUSE)),
+        "iceberg": _iceberg(),
     }
+
+
+def _iceberg() -> Any:
+    """The lakehouse domain's ``IcebergCatalog`` (``pipelines/lakehouse/resources.py``)."""
+    from pipelines.lakehouse import resources as lake
+
+    return lake.IcebergCatalog(
+        catalog=env_or("LONGMEM_ETL_ICEBERG_CATALOG", lake.DEFAULT_CATALOG),
+        warehouse=env_or("LONGMEM_ETL_ICEBERG_WAREHOUSE", lake.DEFAULT_WAREHOUSE),
+        namespace=env_or("LONGMEM_ETL_ICEBERG_NAMESPACE", lake.DEFAULT_NAMESPACE),
+    )
