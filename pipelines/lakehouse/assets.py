@@ -19,9 +19,8 @@ from dagster import (
 
 from pipelines.analysis.assets import memories_clean
 from pipelines.backup.assets import memories_snapshot
-from pipelines.lakehouse.resources import IcebergCatalog
 from pipelines.partitions import tenant_of, tenants_partitions
-from pipelines.resources import SnapshotRoot
+from pipelines.resources import IcebergCatalog, SnapshotRoot
 from pipelines.utils import md_table
 
 
