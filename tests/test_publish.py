@@ -380,3 +380,31 @@ def test_bad_catalogs_and_foreign_tables_exit_2_with_one_line(backups, tmp_path,
     assert code == 2 and "longmem.rejected" in err and "schema" in err
     assert len(err.strip().splitlines()) == 1
     assert not cat.table_exists("longmem.memories")
+
+
+def test_warehouse_on_s3_through_the_aws_environment(s3, s3_bucket, tmp_path):
+    """Iceberg files on a real S3-compatible server (moto on 127.0.0.1), found through
+    AWS_ENDPOINT_URL and the standard keys; the keys never appear in output or catalog."""
+    from s3_support import ACCESS_KEY, SECRET_KEY
+
+    root = tmp_path / "snaps"
+    assert main(["convert", str(SAMPLES / "acme-small.json"), "--root", str(root)]) == 0
+    catalog = f"sqlite:///{tmp_path / 'catalog.db'}"
+    warehouse = f"s3://{s3_bucket}/lake"
+    r = _publish(catalog, warehouse, root, "--json")
+    assert r.returncode == 0, r.stderr
+    keys = s3.keys(s3_bucket, "lake/")
+    assert any(k.startswith("lake/longmem/memories/data/tenant=acme/") for k in keys), keys
+    mem = _tables(catalog, warehouse)["memories"]
+    assert mem.location().startswith(f"s3://{s3_bucket}/lake/")
+    assert mem.scan().to_arrow().num_rows == 50
+    assert _publish(catalog, warehouse, root).returncode == 0
+    assert len(_tables(catalog, warehouse)["memories"].snapshots()) == 1
+    stored = (tmp_path / "catalog.db").read_bytes()
+    client = s3.client()
+    stored += b"".join(
+        client.get_object(Bucket=s3_bucket, Key=k)["Body"].read() for k in s3.keys(s3_bucket)
+    )
+    for secret in (ACCESS_KEY, SECRET_KEY):
+        assert secret not in r.stdout + r.stderr
+        assert secret.encode() not in stored
