@@ -434,3 +434,30 @@ def test_tenant_names_are_kept_exactly_in_rows_partitions_and_journal(tmp_path):
     assert {t for t, _ in published(mem)} == set(names)  # from the data files alone
     assert main(args) == 0
     assert mem.scan().to_arrow().num_rows == 50 * len(names)
+
+
+def test_a_snapshot_replaced_after_publishing_is_reported_not_appended_again(tmp_path):
+    import shutil
+
+    root = tmp_path / "snaps"
+    assert main(["convert", str(SAMPLES / "acme-small.json"), "--root", str(root)]) == 0
+    catalog, warehouse = _lake(tmp_path)
+    args = ["publish", "--root", str(root), "--catalog", catalog, "--warehouse", warehouse]
+    assert main(args) == 0
+    # the snapshot is forgotten and another dump with the same export time takes its name
+    import json
+
+    (snap,) = list_snapshots(root)
+    shutil.rmtree(snap)
+    other = json.loads((SAMPLES / "globex-dirty.json").read_text())
+    other["exported_at"] = json.loads((SAMPLES / "acme-small.json").read_text())["exported_at"]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert main(["convert", str(tmp_path / "other.json"), "--root", str(root),
+                 "--tenant", "acme"]) == 0  # fmt: skip
+    assert list_snapshots(root)[0].name == snap.name
+    from longmem_etl.lakehouse.publish import publish
+
+    result = publish(root, catalog, warehouse)
+    assert not result.appended and result.changed[0]["snapshot"] == snap.name.split("=", 1)[1]
+    assert "manifest changed" in result.render()
+    assert len(_tables(catalog, warehouse)["memories"].snapshots()) == 1

@@ -76,6 +76,9 @@ class PublishResult:
     snapshots: int = 0  # longmem snapshots considered
     appended: list[Appended] = field(default_factory=list)
     already: int = 0  # of them, already in every table
+    # already published, but the snapshot's manifest is not the one published (replaced in the
+    # root since): left alone, reported
+    changed: list[dict[str, str]] = field(default_factory=list)
     iceberg_snapshots: dict[str, int | None] = field(default_factory=dict)
 
     @property
@@ -101,6 +104,7 @@ class PublishResult:
             "already_published": self.already,
             "appended": [a.to_json() for a in self.appended],
             "rows_appended": self.rows,
+            "changed_since_published": self.changed,
             "current_iceberg_snapshot": self.iceberg_snapshots,
         }
 
@@ -111,6 +115,11 @@ class PublishResult:
             + ("" if len(a.tables) == len(TABLES) else f" (resumed: {', '.join(a.tables)})")
             for a in self.appended
         ]
+        lines.extend(
+            f"note: {c['tenant']} {c['snapshot']}: its manifest changed since it was published; "
+            "not published again (delete its rows from the tables to republish it)"
+            for c in self.changed
+        )
         lines.append(
             f"{len(self.appended)} snapshot(s) appended to {', '.join(self.tables)} "
             f"({self.already} already published) in {self.catalog}"
@@ -140,6 +149,18 @@ def published(table: Any) -> set[Key]:
             if isinstance(tenant, str) and low is not None and low == high:
                 keys.add((tenant, bytes(low).decode("utf-8", "replace")))
     return keys
+
+
+def published_manifests(table: Any) -> dict[Key, str]:
+    """``(tenant, snapshot) -> manifest sha256`` recorded by the appends still in ``table``'s
+    history."""
+    out: dict[Key, str] = {}
+    for snap in table.metadata.snapshots:
+        props = snap.summary.additional_properties if snap.summary else {}
+        tenant, name = props.get(TENANT_KEY), props.get(SNAPSHOT_KEY)
+        if tenant is not None and name is not None and props.get(MANIFEST_KEY):
+            out[(tenant, name)] = props[MANIFEST_KEY]
+    return out
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -216,6 +237,7 @@ def publish(
     tables = ensure_tables(cat, namespace)
     held = {name: published(t) for name, t in tables.items()}
 
+    shas = published_manifests(tables["memories"])
     todo: list[tuple[Path, Key]] = []
     for path in list_snapshots(root, tenant):
         manifest = read_manifest(path)
@@ -223,6 +245,9 @@ def publish(
         result.snapshots += 1
         if all(key in held[name] for name in TABLES):
             result.already += 1
+            sha = manifest.get("manifest_sha256")
+            if key in shas and sha and shas[key] != sha:
+                result.changed.append({"tenant": key[0], "snapshot": key[1], "path": str(path)})
         else:
             todo.append((path, key))
 
