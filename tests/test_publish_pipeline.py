@@ -75,3 +75,19 @@ def test_iceberg_tables_publishes_backup_and_clean_once(env):
     assert len(cat.load_table("longmem.memories").snapshots()) == 1
     text = json.dumps({k: str(v) for k, v in meta.items()})
     assert SECRET not in text
+
+
+def test_a_backup_alone_requests_iceberg_tables_for_its_tenant(env):
+    """The automation condition fires after a backup even if the tenant was never cleaned."""
+    from dagster import Definitions, evaluate_automation_conditions
+
+    _, instance = env
+    assets = Definitions(
+        assets=[memories_snapshot, memories_clean, iceberg_tables], resources=default_resources()
+    )
+    result = evaluate_automation_conditions(defs=assets, instance=instance)
+    assert result.total_requested == 0  # nothing materialized yet: nothing to publish
+    materialize([memories_snapshot], partition_key="acme", resources=default_resources(),
+                instance=instance)  # fmt: skip
+    result = evaluate_automation_conditions(defs=assets, instance=instance, cursor=result.cursor)
+    assert result.get_requested_partitions(iceberg_tables.key) == {"acme"}

@@ -127,10 +127,11 @@ class PublishResult:
         return "\n".join(lines)
 
 
-def published(table: Any) -> set[Key]:
+def published(table: Any, wanted: set[Key] | None = None) -> set[Key]:
     """The ``(tenant, snapshot)`` pairs ``table`` already holds: from its snapshots' summaries
     (the journal) and from its live data files' partition + exact ``snapshot`` bounds (which
-    survive ``expire_snapshots``)."""
+    survive ``expire_snapshots``). The data files are read only when the summaries do not already
+    hold every ``wanted`` pair (so a re-run with nothing new reads no manifest files)."""
     keys: set[Key] = set()
     for snap in table.metadata.snapshots:
         props = snap.summary.additional_properties if snap.summary else {}
@@ -138,7 +139,7 @@ def published(table: Any) -> set[Key]:
         if tenant is not None and name is not None:
             keys.add((tenant, name))
     current = table.current_snapshot()
-    if current is None:
+    if current is None or (wanted is not None and wanted <= keys):
         return keys
     for manifest in current.manifests(table.io):
         for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=True):
@@ -233,15 +234,20 @@ def publish(
     result = PublishResult(
         catalog=safe_uri(catalog), warehouse=warehouse_location(warehouse), namespace=namespace
     )
+    found: list[tuple[Path, Key, dict[str, Any]]] = []
+    for path in list_snapshots(root, tenant):
+        manifest = read_manifest(path)
+        found.append(
+            (path, (snapshot_tenant(path, manifest), path.name.split("=", 1)[1]), manifest)
+        )
     cat = open_catalog(catalog, warehouse)
     tables = ensure_tables(cat, namespace)
-    held = {name: published(t) for name, t in tables.items()}
+    wanted = {key for _, key, _ in found}
+    held = {name: published(t, wanted) for name, t in tables.items()}
 
     shas = published_manifests(tables["memories"])
     todo: list[tuple[Path, Key]] = []
-    for path in list_snapshots(root, tenant):
-        manifest = read_manifest(path)
-        key = (snapshot_tenant(path, manifest), path.name.split("=", 1)[1])
+    for path, key, manifest in found:
         result.snapshots += 1
         if all(key in held[name] for name in TABLES):
             result.already += 1

@@ -4,8 +4,8 @@ Thin over ``longmem_etl.lakehouse.publish.publish`` (what ``longmem-etl publish`
 the backup root into ``NS.memories`` / ``NS.collections`` / ``NS.rejected`` and once for the clean
 root into ``NS_clean.*``, restricted to the partition's tenant. Exactly once per snapshot and
 table, whatever re-runs, retries or parallel tenant runs do: the tables' snapshot summaries are the
-journal. It materializes eagerly, i.e. whenever ``memories_snapshot`` or ``memories_clean`` of the
-tenant did (with the automation sensor on, the default). Metadata: the snapshots appended and
+journal. It runs whenever ``memories_snapshot`` or ``memories_clean`` of the tenant materialized
+(``PUBLISH_CONDITION``, evaluated by the ``publish_after_backup_or_clean`` sensor, on by default). Metadata: the snapshots appended and
 their rows per table; the catalog URI without credentials.
 """
 
@@ -23,13 +23,21 @@ from pipelines.partitions import tenant_of, tenants_partitions
 from pipelines.resources import IcebergCatalog, SnapshotRoot
 from pipelines.utils import md_table
 
+PUBLISH_CONDITION = (
+    AutomationCondition.any_deps_updated().since_last_handled()
+    & ~AutomationCondition.any_deps_in_progress()
+    & ~AutomationCondition.in_progress()
+).with_label("after each backup or clean")
+"""Like ``AutomationCondition.eager()`` but without its "no dependency missing" clause: a tenant
+that is backed up and never cleaned is still published after each backup."""
+
 
 @asset(
     partitions_def=tenants_partitions,
     group_name="lakehouse",
     deps=[memories_snapshot, memories_clean],
     kinds={"iceberg", "parquet"},
-    automation_condition=AutomationCondition.eager(),
+    automation_condition=PUBLISH_CONDITION,
     description="The tenant's backup and cleaned snapshots appended to Apache Iceberg tables "
     "(NS.memories/collections/rejected and NS_clean.*), one append per snapshot and table.",
 )
