@@ -30,6 +30,7 @@ _EXPORTS = {
     "connect": "longmem_etl.public",
     "restore": "longmem_etl.public",
     "forget": "longmem_etl.public",
+    "publish": "longmem_etl.public",
     "BadInput": "longmem_etl.errors",
     "Incomplete": "longmem_etl.errors",
     "LongmemETLError": "longmem_etl.errors",

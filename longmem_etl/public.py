@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import duckdb
 
     from longmem_etl.backup import BackupResult
+    from longmem_etl.lakehouse.publish import PublishResult
     from longmem_etl.migrate.engine import MigrationResult
     from longmem_etl.migrate.verify import VerificationReport
     from longmem_etl.restore import RestoreResult
@@ -242,3 +243,19 @@ def forget(
 
     with staged(root, write=not dry_run, tenant=tenant) as (local, _):
         return remote_paths(_forget(Path(local), policy, tenant=tenant, dry_run=dry_run))
+
+
+def publish(
+    root: str | os.PathLike,
+    catalog: str,
+    warehouse: str,
+    *,
+    namespace: str = "longmem",
+    tenant: str | None = None,
+) -> PublishResult:
+    """Append every snapshot under ``root`` that the Iceberg tables ``NS.memories``,
+    ``NS.collections`` and ``NS.rejected`` do not hold yet, one append per snapshot and table
+    (``docs/lakehouse.md``); re-runs and resumed runs append nothing twice."""
+    from longmem_etl.lakehouse.publish import publish as _publish
+
+    return _publish(root, catalog, warehouse, namespace=namespace, tenant=tenant)

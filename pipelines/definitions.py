@@ -15,10 +15,11 @@ from dagster import Definitions, ExecutorDefinition, in_process_executor, multip
 
 from pipelines.analysis.definitions import defs as analysis_defs
 from pipelines.backup.definitions import defs as backup_defs
+from pipelines.lakehouse.definitions import defs as lakehouse_defs
 from pipelines.migration.definitions import defs as migration_defs
 from pipelines.resources import default_resources
 
-DOMAINS = (backup_defs, analysis_defs, migration_defs)
+DOMAINS = (backup_defs, analysis_defs, migration_defs, lakehouse_defs)
 """Each domain package owns its Definitions (``<domain>/definitions.py``): a new asset, check, job,
 schedule or sensor is added there, and only resources and the executor are decided here."""
 ASSETS = [asset for domain in DOMAINS for asset in domain.assets or ()]

@@ -34,6 +34,9 @@ DEFAULT_TARGET_URI = "local:{home}/targets/{tenant}.sqlite"
 DEFAULT_ROOT = "{home}/snapshots"
 DEFAULT_CLEAN_ROOT = "{home}/clean"
 DEFAULT_WAREHOUSE = "{home}/warehouse/{tenant}.duckdb"
+DEFAULT_ICEBERG_CATALOG = "sqlite:///{home}/iceberg/catalog.db"
+DEFAULT_ICEBERG_WAREHOUSE = "{home}/iceberg/warehouse"
+DEFAULT_ICEBERG_NAMESPACE = "longmem"
 
 
 def render(template: str, tenant: str | None = None) -> str:
@@ -189,6 +192,33 @@ class WarehouseResource(ConfigurableResource):
         return p
 
 
+class IcebergCatalog(ConfigurableResource):
+    """Where the lakehouse domain's ``iceberg_tables`` publishes (`docs/lakehouse.md`): an Iceberg
+    catalog URI (``sqlite:///``, ``postgresql://``, ``https://`` REST), a warehouse (directory or
+    ``s3://BUCKET/PREFIX``) and the namespace of the backup tables (cleaned ones go to
+    ``<namespace>_clean``). Offline default: a SQLite catalog and a warehouse under ``{home}/iceberg``.
+
+    Credentials are never fields: S3 keys come from the AWS chain, a REST catalog's token or
+    credential from ``PYICEBERG_CATALOG__LONGMEM__TOKEN`` / ``__CREDENTIAL`` (read by pyiceberg in
+    the run worker), a Postgres password from ``PGPASSFILE``."""
+
+    catalog: str = DEFAULT_ICEBERG_CATALOG
+    warehouse: str = DEFAULT_ICEBERG_WAREHOUSE
+    namespace: str = DEFAULT_ICEBERG_NAMESPACE
+
+    def catalog_uri(self) -> str:
+        return render(self.catalog)
+
+    def warehouse_path(self) -> str:
+        return render(self.warehouse)
+
+    def display_catalog(self) -> str:
+        """The catalog URI without user-info or query: fit for metadata."""
+        from longmem_etl.lakehouse.catalog import safe_uri
+
+        return safe_uri(self.catalog_uri())
+
+
 def default_resources() -> dict[str, Any]:
     """The resources ``pipelines.defs`` binds: offline defaults, overridable by env vars."""
     return {
@@ -204,4 +234,9 @@ def default_resources() -> dict[str, Any]:
         "snapshot_root": SnapshotRoot(path=env_or("LONGMEM_ETL_ROOT", DEFAULT_ROOT)),
         "clean_root": SnapshotRoot(path=env_or("LONGMEM_ETL_CLEAN_ROOT", DEFAULT_CLEAN_ROOT)),
         "warehouse": WarehouseResource(database=env_or("LONGMEM_ETL_WAREHOUSE", DEFAULT_WAREHOUSE)),
+        "iceberg": IcebergCatalog(
+            catalog=env_or("LONGMEM_ETL_ICEBERG_CATALOG", DEFAULT_ICEBERG_CATALOG),
+            warehouse=env_or("LONGMEM_ETL_ICEBERG_WAREHOUSE", DEFAULT_ICEBERG_WAREHOUSE),
+            namespace=env_or("LONGMEM_ETL_ICEBERG_NAMESPACE", DEFAULT_ICEBERG_NAMESPACE),
+        ),
     }

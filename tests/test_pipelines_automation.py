@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dagster import (
+    AssetKey,
     DagsterInstance,
     DefaultScheduleStatus,
     DefaultSensorStatus,
@@ -35,11 +36,16 @@ def test_defs_expose_the_graph_jobs_schedule_and_sensors():
         "warehouse",
         "memories_report",
         "tenant_migration",
+        "iceberg_tables",
     }
     assert {j.name for j in repo.get_all_jobs()} >= {"daily_backup_job", "tenant_migration_job"}
     assert daily_backup.default_status == DefaultScheduleStatus.RUNNING
     assert migrate_after_backup.default_status == DefaultSensorStatus.STOPPED
     assert tenant_registry.default_status == DefaultSensorStatus.RUNNING
+    publisher = repo.get_sensor_def("publish_after_backup_or_clean")
+    assert publisher.default_status == DefaultSensorStatus.RUNNING
+    iceberg = repo.assets_defs_by_key[AssetKey("iceberg_tables")]
+    assert iceberg.automation_conditions_by_key[AssetKey("iceberg_tables")] is not None
 
 
 def test_tenant_registry_adds_configured_tenants_once(monkeypatch):

@@ -22,7 +22,18 @@ from longmem_etl.cli.main import main
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 SPEC = ROOT / "longmem_etl" / "sample_data" / "specs" / "migration-hygiene.toml"
-VERBS = {"convert", "backup", "clean", "migrate", "verify", "diff", "connect", "restore", "forget"}
+VERBS = {
+    "convert",
+    "backup",
+    "clean",
+    "migrate",
+    "verify",
+    "diff",
+    "connect",
+    "restore",
+    "forget",
+    "publish",
+}
 
 
 def test_all_is_exactly_the_public_members() -> None:
