@@ -4,7 +4,7 @@
   batch boundaries, with duplicate ids, absent fields and timestamps kept raw;
 - a run killed while its plan is still being written (chunks already sent) never sent an item
   whose plan row was not durable, and the re-run ends exact;
-- a chunk holding an item the target is known to refuse is split before sending: no bisection.
+- an item the target is known to refuse is dead-lettered without a call: no bisection.
 """
 
 from __future__ import annotations
@@ -181,24 +181,20 @@ def test_killed_while_planning_sent_only_durable_rows_and_rerun_is_exact(tmp_pat
     assert len(by_sid) == n and max(by_sid.values()) == 1
 
 
-def test_presplit_isolates_known_refusals() -> None:
+def test_presplit_takes_out_known_refusals() -> None:
     items = [(f"s{i}", {"text": "x" * (50 if i in (2, 3, 7) else 5)}) for i in range(9)]
 
     def refuses(item: dict, size: int | None) -> str | None:
         return "too long" if len(item["text"]) > 10 else None
 
-    groups = presplit(items, refuses)
-    assert [[s for s, _ in g] for g in groups] == [
-        ["s0", "s1", "s4", "s5", "s6", "s8"],
-        ["s2"],
-        ["s3"],
-        ["s7"],
-    ]
-    assert presplit(items[2:4], refuses) == [[items[2]], [items[3]]]
-    assert presplit(items, None) == [items]
+    good, refused = presplit(items, refuses)
+    assert [s for s, _ in good] == ["s0", "s1", "s4", "s5", "s6", "s8"]
+    assert refused == [("s2", "too long"), ("s3", "too long"), ("s7", "too long")]
+    assert presplit(items[2:4], refuses) == ([], [("s2", "too long"), ("s3", "too long")])
+    assert presplit(items, None) == (items, [])
 
 
-def test_known_refused_item_is_split_out_before_sending(tmp_path: Path) -> None:
+def test_known_refused_item_is_dead_lettered_without_a_call(tmp_path: Path) -> None:
     mems = [{"id": f"m{i:03d}", "collection": "c", "text": f"fact {i}"} for i in range(60)]
     mems[17]["text"] = "y" * 100_001  # over the embedded store's text limit
     (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
@@ -213,10 +209,12 @@ def test_known_refused_item_is_split_out_before_sending(tmp_path: Path) -> None:
         )
     )
     assert res.dead_letters == 1 and res.upload["bisections"] == 0
-    # 3 chunks; the first goes as [the 19 others] and [m017 alone]: 1 extra call
-    assert res.upload["calls"] == 4
+    # 3 chunks, 3 calls: the first goes without m017, which the target is known to refuse
+    assert res.upload["calls"] == 3 and res.upload["presplit_items"] == 1
     dead = [json.loads(x) for x in Path(res.outputs["dead_letter"]).read_text().splitlines()]
     assert [d["source_id"] for d in dead] == ["m017"] and dead[0]["status"] == 422
+    assert "max_text_chars" in dead[0]["message"] and "not sent" in dead[0]["message"]
+    assert dead[0]["item"]["text"] == "y" * 100_001  # the item as planned, to fix and replay
     assert (
         res.verification["totals"]["missing"] == 1 and res.verification["totals"]["present"] == 59
     )
