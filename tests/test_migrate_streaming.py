@@ -249,3 +249,48 @@ def test_halves_of_a_refused_chunk_run_concurrently(tmp_path: Path) -> None:
     assert stats.bisections >= 2 and stats.dead_items == 2
     assert sorted(d["source_id"] for d in j.dead_letters()) == ["m00", "m15"]
     assert j.counts()["items_done"] == 14
+
+
+def test_holdings_read_during_the_freeze_leaves_nothing_behind_a_refused_run(
+    tmp_path: Path,
+) -> None:
+    """The target's holdings are read in a thread while the source is frozen. A source the
+    freeze refuses (exit 2) ends that read too, and a local target that did not exist is not
+    created by it; with an existing target, what it holds is still never sent again."""
+    from longmem_etl.errors import BadInput
+
+    (tmp_path / "bad.json").write_text('{"tenant": "t", "memories": [')  # truncated
+    target = tmp_path / "t.db"
+    opts = MigrationOptions(
+        source=str(tmp_path / "bad.json"),
+        target=f"local:{target}?latency_ms=50",
+        journal=str(tmp_path / "w" / "journal.sqlite"),
+        show_progress=False,
+    )
+    with pytest.raises(BadInput):
+        run_migration(opts)
+    assert not target.exists()
+    assert not [t for t in threading.enumerate() if t.name == "holdings-read"]
+
+    mems = [{"id": f"m{i:02d}", "collection": "c", "text": f"fact {i}"} for i in range(30)]
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
+    first = run_migration(
+        MigrationOptions(
+            source=str(tmp_path / "d.json"),
+            target=f"local:{target}",
+            journal=str(tmp_path / "w1" / "journal.sqlite"),
+            show_progress=False,
+        )
+    )
+    assert first.exit_code == 0
+    again = run_migration(  # another journal: only the target's markers say what landed
+        MigrationOptions(
+            source=str(tmp_path / "d.json"),
+            target=f"local:{target}?latency_ms=50",
+            journal=str(tmp_path / "w2" / "journal.sqlite"),
+            show_progress=False,
+        )
+    )
+    assert again.exit_code == 0 and again.upload["calls"] == 0
+    assert again.holdings["already_in_target"] == 30 and "holdings" in again.timings
+    assert len(open_endpoint(f"local:{target}").export_account()["memories"]) == 30
