@@ -463,8 +463,8 @@ class Uploader:
             self.journal.record_done(chunk_no, [])
             return []
         collection = self.journal.chunk_collection(chunk_no)
-        items = [(sid, _decode_payload(payload)) for sid, payload, _fp in rows]
-        good, refused = presplit(items, self.refuses, [len(p) for _, p, _ in rows])
+        items = [(r.source_id, _decode_payload(r.payload)) for r in rows]
+        good, refused = presplit(items, self.refuses, [len(r.payload) for r in rows])
         if refused:
             self.journal.record_dead_items(
                 chunk_no,
