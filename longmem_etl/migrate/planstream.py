@@ -7,10 +7,12 @@ holding it all back until the last row is written:
 1. *Order, vectorised.* Only the key columns of the frozen snapshot are read (id, collection,
    container_tag, created_at, fidelity); duplicate ids get their ``#n`` suffix in snapshot order,
    and one Arrow sort gives the plan order (collection, container_tag, created_at as the dump
-   writes it, source id) — rows whose fidelity changes one of those keys are rendered exactly in
-   Python, the rest with Arrow kernels.
+   writes it, source id) — only rows whose fidelity changes one of those keys (each distinct
+   fidelity text decoded once) are looked at in Python, the rest is Arrow kernels.
 2. *Batches in plan order.* The memories table is read once; each batch of rows (`BATCH`) is taken in
-   plan order, turned into payloads (`plan.build_planned`), cut into chunks by the streaming
+   plan order, turned into payloads column by column (`plan.fast_add_row`: msgspec, the metadata
+   decoded once, byte for byte what `plan.build_planned` makes of the dump-form memory, which
+   still handles ``import`` mode and rows whose fidelity changes a sent value), cut into chunks by the streaming
    `plan.Chunker`, and written in ONE durable transaction (executemany) with the rows of every
    chunk it closed. Items the target already holds (its markers, learned from one export before
    the first batch: `holdings`) are written as ``done`` in that same transaction.
