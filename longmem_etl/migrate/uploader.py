@@ -147,6 +147,11 @@ class WorkQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Wake every waiting worker to look again (a chunk finished: the pass may be over)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def drained(self) -> bool:
         """Nothing queued and nothing more coming."""
         with self._cond:
@@ -391,7 +396,7 @@ class Uploader:
                 self._queue.close()
                 wait_settle(workers, self.settle_timeout)
                 return
-            self.stop.wait(0.1)
+            self.stop.wait(0.01)  # the pass ends within 10 ms of its last worker
 
     # -- workers -----------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -510,6 +515,9 @@ class Uploader:
                 finally:
                     with self._lock:
                         self._finishing -= 1
+                        last = not self._runs and not self._finishing
+                    if last and self._queue.drained():
+                        self._queue.wake()  # idle workers leave (or reconcile) now
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
