@@ -294,3 +294,48 @@ def test_holdings_read_during_the_freeze_leaves_nothing_behind_a_refused_run(
     assert again.exit_code == 0 and again.upload["calls"] == 0
     assert again.holdings["already_in_target"] == 30 and "holdings" in again.timings
     assert len(open_endpoint(f"local:{target}").export_account()["memories"]) == 30
+
+
+def test_killed_while_reading_holdings_during_the_freeze_then_rerun_is_exact(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the target's holdings are still being read (a slow export, in its thread,
+    beside the freeze): nothing was sent, and the re-run sends only what the target lacks."""
+    n = 400
+    mems = [{"id": f"m{i:04d}", "collection": "c", "text": f"fact {i}"} for i in range(n)]
+    (tmp_path / "half.json").write_text(json.dumps({"tenant": "t", "memories": mems[: n // 2]}))
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
+    db = tmp_path / "t.db"
+    env = {**os.environ, "LONGMEM_ETL_HOME": str(tmp_path / "h")}
+    first = subprocess.run(  # half of it landed earlier, under another journal
+        [*CLI, "migrate", "--source", "half.json", "--target", f"local:{db}",
+         "--journal", str(tmp_path / "w0" / "journal.sqlite")],  # fmt: skip
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    args = ["migrate", "--source", "d.json", "--journal", str(tmp_path / "w" / "journal.sqlite")]
+    slow = [*args, "--target", f"local:{db}?latency_ms=3000"]
+    proc = subprocess.Popen([*CLI, *slow], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    journal = tmp_path / "w" / "journal.sqlite"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if journal.exists() and (tmp_path / "w" / "frozen").exists():
+            time.sleep(0.3)  # the freeze is under way or done; the export still sleeps
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    held = open_endpoint(f"local:{db}", create=False).export_account()["memories"]
+    assert len(held) == n // 2  # nothing was sent by the killed run
+    final = subprocess.run(
+        [*CLI, *args, "--target", f"local:{db}", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert final.returncode == 0, final.stderr
+    out = json.loads(final.stdout)
+    assert out["verification"]["exact"] is True
+    assert out["holdings"]["already_in_target"] == n // 2
+    landed = open_endpoint(f"local:{db}", create=False).export_account()["memories"]
+    by_sid = Counter(m["metadata"]["_longmem_etl"]["source_id"] for m in landed)
+    assert len(by_sid) == n and max(by_sid.values()) == 1
