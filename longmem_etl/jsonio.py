@@ -44,6 +44,9 @@ def _exact_float(literal: str) -> float | Decimal:
     return Decimal(literal)
 
 
+exact_float = _exact_float
+"""The float rule of `loads` (a float literal -> ``float`` or ``Decimal``), for other decoders."""
+
 _decoder = msgspec.json.Decoder(float_hook=_exact_float)
 _encoder = msgspec.json.Encoder(decimal_format="number")
 

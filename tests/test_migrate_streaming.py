@@ -4,7 +4,7 @@
   batch boundaries, with duplicate ids, absent fields and timestamps kept raw;
 - a run killed while its plan is still being written (chunks already sent) never sent an item
   whose plan row was not durable, and the re-run ends exact;
-- a chunk holding an item the target is known to refuse is split before sending: no bisection.
+- an item the target is known to refuse is dead-lettered without a call: no bisection.
 """
 
 from __future__ import annotations
@@ -177,24 +177,20 @@ def test_killed_while_planning_sent_only_durable_rows_and_rerun_is_exact(tmp_pat
     assert len(by_sid) == n and max(by_sid.values()) == 1
 
 
-def test_presplit_isolates_known_refusals() -> None:
+def test_presplit_takes_out_known_refusals() -> None:
     items = [(f"s{i}", {"text": "x" * (50 if i in (2, 3, 7) else 5)}) for i in range(9)]
 
     def refuses(item: dict, size: int | None) -> str | None:
         return "too long" if len(item["text"]) > 10 else None
 
-    groups = presplit(items, refuses)
-    assert [[s for s, _ in g] for g in groups] == [
-        ["s0", "s1", "s4", "s5", "s6", "s8"],
-        ["s2"],
-        ["s3"],
-        ["s7"],
-    ]
-    assert presplit(items[2:4], refuses) == [[items[2]], [items[3]]]
-    assert presplit(items, None) == [items]
+    good, refused = presplit(items, refuses)
+    assert [s for s, _ in good] == ["s0", "s1", "s4", "s5", "s6", "s8"]
+    assert refused == [("s2", "too long"), ("s3", "too long"), ("s7", "too long")]
+    assert presplit(items[2:4], refuses) == ([], [("s2", "too long"), ("s3", "too long")])
+    assert presplit(items, None) == (items, [])
 
 
-def test_known_refused_item_is_split_out_before_sending(tmp_path: Path) -> None:
+def test_known_refused_item_is_dead_lettered_without_a_call(tmp_path: Path) -> None:
     mems = [{"id": f"m{i:03d}", "collection": "c", "text": f"fact {i}"} for i in range(60)]
     mems[17]["text"] = "y" * 100_001  # over the embedded store's text limit
     (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
@@ -209,10 +205,12 @@ def test_known_refused_item_is_split_out_before_sending(tmp_path: Path) -> None:
         )
     )
     assert res.dead_letters == 1 and res.upload["bisections"] == 0
-    # 3 chunks; the first goes as [the 19 others] and [m017 alone]: 1 extra call
-    assert res.upload["calls"] == 4
+    # 3 chunks, 3 calls: the first goes without m017, which the target is known to refuse
+    assert res.upload["calls"] == 3 and res.upload["presplit_items"] == 1
     dead = [json.loads(x) for x in Path(res.outputs["dead_letter"]).read_text().splitlines()]
     assert [d["source_id"] for d in dead] == ["m017"] and dead[0]["status"] == 422
+    assert "max_text_chars" in dead[0]["message"] and "not sent" in dead[0]["message"]
+    assert dead[0]["item"]["text"] == "y" * 100_001  # the item as planned, to fix and replay
     assert (
         res.verification["totals"]["missing"] == 1 and res.verification["totals"]["present"] == 59
     )
@@ -247,3 +245,93 @@ def test_halves_of_a_refused_chunk_run_concurrently(tmp_path: Path) -> None:
     assert stats.bisections >= 2 and stats.dead_items == 2
     assert sorted(d["source_id"] for d in j.dead_letters()) == ["m00", "m15"]
     assert j.counts()["items_done"] == 14
+
+
+def test_holdings_read_during_the_freeze_leaves_nothing_behind_a_refused_run(
+    tmp_path: Path,
+) -> None:
+    """The target's holdings are read in a thread while the source is frozen. A source the
+    freeze refuses (exit 2) ends that read too, and a local target that did not exist is not
+    created by it; with an existing target, what it holds is still never sent again."""
+    from longmem_etl.errors import BadInput
+
+    (tmp_path / "bad.json").write_text('{"tenant": "t", "memories": [')  # truncated
+    target = tmp_path / "t.db"
+    opts = MigrationOptions(
+        source=str(tmp_path / "bad.json"),
+        target=f"local:{target}?latency_ms=50",
+        journal=str(tmp_path / "w" / "journal.sqlite"),
+        show_progress=False,
+    )
+    with pytest.raises(BadInput):
+        run_migration(opts)
+    assert not target.exists()
+    assert not [t for t in threading.enumerate() if t.name == "holdings-read"]
+
+    mems = [{"id": f"m{i:02d}", "collection": "c", "text": f"fact {i}"} for i in range(30)]
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
+    first = run_migration(
+        MigrationOptions(
+            source=str(tmp_path / "d.json"),
+            target=f"local:{target}",
+            journal=str(tmp_path / "w1" / "journal.sqlite"),
+            show_progress=False,
+        )
+    )
+    assert first.exit_code == 0
+    again = run_migration(  # another journal: only the target's markers say what landed
+        MigrationOptions(
+            source=str(tmp_path / "d.json"),
+            target=f"local:{target}?latency_ms=50",
+            journal=str(tmp_path / "w2" / "journal.sqlite"),
+            show_progress=False,
+        )
+    )
+    assert again.exit_code == 0 and again.upload["calls"] == 0
+    assert again.holdings["already_in_target"] == 30 and "holdings" in again.timings
+    assert len(open_endpoint(f"local:{target}").export_account()["memories"]) == 30
+
+
+def test_killed_while_reading_holdings_during_the_freeze_then_rerun_is_exact(
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the target's holdings are still being read (a slow export, in its thread,
+    beside the freeze): nothing was sent, and the re-run sends only what the target lacks."""
+    n = 400
+    mems = [{"id": f"m{i:04d}", "collection": "c", "text": f"fact {i}"} for i in range(n)]
+    (tmp_path / "half.json").write_text(json.dumps({"tenant": "t", "memories": mems[: n // 2]}))
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
+    db = tmp_path / "t.db"
+    env = {**os.environ, "LONGMEM_ETL_HOME": str(tmp_path / "h")}
+    first = subprocess.run(  # half of it landed earlier, under another journal
+        [*CLI, "migrate", "--source", "half.json", "--target", f"local:{db}",
+         "--journal", str(tmp_path / "w0" / "journal.sqlite")],  # fmt: skip
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    args = ["migrate", "--source", "d.json", "--journal", str(tmp_path / "w" / "journal.sqlite")]
+    slow = [*args, "--target", f"local:{db}?latency_ms=3000"]
+    proc = subprocess.Popen([*CLI, *slow], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    journal = tmp_path / "w" / "journal.sqlite"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if journal.exists() and (tmp_path / "w" / "frozen").exists():
+            time.sleep(0.3)  # the freeze is under way or done; the export still sleeps
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    held = open_endpoint(f"local:{db}", create=False).export_account()["memories"]
+    assert len(held) == n // 2  # nothing was sent by the killed run
+    final = subprocess.run(
+        [*CLI, *args, "--target", f"local:{db}", "--json"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert final.returncode == 0, final.stderr
+    out = json.loads(final.stdout)
+    assert out["verification"]["exact"] is True
+    assert out["holdings"]["already_in_target"] == n // 2
+    landed = open_endpoint(f"local:{db}", create=False).export_account()["memories"]
+    by_sid = Counter(m["metadata"]["_longmem_etl"]["source_id"] for m in landed)
+    assert len(by_sid) == n and max(by_sid.values()) == 1

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from cli_support import run_cli
 
+from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.cli.migrate import parse_duration
 
 HEARTBEAT = re.compile(r"^migrate: \d+/60 \(\d+%\) items, [\d.]+ item/s, \d+s elapsed$", re.M)
@@ -80,6 +81,8 @@ def test_a_target_that_always_fails_ends_with_exit_3_dead_letters_and_heartbeats
 def test_a_target_that_fails_every_call_ends_with_exit_3_and_nothing_sent(
     tmp_path: Path, dump: Path
 ) -> None:
+    # an existing store (one that does not exist yet holds nothing: no read is needed)
+    open_endpoint(f"local:{tmp_path / 't.db'}")
     out = cli(
         [
             "migrate",

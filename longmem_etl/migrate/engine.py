@@ -407,21 +407,29 @@ def _run_locked(
         # A fresh plan with provenance markers is written while the upload runs (`planstream`):
         # what already landed is known from the markers (one export, before the first batch).
         streamed = fresh and opts.provenance and os.environ.get("LONGMEM_ETL_STREAM_PLAN") != "0"
+        # What the target already holds is read (one export) WHILE the source is frozen: the
+        # export is mostly the API's latency, the freeze mostly our CPU.
+        holdings_read = HoldingsRead(opts, key, stop) if streamed else None
         if fresh:
             try:
                 _freeze_and_plan(
                     opts, journal, work_dir, mid, key, plan_binding, write=not streamed
                 )
-            except BadInput:
-                if not existed:  # nothing half-made stays behind a refused first run
+            except BaseException as exc:
+                if holdings_read is not None:
+                    holdings_read.cancel()
+                if isinstance(exc, BadInput) and not existed:
+                    # nothing half-made stays behind a refused first run
                     journal.close()
                     _remove_journal(journal_path)
                     _discard_plan(work_dir)
                 raise
         target = sources.open_target(opts.target, key_env=opts.target_key_env)
         feed, streamed_plan = None, None
-        if streamed:
-            feed, streamed_plan = _plan_feed(opts, journal, target, key, stop, result, work_dir)
+        if holdings_read is not None:
+            feed, streamed_plan = _plan_feed(
+                opts, journal, holdings_read, key, stop, result, work_dir
+            )
         elif fresh and opts.provenance:
             from longmem_etl.migrate.holdings import learn_holdings
 
@@ -541,8 +549,12 @@ def _run_locked(
         result.verification = {**report.as_dict(), "dead_lettered": journal.counts()["items_dead"]}
         result.counts = journal.counts()
         result.dead_letters = result.counts["items_dead"]
+        t_outputs = time.monotonic()
         result.outputs = _write_outputs(journal, work_dir, result.verification)
-        result.timings["verify_outputs"] = round(time.monotonic() - t_verify, 3)
+        done = time.monotonic()
+        result.timings["verify"] = round(t_outputs - t_verify, 3)
+        result.timings["outputs"] = round(done - t_outputs, 3)
+        result.timings["verify_outputs"] = round(done - t_verify, 3)
     result.seconds = time.monotonic() - started
     return result
 
@@ -609,37 +621,107 @@ def _memories_file(journal: Journal) -> Path:
     return open_snapshot(journal.get("frozen_snapshot"), verify=False).memories_path
 
 
+class HoldingsRead:
+    """What the target holds under this source key (one export, within the writes' retry
+    budget), read in a thread started before the freeze, so the two overlap.
+
+    A ``local:`` target that does not exist yet holds nothing: it is not created here (a run
+    refused while freezing leaves no store behind); the uploader creates it."""
+
+    def __init__(self, opts: MigrationOptions, key: str, stop: threading.Event) -> None:
+        self._opts, self._key = opts, key
+        self._stop = threading.Event()
+        self._user_stop = stop
+        self._held: dict[str, tuple[str | None, int, str | None]] | None = None
+        self._error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._read, name="holdings-read", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        from longmem_etl.migrate.planstream import held_by_marker
+
+        t0 = time.monotonic()
+        try:
+            try:
+                target = sources.open_target(
+                    self._opts.target, key_env=self._opts.target_key_env, create=False
+                )
+            except BadInput:
+                if not self._opts.target.startswith("local:"):
+                    raise
+                self._held = {}  # no store there yet: it holds nothing
+                return
+            dump = export_target(
+                target,
+                stop=_either(self._stop, self._user_stop),
+                max_retries=self._opts.max_attempts - 1,
+                give_up_after=self._opts.give_up_after,
+            )
+            keys = target_keys(dump.get("memories") or [], fingerprints=False)
+            del dump
+            self._held = held_by_marker(keys, self._key)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            self._error = exc
+        finally:
+            self.seconds = time.monotonic() - t0
+
+    def cancel(self) -> None:
+        """The run failed before needing the answer: stop the read and wait for the thread."""
+        self._stop.set()
+        self._thread.join()
+
+    def result(self) -> dict[str, tuple[str | None, int, str | None]]:
+        """The holdings (waits for the read); raises what the read raised."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._held is not None
+        return self._held
+
+
+def _either(a: threading.Event, b: threading.Event) -> Any:
+    """A stop flag that is set when either event is (``is_set``/``wait`` as `retry_read` uses)."""
+
+    class Either:
+        def is_set(self) -> bool:
+            return a.is_set() or b.is_set()
+
+        def wait(self, timeout: float | None = None) -> bool:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            while not self.is_set():
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return False
+                a.wait(0.05 if left is None else min(0.05, left))
+            return True
+
+    return Either()
+
+
 def _plan_feed(
     opts: MigrationOptions,
     journal: Journal,
-    target: Any,
+    holdings_read: HoldingsRead,
     key: str,
     stop: threading.Event,
     result: MigrationResult,
     work_dir: Path,
 ):
-    """Learn what the target holds under this source key (one export, within the writes' retry
-    budget), then return the uploader's ``feed``: the streamed plan, queueing each chunk once its
-    rows are durable. A target unreadable within the budget -> Incomplete (exit 3), nothing sent."""
-    from longmem_etl.migrate.planstream import StreamedPlan, held_by_marker, stream_plan
+    """What the target holds (`HoldingsRead`), then the uploader's ``feed``: the streamed plan,
+    queueing each chunk once its rows are durable. A target unreadable within the budget ->
+    Incomplete (exit 3), nothing sent."""
+    from longmem_etl.migrate.planstream import StreamedPlan, stream_plan
 
-    t_held = time.monotonic()
     try:
-        dump = export_target(
-            target,
-            stop=stop,
-            max_retries=opts.max_attempts - 1,
-            give_up_after=opts.give_up_after,
-        )
+        held = holdings_read.result()
     except APIError as exc:
         _write_outputs(journal, work_dir, None)
         raise Incomplete(
             f"cannot read the target to learn what it already holds ({exc}); nothing "
             f"was sent — resume with: {result.resume_command}"
         ) from None
-    held = held_by_marker(target_keys(dump.get("memories") or [], fingerprints=False), key)
-    del dump
-    result.timings["holdings"] = round(time.monotonic() - t_held, 3)
+    result.timings["holdings"] = round(holdings_read.seconds, 3)
     report = StreamedPlan()
     memories = _memories_file(journal)
 

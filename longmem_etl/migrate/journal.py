@@ -29,7 +29,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from longmem_etl.errors import BadInput
 from longmem_etl.migrate.plan import DEFAULT_MAX_BYTES, MAX_CHUNK_ITEMS, PlannedItem, assign_chunks
@@ -64,6 +64,35 @@ CREATE TABLE IF NOT EXISTS changed (
 
 def _now() -> float:
     return time.time()
+
+
+class ItemRow(NamedTuple):
+    """One item of the plan as `Journal.iter_items` gives it (a tuple: unpacking still works)."""
+
+    source_id: str
+    target_id: str | None
+    collection: str
+    container_tag: str | None
+    fp: str
+    chunk_no: int | None
+    state: str
+
+
+class PendingItem(NamedTuple):
+    """An item still to send (`Journal.pending_items`): its exact payload text and fingerprint."""
+
+    source_id: str
+    payload: str
+    fp: str
+
+
+class PlannedKey(NamedTuple):
+    """What `holdings` needs of a planned item (`Journal.planned_keys`)."""
+
+    source_id: str
+    content: str | None
+    collection: str
+    chunk_no: int
 
 
 class Journal:
@@ -159,11 +188,12 @@ class Journal:
             db.execute("DELETE FROM migration WHERE k NOT IN ('binding', 'created_at')")
 
     # -- what an earlier run left in the target ---------------------------------------------
-    def planned_keys(self) -> list[tuple[str, str | None, str, int]]:
+    def planned_keys(self) -> list[PlannedKey]:
         """``(source_id, content, collection, chunk_no)`` of every item still planned."""
-        return self._q(
+        rows = self._q(
             "SELECT source_id, content, collection, chunk_no FROM items WHERE state = 'planned'"
         )
+        return list(map(PlannedKey._make, rows))
 
     def record_changed(self, rows: Iterable[tuple[str, str, str, str | None, str | None]]) -> None:
         """``(source_id, target_id, collection, old_content, new_content)`` found in the target."""
@@ -327,13 +357,14 @@ class Journal:
     def chunk_collection(self, chunk_no: int) -> str:
         return self._rq("SELECT collection FROM chunks WHERE chunk_no = ?", (chunk_no,))[0][0]
 
-    def pending_items(self, chunk_no: int) -> list[tuple[str, str, str]]:
+    def pending_items(self, chunk_no: int) -> list[PendingItem]:
         """``(source_id, payload, fp)`` of the chunk's items not yet done or dead, in plan order."""
-        return self._rq(
+        rows = self._rq(
             "SELECT source_id, payload, fp FROM items WHERE chunk_no = ? AND state = 'planned'"
             " ORDER BY coalesce(container_tag, ''), sort_key, source_id",
             (chunk_no,),
         )
+        return list(map(PendingItem._make, rows))
 
     def pending_items_by_chunk(self, chunk_nos: set[int]) -> dict[int, list[tuple[str, str]]]:
         """``{chunk_no: [(source_id, fp), ...]}`` of items still planned, in one scan (resume and
@@ -487,13 +518,14 @@ class Journal:
             for c, s, a, e in rows
         ]
 
-    def iter_items(self) -> Iterator[tuple]:
-        """``(source_id, target_id, collection, container_tag, fp, chunk_no, state)`` for every item."""
+    def iter_items(self) -> Iterator[ItemRow]:
+        """Every item (`ItemRow`: source_id, target_id, collection, container_tag, fp, chunk_no,
+        state), in plan order."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT source_id, target_id, collection, container_tag, fp, chunk_no, state FROM items ORDER BY seq"
             ).fetchall()
-        yield from rows
+        return map(ItemRow._make, rows)
 
     def set_target_ids(self, pairs: Iterable[tuple[str, str]]) -> None:
         with self._tx() as db:

@@ -36,16 +36,17 @@ def normalise_text(text: Any) -> str:
     """Unicode NFC, whitespace runs collapsed, ends stripped: what a server may legitimately change."""
     if text is None:
         return ""
-    return " ".join(unicodedata.normalize("NFC", str(text)).split())
+    text = str(text)
+    if not text.isascii():  # NFC leaves ASCII as it is: skip the call for most texts
+        text = unicodedata.normalize("NFC", text)
+    return " ".join(text.split())
 
 
 def fingerprint(collection: Any, container_tag: Any, text: Any) -> str:
-    """Content identity of a memory within its collection and container tag (hex sha256)."""
-    h = hashlib.sha256()
-    for part in (collection or "default", container_tag or "", normalise_text(text)):
-        h.update(str(part).encode("utf-8"))
-        h.update(b"\x1f")
-    return h.hexdigest()
+    """Content identity of a memory within its collection and container tag (hex sha256 of the
+    three parts, each followed by ``\\x1f``)."""
+    blob = f"{collection or 'default'}\x1f{container_tag or ''}\x1f{normalise_text(text)}\x1f"
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 def parse_metadata(value: Any) -> Any:

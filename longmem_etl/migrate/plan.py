@@ -11,13 +11,23 @@ so a resumed run (or a `--dry-run` before the real one) describes exactly what g
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from longmem_etl.errors import BadInput
-from longmem_etl.migrate.keys import fingerprint, payload_fingerprint, with_marker
+from longmem_etl.jsonio import exact_float
+from longmem_etl.migrate.keys import (
+    PROVENANCE_KEY,
+    fingerprint,
+    payload_fingerprint,
+    with_marker,
+)
 
 MAX_CHUNK_ITEMS = 100
 DEFAULT_MAX_BYTES = 1 << 20  # 1 MiB of item JSON per request
@@ -117,6 +127,67 @@ def build_planned(
         content=content,
         size=len(text.encode("utf-8")),
     )
+
+
+def _python_json_number(literal: str) -> msgspec.Raw:
+    """A JSON float literal as the bytes ``json.dumps(jsonio.loads(literal), default=str)`` gives:
+    ``repr`` of the float, or the quoted text of the ``Decimal`` a double cannot hold. (msgspec
+    writes ``1e16`` where Python writes ``1e+16``: the one place the two encoders differ.)"""
+    value = exact_float(literal)
+    text = repr(value) if isinstance(value, float) else f'"{value}"'
+    return msgspec.Raw(text.encode())
+
+
+_FAST_DECODE = msgspec.json.Decoder(float_hook=_python_json_number).decode
+_FAST_ENCODE = msgspec.json.Encoder().encode
+_FAST_CANONICAL = msgspec.json.Encoder(order="sorted").encode
+
+
+def fast_add_row(
+    sid: str,
+    text: Any,
+    metadata: str | None,
+    importance: Any,
+    category: Any,
+    source: Any,
+    container_tag: Any,
+    *,
+    source_key: str | None,
+) -> tuple[str, int, str] | None:
+    """``(payload, nbytes, content)`` of an ``add``-mode item straight from a snapshot row's
+    columns (``metadata`` is its JSON text), byte for byte what `build_payload` + `_encode` give
+    for the same memory — at a fraction of the cost (msgspec, one decode of the metadata, floats
+    rendered as Python renders them). None when the row needs the general path (no text, a
+    float the stdlib would write as ``NaN``)."""
+    if not isinstance(text, str):
+        return None
+    meta = None if metadata is None else _FAST_DECODE(metadata)
+    item: dict[str, Any] = {"text": text}
+    if meta is not None:
+        item["metadata"] = meta
+    if importance is not None:
+        if isinstance(importance, float):
+            if not math.isfinite(importance):
+                return None
+            item["importance"] = msgspec.Raw(repr(importance).encode())
+        else:
+            item["importance"] = importance
+    if category is not None:
+        item["category"] = category
+    if source is not None:
+        item["source"] = source
+    if container_tag is not None:
+        item["container_tag"] = container_tag
+    if isinstance(meta, dict) and PROVENANCE_KEY in meta:  # payload_fingerprint's rule
+        bare = {**item, "metadata": {k: v for k, v in meta.items() if k != PROVENANCE_KEY}}
+        canonical = _FAST_CANONICAL(bare)
+    else:
+        canonical = _FAST_CANONICAL(item)
+    content = hashlib.sha256(canonical).hexdigest()[:32]
+    if source_key is not None:
+        item["metadata"] = with_marker(meta, sid, source_key, content)
+    payload = _FAST_ENCODE(item)
+    return payload.decode("utf-8"), len(payload), content
 
 
 def order_key(collection: str, container_tag: str | None, sort_key: str, source_id: str) -> tuple:

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from longmem_etl.errors import AmbiguousError, APIError
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.limiter import AdaptiveLimit, backoff
@@ -82,7 +84,7 @@ class UploadStats:
     dead_items: int = 0
     items_sent: int = 0
     presplit_items: int = 0
-    """Extra calls made up front because a chunk held items the target is known to refuse."""
+    """Items the target is known to refuse (its limits), dead-lettered without being sent."""
     fatal: str | None = None
     errors: list[str] = field(default_factory=list)
 
@@ -145,6 +147,11 @@ class WorkQueue:
             self._closed = True
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Wake every waiting worker to look again (a chunk finished: the pass may be over)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def drained(self) -> bool:
         """Nothing queued and nothing more coming."""
         with self._cond:
@@ -155,20 +162,22 @@ def presplit(
     items: list[tuple[str, dict[str, Any]]],
     refuses: Refuses | None,
     sizes: list[int] | None = None,
-) -> list[list[tuple[str, dict[str, Any]]]]:
-    """Cut a chunk so every item the target is known to refuse travels alone: the server still
-    answers for it (its status and message go to the dead letter), and the chunk's other items
-    land together in ONE call instead of a chain of bisections (one extra call per such item)."""
+) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str]]]:
+    """``(to send, [(source_id, why), ...])``: a chunk's items without those the target is known
+    to refuse (its own limits, `known_limits`), which are dead-lettered with that reason instead
+    of being sent. A call the target is certain to refuse would spend one slot of the API's rate
+    (and, inside a chunk, a chain of bisections) to learn what is already known."""
     if refuses is None:
-        return [items]
+        return items, []
     good: list[tuple[str, dict[str, Any]]] = []
-    alone: list[list[tuple[str, dict[str, Any]]]] = []
+    refused: list[tuple[str, str]] = []
     for n, pair in enumerate(items):
-        if refuses(pair[1], sizes[n] if sizes is not None else None):
-            alone.append([pair])
+        why = refuses(pair[1], sizes[n] if sizes is not None else None)
+        if why:
+            refused.append((pair[0], why))
         else:
             good.append(pair)
-    return ([good] if good else []) + alone
+    return good, refused
 
 
 class GaveUp(Exception):
@@ -214,7 +223,7 @@ class Uploader:
         refuses: Refuses | None = None,
     ) -> None:
         """``refuses(item, payload_chars)``: why the target is known to refuse an item (its
-        limits), or None; such items are split out of their chunk before sending (`presplit`)."""
+        limits), or None; such items are dead-lettered without being sent (`presplit`)."""
         self.journal = journal
         self.target = target
         self.send = send
@@ -387,7 +396,7 @@ class Uploader:
                 self._queue.close()
                 wait_settle(workers, self.settle_timeout)
                 return
-            self.stop.wait(0.1)
+            self.stop.wait(0.01)  # the pass ends within 10 ms of its last worker
 
     # -- workers -----------------------------------------------------------------------------
     def _worker(self) -> None:
@@ -459,13 +468,23 @@ class Uploader:
             self.journal.record_done(chunk_no, [])
             return []
         collection = self.journal.chunk_collection(chunk_no)
-        items = [(sid, json.loads(payload)) for sid, payload, _fp in rows]
+        items = [(r.source_id, _decode_payload(r.payload)) for r in rows]
+        good, refused = presplit(items, self.refuses, [len(r.payload) for r in rows])
+        if refused:
+            self.journal.record_dead_items(
+                chunk_no,
+                [(sid, 422, f"{why} (the target's known limit: not sent)") for sid, why in refused],
+            )
+            with self._lock:
+                self.stats.presplit_items += len(refused)
+                self.stats.dead_items += len(refused)
+            self.on_items(len(refused))
+        if not good:
+            return []
         self._committer.mark_in_flight(chunk_no)
-        groups = presplit(items, self.refuses, [len(p) for _, p, _ in rows])
         with self._lock:
-            self._runs[chunk_no] = _ChunkRun(collection, outstanding=len(groups))
-            self.stats.presplit_items += len(groups) - 1 if len(groups) > 1 else 0
-        return [Unit(chunk_no, g) for g in groups]
+            self._runs[chunk_no] = _ChunkRun(collection, outstanding=1)
+        return [Unit(chunk_no, good)]
 
     def _unit(self, unit: Unit) -> None:
         """Send one unit (a whole chunk, or a part of one); a part the target refuses is halved and
@@ -496,6 +515,9 @@ class Uploader:
                 finally:
                     with self._lock:
                         self._finishing -= 1
+                        last = not self._runs and not self._finishing
+                    if last and self._queue.drained():
+                        self._queue.wake()  # idle workers leave (or reconcile) now
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
@@ -642,6 +664,18 @@ class Uploader:
             if len(ids) != len(items):
                 return "ambiguous"
             return ids
+
+
+def _decode_payload(payload: str) -> dict[str, Any]:
+    """A journaled payload as the dict to send (msgspec: ~3x ``json.loads``; the stdlib for the
+    rare payload msgspec refuses, e.g. a ``NaN`` the stdlib wrote)."""
+    try:
+        return _PAYLOAD_DECODE(payload)
+    except msgspec.DecodeError:
+        return json.loads(payload)
+
+
+_PAYLOAD_DECODE = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 class _Committer(threading.Thread):
