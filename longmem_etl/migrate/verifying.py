@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import os
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -137,12 +137,22 @@ def verify_journal(
     another key or by an older version count as duplicates with ``foreign_copies``); record the
     target ids found through markers that the journal did not know yet. ``migration_id`` is the
     source key. The report's ``id_map`` is the plan's items with those ids filled in."""
-    items = plan_items(journal)
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
-    keys = read_target_keys(
-        target, own_key=mig, stop=stop, max_retries=max_retries, give_up_after=give_up_after
-    )
+    # the target's pages are read (mostly waiting on the API) while the journal is read here
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
+        reading = pool.submit(
+            read_target_keys,
+            target,
+            own_key=mig,
+            stop=stop,
+            max_retries=max_retries,
+            give_up_after=give_up_after,
+        )
+        try:
+            items = plan_items(journal)
+        finally:
+            keys = reading.result()
     source = items.select(["source_id", "collection", "container_tag", "fp"])
     report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
     del keys
@@ -156,27 +166,21 @@ def verify_journal(
 
 
 def _fill_ids(items: pa.Table, pairs: pa.Table | None) -> tuple[pa.Table, pa.Table]:
-    """(id map with the ids verification found where the journal had none, those new pairs)."""
+    """(id map with the ids verification found where the journal had none, those new pairs).
+    Arrow kernels only: a hash lookup of every item in the pairs, no join, no sort."""
     id_map = items.select(ID_MAP.names)
-    if pairs is None or pairs.num_rows == 0 or items.column("target_id").null_count == 0:
-        return id_map, pairs.slice(0, 0) if pairs is not None else _PAIRS.empty_table()
-    con = duckdb.connect()
-    try:
-        con.register("i", id_map)
-        con.register("p", pairs)
-        filled = con.sql(
-            "SELECT i.source_id, coalesce(i.target_id, p.target_id) AS target_id,"
-            " i.collection, i.container_tag, i.chunk, i.state"
-            " FROM (SELECT *, row_number() OVER () AS n FROM i) i"
-            " LEFT JOIN p ON i.target_id IS NULL AND p.source_id = i.source_id ORDER BY i.n"
-        ).to_arrow_table()
-        found = con.sql(
-            "SELECT p.source_id, p.target_id FROM i JOIN p USING (source_id)"
-            " WHERE i.target_id IS NULL"
-        ).to_arrow_table()
-    finally:
-        con.close()
-    return filled.cast(ID_MAP), found
+    tid = id_map.column("target_id")
+    if pairs is None or pairs.num_rows == 0 or tid.null_count == 0:
+        return id_map, _PAIRS.empty_table()
+    at = pc.index_in(id_map.column("source_id"), value_set=pairs.column("source_id"))
+    found_tid = pc.take(pairs.column("target_id"), at)
+    new = pc.and_(pc.is_null(tid), pc.is_valid(found_tid))
+    filled = id_map.set_column(1, "target_id", pc.coalesce(tid, found_tid))
+    found = pa.table(
+        {"source_id": id_map.column("source_id").filter(new), "target_id": found_tid.filter(new)},
+        schema=_PAIRS,
+    )
+    return filled, found
 
 
 def _int64s(values: tuple) -> pa.Array:
