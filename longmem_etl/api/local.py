@@ -552,7 +552,7 @@ class LocalStore(StoreFile):
         return out
 
     @_api(write=False)
-    def export_page(self, *, cursor: str | None = None, limit: int = 50_000) -> dict[str, Any]:
+    def export_page(self, *, cursor: str | None = None, limit: int = 25_000) -> dict[str, Any]:
         """The memories a page at a time, as Arrow (`api.pages`; paging in `api.localpages`)."""
         with self._read() as conn:
             return localpages.read_page(conn, cursor, limit)

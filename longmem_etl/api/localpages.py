@@ -32,18 +32,37 @@ def parse_cursor(cursor: Any) -> int:
 
 
 def read_page(conn: sqlite3.Connection, cursor: Any, limit: Any) -> dict[str, Any]:
-    """``{"memories": EXPORT_PAGE table, "next": cursor | None}`` (see `api.pages`)."""
+    """``{"memories": EXPORT_PAGE table, "next": cursor | None}`` (see `api.pages`).
+
+    Rows are fetched ``_BATCH`` at a time and turned into Arrow at once, so a 50k-row page never
+    has 50k rows of Python objects alive together."""
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise APIError(422, "export_page: limit must be a positive integer")
     after = parse_cursor(cursor)
     cur = conn.cursor()
     cur.row_factory = None  # plain tuples: no Row object per memory
-    rows = cur.execute(
+    cur.execute(
         f"SELECT {', '.join(_COLS)} FROM memories WHERE seq > ? ORDER BY seq LIMIT ?",
         (after, limit),
-    ).fetchall()
-    if not rows:
+    )
+    parts: list[pa.Table] = []
+    n, last = 0, after
+    while rows := cur.fetchmany(_BATCH):
+        parts.append(_columns(conn, rows))
+        n += len(rows)
+        last = rows[-1][0]
+        del rows
+    if not parts:
         return {"memories": EXPORT_PAGE.empty_table(), "next": None}
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    return {"memories": table, "next": str(last) if n == limit else None}
+
+
+_BATCH = 5_000
+
+
+def _columns(conn: sqlite3.Connection, rows: list[tuple]) -> pa.Table:
+    """Rows of `_COLS` -> an EXPORT_PAGE table (dirty rows decoded whole into ``raw``)."""
     cols = list(zip(*rows, strict=True))
     n = len(rows)
     raw: list[str | None] = [None] * n
@@ -65,5 +84,4 @@ def read_page(conn: sqlite3.Connection, cursor: Any, limit: Any) -> dict[str, An
                     col[i] = None
         cols = [cols[0], *fields, cols[-1]]
     arrays = [strings(c) for c in cols[1:-1]] + [strings(raw)]
-    table = pa.Table.from_arrays(arrays, schema=EXPORT_PAGE)
-    return {"memories": table, "next": str(rows[-1][0]) if n == limit else None}
+    return pa.Table.from_arrays(arrays, schema=EXPORT_PAGE)

@@ -32,7 +32,7 @@ import pyarrow as pa
 from longmem_etl import jsonio
 from longmem_etl.arrays import strings
 
-PAGE_ROWS = 50_000
+PAGE_ROWS = 25_000
 """Default page size: big enough that per-page costs vanish, small enough to hold a page of long
 texts (at most 100,000 characters each by default) without a spike."""
 

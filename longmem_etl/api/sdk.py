@@ -201,7 +201,7 @@ class SDKEndpoint:
     def export_account(self) -> dict[str, Any]:
         return self._read.export_account()
 
-    def export_page(self, *, cursor: str | None = None, limit: int = 50_000) -> dict[str, Any]:
+    def export_page(self, *, cursor: str | None = None, limit: int = 25_000) -> dict[str, Any]:
         """The hosted API exports in one call: its whole export is one page (``next`` None)."""
         if cursor is not None:
             raise APIError(422, "export_page: this endpoint has no page after its only one")

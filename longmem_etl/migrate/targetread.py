@@ -80,8 +80,8 @@ f AS (
 SELECT id AS target_id, coalesce(nullif(collection, ''), 'default') AS collection,
        container_tag, sid AS prov_source_id, mkey AS prov_key, content AS prov_content,
        created_at, slow,
-       ($fps AND NOT slow AND (sid IS NULL OR ($own IS NOT NULL AND mkey IS DISTINCT FROM $own)))
-           AS need_fp
+       ($fps AND NOT slow AND ($all OR sid IS NULL
+                               OR ($own IS NOT NULL AND mkey IS DISTINCT FROM $own))) AS need_fp
 FROM f
 """
 
@@ -90,7 +90,7 @@ def read_target_keys(
     target: Any,
     *,
     own_key: str | None = None,
-    fingerprints: bool = True,
+    fingerprints: bool | str = True,
     stop: threading.Event | None = None,
     max_retries: int = 30,
     give_up_after: float | None = None,
@@ -99,8 +99,10 @@ def read_target_keys(
     """Keys of every memory in ``target`` (`verify.TARGET_KEYS`), from one paged read.
 
     ``own_key`` is the source key whose marked memories are matched by marker only (no
-    fingerprint); ``fingerprints=False`` computes none (marker-only lookups)."""
+    fingerprint); ``fingerprints=False`` computes none (marker-only lookups), ``"all"`` every
+    one (reconciliation without markers counts content as a multiset)."""
     con = duckdb.connect()
+    con.execute("SET threads = 1")  # a page is small work; every extra thread has its own arenas
     parts: list[pa.Table] = []
     try:
         for page in _pages(target, stop, max_retries, give_up_after, page_size):
@@ -166,7 +168,11 @@ def _export_whole(
 
 
 def _keys_of_page(
-    con: duckdb.DuckDBPyConnection, page: pa.Table, *, own_key: str | None, fingerprints: bool
+    con: duckdb.DuckDBPyConnection,
+    page: pa.Table,
+    *,
+    own_key: str | None,
+    fingerprints: bool | str,
 ) -> pa.Table:
     """One page -> its key rows (fast rows in DuckDB; the rest through `verify.target_keys`)."""
     if page.num_rows == 0:
@@ -174,7 +180,10 @@ def _keys_of_page(
     page = page.select(EXPORT_PAGE.names).cast(EXPORT_PAGE)
     con.register("p", page)
     try:
-        k = con.sql(_KEYS_SQL, params={"own": own_key, "fps": fingerprints}).to_arrow_table()
+        k = con.sql(
+            _KEYS_SQL,
+            params={"own": own_key, "fps": bool(fingerprints), "all": fingerprints == "all"},
+        ).to_arrow_table()
     finally:
         con.unregister("p")
     slow = k.column("slow").combine_chunks()
@@ -200,9 +209,15 @@ def _keys_of_page(
         return out
     rows = page.filter(slow).to_pylist()
     memories = [_memory(r) for r in rows]
-    return pa.concat_tables(
-        [out, target_keys(memories, own_key=own_key, fingerprints=fingerprints)]
-    )
+    slow_keys = target_keys(memories, own_key=own_key, fingerprints=bool(fingerprints))
+    if fingerprints == "all":
+        slow_keys = slow_keys.set_column(3, "fp", strings([_fp_of(m) for m in memories]))
+    return pa.concat_tables([out, slow_keys])
+
+
+def _fp_of(m: dict[str, Any]) -> str:
+    """`verify.target_keys`' fingerprint of one exported memory."""
+    return fingerprint(m.get("collection") or "default", m.get("container_tag"), m.get("text"))
 
 
 def _memory(row: dict[str, Any]) -> dict[str, Any]:

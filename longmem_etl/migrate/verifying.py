@@ -103,12 +103,15 @@ def snapshot_source_keys(path: Path) -> pa.Table:
 
 
 def plan_items(journal: Journal) -> pa.Table:
-    """Every planned item of the journal as Arrow columns (one read, in plan order)."""
-    rows = list(journal.iter_items())  # (source_id, target_id, collection, tag, fp, chunk, state)
-    if not rows:
-        return _ITEMS.empty_table()
+    """Every planned item of the journal as Arrow columns (one read, in plan order, a batch of
+    Python rows at a time)."""
+    parts = [_items_of(rows) for rows in journal.item_batches()]
+    return pa.concat_tables(parts) if parts else _ITEMS.empty_table()
+
+
+def _items_of(rows: list[tuple]) -> pa.Table:
+    """Journal rows ``(source_id, target_id, collection, tag, fp, chunk, state)`` -> `_ITEMS`."""
     sid, tid, coll, tag, fp, chunk, state = zip(*rows, strict=True)
-    del rows
     return pa.Table.from_arrays(
         [
             strings(sid),
