@@ -302,16 +302,16 @@ def test_killed_while_reading_holdings_during_the_freeze_then_rerun_is_exact(
     (tmp_path / "half.json").write_text(json.dumps({"tenant": "t", "memories": mems[: n // 2]}))
     (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": mems}))
     db = tmp_path / "t.db"
-    env = {**os.environ, "LONGMEM_ETL_HOME": str(tmp_path / "h")}
-    first = subprocess.run(  # half of it landed earlier, under another journal
-        [*CLI, "migrate", "--source", "half.json", "--target", f"local:{db}",
-         "--journal", str(tmp_path / "w0" / "journal.sqlite")],  # fmt: skip
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    env = {"LONGMEM_ETL_HOME": str(tmp_path / "h")}
+    first = run_cli(  # half of it landed earlier, under another journal
+        "migrate", "--source", "half.json", "--target", f"local:{db}",
+        "--journal", str(tmp_path / "w0" / "journal.sqlite"),
+        cwd=tmp_path, env=env, timeout=120,
     )  # fmt: skip
     assert first.returncode == 0, first.stderr
     args = ["migrate", "--source", "d.json", "--journal", str(tmp_path / "w" / "journal.sqlite")]
     slow = [*args, "--target", f"local:{db}?latency_ms=3000"]
-    proc = subprocess.Popen([*CLI, *slow], cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    proc = start_cli(*slow, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
     journal = tmp_path / "w" / "journal.sqlite"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
@@ -324,10 +324,7 @@ def test_killed_while_reading_holdings_during_the_freeze_then_rerun_is_exact(
     proc.wait()
     held = open_endpoint(f"local:{db}", create=False).export_account()["memories"]
     assert len(held) == n // 2  # nothing was sent by the killed run
-    final = subprocess.run(
-        [*CLI, *args, "--target", f"local:{db}", "--json"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    final = run_cli(*args, "--target", f"local:{db}", "--json", cwd=tmp_path, env=env, timeout=120)
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
     assert out["verification"]["exact"] is True

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from longmem_etl import jsonio
-from longmem_etl.api import localrows
+from longmem_etl.api import localpages, localrows
 from longmem_etl.api.faults import FaultConfig, FaultInjector
 from longmem_etl.api.limits import StoreLimits
 from longmem_etl.api.localcheck import check_limits, check_request, new_memory, unprocessable
@@ -448,6 +448,12 @@ class LocalStore(SeedableStore, OfflineCalls):
             else:
                 out[key] = localrows.loads(value)
         return out
+
+    @_api(write=False)
+    def export_page(self, *, cursor: str | None = None, limit: int = 25_000) -> dict[str, Any]:
+        """The memories a page at a time, as Arrow (`api.pages`; paging in `api.localpages`)."""
+        with self._read() as conn:
+            return localpages.read_page(conn, cursor, limit)
 
     @_api(write=False)
     def collections(self) -> list[dict[str, Any]]:

@@ -56,6 +56,12 @@ class LongmemAPI(Protocol):
         """``{"tenant", "collections", "memories", ...}``."""
         ...
 
+    def export_page(self, *, cursor: str | None = None, limit: int = 25_000) -> dict[str, Any]:
+        """Not in the SDK: the account's memories a page at a time, as Arrow (``api/pages.py``):
+        ``{"memories": <pages.EXPORT_PAGE table>, "next": <cursor or None>}``. Readers of the
+        whole target (verification, holdings, repair) use it to hold one page, not the account."""
+        ...
+
     def collections(self) -> list[dict[str, Any]]: ...
 
     def list_memories(

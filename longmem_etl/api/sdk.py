@@ -200,6 +200,15 @@ class SDKEndpoint:
     def export_account(self) -> dict[str, Any]:
         return self._read.export_account()
 
+    def export_page(self, *, cursor: str | None = None, limit: int = 25_000) -> dict[str, Any]:
+        """The hosted API exports in one call: its whole export is one page (``next`` None)."""
+        if cursor is not None:
+            raise APIError(422, "export_page: this endpoint has no page after its only one")
+        from longmem_etl.api.pages import page_of
+
+        memories = self.export_account().get("memories") or []
+        return {"memories": page_of(_drained(memories)), "next": None}
+
     @_call(write=False)
     def collections(self) -> list[dict[str, Any]]:
         return self._read.collections()
@@ -219,3 +228,10 @@ class SDKEndpoint:
     @_call(write=False)
     def search(self, query: str, **kwargs: Any) -> list[dict[str, Any]]:
         return self._read.search(query, **kwargs)
+
+
+def _drained(rows: list) -> Any:
+    """Yield a list's items, dropping each once yielded (the dicts go as the page is built)."""
+    for i in range(len(rows)):
+        row, rows[i] = rows[i], None
+        yield row

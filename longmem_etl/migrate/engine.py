@@ -68,7 +68,7 @@ from longmem_etl.migrate.plan import (
     plan_items,
     summarise,
 )
-from longmem_etl.migrate.reconcile import Interrupted, export_target, retrying
+from longmem_etl.migrate.reconcile import Interrupted, retrying
 from longmem_etl.migrate.refusals import RefusalScan
 from longmem_etl.migrate.state import locks_dir, migrations_dir
 from longmem_etl.migrate.status import (  # noqa: F401 - re-exported: the engine's public calls
@@ -76,8 +76,10 @@ from longmem_etl.migrate.status import (  # noqa: F401 - re-exported: the engine
     list_migrations,
     migration_status,
 )
+from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.uploader import Uploader, make_sender
-from longmem_etl.migrate.verify import VerificationReport, compare, target_keys
+from longmem_etl.migrate.verifying import verify_journal
+from longmem_etl.migrate.verifying import write_outputs as _write_outputs
 from longmem_etl.progress import progress
 from longmem_etl.secrets import mask_obj
 
@@ -550,7 +552,9 @@ def _run_locked(
         result.counts = journal.counts()
         result.dead_letters = result.counts["items_dead"]
         t_outputs = time.monotonic()
-        result.outputs = _write_outputs(journal, work_dir, result.verification)
+        result.outputs = _write_outputs(
+            journal, work_dir, result.verification, id_map=report.id_map
+        )
         done = time.monotonic()
         result.timings["verify"] = round(t_outputs - t_verify, 3)
         result.timings["outputs"] = round(done - t_outputs, 3)
@@ -652,14 +656,13 @@ class HoldingsRead:
                     raise
                 self._held = {}  # no store there yet: it holds nothing
                 return
-            dump = export_target(
+            keys = read_target_keys(
                 target,
+                fingerprints=False,
                 stop=_either(self._stop, self._user_stop),
                 max_retries=self._opts.max_attempts - 1,
                 give_up_after=self._opts.give_up_after,
             )
-            keys = target_keys(dump.get("memories") or [], fingerprints=False)
-            del dump
             self._held = held_by_marker(keys, self._key)
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
@@ -778,100 +781,6 @@ def _freeze_and_plan(
         frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
     )
     journal.write_plan(items, chunk_size=opts.chunk_size, max_bytes=opts.max_bytes)
-
-
-def verify_journal(
-    journal: Journal,
-    target: Any,
-    *,
-    migration_id: str,
-    stop: threading.Event | None = None,
-    foreign_copies: bool = True,
-    max_retries: int = 30,
-    give_up_after: float | None = None,
-) -> VerificationReport:
-    """Compare everything the plan holds with one export of the WHOLE target (copies made under
-    another key or by an older version count as duplicates with ``foreign_copies``); fill in
-    target ids. ``migration_id`` is the source key."""
-    rows = list(journal.iter_items())
-    source = pa.table(
-        {
-            "source_id": [r[0] for r in rows],
-            "collection": [r[2] for r in rows],
-            "container_tag": [r[3] for r in rows],
-            "fp": [r[4] for r in rows],
-        }
-    )
-    # only ids the journal does not know yet get filled in (add_many returned most already)
-    unknown = {r[0] for r in rows if r[1] is None}
-    del rows  # the export is the big allocation: hold as little as possible beside it
-    dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
-    provenance = (journal.get("options") or {}).get("provenance", True)
-    mig = migration_id if provenance else None
-    keys = target_keys(_drain(dump.get("memories") or []), own_key=mig)
-    del dump
-    report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
-    if report.id_pairs is not None and report.id_pairs.num_rows and unknown:
-        journal.set_target_ids(
-            (s, t)
-            for s, t in zip(
-                report.id_pairs["source_id"].to_pylist(),
-                report.id_pairs["target_id"].to_pylist(),
-                strict=True,
-            )
-            if s in unknown
-        )
-    return report
-
-
-def _drain(rows: list) -> Iterator[Any]:
-    """Yield a list's items, dropping each from the list once yielded (memory is freed as the
-    keys are built, instead of holding the whole export and its keys at once)."""
-    for i in range(len(rows)):
-        row, rows[i] = rows[i], None
-        yield row
-
-
-def _write_outputs(
-    journal: Journal, work_dir: Path, verification: dict[str, Any] | None
-) -> dict[str, str]:
-    """id map, dead letters and (when known) the verification report — each written atomically."""
-    work_dir.mkdir(parents=True, exist_ok=True)
-    rows = list(journal.iter_items())
-    table = pa.table(
-        {
-            "source_id": pa.array([r[0] for r in rows], pa.string()),
-            "target_id": pa.array([r[1] for r in rows], pa.string()),
-            "collection": pa.array([r[2] for r in rows], pa.string()),
-            "container_tag": pa.array([r[3] for r in rows], pa.string()),
-            "chunk": pa.array([r[5] for r in rows], pa.int64()),
-            "state": pa.array([r[6] for r in rows], pa.string()),
-        }
-    )
-    out = {}
-    path = work_dir / "id_map.parquet"
-    _atomic(path, lambda p: pq.write_table(table, p))
-    out["id_map"] = str(path)
-    dead = journal.dead_letters()
-    path = work_dir / "dead_letter.jsonl"
-    _atomic(
-        path,
-        lambda p: Path(p).write_text(
-            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dead)
-        ),
-    )
-    out["dead_letter"] = str(path)
-    if verification is not None:
-        path = work_dir / "verification.json"
-        _atomic(path, lambda p: Path(p).write_text(json.dumps(verification, indent=2, default=str)))
-        out["verification"] = str(path)
-    return out
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(str(tmp))
-    os.replace(tmp, path)
 
 
 @contextmanager

@@ -1,7 +1,7 @@
 """What the target already holds of a source: the question every run whose journal cannot prove
 the state asks first (new journal, edited spec, edited or grown source, other cwd, ``--restart``).
 
-One export of the target; its memories become an Arrow table of keys (`verify.target_keys`), and
+One paged read of the target into an Arrow table of keys (`targetread.read_target_keys`), and
 DuckDB joins them with the items in question. A source item is *held* when a target memory carries
 its marker (same source key, same source id) or, ``by_id``, when a target memory has the source's
 id (``import`` keeps ids). Several copies: the oldest (``created_at``, then id) is the one kept.
@@ -27,7 +27,7 @@ import duckdb
 import pyarrow as pa
 
 from longmem_etl.migrate.journal import Journal
-from longmem_etl.migrate.reconcile import export_target
+from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.verify import target_keys
 
 ITEMS = pa.schema([("source_id", pa.string()), ("content", pa.string())])
@@ -115,15 +115,22 @@ def learn_holdings(
     give_up_after: float | None = None,
 ) -> Holdings:
     """Mark every planned item the target already holds as done (one durable transaction), and
-    record those whose landed payload differs from the plan's. One export of the target."""
+    record those whose landed payload differs from the plan's. One read of the target."""
     rows = journal.planned_keys()
     if not rows:
         return Holdings()
     items = pa.table(
         {"source_id": [r[0] for r in rows], "content": [r[1] for r in rows]}, schema=ITEMS
     )
-    dump = export_target(target, stop=stop, max_retries=max_retries, give_up_after=give_up_after)
-    held = which_held(items, target_keys(dump.get("memories") or []), source_key=source_key)
+    keys = read_target_keys(
+        target,
+        fingerprints=False,
+        stop=stop,
+        max_retries=max_retries,
+        give_up_after=give_up_after,
+    )
+    held = which_held(items, keys, source_key=source_key)
+    del keys
     where = {r[0]: (r[2], r[3]) for r in rows}  # source_id -> (collection, chunk)
     per_chunk: dict[int, list[tuple[str, str | None]]] = defaultdict(list)
     changed = []

@@ -527,6 +527,22 @@ class Journal:
             ).fetchall()
         return map(ItemRow._make, rows)
 
+    def item_batches(self, size: int = 20_000) -> Iterator[list[tuple]]:
+        """`iter_items`' rows, ``size`` at a time, from one read on the reader connection: a
+        caller turning them into columns holds one batch of Python rows, never all of them.
+        In rowid order, which is plan order (both plan writers insert in ``seq`` order) without
+        SQLite sorting every row in memory first (``seq`` has no index)."""
+        with self._rlock:
+            cur = self._rdb.execute(
+                "SELECT source_id, target_id, collection, container_tag, fp, chunk_no, state"
+                " FROM items ORDER BY rowid"
+            )
+            try:
+                while rows := cur.fetchmany(size):
+                    yield rows
+            finally:
+                cur.close()
+
     def set_target_ids(self, pairs: Iterable[tuple[str, str]]) -> None:
         with self._tx() as db:
             db.executemany(

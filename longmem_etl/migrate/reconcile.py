@@ -105,6 +105,21 @@ class TargetIndex:
                 self.by_fp[fp].append(tid)
 
     @classmethod
+    def from_keys(cls, keys: Any, migration_id: str) -> TargetIndex:
+        """The index of a `targetread.read_target_keys` table (ids already unique)."""
+        index = cls([], migration_id)
+        index.size = keys.num_rows
+        cols = keys.select(["target_id", "prov_source_id", "prov_key", "fp"]).to_pydict()
+        for tid, sid, key, fp in zip(
+            cols["target_id"], cols["prov_source_id"], cols["prov_key"], cols["fp"], strict=True
+        ):
+            if sid is not None and key == migration_id:
+                index.by_source[sid].append(tid)
+            if fp is not None:
+                index.by_fp[fp].append(tid)
+        return index
+
+    @classmethod
     def from_target(
         cls,
         target: Any,
@@ -117,14 +132,22 @@ class TargetIndex:
         max_retries: int = 30,
         give_up_after: float | None = None,
     ) -> TargetIndex:
-        """One export of the account; or, when the backend cannot export (or ``paged``), the
-        listed pages of ``collections`` (default: all of the account's collections)."""
+        """One paged read of the account (`targetread`); or, when the backend cannot export (or
+        ``paged``), the listed pages of ``collections`` (default: all of the account's
+        collections)."""
         if not paged:
+            from longmem_etl.migrate.targetread import read_target_keys
+
             try:
-                dump = export_target(
-                    target, stop=stop, max_retries=max_retries, give_up_after=give_up_after
+                keys = read_target_keys(
+                    target,
+                    own_key=migration_id,
+                    fingerprints="all" if fingerprints else False,
+                    stop=stop,
+                    max_retries=max_retries,
+                    give_up_after=give_up_after,
                 )
-                return cls(dump.get("memories") or [], migration_id, fingerprints=fingerprints)
+                return cls.from_keys(keys, migration_id)
             except Unsupported:
                 pass
             except APIError as exc:

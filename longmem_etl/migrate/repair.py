@@ -10,7 +10,7 @@ Journaled and resumable: the deletions to make are written first to a SQLite jou
 ``{home}/repairs/<repair id>/`` (repair id = source key + target identity); each deletion is
 committed when the call returns (a 404 means it is already gone). A killed repair, run again,
 finishes the list it made before looking again. One repair per target+source at a time (the same
-`lock` as migrations). ``dry_run`` only lists the extras: no journal, no call but one export.
+`lock` as migrations). ``dry_run`` only lists the extras: no journal, no call but one read of the target.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.errors import APIError
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.lock import run_lock
-from longmem_etl.migrate.reconcile import export_target, retrying
+from longmem_etl.migrate.reconcile import retrying
 from longmem_etl.migrate.state import locks_dir, repairs_dir
+from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.verify import target_keys
 
 _EXTRAS_SQL = """
@@ -71,15 +73,22 @@ class RepairResult:
         }
 
 
-def find_extras(memories: list[dict[str, Any]], source_key: str) -> list[dict[str, Any]]:
-    """Every copy beyond the oldest, per source id, among memories carrying ``source_key``."""
+def find_extras(memories: list[dict[str, Any]] | pa.Table, source_key: str) -> list[dict[str, Any]]:
+    """Every copy beyond the oldest, per source id, among memories carrying ``source_key``.
+    ``memories``: exported dicts, or the keys `targetread.read_target_keys` read."""
+    keys = memories if isinstance(memories, pa.Table) else target_keys(memories)
     con = duckdb.connect()
     try:
-        con.register("t", target_keys(memories))
+        con.register("t", keys)
         rows = con.execute(_EXTRAS_SQL, {"key": source_key}).fetchall()
     finally:
         con.close()
     return [{"target_id": t, "collection": c, "source_id": s} for t, c, s in rows]
+
+
+def _read_keys(api: Any, stop: threading.Event | None) -> pa.Table:
+    """The target's keys, markers only (the same paged read verification makes)."""
+    return read_target_keys(api, fingerprints=False, stop=stop)
 
 
 def repair_duplicates(
@@ -99,8 +108,7 @@ def repair_duplicates(
     api = sources.open_target(target, key_env=target_key_env, create=False)
     result = RepairResult(source_key=key, dry_run=dry_run)
     if dry_run:
-        dump = export_target(api, stop=stop)
-        result.extras = find_extras(dump.get("memories") or [], key)
+        result.extras = find_extras(_read_keys(api, stop), key)
         return result
     rid = hashlib.sha256(
         json.dumps({"key": key, "target": target_id}, sort_keys=True).encode()
@@ -121,8 +129,7 @@ def repair_duplicates(
             result.resumed = bool(pending)
             if not pending:
                 db.execute("DELETE FROM extras")
-                dump = export_target(api, stop=stop)
-                found = find_extras(dump.get("memories") or [], key)
+                found = find_extras(_read_keys(api, stop), key)
                 db.execute("BEGIN IMMEDIATE")
                 db.executemany(
                     "INSERT INTO extras(target_id, collection, source_id) VALUES (?, ?, ?)",

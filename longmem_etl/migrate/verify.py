@@ -76,8 +76,12 @@ def target_keys(
     """Keys of exported target memories, provenance markers pulled out of metadata.
 
     The content fingerprint (NFC, whitespace, sha256: the per-row cost) is only computed where
-    something reads it: not for memories carrying ``own_key``'s marker (matched by marker, never
-    by content), and not at all with ``fingerprints=False`` (marker-only lookups)."""
+    something reads it: for memories without a marker and, with ``own_key``, for those whose
+    marker names another key (`compare` counts them by content); not at all with
+    ``fingerprints=False`` (marker-only lookups). Pass the source key `compare` gets as
+    ``migration_id`` as ``own_key``.
+
+    This is the dict path; `targetread.read_target_keys` gives the same keys from a paged read."""
     cols: dict[str, list] = {n: [] for n in TARGET_KEYS.names}
     for m in memories:
         coll = m.get("collection") or "default"
@@ -87,7 +91,7 @@ def target_keys(
         cols["target_id"].append(None if m.get("id") is None else str(m["id"]))
         cols["collection"].append(str(coll))
         cols["container_tag"].append(None if tag is None else str(tag))
-        needs_fp = fingerprints and (own_key is None or key != own_key or sid is None)
+        needs_fp = fingerprints and (sid is None or (own_key is not None and key != own_key))
         cols["fp"].append(fingerprint(coll, tag, m.get("text")) if needs_fp else None)
         cols["prov_source_id"].append(sid)
         cols["prov_key"].append(key)
@@ -102,6 +106,7 @@ class VerificationReport:
     totals: dict[str, int]
     groups: list[dict[str, Any]] = field(default_factory=list)
     id_pairs: pa.Table | None = None  # source_id -> target_id found through markers
+    id_map: pa.Table | None = None  # after a migration: the plan's items, target ids filled in
 
     def as_dict(self) -> dict[str, Any]:
         return {"exact": self.exact, "totals": self.totals, "groups": self.groups}
@@ -199,15 +204,11 @@ def compare(
         cur = con.execute(_SQL, {"mig": migration_id, "foreign": foreign_copies})
         names = [d[0] for d in cur.description]
         groups = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        rows = con.execute(
-            "SELECT prov_source_id, min(target_id) FROM t"
+        pairs = con.sql(
+            "SELECT prov_source_id AS source_id, min(target_id) AS target_id FROM t"
             " WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_key = $mig) GROUP BY 1",
-            {"mig": migration_id},
-        ).fetchall()
-        pairs = pa.table(
-            {"source_id": [r[0] for r in rows], "target_id": [r[1] for r in rows]},
-            schema=pa.schema([("source_id", pa.string()), ("target_id", pa.string())]),
-        )
+            params={"mig": migration_id},
+        ).to_arrow_table()
     finally:
         con.close()
     keys = ("source", "target", "present", "missing", "duplicated", "extra", "unrelated")

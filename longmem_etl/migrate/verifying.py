@@ -1,11 +1,45 @@
-"""`verify --source S --target URI`: the standalone check, on any source the migrator accepts."""
+"""Verification and outputs, for `migrate` (a journal's plan) and the standalone ``verify`` verb.
+
+Both read the target once through `targetread.read_target_keys` (paged, keys in Arrow, markers
+pulled out by DuckDB) and count with `verify.compare` (one DuckDB query). After a migration the
+plan's items are read from the journal ONCE, as Arrow columns: they are the source side of the
+comparison and, with the target ids the comparison found, the id map — so the outputs are written
+from tables already in hand, not by walking the journal again row by row.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
+from longmem_etl.arrays import int64s, strings
 from longmem_etl.migrate import source as sources
-from longmem_etl.migrate.reconcile import export_target
-from longmem_etl.migrate.verify import VerificationReport, compare, source_keys, target_keys
+from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.keys import fingerprint
+from longmem_etl.migrate.targetread import read_target_keys
+from longmem_etl.migrate.verify import SOURCE_KEYS, VerificationReport, compare
+
+ID_MAP = pa.schema(
+    [
+        ("source_id", pa.string()),
+        ("target_id", pa.string()),
+        ("collection", pa.string()),
+        ("container_tag", pa.string()),
+        ("chunk", pa.int64()),
+        ("state", pa.string()),
+    ]
+)
+_ITEMS = pa.schema([*ID_MAP, ("fp", pa.string())])
 
 
 def source_key_of(source: str, *, copy: str | None = None, key_env: str = DEFAULT_KEY_ENV) -> str:
@@ -25,7 +59,7 @@ def verify_source_target(
     source_key_env: str = DEFAULT_KEY_ENV,
     target_key_env: str = DEFAULT_KEY_ENV,
 ) -> VerificationReport:
-    """Freeze ``source`` (temporarily; cleaned with ``spec`` if given), export ``target`` once and
+    """Freeze ``source`` (temporarily; cleaned with ``spec`` if given), read ``target`` once and
     compare per collection and container tag.
 
     ``scoped`` (or an explicit source key in ``migration_id``) limits the check to this source:
@@ -38,11 +72,166 @@ def verify_source_target(
     if foreign_copies is None:
         foreign_copies = copy is None
     with sources.frozen_temporarily(source, spec=spec, key_env=source_key_env) as frozen:
-        skeys = source_keys(frozen.memories())
-    dump = export_target(target_api)
-    return compare(
-        skeys,
-        target_keys(dump.get("memories") or []),
-        migration_id=migration_id,
-        foreign_copies=foreign_copies,
+        skeys = snapshot_source_keys(frozen.path)
+    keys = read_target_keys(target_api, own_key=migration_id)
+    return compare(skeys, keys, migration_id=migration_id, foreign_copies=foreign_copies)
+
+
+def snapshot_source_keys(path: Path) -> pa.Table:
+    """`verify.SOURCE_KEYS` of a snapshot's memories, from its key columns only (the same keys
+    `verify.source_keys` gives for its dump-form memories; duplicate ids get ``#n`` as planned)."""
+    from longmem_etl.snapshots import open_snapshot
+
+    cols = ["id", "collection", "container_tag", "text"]
+    table = pq.read_table(open_snapshot(path).memories_path, columns=cols)
+    ids, colls, tags, texts = (table.column(c).to_pylist() for c in cols)
+    del table
+    seen: dict[str, int] = {}
+    sids: list[str] = []
+    fps: list[str] = []
+    for i, raw in enumerate(ids):
+        sid = "" if raw is None else str(raw)
+        n = seen.get(sid, 0) + 1
+        seen[sid] = n
+        sids.append(sid if n == 1 else f"{sid}#{n}")
+        colls[i] = colls[i] or "default"
+        fps.append(fingerprint(colls[i], tags[i], texts[i]))
+        texts[i] = None
+    return pa.Table.from_arrays(
+        [strings(sids), strings(colls), strings(tags), strings(fps)], schema=SOURCE_KEYS
     )
+
+
+def plan_items(journal: Journal) -> pa.Table:
+    """Every planned item of the journal as Arrow columns (one read, in plan order, a batch of
+    Python rows at a time)."""
+    parts = [_items_of(rows) for rows in journal.item_batches()]
+    return pa.concat_tables(parts) if parts else _ITEMS.empty_table()
+
+
+def _items_of(rows: list[tuple]) -> pa.Table:
+    """Journal rows ``(source_id, target_id, collection, tag, fp, chunk, state)`` -> `_ITEMS`."""
+    sid, tid, coll, tag, fp, chunk, state = zip(*rows, strict=True)
+    return pa.Table.from_arrays(
+        [
+            strings(sid),
+            strings(tid),
+            strings(coll),
+            strings(tag),
+            _int64s(chunk),
+            strings(state),
+            strings(fp),
+        ],
+        schema=_ITEMS,
+    )
+
+
+def verify_journal(
+    journal: Journal,
+    target: Any,
+    *,
+    migration_id: str,
+    stop: threading.Event | None = None,
+    foreign_copies: bool = True,
+    max_retries: int = 30,
+    give_up_after: float | None = None,
+) -> VerificationReport:
+    """Compare everything the plan holds with one read of the WHOLE target (copies made under
+    another key or by an older version count as duplicates with ``foreign_copies``); record the
+    target ids found through markers that the journal did not know yet. ``migration_id`` is the
+    source key. The report's ``id_map`` is the plan's items with those ids filled in."""
+    provenance = (journal.get("options") or {}).get("provenance", True)
+    mig = migration_id if provenance else None
+    # the target's pages are read (mostly waiting on the API) while the journal is read here
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
+        reading = pool.submit(
+            read_target_keys,
+            target,
+            own_key=mig,
+            stop=stop,
+            max_retries=max_retries,
+            give_up_after=give_up_after,
+        )
+        try:
+            items = plan_items(journal)
+        finally:
+            keys = reading.result()
+    source = items.select(["source_id", "collection", "container_tag", "fp"])
+    report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
+    del keys
+    id_map, found = _fill_ids(items, report.id_pairs)
+    if found.num_rows:
+        journal.set_target_ids(
+            zip(found["source_id"].to_pylist(), found["target_id"].to_pylist(), strict=True)
+        )
+    report.id_map = id_map
+    return report
+
+
+def _fill_ids(items: pa.Table, pairs: pa.Table | None) -> tuple[pa.Table, pa.Table]:
+    """(id map with the ids verification found where the journal had none, those new pairs).
+    Arrow kernels only: a hash lookup of every item in the pairs, no join, no sort."""
+    id_map = items.select(ID_MAP.names)
+    tid = id_map.column("target_id")
+    if pairs is None or pairs.num_rows == 0 or tid.null_count == 0:
+        return id_map, _PAIRS.empty_table()
+    at = pc.index_in(id_map.column("source_id"), value_set=pairs.column("source_id"))
+    found_tid = pc.take(pairs.column("target_id"), at)
+    new = pc.and_(pc.is_null(tid), pc.is_valid(found_tid))
+    filled = id_map.set_column(1, "target_id", pc.coalesce(tid, found_tid))
+    found = pa.table(
+        {"source_id": id_map.column("source_id").filter(new), "target_id": found_tid.filter(new)},
+        schema=_PAIRS,
+    )
+    return filled, found
+
+
+def _int64s(values: tuple) -> pa.Array:
+    """An int64 column with nulls, from NumPy (``pa.array(list)`` would import pandas)."""
+    is_null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
+    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
+    arr = int64s(data)
+    if not is_null.any():
+        return arr
+    return pc.if_else(pa.array(is_null), pa.nulls(len(values), pa.int64()), arr)
+
+
+_PAIRS = pa.schema([("source_id", pa.string()), ("target_id", pa.string())])
+
+
+def write_outputs(
+    journal: Journal,
+    work_dir: Path,
+    verification: dict[str, Any] | None,
+    *,
+    id_map: pa.Table | None = None,
+) -> dict[str, str]:
+    """id map, dead letters and (when known) the verification report — each written atomically.
+    ``id_map`` is the one verification made (`verify_journal`); without it the journal is read."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if id_map is None:
+        id_map = plan_items(journal).select(ID_MAP.names)
+    out = {}
+    path = work_dir / "id_map.parquet"
+    _atomic(path, lambda p: pq.write_table(id_map, p))
+    out["id_map"] = str(path)
+    dead = journal.dead_letters()
+    path = work_dir / "dead_letter.jsonl"
+    _atomic(
+        path,
+        lambda p: Path(p).write_text(
+            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dead)
+        ),
+    )
+    out["dead_letter"] = str(path)
+    if verification is not None:
+        path = work_dir / "verification.json"
+        _atomic(path, lambda p: Path(p).write_text(json.dumps(verification, indent=2, default=str)))
+        out["verification"] = str(path)
+    return out
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(str(tmp))
+    os.replace(tmp, path)

@@ -212,3 +212,39 @@ def test_add_many_refuses_more_than_100_items(local_api):
 def test_offline_unsupported_methods(local_api):
     with pytest.raises(Unsupported, match="remember"):
         local_api.remember("x")
+
+
+def test_export_page_covers_the_export_once(api):
+    """Paged export: every exported memory exactly once, same fields, until ``next`` is None."""
+    import json
+
+    api.add_many(
+        [{"text": f"note {i}", "metadata": {"i": i}} for i in range(5)], collection="notes"
+    )
+    api.add("tagged", collection="crm", container_tag="user-1")
+    archived = api.add("old", collection="crm", metadata=None)
+    api.archive(archived["id"], collection="crm")
+    exported = {m["id"]: m for m in api.export_account()["memories"]}
+    rows, cursor, calls = [], None, 0
+    while True:
+        page = api.export_page(cursor=cursor, limit=3)
+        rows += page["memories"].to_pylist()
+        calls += 1
+        cursor = page["next"]
+        if cursor is None:
+            break
+        assert page["memories"].num_rows == 3  # a page that is not the last one is full
+    assert sorted(r["id"] for r in rows) == sorted(exported)  # each memory once
+    for r in rows:
+        m = exported[r["id"]]
+        assert r["raw"] is None
+        for f in ("collection", "container_tag", "created_at", "text"):
+            assert r[f] == m.get(f)
+        assert json.loads(r["metadata"]) == m.get("metadata")
+    assert calls >= 1
+
+
+def test_export_page_refuses_a_cursor_it_did_not_give(api):
+    with pytest.raises(APIError) as exc:
+        api.export_page(cursor="not-a-cursor")
+    assert exc.value.status == 422
