@@ -410,6 +410,26 @@ def test_warehouse_on_s3_through_the_aws_environment(s3, s3_bucket, tmp_path):
         assert secret.encode() not in stored
 
 
+def test_publish_from_an_s3_root(s3, s3_bucket, tmp_path):
+    """A root on S3 publishes like a local one (its committed snapshots, once; re-runs add
+    nothing), and a half-written upload under it (no manifest) is never published."""
+    root = f"s3://{s3_bucket}/backups"
+    assert main(["convert", str(SAMPLES / "acme-small.json"), "--root", root]) == 0
+    client = s3.client()  # debris of a killed writer: data but no manifest
+    client.put_object(
+        Bucket=s3_bucket, Key="backups/tenant=ghost/snapshot=20260101T000000Z/memories.parquet",
+        Body=b"PAR1 not really",
+    )  # fmt: skip
+    catalog, warehouse = _lake(tmp_path)
+    args = ["publish", "--root", root, "--catalog", catalog, "--warehouse", warehouse]
+    assert main(args) == 0
+    mem = _tables(catalog, warehouse)["memories"]
+    assert mem.scan().to_arrow().num_rows == 50
+    assert set(mem.scan().to_arrow().column("tenant").to_pylist()) == {"acme"}
+    assert main(args) == 0
+    assert len(_tables(catalog, warehouse)["memories"].snapshots()) == 1
+
+
 def test_tenant_names_are_kept_exactly_in_rows_partitions_and_journal(tmp_path):
     from datetime import datetime, timedelta, timezone
 

@@ -4,7 +4,6 @@ with a snapshot root (``longmem_etl.lakehouse.publish``; `docs/lakehouse.md`).""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from longmem_etl.cli.common import add_identity_flag, add_json_flag, add_verb, emit
 
@@ -46,7 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         examples=EXAMPLES,
     )
-    p.add_argument("--root", required=True, type=Path, help="folder holding tenant=*/snapshot=*/")
+    p.add_argument(
+        "--root",
+        required=True,
+        metavar="ROOT",
+        help="snapshot root: a directory or s3://BUCKET/PREFIX holding tenant=*/snapshot=*/",
+    )
     p.add_argument(
         "--catalog",
         required=True,

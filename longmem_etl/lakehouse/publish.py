@@ -222,7 +222,36 @@ def publish(
     on_append: Callable[[str, Key], None] | None = None,
 ) -> PublishResult:
     """Append every snapshot under ``root`` (of ``tenant`` only, when given) that the tables do
-    not hold yet; see the module doc. ``on_append(table, key)`` is called after each commit."""
+    not hold yet; see the module doc. ``on_append(table, key)`` is called after each commit.
+
+    An ``s3://`` root is read through the same staging as every other verb (its committed
+    snapshots mirrored into a private temp dir); paths in the result name the ``s3://`` URLs."""
+    from longmem_etl.storage.staging import remote_paths, staged
+
+    with staged(root, tenant=tenant) as (local, _):
+        assert local is not None
+        return remote_paths(
+            _publish_local(
+                local,
+                catalog,
+                warehouse,
+                namespace=namespace,
+                tenant=tenant,
+                on_append=on_append,
+            )
+        )
+
+
+def _publish_local(
+    root: str | os.PathLike,
+    catalog: str,
+    warehouse: str,
+    *,
+    namespace: str,
+    tenant: str | None,
+    on_append: Callable[[str, Key], None] | None,
+) -> PublishResult:
+    """`publish` over a local root."""
     from longmem_etl import __version__
     from longmem_etl.progress import progress
     from longmem_etl.snapshots.layout import list_snapshots, snapshot_tenant
