@@ -61,6 +61,8 @@ def interruptible(con: Any) -> Iterator[None]:
     watcher.start()
     try:
         yield
+        if fired.is_set():  # Ctrl-C landed as the last query ended: the connection is left
+            raise KeyboardInterrupt  # interrupted, so the next query would fail; stop here
     except duckdb.InterruptException:
         raise KeyboardInterrupt from None
     except BaseException:
