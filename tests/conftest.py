@@ -12,6 +12,7 @@ test inherit both (``cli_support.run_cli`` keeps the state home and nothing else
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,15 @@ def _isolated_state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch) 
 def _isolated_cwd(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """A fresh cwd that is not ``tmp_path`` (tests asserting what ``tmp_path`` holds stay exact)."""
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture
+def etl_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A deployment-free environment for the Dagster tests: no ``LONGMEM_ETL_*`` variable of the
+    developer's, and the state home in this test's ``tmp_path/state`` (returned)."""
+    for var in list(os.environ):
+        if var.startswith("LONGMEM_ETL_"):
+            monkeypatch.delenv(var)
+    state = tmp_path / "state"
+    monkeypatch.setenv("LONGMEM_ETL_HOME", str(state))
+    return state

@@ -201,7 +201,7 @@ def test_ctrl_c_removes_the_decrypted_copy(enc, tmp_path):
     assert not plain.exists() and not list(tmp_path.glob("longmem-etl-plain-*"))
 
 
-def test_dagster_graph_over_encrypted_snapshots(tmp_path, monkeypatch):
+def test_dagster_graph_over_encrypted_snapshots(etl_state, tmp_path, monkeypatch):
     """The whole Dagster graph with recipients configured: every check passes, nothing in clear."""
     from dagster import DagsterInstance, materialize
 
@@ -210,11 +210,7 @@ def test_dagster_graph_over_encrypted_snapshots(tmp_path, monkeypatch):
     from pipelines.partitions import register_tenants
     from pipelines.resources import SnapshotRoot, default_resources
 
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    state = tmp_path / "state"
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(state))
+    state = etl_state
     key = tmp_path / "acme.key"
     recipient = write_identity_file(key)
     monkeypatch.setenv("LONGMEM_ETL_IDENTITY_FILE", str(key))

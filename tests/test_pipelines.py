@@ -26,18 +26,14 @@ SECRET = "sk-live-pipelines-test-do-not-leak"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
+def env(etl_state, tmp_path, monkeypatch):
     """State in a tmp dir, no deployment env vars, a key in the environment that must never leak."""
-    import os
 
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
+    state = etl_state
     monkeypatch.setenv("LONGMEM_API_KEY", SECRET)
     instance = DagsterInstance.ephemeral()
     register_tenants(instance)  # the sample tenants: acme, globex
-    return tmp_path / "state", instance
+    return state, instance
 
 
 def _run(instance, partition, assets, checks=(), selection=None, run_config=None):

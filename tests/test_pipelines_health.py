@@ -3,7 +3,6 @@ reported hourly (without a run) by the ``snapshot_health`` sensor, on real snaps
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,11 +17,7 @@ from pipelines.utils import latest_metadata
 
 
 @pytest.fixture
-def instance(tmp_path, monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
+def instance(etl_state, tmp_path, monkeypatch):
     (tmp_path / "dagster").mkdir()
     inst = DagsterInstance.local_temp(str(tmp_path / "dagster"))
     register_tenants(inst)  # acme, globex

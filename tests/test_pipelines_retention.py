@@ -3,7 +3,6 @@ schedule carries the policy from ``$LONGMEM_ETL_RETENTION``."""
 
 from __future__ import annotations
 
-import os
 from datetime import datetime, timezone
 
 import pytest
@@ -19,14 +18,11 @@ from pipelines.utils import latest_metadata
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
+def env(etl_state, tmp_path, monkeypatch):
+    state = etl_state
     instance = DagsterInstance.ephemeral()
     register_tenants(instance, ["acme-small"])
-    return tmp_path / "state", instance
+    return state, instance
 
 
 def test_schedule_carries_the_policy_from_the_environment(env, monkeypatch, tmp_path):

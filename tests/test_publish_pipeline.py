@@ -22,17 +22,13 @@ SECRET = "sk-live-iceberg-test-do-not-leak"
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    import os
+def env(etl_state, tmp_path, monkeypatch):
 
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
+    state = etl_state
     monkeypatch.setenv("LONGMEM_API_KEY", SECRET)
     instance = DagsterInstance.ephemeral()
     register_tenants(instance)
-    return tmp_path / "state", instance
+    return state, instance
 
 
 def _materialize(instance, assets, selection=None):

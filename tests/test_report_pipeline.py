@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,11 @@ from pipelines.utils import latest_metadata
 
 
 @pytest.fixture
-def env(tmp_path, monkeypatch):
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
+def env(etl_state, tmp_path, monkeypatch):
+    state = etl_state
     instance = DagsterInstance.ephemeral()
     register_tenants(instance)
-    return tmp_path / "state", instance
+    return state, instance
 
 
 def _records(meta, name: str) -> list[dict]:

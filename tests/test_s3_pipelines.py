@@ -19,13 +19,8 @@ from pipelines.utils import latest_metadata
 
 
 @pytest.fixture
-def instance(tmp_path, monkeypatch, s3):
-    import os
+def instance(etl_state, tmp_path, monkeypatch, s3):
 
-    for var in list(os.environ):
-        if var.startswith("LONGMEM_ETL_"):
-            monkeypatch.delenv(var)
-    monkeypatch.setenv("LONGMEM_ETL_HOME", str(tmp_path / "state"))
     inst = DagsterInstance.ephemeral()
     register_tenants(inst)
     return inst
