@@ -6,8 +6,11 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 from longmem_etl import __version__
 from longmem_etl.errors import EXIT_ERROR, LongmemETLError, environment_problem
@@ -59,6 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_SIGINT = threading.Event()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _SIGINT.set()
+    raise KeyboardInterrupt
+
+
+def _watch_sigint() -> Any:
+    """Python's own Ctrl-C behaviour, remembering that it happened: a library may turn the
+    KeyboardInterrupt into its own error (DuckDB checks for signals mid-query and raises
+    ``RuntimeError: Query interrupted``), which is still the user's Ctrl-C (exit 130), not a bug."""
+    _SIGINT.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        return None
+    return signal.signal(signal.SIGINT, _on_sigint)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -70,6 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from longmem_etl.snapshots.crypto import use_identity_file
 
         use_identity_file(identity)
+    previous = _watch_sigint()
     try:
         return int(args.func(args) or 0)
     except LongmemETLError as exc:
@@ -83,6 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as exc:  # a bug: one line, with the traceback only when asked for
+        if _SIGINT.is_set():  # whatever a Ctrl-C surfaced as (DuckDB: "Query interrupted")
+            print(f"longmem-etl {args.verb}: interrupted", file=sys.stderr)
+            return 130
         problem = environment_problem(exc)  # disk full, read-only, a file in the way: exit 2
         if problem is not None:
             print(f"longmem-etl {args.verb}: {one_line(str(problem))}", file=sys.stderr)
@@ -98,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_ERROR
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         if identity:
             use_identity_file(None)
 
