@@ -412,85 +412,26 @@ def _run_locked(
         # What the target already holds is read (one export) WHILE the source is frozen: the
         # export is mostly the API's latency, the freeze mostly our CPU.
         holdings_read = HoldingsRead(opts, key, stop) if streamed else None
-        if fresh:
-            try:
-                _freeze_and_plan(
-                    opts, journal, work_dir, mid, key, plan_binding, write=not streamed
-                )
-            except BaseException as exc:
-                if holdings_read is not None:
-                    holdings_read.cancel()
-                if isinstance(exc, BadInput) and not existed:
-                    # nothing half-made stays behind a refused first run
-                    journal.close()
-                    _remove_journal(journal_path)
-                    _discard_plan(work_dir)
-                raise
-        target = sources.open_target(opts.target, key_env=opts.target_key_env)
-        feed, streamed_plan = None, None
-        if holdings_read is not None:
-            feed, streamed_plan = _plan_feed(
-                opts, journal, holdings_read, key, stop, result, work_dir
-            )
-        elif fresh and opts.provenance:
-            from longmem_etl.migrate.holdings import learn_holdings
-
-            t_held = time.monotonic()
-            try:
-                found = learn_holdings(
-                    journal,
-                    target,
-                    source_key=key,
-                    stop=stop,
-                    max_retries=opts.max_attempts - 1,
-                    give_up_after=opts.give_up_after,
-                )
-            except APIError as exc:  # unreadable within the retry budget: nothing sent, exit 3
-                _write_outputs(journal, work_dir, None)
-                raise Incomplete(
-                    f"cannot read the target to learn what it already holds ({exc}); nothing "
-                    f"was sent — resume with: {result.resume_command}"
-                ) from None
-            journal.put(holdings=found.as_dict())
-            result.timings["holdings"] = round(time.monotonic() - t_held, 3)
-        result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
-        counts = journal.counts()
-        total = counts["items_total"]
-        if streamed:
-            total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
-        bar = (
-            progress(total, desc="migrate", unit="item", heartbeat=True)
-            if opts.show_progress
-            else None
+        # A dump frozen without a spec hands its rows over while it converts: the plan is
+        # written, and the upload runs, during the freeze (`pipeline`).
+        overlap = (
+            streamed
+            and opts.mode == "add"
+            and sources.freezes_in_rows(opts.source, opts.spec)
+            and os.environ.get("LONGMEM_ETL_OVERLAP_FREEZE") != "0"
         )
-        if bar is not None:
-            bar.update(counts["items_done"] + counts["items_dead"])
-        send = make_sender(target, opts.mode, journal.get("collection_defs", {}))
-        uploader = Uploader(
-            journal,
-            target,
-            send,
-            migration_id=key,
-            provenance=opts.provenance,
-            concurrency=opts.concurrency,
-            max_attempts=opts.max_attempts,
-            give_up_after=opts.give_up_after,
-            settle_timeout=opts.settle_timeout,
-            stop=stop,
-            on_items=(bar.update if bar is not None else None),
-            refuses=refusal_check(opts.target),
+        ctx = _Run(
+            opts, journal, journal_path, mid, key, plan_binding, stop, result, existed, t_plan
         )
-        t_upload = time.monotonic()
-        result.timings["freeze_plan"] = round(t_upload - t_plan, 3)
-        try:
-            # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
-            # provenance (content counting is its only way to learn what is already there).
-            stats = uploader.run(
-                resumed=result.resumed or (fresh and not opts.provenance), feed=feed
+        if overlap:
+            assert holdings_read is not None
+            target, uploader, stats, streamed_plan, t_upload = _freeze_plan_upload(
+                ctx, holdings_read
             )
-        finally:
-            if bar is not None:
-                bar.close()
+        else:
+            target, uploader, stats, streamed_plan, t_upload = _freeze_then_upload(
+                ctx, holdings_read, fresh=fresh, streamed=streamed
+            )
         if streamed_plan is not None:
             held = {
                 "already_in_target": streamed_plan.held,
@@ -561,6 +502,222 @@ def _run_locked(
         result.timings["verify_outputs"] = round(done - t_verify, 3)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass
+class _Run:
+    """What the phases of one locked run share."""
+
+    opts: MigrationOptions
+    journal: Journal
+    journal_path: Path
+    mid: str
+    key: str
+    plan_binding: dict[str, Any]
+    stop: threading.Event
+    result: MigrationResult
+    existed: bool
+    t_plan: float
+
+    @property
+    def work_dir(self) -> Path:
+        return self.journal_path.parent
+
+    def refused(self) -> None:
+        """A first run refused while freezing (bad input): nothing half-made stays behind."""
+        if not self.existed:
+            self.journal.close()
+            _remove_journal(self.journal_path)
+            _discard_plan(self.work_dir)
+
+    def holdings_unreadable(self, exc: Exception) -> Incomplete:
+        _write_outputs(self.journal, self.work_dir, None)
+        return Incomplete(
+            f"cannot read the target to learn what it already holds ({exc}); nothing "
+            f"was sent — resume with: {self.result.resume_command}"
+        )
+
+    def progress_bar(self, total: int | None) -> Any:
+        if not self.opts.show_progress:
+            return None
+        return progress(total, desc="migrate", unit="item", heartbeat=True)
+
+    def uploader(self, target: Any, bar: Any) -> Uploader:
+        opts = self.opts
+        send = make_sender(target, opts.mode, self.journal.get("collection_defs", {}))
+        return Uploader(
+            self.journal,
+            target,
+            send,
+            migration_id=self.key,
+            provenance=opts.provenance,
+            concurrency=opts.concurrency,
+            max_attempts=opts.max_attempts,
+            give_up_after=opts.give_up_after,
+            settle_timeout=opts.settle_timeout,
+            stop=self.stop,
+            on_items=(bar.update if bar is not None else None),
+            refuses=refusal_check(opts.target),
+        )
+
+
+def _freeze_then_upload(
+    ctx: _Run, holdings_read: HoldingsRead | None, *, fresh: bool, streamed: bool
+):
+    """Freeze the source whole (a fresh plan), then upload — with the plan streamed during the
+    upload when ``streamed``. Returns ``(target, uploader, stats, streamed plan, upload start)``."""
+    opts, journal, result = ctx.opts, ctx.journal, ctx.result
+    if fresh:
+        try:
+            _freeze_and_plan(
+                opts, journal, ctx.work_dir, ctx.mid, ctx.key, ctx.plan_binding, write=not streamed
+            )
+        except BaseException as exc:
+            if holdings_read is not None:
+                holdings_read.cancel()
+            if isinstance(exc, BadInput):
+                ctx.refused()
+            raise
+    target = sources.open_target(opts.target, key_env=opts.target_key_env)
+    feed, streamed_plan = None, None
+    if holdings_read is not None:
+        feed, streamed_plan = _plan_feed(opts, journal, holdings_read, ctx.key, ctx.stop, ctx)
+    elif fresh and opts.provenance:
+        from longmem_etl.migrate.holdings import learn_holdings
+
+        t_held = time.monotonic()
+        try:
+            found = learn_holdings(
+                journal,
+                target,
+                source_key=ctx.key,
+                stop=ctx.stop,
+                max_retries=opts.max_attempts - 1,
+                give_up_after=opts.give_up_after,
+            )
+        except APIError as exc:  # unreadable within the retry budget: nothing sent, exit 3
+            raise ctx.holdings_unreadable(exc) from None
+        journal.put(holdings=found.as_dict())
+        result.timings["holdings"] = round(time.monotonic() - t_held, 3)
+    result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
+    counts = journal.counts()
+    total = counts["items_total"]
+    if streamed:
+        total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
+    bar = ctx.progress_bar(total)
+    if bar is not None:
+        bar.update(counts["items_done"] + counts["items_dead"])
+    uploader = ctx.uploader(target, bar)
+    t_upload = time.monotonic()
+    result.timings["freeze_plan"] = round(t_upload - ctx.t_plan, 3)
+    try:
+        # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
+        # provenance (content counting is its only way to learn what is already there).
+        stats = uploader.run(resumed=result.resumed or (fresh and not opts.provenance), feed=feed)
+    finally:
+        if bar is not None:
+            bar.close()
+    return target, uploader, stats, streamed_plan, t_upload
+
+
+def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
+    """Freeze, plan and upload at once (`pipeline`): the dump's rows are planned as the freeze
+    converts them, and each batch's chunks go to the uploader (in its own thread) once the batch
+    is durable. Returns ``(target, uploader, stats, streamed plan, upload start)``."""
+    from longmem_etl.migrate.pipeline import FreezeStopped, UploadInBackground
+    from longmem_etl.migrate.planstream import BatchPlanner, StreamedPlan
+
+    opts, journal, result, stop = ctx.opts, ctx.journal, ctx.result, ctx.stop
+    journal.put(
+        options={
+            "chunk_size": opts.chunk_size,
+            "max_bytes": opts.max_bytes,
+            "mode": opts.mode,
+            "provenance": opts.provenance,
+        },
+        migration_id=ctx.mid,
+        source_key=ctx.key,
+        plan_binding=ctx.plan_binding,
+    )
+    bar = ctx.progress_bar(None)
+    opened: list[Any] = []
+
+    def start() -> Uploader:
+        opened.append(sources.open_target(opts.target, key_env=opts.target_key_env))
+        return ctx.uploader(opened[0], bar)
+
+    pipe = UploadInBackground(start, stop)
+    planner = BatchPlanner(
+        journal,
+        mode=opts.mode,
+        source_key=ctx.key,
+        chunk_size=opts.chunk_size,
+        max_bytes=opts.max_bytes,
+        held=holdings_read,
+        put=pipe.put,
+        report=StreamedPlan(),
+    )
+
+    def on_rows(batch: Any) -> None:
+        if stop.is_set():
+            raise FreezeStopped
+        planner.add(batch)
+
+    t_freeze = time.monotonic()
+    frozen = None
+    try:
+        try:
+            frozen = sources.freeze(
+                opts.source,
+                ctx.work_dir / "frozen",
+                spec=None,
+                key_env=opts.source_key_env,
+                identity=ctx.plan_binding["content"],
+                on_rows=on_rows,
+            )
+        except FreezeStopped:
+            pass
+        except APIError as exc:  # the holdings read failed: nothing was written, nothing sent
+            holdings_read.cancel()
+            pipe.abandon()
+            raise ctx.holdings_unreadable(exc) from None
+        except BaseException as exc:
+            holdings_read.cancel()
+            sent = pipe.started
+            pipe.abandon()
+            if isinstance(exc, BadInput) and not sent:
+                ctx.refused()
+            elif isinstance(exc, BadInput):  # found broken after the first calls went out
+                raise BadInput(
+                    f"{exc}; the upload had started: what landed carries its markers, so a "
+                    f"re-run with the repaired source does not send it again"
+                ) from None
+            raise
+        result.timings["freeze"] = round(time.monotonic() - t_freeze, 3)
+        if frozen is not None:
+            pa.default_memory_pool().release_unused()  # convert's Arrow buffers
+            journal.put(
+                frozen_snapshot=str(frozen.path),
+                frozen_identity=frozen.identity,
+                collection_defs=frozen.collection_defs(),
+            )
+            try:
+                planner.finish()  # the last chunks; the plan is marked finished
+            except APIError as exc:  # the holdings read failed (nothing was written, nor sent)
+                pipe.abandon()
+                raise ctx.holdings_unreadable(exc) from None
+            if bar is not None:
+                bar.total = planner.report.items
+        result.timings["holdings"] = round(holdings_read.seconds, 3)
+        stats = pipe.close()
+    finally:
+        if bar is not None:
+            bar.close()
+    t_upload = pipe.first_chunk_at or time.monotonic()
+    result.timings["freeze_plan"] = round(t_upload - ctx.t_plan, 3)
+    if not opened:  # nothing was ever sent (an empty source, or every item held)
+        opened.append(sources.open_target(opts.target, key_env=opts.target_key_env))
+    return opened[0], pipe.uploader, stats, planner.report, t_upload
 
 
 def _why_replan(
@@ -669,6 +826,10 @@ class HoldingsRead:
         finally:
             self.seconds = time.monotonic() - t0
 
+    def ready(self) -> bool:
+        """True once the read has ended (`result` answers without waiting)."""
+        return not self._thread.is_alive()
+
     def cancel(self) -> None:
         """The run failed before needing the answer: stop the read and wait for the thread."""
         self._stop.set()
@@ -708,8 +869,7 @@ def _plan_feed(
     holdings_read: HoldingsRead,
     key: str,
     stop: threading.Event,
-    result: MigrationResult,
-    work_dir: Path,
+    ctx: _Run,
 ):
     """What the target holds (`HoldingsRead`), then the uploader's ``feed``: the streamed plan,
     queueing each chunk once its rows are durable. A target unreadable within the budget ->
@@ -719,12 +879,8 @@ def _plan_feed(
     try:
         held = holdings_read.result()
     except APIError as exc:
-        _write_outputs(journal, work_dir, None)
-        raise Incomplete(
-            f"cannot read the target to learn what it already holds ({exc}); nothing "
-            f"was sent — resume with: {result.resume_command}"
-        ) from None
-    result.timings["holdings"] = round(holdings_read.seconds, 3)
+        raise ctx.holdings_unreadable(exc) from None
+    ctx.result.timings["holdings"] = round(holdings_read.seconds, 3)
     report = StreamedPlan()
     memories = _memories_file(journal)
 
