@@ -76,10 +76,7 @@ from longmem_etl.migrate.status import (  # noqa: F401 - re-exported: the engine
     list_migrations,
     migration_status,
 )
-from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.uploader import Uploader, make_sender
-from longmem_etl.migrate.verifying import verify_journal
-from longmem_etl.migrate.verifying import write_outputs as _write_outputs
 from longmem_etl.progress import progress
 from longmem_etl.secrets import mask_obj
 
@@ -464,6 +461,8 @@ def _run_locked(
         report = None
         if not stop.is_set():
             try:
+                from longmem_etl.migrate.verifying import verify_journal
+
                 report = verify_journal(
                     journal,
                     target,
@@ -708,6 +707,7 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
                 raise ctx.holdings_unreadable(exc) from None
             if bar is not None:
                 bar.total = planner.report.items
+            warm_up_verification()  # this thread is free now: the calls are still out
         result.timings["holdings"] = round(holdings_read.seconds, 3)
         stats = pipe.close()
     finally:
@@ -718,6 +718,21 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
     if not opened:  # nothing was ever sent (an empty source, or every item held)
         opened.append(sources.open_target(opts.target, key_env=opts.target_key_env))
     return opened[0], pipe.uploader, stats, planner.report, t_upload
+
+
+def _write_outputs(
+    journal: Journal, work_dir: Path, verification: dict[str, Any] | None, **kw: Any
+) -> dict[str, str]:
+    """`verifying.write_outputs`, imported when needed: verification's stack (DuckDB) is not on
+    the way to the first call."""
+    from longmem_etl.migrate.verifying import write_outputs
+
+    return write_outputs(journal, work_dir, verification, **kw)
+
+
+def warm_up_verification() -> None:
+    """Import what verification needs (DuckDB) while the upload still runs, not after it."""
+    import longmem_etl.migrate.verifying  # noqa: F401
 
 
 def _why_replan(
@@ -801,6 +816,7 @@ class HoldingsRead:
 
     def _read(self) -> None:
         from longmem_etl.migrate.planstream import held_by_marker
+        from longmem_etl.migrate.targetread import read_target_keys
 
         t0 = time.monotonic()
         try:
