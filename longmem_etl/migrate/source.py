@@ -213,8 +213,11 @@ def freeze(
                 dest / "source",
                 progress=False,
                 on_rows=on_rows,
-                # rows handed over sooner (the first calls wait for the first batch)
+                # rows handed over sooner (the first calls wait for the first batch); and with
+                # the upload running beside it the freeze only has to keep ahead of the API:
+                # worker processes would cost their start-up before the first row (and cores)
                 batch_size=ROWS_BATCH if on_rows is not None else DEFAULT_BATCH,
+                parallel=on_rows is None,
             )
         )
     else:

@@ -19,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -246,6 +247,7 @@ def convert_dump(
     recipients: list[Any] | None = None,
     incremental: Any = None,
     on_rows: Callable[[pa.RecordBatch], None] | None = None,
+    parallel: bool = True,
 ) -> ConvertResult:
     """Convert a dump file into a new snapshot under ``root``.
 
@@ -261,6 +263,8 @@ def convert_dump(
     written (before the commit: `migrate` plans and uploads them while the rest converts). Each
     row is given once, even when a guessed split is abandoned and the file read again (the rows
     come out the same, in the same order). An exception it raises aborts the conversion.
+    ``parallel=False``: this process alone (no worker processes, no decompressed copy), e.g.
+    when the rows are wanted soon rather than all of them fast.
     """
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
     if tenant is not None:
@@ -292,16 +296,17 @@ def convert_dump(
             on_rows=None if tap is None else tap.attempt(),
         )
 
-    with decompressed_copy(path, root, stream) as copy:
+    maybe_copy = decompressed_copy(path, root, stream) if parallel else nullcontext(None)
+    with maybe_copy as copy:
         plain = copy or path  # what the workers map
-        workers = start_workers(plain, stream)
+        workers = start_workers(plain, stream) if parallel else []
         try:
             guessed = guess_json_spans(str(plain), SPAN_BYTES) if workers else None
         except BadInput:  # (an empty copy, say) the usual path below reports it properly
             guessed = None
         if guessed is None and plain != path:  # these workers map the copy: not for path's spans
             close_workers(workers)
-            workers = start_workers(path, stream)
+            workers = start_workers(path, stream) if parallel else []
         try:
             if guessed is not None:
                 guessed.path = str(path)  # messages and the result name the user's file
