@@ -380,7 +380,9 @@ def _run_locked(
     started = time.monotonic()
     work_dir = journal_path.parent
     key = binding["source"]["key"]
-    plan_binding = plan_binding_of(opts)
+    # the source's content identity hashes the whole dump: in a thread (hashlib lets go of the
+    # GIL), needed at once only to resume; a fresh plan stores it when the plan is finished
+    plan_binding = _Background(plan_binding_of, opts)
     result = MigrationResult(
         migration_id=mid,
         work_dir=str(work_dir),
@@ -395,7 +397,7 @@ def _run_locked(
             journal.reset()  # an older version's journal: its markers carry no source key
             journal.put(binding=None)
         had_plan = journal.bind(binding) and journal.planned
-        result.replanned = _why_replan(opts, journal, plan_binding) if had_plan else None
+        result.replanned = _why_replan(opts, journal, plan_binding.result()) if had_plan else None
         if result.replanned:
             journal.reset()
             _discard_plan(work_dir)
@@ -512,7 +514,7 @@ class _Run:
     journal_path: Path
     mid: str
     key: str
-    plan_binding: dict[str, Any]
+    _plan_binding: _Background
     stop: threading.Event
     result: MigrationResult
     existed: bool
@@ -521,6 +523,11 @@ class _Run:
     @property
     def work_dir(self) -> Path:
         return self.journal_path.parent
+
+    @property
+    def plan_binding(self) -> dict[str, Any]:
+        """`plan_binding_of` (waits for its hashing thread)."""
+        return self._plan_binding.result()
 
     def refused(self) -> None:
         """A first run refused while freezing (bad input): nothing half-made stays behind."""
@@ -636,7 +643,6 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
         },
         migration_id=ctx.mid,
         source_key=ctx.key,
-        plan_binding=ctx.plan_binding,
     )
     bar = ctx.progress_bar(None)
     opened: list[Any] = []
@@ -671,7 +677,7 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
                 ctx.work_dir / "frozen",
                 spec=None,
                 key_env=opts.source_key_env,
-                identity=ctx.plan_binding["content"],
+                identity={},  # the content identity is still being hashed: set below
                 on_rows=on_rows,
             )
         except FreezeStopped:
@@ -697,8 +703,9 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
             pa.default_memory_pool().release_unused()  # convert's Arrow buffers
             journal.put(
                 frozen_snapshot=str(frozen.path),
-                frozen_identity=frozen.identity,
+                frozen_identity=ctx.plan_binding["content"],
                 collection_defs=frozen.collection_defs(),
+                plan_binding=ctx.plan_binding,
             )
             try:
                 planner.finish()  # the last chunks; the plan is marked finished
@@ -733,6 +740,29 @@ def _write_outputs(
 def warm_up_verification() -> None:
     """Import what verification needs (DuckDB) while the upload still runs, not after it."""
     import longmem_etl.migrate.verifying  # noqa: F401
+
+
+class _Background:
+    """``fn(*args)`` computed in a thread; `result` waits for it (and raises what it raised)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="background", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _why_replan(
@@ -930,7 +960,11 @@ def _freeze_and_plan(
     """A fresh plan: freeze the source into the work dir, clean it, store the whole plan (or, with
     ``write=False``, leave the plan to the streaming planner)."""
     frozen = sources.freeze(
-        opts.source, work_dir / "frozen", spec=opts.spec, key_env=opts.source_key_env
+        opts.source,
+        work_dir / "frozen",
+        spec=opts.spec,
+        key_env=opts.source_key_env,
+        identity=plan_binding["content"],
     )
     pa.default_memory_pool().release_unused()  # convert's Arrow buffers: not needed any more
     journal.put(
