@@ -167,6 +167,44 @@ def test_killed_while_the_freeze_streams_with_chunks_in_flight_rerun_is_exact(
     assert len(landed) == n and max(landed.values()) == 1
 
 
+def test_ctrl_c_while_the_freeze_streams_exits_130_and_the_resume_is_exact(
+    tmp_path: Path,
+) -> None:
+    n = 12_000
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": _mems(n)}))
+    db = tmp_path / "t.db"
+    journal = tmp_path / "w" / "journal.sqlite"
+    args = [
+        "migrate", "--source", "d.json", "--target", f"local:{db}?latency_ms=10",
+        "--journal", str(journal), "--chunk-size", "20", "--concurrency", "4",
+    ]  # fmt: skip
+    env = {"LONGMEM_ETL_HOME": str(tmp_path / "h")}
+    proc = start_cli(
+        *args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    caught = False
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        done, _planned, frozen = _journal_state(journal)
+        if done >= 20 and not frozen:
+            proc.send_signal(signal.SIGINT)
+            caught = True
+            break
+        time.sleep(0.002)
+    _out, err = proc.communicate(timeout=120)
+    assert caught, "no item landed before the freeze ended: the upload did not overlap it"
+    assert proc.returncode == 130, err
+    assert "resume with:" in err and "Traceback" not in err
+    assert not list((tmp_path / "w" / "frozen").rglob("manifest.json"))  # freeze abandoned
+    sent = _landed(db)
+    assert max(sent.values()) == 1
+    final = run_cli(*args, "--json", cwd=tmp_path, env=env, timeout=300)
+    assert final.returncode == 0, final.stderr
+    assert json.loads(final.stdout)["verification"]["exact"] is True
+    landed = _landed(db)
+    assert len(landed) == n and max(landed.values()) == 1
+
+
 def test_killed_at_points_of_the_start_each_rerun_picks_up_and_ends_exact(
     tmp_path: Path,
 ) -> None:
