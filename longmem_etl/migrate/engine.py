@@ -630,7 +630,7 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
     """Freeze, plan and upload at once (`pipeline`): the dump's rows are planned as the freeze
     converts them, and each batch's chunks go to the uploader (in its own thread) once the batch
     is durable. Returns ``(target, uploader, stats, streamed plan, upload start)``."""
-    from longmem_etl.migrate.pipeline import FreezeStopped, UploadInBackground
+    from longmem_etl.migrate.pipeline import FreezeStopped, PlanFailed, UploadInBackground
     from longmem_etl.migrate.planstream import BatchPlanner, StreamedPlan
 
     opts, journal, result, stop = ctx.opts, ctx.journal, ctx.result, ctx.stop
@@ -666,7 +666,10 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
     def on_rows(batch: Any) -> None:
         if stop.is_set():
             raise FreezeStopped
-        planner.add(batch)
+        try:
+            planner.add(batch)
+        except Exception as exc:  # the journal (a full disk), not the source: told apart below
+            raise PlanFailed(exc) from exc
 
     t_freeze = time.monotonic()
     frozen = None
@@ -682,11 +685,13 @@ def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
             )
         except FreezeStopped:
             pass
-        except APIError as exc:  # the holdings read failed: nothing was written, nothing sent
+        except PlanFailed as failed:
             holdings_read.cancel()
             pipe.abandon()
-            raise ctx.holdings_unreadable(exc) from None
-        except BaseException as exc:
+            if isinstance(failed.error, APIError):  # the holdings read: nothing written or sent
+                raise ctx.holdings_unreadable(failed.error) from None
+            raise failed.error from None
+        except BaseException as exc:  # the freeze: the source, or an interrupt
             holdings_read.cancel()
             sent = pipe.started
             pipe.abandon()

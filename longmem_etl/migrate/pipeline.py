@@ -24,6 +24,15 @@ class FreezeStopped(Exception):
     """Raised from the freeze's row hand-over to abandon it (a stop was asked for)."""
 
 
+class PlanFailed(Exception):
+    """Raised from the freeze's row hand-over when planning the rows failed (the holdings read,
+    the journal), so the caller tells it apart from a problem with the source."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class UploadInBackground:
     """The uploader, started on the first chunk (``start()`` builds it: the target is opened only
     once there is something to send), run in its own thread; `put` feeds it, `close` says no

@@ -49,6 +49,9 @@ BATCH = int(os.environ.get("LONGMEM_ETL_PLAN_BATCH", "5000"))
 """Items per durable plan transaction (tests lower it to see a plan that is still being written)."""
 FIRST_BATCH = 1000
 """The first transaction: enough chunks to fill the pipe at once (8 workers x 100 items)."""
+MAX_WAITING = 50_000
+"""Rows kept back while the target's markers are still being read; past it the planner waits for
+them (and so does the freeze feeding it), so a slow read never holds the whole source in memory."""
 KEY_COLUMNS = ("id", "collection", "container_tag", "created_at", "fidelity")
 
 Held = dict[str, tuple[str | None, int, str | None]]
@@ -183,7 +186,8 @@ class BatchPlanner:
         t0 = time.monotonic()
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
         if self._held is None:
-            if not self._held_source.ready():
+            waiting = sum(t.num_rows for t in self._waiting) + table.num_rows
+            if not self._held_source.ready() and waiting <= MAX_WAITING:
                 self._waiting.append(table)  # the target's markers are not known yet
                 self._busy += time.monotonic() - t0
                 return
