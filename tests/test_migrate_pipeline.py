@@ -10,7 +10,9 @@ is still being converted, with the same guarantees.
 - SIGKILL at several points of the start (imports, binding, freeze): each re-run picks up, and
   the last one is exact;
 - a dump found broken after the upload started: exit 2 on one line, and the re-run with the
-  repaired dump sends only what is missing.
+  repaired dump sends only what is missing;
+- Ctrl-C while the freeze streams: exit 130, and the resume is exact;
+- rows kept back while the target's markers are read slowly are bounded.
 """
 
 from __future__ import annotations
@@ -260,3 +262,34 @@ def test_dump_broken_after_the_upload_started_exit_2_then_repaired_rerun_is_exac
     assert out["holdings"]["already_in_target"] == sum(sent.values())
     landed = _landed(db)
     assert len(landed) == n and max(landed.values()) == 1
+
+
+def test_rows_kept_back_for_a_slow_holdings_read_are_bounded(tmp_path: Path, monkeypatch) -> None:
+    # the target's markers are read slowly (an existing store, 1.5 s a call): the planner keeps
+    # rows back only up to MAX_WAITING, then waits for the read (and so does the freeze)
+    import threading
+
+    from longmem_etl.migrate import planstream
+    from longmem_etl.migrate.engine import HoldingsRead
+    from longmem_etl.migrate.journal import Journal
+
+    db = tmp_path / "t.db"
+    open_endpoint(f"local:{db}")
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": _mems(15)}))
+    snap = convert_dump(tmp_path / "d.json", tmp_path / "root", progress=False)
+    rows = pq.read_table(snap.path / "memories.parquet")
+    monkeypatch.setattr(planstream, "MAX_WAITING", 10)
+    opts = MigrationOptions(source=str(tmp_path / "d.json"), target=f"local:{db}?latency_ms=1500")
+    reading = HoldingsRead(opts, "K", threading.Event())
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.bind({"source": {}, "target": {}, "mode": {}})
+    planner = planstream.BatchPlanner(
+        journal, mode="add", source_key="K", chunk_size=5, max_bytes=1 << 20, held=reading
+    )
+    planner.add(rows.slice(0, 5))
+    planner.add(rows.slice(5, 5))
+    assert journal.counts()["items_total"] == 0 and not reading.ready()  # kept back
+    planner.add(rows.slice(10, 5))  # past the bound: waits for the read, then writes all
+    assert reading.ready() and journal.counts()["items_total"] == 15
+    planner.finish()
+    assert journal.planned and journal.counts()["chunks_total"] == 3
