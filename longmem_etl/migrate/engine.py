@@ -424,7 +424,9 @@ def _run_locked(
         )
         if overlap:
             assert holdings_read is not None
-            target, uploader, stats, streamed_plan, t_upload = _freeze_plan_upload(
+            from longmem_etl.migrate.pipeline import freeze_plan_upload
+
+            target, uploader, stats, streamed_plan, t_upload = freeze_plan_upload(
                 ctx, holdings_read
             )
         else:
@@ -626,112 +628,6 @@ def _freeze_then_upload(
     return target, uploader, stats, streamed_plan, t_upload
 
 
-def _freeze_plan_upload(ctx: _Run, holdings_read: HoldingsRead):
-    """Freeze, plan and upload at once (`pipeline`): the dump's rows are planned as the freeze
-    converts them, and each batch's chunks go to the uploader (in its own thread) once the batch
-    is durable. Returns ``(target, uploader, stats, streamed plan, upload start)``."""
-    from longmem_etl.migrate.pipeline import FreezeStopped, PlanFailed, UploadInBackground
-    from longmem_etl.migrate.planstream import BatchPlanner, StreamedPlan
-
-    opts, journal, result, stop = ctx.opts, ctx.journal, ctx.result, ctx.stop
-    journal.put(
-        options={
-            "chunk_size": opts.chunk_size,
-            "max_bytes": opts.max_bytes,
-            "mode": opts.mode,
-            "provenance": opts.provenance,
-        },
-        migration_id=ctx.mid,
-        source_key=ctx.key,
-    )
-    bar = ctx.progress_bar(None)
-    opened: list[Any] = []
-
-    def start() -> Uploader:
-        opened.append(sources.open_target(opts.target, key_env=opts.target_key_env))
-        return ctx.uploader(opened[0], bar)
-
-    pipe = UploadInBackground(start, stop)
-    planner = BatchPlanner(
-        journal,
-        mode=opts.mode,
-        source_key=ctx.key,
-        chunk_size=opts.chunk_size,
-        max_bytes=opts.max_bytes,
-        held=holdings_read,
-        put=pipe.put,
-        report=StreamedPlan(),
-    )
-
-    def on_rows(batch: Any) -> None:
-        if stop.is_set():
-            raise FreezeStopped
-        try:
-            planner.add(batch)
-        except Exception as exc:  # the journal (a full disk), not the source: told apart below
-            raise PlanFailed(exc) from exc
-
-    t_freeze = time.monotonic()
-    frozen = None
-    try:
-        try:
-            frozen = sources.freeze(
-                opts.source,
-                ctx.work_dir / "frozen",
-                spec=None,
-                key_env=opts.source_key_env,
-                identity={},  # the content identity is still being hashed: set below
-                on_rows=on_rows,
-            )
-        except FreezeStopped:
-            pass
-        except PlanFailed as failed:
-            holdings_read.cancel()
-            pipe.abandon()
-            if isinstance(failed.error, APIError):  # the holdings read: nothing written or sent
-                raise ctx.holdings_unreadable(failed.error) from None
-            raise failed.error from None
-        except BaseException as exc:  # the freeze: the source, or an interrupt
-            holdings_read.cancel()
-            sent = pipe.started
-            pipe.abandon()
-            if isinstance(exc, BadInput) and not sent:
-                ctx.refused()
-            elif isinstance(exc, BadInput):  # found broken after the first calls went out
-                raise BadInput(
-                    f"{exc}; the upload had started: what landed carries its markers, so a "
-                    f"re-run with the repaired source does not send it again"
-                ) from None
-            raise
-        result.timings["freeze"] = round(time.monotonic() - t_freeze, 3)
-        if frozen is not None:
-            pa.default_memory_pool().release_unused()  # convert's Arrow buffers
-            journal.put(
-                frozen_snapshot=str(frozen.path),
-                frozen_identity=ctx.plan_binding["content"],
-                collection_defs=frozen.collection_defs(),
-                plan_binding=ctx.plan_binding,
-            )
-            try:
-                planner.finish()  # the last chunks; the plan is marked finished
-            except APIError as exc:  # the holdings read failed (nothing was written, nor sent)
-                pipe.abandon()
-                raise ctx.holdings_unreadable(exc) from None
-            if bar is not None:
-                bar.total = planner.report.items
-            warm_up_verification()  # this thread is free now: the calls are still out
-        result.timings["holdings"] = round(holdings_read.seconds, 3)
-        stats = pipe.close()
-    finally:
-        if bar is not None:
-            bar.close()
-    t_upload = pipe.first_chunk_at or time.monotonic()
-    result.timings["freeze_plan"] = round(t_upload - ctx.t_plan, 3)
-    if not opened:  # nothing was ever sent (an empty source, or every item held)
-        opened.append(sources.open_target(opts.target, key_env=opts.target_key_env))
-    return opened[0], pipe.uploader, stats, planner.report, t_upload
-
-
 def _write_outputs(
     journal: Journal, work_dir: Path, verification: dict[str, Any] | None, **kw: Any
 ) -> dict[str, str]:
@@ -740,11 +636,6 @@ def _write_outputs(
     from longmem_etl.migrate.verifying import write_outputs
 
     return write_outputs(journal, work_dir, verification, **kw)
-
-
-def warm_up_verification() -> None:
-    """Import what verification needs (DuckDB) while the upload still runs, not after it."""
-    import longmem_etl.migrate.verifying  # noqa: F401
 
 
 class _Background:
