@@ -160,6 +160,8 @@ def test_killed_while_the_freeze_streams_with_chunks_in_flight_rerun_is_exact(
     sent = _landed(db)
     assert sent and set(sent) <= rows  # nothing was sent before its plan row was durable
     assert max(sent.values()) == 1 and len(rows) < n
+    status = run_cli("status", str(journal), cwd=tmp_path, env=env)
+    assert status.returncode == 0 and "plan not finished" in status.stdout, status.stdout
     final = run_cli(*args, "--json", cwd=tmp_path, env=env, timeout=300)
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
