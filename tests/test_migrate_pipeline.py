@@ -12,7 +12,8 @@ is still being converted, with the same guarantees.
 - a dump found broken after the upload started: exit 2 on one line, and the re-run with the
   repaired dump sends only what is missing;
 - Ctrl-C while the freeze streams: exit 130, and the resume is exact;
-- rows kept back while the target's markers are read slowly are bounded.
+- rows kept back while the target's markers are read slowly are bounded;
+- the migrate process never imports pandas (pyarrow's first array did), and to_pandas still works.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from cli_support import run_cli, start_cli
+from cli_support import cli_env, run_cli, start_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.dumps import read
@@ -295,3 +296,29 @@ def test_rows_kept_back_for_a_slow_holdings_read_are_bounded(tmp_path: Path, mon
     assert reading.ready() and journal.counts()["items_total"] == 15
     planner.finish()
     assert journal.planned and journal.counts()["chunks_total"] == 3
+
+
+def test_the_migrate_process_never_imports_pandas_yet_to_pandas_still_works(
+    tmp_path: Path,
+) -> None:
+    # pyarrow's first pa.array(list) imported pandas (0.25-0.5 s) only to ask whether the list
+    # was a pandas object; `migrate` tells it there is none, on the way to its first call
+    import sys
+
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": _mems(30)}))
+    code = (
+        "import sys; from longmem_etl.cli.main import main; "
+        "rc = main(['migrate', '--source', 'd.json', '--target', 'local:t.db']); "
+        "assert rc == 0, rc; print('pandas' in sys.modules); "
+        "import pyarrow as pa; print(type(pa.table({'a': [1]}).to_pandas()).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env=cli_env({"LONGMEM_ETL_HOME": str(tmp_path / "h")}),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-2:] == ["False", "DataFrame"]
