@@ -1,0 +1,107 @@
+"""The promise across stateful verbs (docs/guarantees.md): nothing lost, nothing duplicated, nothing
+of the user's touched, whatever happens between runs. Real processes throughout; the rows of the
+guarantees matrix that other test files do not already prove."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from cli_support import run_cli, start_cli
+
+from longmem_etl.api.local import LocalStore
+from longmem_etl.snapshots import list_snapshots
+
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
+
+
+def _memories(db: Path) -> list[dict]:
+    store = LocalStore(db, create=False)
+    try:
+        return store.export_account()["memories"]
+    finally:
+        store.close()
+
+
+def _done(home: Path) -> int:
+    n = 0
+    for journal in home.glob("migrations/*/journal.sqlite"):
+        try:
+            con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+            try:
+                n += con.execute("SELECT count(*) FROM items WHERE state = 'done'").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass
+    return n
+
+
+def _two_backups(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """An account (1000 memories, then one more) and two backups of it: a full one, then an
+    increment whose parent is the full one. Returns (db, full, increment)."""
+    db = tmp_path / "acct.db"
+    root = tmp_path / "snaps"
+    assert (
+        run_cli("local", "seed", f"local:{db}", "--from", SAMPLES / "globex-dirty.json").returncode
+        == 0
+    )
+    assert run_cli("backup", "--source", f"local:{db}", "--root", root).returncode == 0
+    store = LocalStore(db)
+    store.add("one more", collection="default")
+    store.close()
+    time.sleep(1.05)  # the next snapshot's name is the next second
+    assert run_cli("backup", "--source", f"local:{db}", "--root", root).returncode == 0
+    full, inc = list_snapshots(root)
+    assert "incremental" in json.loads((inc / "manifest.json").read_text())
+    return db, full, inc
+
+
+def _held_once(target: list[dict], n: int) -> None:
+    sids = Counter(m["metadata"]["_longmem_etl"]["source_id"] for m in target)
+    assert len(target) == n and len(sids) == n and max(sids.values()) == 1
+
+
+def test_forget_keeps_the_source_of_an_unfinished_migration(tmp_path: Path) -> None:
+    """forget while a migration from an old snapshot is in flight (stopped), then killed: the
+    snapshot stays (reason names the migration), the re-run finishes exactly; once finished, the
+    next forget removes it (and the increment built on it is rebased, still readable)."""
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    db, full, inc = _two_backups(tmp_path)
+    target = tmp_path / "dst.db"
+    mig = ["migrate", "--source", full, "--target", f"local:{target}?latency_ms=40&seed=1",
+           "--concurrency", "1", "--chunk-size", "20", "--json"]  # fmt: skip
+    proc = start_cli(*mig, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _done(home) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before forget could run"
+    proc.send_signal(signal.SIGSTOP)  # in flight: holding its locks, mid-upload
+    try:
+        forget = run_cli("forget", "--root", tmp_path / "snaps", "--keep-last", "1", "--json")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert forget.returncode == 0, forget.stderr
+    (plan,) = json.loads(forget.stdout)["tenants"]
+    kept = {Path(k["snapshot"]).name: k["reasons"] for k in plan["keep"]}
+    (mid,) = [p.name for p in (home / "migrations").iterdir()]
+    assert f"source of unfinished migration {mid}" in kept[full.name]
+    assert plan["remove"] == [] and (full / "manifest.json").is_file()
+    again = run_cli(*mig)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["verification"]["exact"] is True
+    _held_once(_memories(target), 1000)
+    # finished: the snapshot is the policy's again
+    after = run_cli("forget", "--root", tmp_path / "snaps", "--keep-last", "1", "--json")
+    assert after.returncode == 0, after.stderr
+    assert json.loads(after.stdout)["removed"] == [str(full)] and not full.exists()
+    count = run_cli("sql", "SELECT count(*) AS n FROM latest_memories", "--root",
+                    tmp_path / "snaps", "--format", "csv")  # fmt: skip
+    assert count.returncode == 0 and count.stdout.split() == ["n", "1001"], count
