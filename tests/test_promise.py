@@ -105,3 +105,41 @@ def test_forget_keeps_the_source_of_an_unfinished_migration(tmp_path: Path) -> N
     count = run_cli("sql", "SELECT count(*) AS n FROM latest_memories", "--root",
                     tmp_path / "snaps", "--format", "csv")  # fmt: skip
     assert count.returncode == 0 and count.stdout.split() == ["n", "1001"], count
+
+
+def test_an_old_copy_of_the_state_home_restored_after_the_run_finished_sends_nothing(
+    tmp_path: Path,
+) -> None:
+    """The state home is copied mid-migration (a backup of ~/.local/state), the migration then
+    finishes, and the old copy is put back: its journal says hundreds are still to send while the
+    target holds them all. The re-run reconciles against the target first and sends nothing."""
+    import shutil
+
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    db, full, _ = _two_backups(tmp_path)
+    target = tmp_path / "dst.db"
+    mig = ["migrate", "--source", full, "--target", f"local:{target}?latency_ms=40&seed=2",
+           "--concurrency", "1", "--chunk-size", "20", "--json"]  # fmt: skip
+    proc = start_cli(*mig, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _done(home) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before the copy"
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        shutil.copytree(home, tmp_path / "home-backup")  # journal + WAL, locks, frozen state
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    proc.communicate(timeout=300)
+    assert proc.returncode == 0
+    _held_once(_memories(target), 1000)
+    old_done = _done(tmp_path / "home-backup")
+    assert 100 <= old_done < 1000
+    shutil.rmtree(home)
+    shutil.copytree(tmp_path / "home-backup", home)
+    again = run_cli(*mig)
+    assert again.returncode == 0, again.stderr
+    out = json.loads(again.stdout)
+    assert out["verification"]["exact"] is True
+    assert out["resumed"] is True and out["upload"]["items_sent"] == 0
+    _held_once(_memories(target), 1000)
