@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from cli_support import run_cli, start_cli
 
 from longmem_etl.api.local import LocalStore
@@ -143,3 +144,85 @@ def test_an_old_copy_of_the_state_home_restored_after_the_run_finished_sends_not
     assert out["verification"]["exact"] is True
     assert out["resumed"] is True and out["upload"]["items_sent"] == 0
     _held_once(_memories(target), 1000)
+
+
+def _limited(limit: int):
+    """A child's file size limit (RLIMIT_FSIZE): a write past it fails with EFBIG, the real error a
+    full disk gives, without needing a tiny filesystem."""
+    import resource
+
+    def pre() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return pre
+
+
+def _run_limited(args: list, limit: int, cwd: Path) -> subprocess.CompletedProcess:
+    proc = start_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                     preexec_fn=_limited(limit))  # fmt: skip
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*")) if path.exists() else []
+
+
+def _case(name: str, tmp_path: Path) -> tuple[list, Path, int]:
+    """(arguments, the directory or file the verb writes, a limit it cannot fit in)."""
+    from longmem_etl.cli.main import main
+
+    db, root = tmp_path / "acct.db", tmp_path / "snaps"
+    assert main(["local", "seed", f"local:{db}", "--from", str(SAMPLES / "globex-dirty.json")]) == 0
+    assert main(["convert", str(SAMPLES / "globex-dirty.json"), "--root", str(root)]) == 0
+    (snap,) = list_snapshots(root)
+    if name == "backup":
+        return ["backup", "--source", f"local:{db}", "--root", root], root, 40_000
+    if name == "backup-increment":
+        store = LocalStore(db)
+        store.add("one more", collection="default")
+        store.close()
+        return ["backup", "--source", f"local:{db}", "--root", root], root, 60_000
+    if name == "backup-encrypted":
+        assert main(["keygen", "--out", str(tmp_path / "id.txt")]) == 0
+        (rcpt,) = [w for w in (tmp_path / "id.txt").read_text().split() if w.startswith("age1")]
+        args = ["backup", "--source", f"local:{db}", "--root", root, "--encrypt-to", rcpt]
+        return [*args, "--full"], root, 60_000
+    if name == "convert":
+        return ["convert", SAMPLES / "acme.json", "--root", root], root, 40_000
+    if name == "clean":
+        spec = SAMPLES / "specs" / "migration-hygiene.toml"
+        return ["clean", snap, "--spec", spec, "--root", root], root, 40_000
+    if name == "dump":
+        return ["dump", snap, "--out", tmp_path / "out" / "d.json.gz"], tmp_path / "out", 40_000
+    assert name == "migrate"
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    return ["migrate", "--source", snap, "--target", f"local:{tmp_path / 'dst.db'}"], home, 100_000
+
+
+@pytest.mark.parametrize(
+    "verb",
+    ["backup", "backup-increment", "backup-encrypted", "convert", "clean", "dump", "migrate"],
+)
+def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
+    tmp_path: Path, verb: str
+) -> None:
+    args, written, limit = _case(verb, tmp_path)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    before = _tree(written)
+    failed = _run_limited(args, limit, tmp_path)
+    assert failed.returncode == 2, failed.stderr
+    (line,) = failed.stderr.strip().splitlines()
+    assert "no space left" in line and "Traceback" not in line and "?:" not in line, line
+    if verb == "migrate":  # the journal's dir stays (it is resumed); no target memory half-sent
+        assert not (tmp_path / "dst.db").exists() or _memories(tmp_path / "dst.db") == []
+    else:
+        assert _tree(written) == before  # no temp dir, no partial snapshot or file
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    if verb == "migrate":
+        _held_once(_memories(tmp_path / "dst.db"), 1000)
+    elif verb == "dump":
+        assert (tmp_path / "out" / "d.json.gz").stat().st_size > 0
+    else:
+        assert len(_tree(written)) > len(before)

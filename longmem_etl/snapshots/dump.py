@@ -20,7 +20,7 @@ import msgspec
 
 from longmem_etl import jsonio
 from longmem_etl.dumps.readers.base import dump_format
-from longmem_etl.errors import BadInput
+from longmem_etl.errors import BadInput, environment_problem
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.reader import open_snapshot
 
@@ -120,8 +120,12 @@ def write_dump(
             except FileExistsError:
                 raise BadInput(f"{out}: appeared while writing; not replaced") from None
             tmp.unlink()
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        # disk full / file size limit: exit 2 naming the file being written (a write error
+        # carries no file name of its own)
+        if isinstance(exc, Exception) and (problem := environment_problem(exc, str(out))):
+            raise problem from None
         raise
     return {
         "path": str(out),
