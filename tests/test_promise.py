@@ -226,3 +226,44 @@ def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
         assert (tmp_path / "out" / "d.json.gz").stat().st_size > 0
     else:
         assert len(_tree(written)) > len(before)
+
+
+def test_an_increment_whose_parent_name_now_holds_another_snapshot_is_refused(
+    tmp_path: Path,
+) -> None:
+    """The root is put back together from two copies: the increment's parent name now holds a
+    different (valid) snapshot. Readers exit 2 naming the link instead of composing the increment
+    on the wrong base, and the next backup writes a full snapshot, not an increment on it."""
+    import shutil
+
+    from longmem_etl.snapshots.manifest import read_manifest, write_manifest
+
+    db, full, inc = _two_backups(tmp_path)
+    other = tmp_path / "other"  # another copy of the tenant: a later full backup
+    store = LocalStore(db)
+    store.add("yet another", collection="default")
+    store.close()
+    assert run_cli("backup", "--source", f"local:{db}", "--root", other, "--full").returncode == 0
+    (later,) = list_snapshots(other)
+    shutil.rmtree(full)
+    shutil.copytree(later, full)
+    manifest = read_manifest(full)
+    manifest["snapshot"] = full.name  # a valid snapshot under the parent's name
+    write_manifest(full, manifest)
+    root = tmp_path / "snaps"
+    for args in (
+        ["sql", "SELECT count(*) FROM latest_memories", "--root", root],
+        ["dump", inc, "--out", tmp_path / "d.json"],
+        ["restore", inc, "--target", f"local:{tmp_path / 'r.db'}"],
+    ):
+        r = run_cli(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        (line,) = r.stderr.strip().splitlines()
+        assert "was written against" in line and inc.name in line, line
+    assert not (tmp_path / "d.json").exists() and not (tmp_path / "r.db").exists()
+    time.sleep(1.05)
+    assert run_cli("backup", "--source", f"local:{db}", "--root", root).returncode == 0
+    newest = list_snapshots(root)[-1]
+    assert newest not in (full, inc) and "incremental" not in read_manifest(newest)
+    check = run_cli("check", "--root", root)
+    assert check.returncode == 3 and inc.name in check.stdout + check.stderr
