@@ -469,13 +469,28 @@ def _unlock_work(work: Path) -> None:
         os.close(fd)
 
 
+def _load_state(work: Path) -> dict[str, Any]:
+    """The pending selection, or ``{}``: none, or ``state.json`` unreadable (truncated by a crash,
+    edited by hand). Ignoring it is safe: the account is exported and planned against again, and
+    what the pending run landed carries the provenance marker, so it counts as held."""
+    try:
+        state = json.loads((work / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    sel = state.get("selection") if isinstance(state, dict) else None
+    return state if isinstance(sel, str) and isinstance(state.get("ids", []), list) else {}
+
+
 def _save_state(work: Path, state: dict[str, Any] | None) -> None:
     path = work / "state.json"
     if state is None:
         path.unlink(missing_ok=True)
         return
     tmp = path.with_name("state.json.tmp")
-    tmp.write_text(json.dumps(state))
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(state))
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it is the state (a crash cannot leave it empty)
     os.replace(tmp, path)
 
 
@@ -575,8 +590,7 @@ def _restore(
         work.mkdir(parents=True, exist_ok=True)
         result.work_dir = str(work)
         _lock_work(work)
-        state_path = work / "state.json"
-        pending = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        pending = _load_state(work)
         sel = pending.get("selection")
         if sel and (Path(sel) / "manifest.json").is_file():
             # a killed run's migration: finish it through its journal before looking again
