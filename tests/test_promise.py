@@ -267,3 +267,45 @@ def test_an_increment_whose_parent_name_now_holds_another_snapshot_is_refused(
     assert newest not in (full, inc) and "incremental" not in read_manifest(newest)
     check = run_cli("check", "--root", root)
     assert check.returncode == 3 and inc.name in check.stdout + check.stderr
+
+
+def test_a_killed_dump_leaves_a_temp_file_the_next_dump_removes(tmp_path: Path) -> None:
+    """SIGKILL while ``dump --out`` writes: the output name never holds a partial file; the temp
+    file beside it (tagged, unlocked) is removed by the next dump of that name, while a temp file a
+    running dump holds (its lock) and files not ours are left alone."""
+    import fcntl
+
+    from longmem_etl.cli.main import main
+
+    rows = [{"id": f"m{i}", "text": f"memory {i} " + "x" * 200} for i in range(40_000)]
+    dump = tmp_path / "big.jsonl"
+    dump.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert main(["convert", str(dump), "--root", str(tmp_path / "snaps"), "--tenant", "t"]) == 0
+    (snap,) = list_snapshots(tmp_path / "snaps")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    out = out_dir / "d.json.gz"
+    for _ in range(5):  # catch it mid-write (the temp file exists only while it writes)
+        proc = start_cli("dump", snap, "--out", out, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        while proc.poll() is None and not list(out_dir.glob(".d.json.gz.*.tmp")):
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if proc.returncode == -signal.SIGKILL and list(out_dir.glob(".d.json.gz.*.tmp")):
+            break
+        out.unlink(missing_ok=True)
+    (dead,) = out_dir.glob(".d.json.gz.*.tmp")
+    assert not out.exists()
+    running = out_dir / ".d.json.gz.longmem-etl-running1.tmp"
+    running.write_bytes(b"partial")
+    mine = out_dir / ".d.json.gz.mine.tmp"  # not tagged: never ours
+    mine.write_bytes(b"user's")
+    held = os.open(running, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # a dump still writing holds its temp file's lock
+    try:
+        r = run_cli("dump", snap, "--out", out, "--json")
+    finally:
+        os.close(held)
+    assert r.returncode == 0, r.stderr
+    assert not dead.exists() and running.exists() and mine.read_bytes() == b"user's"
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted([out.name, running.name, mine.name])
