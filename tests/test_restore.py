@@ -420,10 +420,11 @@ def test_an_older_versions_pending_restore_in_the_cwd_is_found_and_resumed(accou
     _exactly_back(db, before, new_ids)
 
 
-@pytest.mark.parametrize("state", ['{"selection": "/tm', '{"selection": 5}'])
+@pytest.mark.parametrize("state", ['{"selection": "/tm', '{"selection": 5}', None])
 def test_a_damaged_state_file_is_ignored_and_the_rerun_is_exact(account, state):
-    """state.json truncated by a crash or edited by hand: the account decides what is missing
-    (what the killed run landed carries its marker), never an internal error."""
+    """state.json truncated by a crash or edited by hand, or the whole state home lost (None): the
+    account decides what is missing (what the killed run landed carries its marker), never an
+    internal error."""
     db, snap = account
     before, new_ids = _lose_300_gain_50(db)
     cwd = db.parent
@@ -432,7 +433,10 @@ def test_a_damaged_state_file_is_ignored_and_the_rerun_is_exact(account, state):
     _kill_mid_restore(args, cwd)
     (work,) = (Path(os.environ["LONGMEM_ETL_HOME"]) / "restores").iterdir()
     assert (work / "state.json").is_file()
-    (work / "state.json").write_text(state)
+    if state is None:
+        shutil.rmtree(os.environ["LONGMEM_ETL_HOME"])
+    else:
+        (work / "state.json").write_text(state)
     final = run_cli(*args, cwd=cwd)
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
