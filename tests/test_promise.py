@@ -195,6 +195,13 @@ def _case(name: str, tmp_path: Path) -> tuple[list, Path, int]:
         return ["clean", snap, "--spec", spec, "--root", root], root, 40_000
     if name == "dump":
         return ["dump", snap, "--out", tmp_path / "out" / "d.json.gz"], tmp_path / "out", 40_000
+    if name == "publish":
+        cat = f"sqlite:///{tmp_path / 'catalog.db'}"
+        return (
+            ["publish", "--root", root, "--catalog", cat, "--warehouse", tmp_path / "wh"],
+            (tmp_path / "wh"),
+            30_000,
+        )
     assert name == "migrate"
     home = Path(os.environ["LONGMEM_ETL_HOME"])
     return ["migrate", "--source", snap, "--target", f"local:{tmp_path / 'dst.db'}"], home, 100_000
@@ -202,7 +209,16 @@ def _case(name: str, tmp_path: Path) -> tuple[list, Path, int]:
 
 @pytest.mark.parametrize(
     "verb",
-    ["backup", "backup-increment", "backup-encrypted", "convert", "clean", "dump", "migrate"],
+    [
+        "backup",
+        "backup-increment",
+        "backup-encrypted",
+        "convert",
+        "clean",
+        "dump",
+        "migrate",
+        "publish",
+    ],
 )
 def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
     tmp_path: Path, verb: str
@@ -216,6 +232,8 @@ def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
     assert "no space left" in line and "Traceback" not in line and "?:" not in line, line
     if verb == "migrate":  # the journal's dir stays (it is resumed); no target memory half-sent
         assert not (tmp_path / "dst.db").exists() or _memories(tmp_path / "dst.db") == []
+    elif verb == "publish":  # an Iceberg commit is atomic: appended whole or not at all
+        assert "--warehouse" in line
     else:
         assert _tree(written) == before  # no temp dir, no partial snapshot or file
     again = run_cli(*args, cwd=tmp_path)
@@ -224,6 +242,12 @@ def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
         _held_once(_memories(tmp_path / "dst.db"), 1000)
     elif verb == "dump":
         assert (tmp_path / "out" / "d.json.gz").stat().st_size > 0
+    elif verb == "publish":  # each table holds the snapshot once
+        from longmem_etl.lakehouse.catalog import open_catalog
+
+        cat = open_catalog(f"sqlite:///{tmp_path / 'catalog.db'}", str(tmp_path / "wh"))
+        table = cat.load_table("longmem.memories")
+        assert table.scan().to_arrow().num_rows == 1000 and len(table.metadata.snapshots) == 1
     else:
         assert len(_tree(written)) > len(before)
 
