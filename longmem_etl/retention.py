@@ -481,7 +481,7 @@ def forget(
     unfinished migration of the state home reads as its source (with its chain): see
     ``migrate.inuse``."""
     from longmem_etl.migrate.inuse import snapshots_in_use
-    from longmem_etl.snapshots.incremental import rebase_orphans
+    from longmem_etl.snapshots.layout import tenant_lock
 
     rootp = Path(root)
     if not rootp.is_dir():
@@ -494,28 +494,52 @@ def forget(
             result.finished_interrupted = finish_interrupted(rootp, tenant)
         in_use = snapshots_in_use()
         for name, snaps in _tenants(rootp, tenant):
-            plan = plan_tenant(name, snaps, policy, protect=protect, in_use=in_use)
-            result.tenants.append(plan)
             if dry_run:
+                result.tenants.append(
+                    plan_tenant(name, snaps, policy, protect=protect, in_use=in_use)
+                )
                 continue
-            # a kept increment whose parent goes is first rewritten as a full snapshot
-            result.rebased += rebase_orphans(
-                [Path(k["snapshot"]) for k in plan.keep], [Path(r) for r in plan.remove]
-            )
-            for s in plan.remove:
-                outcome = remove_snapshot(Path(s))
-                if outcome in ("removed", "left"):
-                    result.removed.append(s)
-                if outcome == "left":
-                    result.not_removed.append(
-                        {"path": s, "why": "files the tool did not write stay in the directory"}
-                    )
-                elif outcome == "foreign":
-                    result.not_removed.append(
-                        {"path": s, "why": "its manifest does not name longmem-etl as the writer"}
-                    )
-                elif outcome == "unreadable":
-                    result.not_removed.append(
-                        {"path": s, "why": "unreadable manifest: which files are ours is unknown"}
-                    )
+            # under the tenant's lock, which a writer holds while it stores an increment against
+            # a parent: nothing is removed from under a backup in progress
+            with tenant_lock(rootp, name):
+                _forget_tenant(rootp, name, policy, result, protect=protect, in_use=in_use)
     return result
+
+
+def _forget_tenant(
+    root: Path,
+    name: str,
+    policy: Policy,
+    result: ForgetResult,
+    *,
+    protect: Path | None,
+    in_use: dict[Path, str],
+) -> None:
+    """Plan and apply ``policy`` for one tenant, under its lock (snapshots listed afresh: a writer
+    may have committed one while this forget waited for the lock)."""
+    from longmem_etl.snapshots.incremental import rebase_orphans
+    from longmem_etl.snapshots.layout import list_snapshots
+
+    snaps = list_snapshots(root, name)
+    plan = plan_tenant(name, snaps, policy, protect=protect, in_use=in_use)
+    result.tenants.append(plan)
+    # a kept increment whose parent goes is first rewritten as a full snapshot
+    result.rebased += rebase_orphans(
+        [Path(k["snapshot"]) for k in plan.keep], [Path(r) for r in plan.remove]
+    )
+    for s in plan.remove:
+        outcome = remove_snapshot(Path(s))
+        if outcome in ("removed", "left"):
+            result.removed.append(s)
+        if outcome == "left":
+            result.not_removed.append(
+                {"path": s, "why": "files the tool did not write stay in the directory"}
+            )
+        elif outcome == "foreign":
+            result.not_removed.append(
+                {"path": s, "why": "its manifest does not name longmem-etl as the writer"}
+            )
+        elif outcome == "unreadable":
+            result.not_removed.append(
+                {"path": s, "why": "unreadable manifest: which files are ours is unknown"}
+            )

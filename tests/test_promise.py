@@ -333,3 +333,24 @@ def test_a_killed_dump_leaves_a_temp_file_the_next_dump_removes(tmp_path: Path) 
     assert r.returncode == 0, r.stderr
     assert not dead.exists() and running.exists() and mine.read_bytes() == b"user's"
     assert sorted(p.name for p in out_dir.iterdir()) == sorted([out.name, running.name, mine.name])
+
+
+def test_forget_waits_while_an_increment_is_being_written_on_its_parent(tmp_path: Path) -> None:
+    """A backup storing an increment holds the tenant's lock from choosing the parent to its commit
+    (held here by the test, as that backup would). A forget that would remove the parent waits
+    for it instead of breaking the chain being written, then applies its policy."""
+    from longmem_etl.snapshots.layout import tenant_lock
+
+    db, full, inc = _two_backups(tmp_path)
+    root = tmp_path / "snaps"
+    with tenant_lock(root, "globex"):
+        proc = start_cli("forget", "--root", root, "--keep-last", "1", "--json",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        time.sleep(1.5)
+        assert proc.poll() is None and (full / "manifest.json").is_file()
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert json.loads(out)["removed"] == [str(full)]
+    count = run_cli("sql", "SELECT count(*) AS n FROM latest_memories", "--root", root,
+                    "--format", "csv")  # fmt: skip
+    assert count.returncode == 0 and count.stdout.split() == ["n", "1001"], count
