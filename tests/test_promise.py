@@ -354,3 +354,16 @@ def test_forget_waits_while_an_increment_is_being_written_on_its_parent(tmp_path
     count = run_cli("sql", "SELECT count(*) AS n FROM latest_memories", "--root", root,
                     "--format", "csv")  # fmt: skip
     assert count.returncode == 0 and count.stdout.split() == ["n", "1001"], count
+
+
+def test_the_same_convert_three_times_at_once_gives_one_snapshot(tmp_path: Path) -> None:
+    root = tmp_path / "snaps"
+    args = ["convert", SAMPLES / "acme.json", "--root", root, "--json"]
+    procs = [start_cli(*args, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    paths = set()
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        paths.add(json.loads(out)["path"])
+    (snap,) = list_snapshots(root)
+    assert paths == {str(snap)} and sorted(p.name for p in root.iterdir()) == ["tenant=acme"]
