@@ -278,3 +278,37 @@ def test_seed_from_every_dump_format(tmp_path, name):
     reference = jsonio.loads((samples / "acme-small.json").read_bytes())
     with LocalStore(tmp_path / "s.db") as s:
         assert dump_differences(reference, s.export_account()) == []
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [None, {}, {"n": 1, "tags": ["a"]}, {"big": 2**70, "f": 0.1, "deep": {"a": [1, {"b": None}]}}],
+)
+@pytest.mark.parametrize("importance", [0, 1, 0.25])
+def test_a_new_memorys_row_is_what_the_general_codec_writes(metadata, importance):
+    """`add`/`add_many` build rows with `localrows.new_row` (no per-field walk); it must store
+    exactly what `localrows.encode` would, column for column, or exports would change."""
+    from decimal import Decimal
+
+    from longmem_etl.api import localrows
+    from longmem_etl.api.limits import StoreLimits
+    from longmem_etl.api.localcheck import new_memory_row
+
+    if isinstance(metadata, dict) and metadata:
+        metadata = {**metadata, "dec": Decimal("0.10000000000000001"), "é": "日本 ✓"}
+    for tag in (None, "u1"):
+        mem, row = new_memory_row(
+            StoreLimits(),
+            "some text",
+            collection="c",
+            importance=importance,
+            category="fact",
+            metadata=metadata,
+            source="sdk",
+            container_tag=tag,
+            where="items[0]",
+            now="2025-01-02T03:04:05.123456Z",
+        )
+        full = localrows.encode(mem)
+        assert row == tuple(full[c] for c in localrows.COLUMNS)
+        assert localrows.decode(dict(zip(localrows.COLUMNS, row, strict=True))) == mem
