@@ -6,9 +6,11 @@ Per call outcome (the one error model of `longmem_etl.errors`):
   (a 429 storm longer than ``max_transient`` retries of one call stops the run, resumable);
 - 5xx / 408 -> backoff and retry, within the retry budget: ``max_attempts`` tries of one call
   (``migrate --max-attempts``) and, if set, ``give_up_after`` seconds since the call first failed
-  (``--give-up-after``, 429 waits included). Past the budget the chunk's remaining items are
-  dead-lettered ("gave up after N attempts: ...") and the run goes on, so a target that fails every
-  call ends promptly with exit 3 and a ``dead_letter.jsonl`` to replay, instead of retrying for minutes;
+  (``--give-up-after``, 429 waits included). Past the budget that call's items are dead-lettered
+  ("gave up after N attempts: ...") and the run goes on, so a target that fails every call ends
+  promptly with exit 3 and a ``dead_letter.jsonl`` to replay, instead of retrying for minutes. The
+  budget is per call: the other parts of a bisected chunk keep theirs, so what is dead never
+  depends on which worker got to which part first;
 - ambiguous (timeout after sending, dropped connection) -> the chunk stays ``in_flight`` and is
   deferred: once the queue drains (provenance mode: while the last calls are still out; else at
   the end of the pass) one export of the target reconciles all such chunks, and only the missing
@@ -111,7 +113,6 @@ class _ChunkRun:
     ambiguous: bool = False
     skipped: bool = False
     stopped: bool = False
-    gave_up: GaveUp | None = None  # a call spent its retry budget: the rest goes dead
     error: Exception | None = None
 
 
@@ -521,8 +522,6 @@ class Uploader:
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
-        if run.gave_up is not None:
-            return  # a call of this chunk gave up: its other parts are not sent (they go dead)
         result = self._call(unit.chunk_no, run.collection, items)
         if isinstance(result, list):
             self._committer.submit(
@@ -530,7 +529,15 @@ class Uploader:
             )
             return
         if isinstance(result, GaveUp):
-            run.gave_up = result
+            # The budget is per call: this call's items are dead, the chunk's other parts go on
+            # with budgets of their own. (Nothing here landed: a 5xx/408/429 means not done.)
+            self.journal.note_error(unit.chunk_no, str(result))
+            self.journal.record_dead_items(
+                unit.chunk_no, [(sid, result.status, str(result)) for sid, _ in items]
+            )
+            with self._lock:
+                self.stats.dead_items += len(items)
+            self.on_items(len(items))
             return
         if isinstance(result, SkippedItems):
             run.skipped = True
@@ -567,17 +574,6 @@ class Uploader:
                     self._skipped.add(chunk_no)
                 else:
                     self.stats.ambiguous += 1
-            return
-        if run.gave_up is not None:
-            self._committer.flush()  # parts that landed before are committed, not killed
-            rows = self.journal.pending_items(chunk_no)
-            self.journal.note_error(chunk_no, str(run.gave_up))
-            self.journal.record_dead_items(
-                chunk_no, [(sid, run.gave_up.status, str(run.gave_up)) for sid, _, _ in rows]
-            )
-            with self._lock:
-                self.stats.dead_items += len(rows)
-            self.on_items(len(rows))
             return
         if run.error is not None:
             # what landed must be committed before the pending items are read again
