@@ -4,7 +4,8 @@ Per call outcome (the one error model of `longmem_etl.errors`):
 - success -> items done with their target ids, chunk ``done`` (one committed transaction);
 - 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt
   (a 429 storm longer than ``max_transient`` retries of one call stops the run, resumable);
-- 5xx / 408 -> backoff and retry, within the retry budget: ``max_attempts`` tries of one call
+- 5xx / 408 -> backoff (steep only while most recent calls fail: `limiter.FailureWindow`) and
+  retry ahead of fresh chunks, within the retry budget: ``max_attempts`` tries of one call
   (``migrate --max-attempts``) and, if set, ``give_up_after`` seconds since the call first failed
   (``--give-up-after``, 429 waits included). Past the budget that call's items are dead-lettered
   ("gave up after N attempts: ...") and the run goes on, so a target that fails every call ends
@@ -40,7 +41,7 @@ import msgspec
 
 from longmem_etl.errors import AmbiguousError, APIError
 from longmem_etl.migrate.journal import Journal
-from longmem_etl.migrate.limiter import AdaptiveLimit, backoff
+from longmem_etl.migrate.limiter import AdaptiveLimit, FailureWindow, backoff
 from longmem_etl.migrate.reconcile import Interrupted, TargetIndex, reconcile_chunks
 
 Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
@@ -232,6 +233,7 @@ class Uploader:
         self.provenance = provenance
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
+        self.health = FailureWindow(2 * concurrency)
         self.max_attempts = max_attempts
         self.max_transient = max_transient
         self.give_up_after = give_up_after
@@ -599,7 +601,8 @@ class Uploader:
         failed_at: float | None = None
         payloads = [p for _, p in items]
         while True:
-            if self.stop.is_set() or not self.limit.acquire(self.stop):
+            # a retry goes ahead of fresh chunks (`AdaptiveLimit`): its back-off is over
+            if self.stop.is_set() or not self.limit.acquire(self.stop, first=transient > 0):
                 raise _Stopped
             try:
                 with self._lock:
@@ -613,6 +616,7 @@ class Uploader:
                     raise _Stopped from exc
                 if not (exc.retryable or exc.status in TRANSIENT_STATUSES):
                     return exc
+                self.health.record(False)
                 with self._lock:
                     if exc.status == 429:
                         self.stats.rate_limited += 1
@@ -635,7 +639,11 @@ class Uploader:
                     )
                     self.stop.set()
                     raise _Stopped from exc
-                delay = backoff(transient, base=self.backoff_base, retry_after=exc.retry_after)
+                delay = backoff(
+                    self.health.exponent(transient),  # steep only while most calls fail
+                    base=self.backoff_base,
+                    retry_after=exc.retry_after,
+                )
                 if self.give_up_after is not None:  # never sleep past the budget
                     delay = min(delay, max(0.0, failed_at + self.give_up_after - now))
                 transient += 1
@@ -655,6 +663,7 @@ class Uploader:
                 return exc
             self.limit.release()
             self.limit.on_success()
+            self.health.record(True)
             with self._lock:
                 self.stats.items_sent += len(items)
             if len(ids) != len(items):
