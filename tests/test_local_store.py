@@ -312,3 +312,26 @@ def test_a_new_memorys_row_is_what_the_general_codec_writes(metadata, importance
         full = localrows.encode(mem)
         assert row == tuple(full[c] for c in localrows.COLUMNS)
         assert localrows.decode(dict(zip(localrows.COLUMNS, row, strict=True))) == mem
+
+
+def test_eight_writer_processes_never_see_the_store_busy(tmp_path):
+    """Eight processes (each its own connections and writer lock: SQLite's busy handling is all
+    that orders them) add at once; every call succeeds, nothing is lost or doubled."""
+    path = tmp_path / "t.db"
+    LocalStore(path).close()
+    code = (
+        "import sys; from longmem_etl.api.local import LocalStore; s=LocalStore(sys.argv[1]); "
+        "[s.add_many([f'p{sys.argv[2]} {b} {i}' for i in range(40)], collection=f'c{b % 3}') "
+        "for b in range(5)]"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), str(p)], stderr=subprocess.PIPE)
+        for p in range(8)
+    ]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    with LocalStore(path) as s:
+        texts = [m["text"] for m in s.export_account()["memories"]]
+    assert sorted(texts) == sorted(
+        f"p{p} {b} {i}" for p in range(8) for b in range(5) for i in range(40)
+    )

@@ -588,7 +588,7 @@ class Uploader:
             )
             if state == "failed":
                 self.stop.wait(backoff(1, base=self.backoff_base))
-                self._queue.put(Unit(chunk_no))
+                self._queue.put_front(Unit(chunk_no))  # a retry goes first, not to the tail
             else:
                 with self._lock:
                     self.stats.dead_items += left
