@@ -98,9 +98,7 @@ class StoreFile:
         # Writers of this process queue here instead of in SQLite's busy handler, which sleeps in
         # steps of up to 100 ms and so stretched concurrent calls far past their latency.
         self._write_lock = threading.Lock()
-        self._checkpointer = Checkpointer(
-            self, self.path, timeout=BUSY_TIMEOUT_S, write_lock=self._write_lock
-        )
+        self._checkpointer = Checkpointer(self, self.path, timeout=BUSY_TIMEOUT_S)
         self._open(create=create, tenant=tenant)
 
     # -- connections ------------------------------------------------------------------------------
@@ -190,6 +188,7 @@ class StoreFile:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._checkpointer.catch_up(conn)  # rarely: once the log needs to start over
         self._checkpointer.poke()
 
     @contextmanager

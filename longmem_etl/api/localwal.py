@@ -32,22 +32,22 @@ logged (a few calls' pages), and fsyncs the database file once."""
 RESTART_FRAMES = 8192
 """Log size (pages, 32 MiB at 4 KiB) past which the log is made to start over. A PASSIVE
 checkpoint running beside writers never catches up with the newest frames, and SQLite restarts
-the log only after a checkpoint that did: so once the log is this long, one checkpoint runs
-holding this process's writer lock (what is left is the few frames since the last one), and the
-next write starts the log from its beginning."""
+the log only after a checkpoint that did: so once the thread sees the log this long, the next
+write, still holding the writer lock, checkpoints what is left (the frames since the thread's
+last checkpoint) itself (`Checkpointer.catch_up`), and the write after it starts the log from its
+beginning. (The thread taking the writer lock instead starved behind a writer calling back to
+back: Python's locks are not fair.)"""
 
 
 class Checkpointer:
     """WAL checkpoints of one store file on a thread of their own; see the module docstring."""
 
-    def __init__(
-        self, owner: object, path: Path, *, timeout: float, write_lock: threading.Lock
-    ) -> None:
+    def __init__(self, owner: object, path: Path, *, timeout: float) -> None:
         self._path = path
-        self._write_lock = write_lock
         self._timeout = timeout
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._restart_due = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         # The thread holds no reference to the store: a store nobody closes is still collected,
@@ -63,12 +63,20 @@ class Checkpointer:
                 if (thread is None or not thread.is_alive()) and not self._stop.is_set():
                     self._thread = threading.Thread(
                         target=_run,
-                        args=(self._path, self._timeout, self._write_lock, self._wake, self._stop),
+                        args=(self._path, self._timeout, self._restart_due, self._wake, self._stop),
                         name="local-store-checkpoint",
                         daemon=True,
                     )
                     self._thread.start()
         self._wake.set()
+
+    def catch_up(self, conn: sqlite3.Connection) -> None:
+        """Called by a writer holding the writer lock, after its COMMIT: when the log has grown
+        past ``RESTART_FRAMES``, checkpoint the rest of it here, so the next write restarts it."""
+        if self._restart_due.is_set():
+            self._restart_due.clear()
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the thread (a checkpoint in progress finishes first)."""
@@ -87,7 +95,7 @@ def _halt(stop: threading.Event, wake: threading.Event) -> None:
 def _run(
     path: Path,
     timeout: float,
-    write_lock: threading.Lock,
+    restart_due: threading.Event,
     wake: threading.Event,
     stop: threading.Event,
 ) -> None:
@@ -96,10 +104,8 @@ def _run(
         if stop.is_set():
             return
         wake.clear()
-        log = checkpoint(path, timeout=timeout)
-        if log > RESTART_FRAMES:
-            with write_lock:  # this process's writers wait for the last few frames
-                checkpoint(path, timeout=timeout)
+        if checkpoint(path, timeout=timeout) > RESTART_FRAMES:
+            restart_due.set()
         if stop.wait(INTERVAL_S):
             return
 
