@@ -8,6 +8,11 @@ cost profile and one set of rules:
   retried on its own within the caller's budget (`api.retry`), and the next page is fetched while
   the current one is turned into keys. Only one page (plus the one in flight) and the keys are held,
   never the account as dicts. A backend without ``export_page`` is exported whole and paged here.
+- *Few, bounded pages.* Each page is one round trip the read waits for (the cursor of one is the
+  request of the next), so pages are big: the first asks for `pages.FIRST_PAGE_ROWS`, each next
+  one for as many rows as fit `pages.PAGE_BYTES` at the bytes per row seen so far (at most
+  `pages.MAX_PAGE_ROWS`): an account of short notes is read in a few calls, one of long texts in
+  pages that stay small in memory.
 - *Vectorised.* The provenance marker is pulled out of each page's metadata JSON by DuckDB; Python
   touches only the rows DuckDB cannot say exactly (a field that is not a string, metadata given as
   a JSON string, a marker value that is not a plain string) and gives them the same keys the dict
@@ -30,7 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longmem_etl import jsonio
-from longmem_etl.api.pages import EXPORT_PAGE, FIELDS, PAGE_ROWS, page_of
+from longmem_etl.api.pages import (
+    EXPORT_PAGE,
+    FIELDS,
+    FIRST_PAGE_ROWS,
+    MAX_PAGE_ROWS,
+    PAGE_BYTES,
+    PAGE_ROWS,
+    page_of,
+)
 from longmem_etl.api.retry import retry_read
 from longmem_etl.arrays import int64s, strings
 from longmem_etl.errors import Unsupported
@@ -94,13 +107,14 @@ def read_target_keys(
     stop: threading.Event | None = None,
     max_retries: int = 30,
     give_up_after: float | None = None,
-    page_size: int = PAGE_ROWS,
+    page_size: int | None = None,
 ) -> pa.Table:
     """Keys of every memory in ``target`` (`verify.TARGET_KEYS`), from one paged read.
 
     ``own_key`` is the source key whose marked memories are matched by marker only (no
     fingerprint); ``fingerprints=False`` computes none (marker-only lookups), ``"all"`` every
-    one (reconciliation without markers counts content as a multiset)."""
+    one (reconciliation without markers counts content as a multiset). ``page_size`` fixes every
+    page's row limit (default: sized by bytes, see the module docstring)."""
     con = duckdb.connect()
     con.execute("SET threads = 1")  # a page is small work; every extra thread has its own arenas
     parts: list[pa.Table] = []
@@ -119,14 +133,24 @@ def _pages(
     stop: threading.Event | None,
     retries: int,
     give_up_after: float | None,
-    size: int,
+    fixed: int | None,
 ) -> Iterator[pa.Table]:
     """Each page of the target in order; the next one is fetched while the caller works."""
     if not callable(getattr(target, "export_page", None)):
-        yield from _export_whole(target, stop, retries, give_up_after, size)
+        yield from _export_whole(target, stop, retries, give_up_after, fixed or PAGE_ROWS)
         return
+    seen = [0, 0]  # rows, bytes of the pages so far
+
+    def limit() -> int:
+        if fixed is not None:
+            return fixed
+        if seen[0] == 0:
+            return FIRST_PAGE_ROWS
+        per_row = max(1, seen[1] // seen[0])
+        return max(1_000, min(MAX_PAGE_ROWS, PAGE_BYTES // per_row))
 
     def fetch(cursor: str | None) -> dict[str, Any]:
+        size = limit()
         return retry_read(
             lambda: target.export_page(cursor=cursor, limit=size),
             stop=stop,
@@ -137,14 +161,16 @@ def _pages(
     try:
         first = fetch(None)
     except Unsupported:
-        yield from _export_whole(target, stop, retries, give_up_after, size)
+        yield from _export_whole(target, stop, retries, give_up_after, fixed or PAGE_ROWS)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-page") as pool:
         page = first
         while True:
             cursor = page.get("next")
-            ahead = pool.submit(fetch, cursor) if cursor else None
             table = page["memories"]
+            seen[0] += table.num_rows
+            seen[1] += table.nbytes
+            ahead = pool.submit(fetch, cursor) if cursor else None
             del page
             yield table
             del table
