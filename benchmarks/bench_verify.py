@@ -10,7 +10,7 @@ command's own ``timings``: which phase owns the process's peak.
 Then, each in its own fresh process against the same target with ``latency_ms`` (default 200, as
 the end-to-end benchmark) and the migration's journal:
 
-- ``read``     the baseline: every ``export_page`` of the target, pages dropped (the API's floor);
+- ``read``     the baseline: the same pages of the target (`targetread.target_pages`), dropped;
 - ``keys``     `targetread.read_target_keys` (the read + markers and fingerprints as Arrow keys);
 - ``verify``   what `migrate` does after the upload: `verifying.verify_journal` + `write_outputs`.
 
@@ -52,34 +52,33 @@ def phase(name: str, target: str, journal: str, work: str) -> None:
     """Child process: run one phase, print ``{"seconds", "rss0", "items"}`` as JSON."""
     from longmem_etl.migrate import source as sources
     from longmem_etl.migrate.journal import Journal
-    from longmem_etl.migrate.targetread import read_target_keys
+    from longmem_etl.migrate.targetread import read_target_keys, target_pages
     from longmem_etl.migrate.verifying import verify_journal, write_outputs
 
     api = sources.open_target(target, key_env="LONGMEM_API_KEY", create=False)
     rss0 = _status_mb("VmRSS")
     t0 = time.perf_counter()
     items = 0
+    steps: dict[str, float] = {}
     if name == "read":
-        cursor = None
-        while True:
-            page = api.export_page(cursor=cursor, limit=25_000)
-            items += page["memories"].num_rows
-            cursor = page["next"]
-            del page
-            if cursor is None:
-                break
+        for page in target_pages(api, None, 30, None, None):
+            items += page.num_rows
     elif name == "keys":
         items = read_target_keys(api).num_rows
     elif name == "verify":
         j = Journal(journal)
         key = j.get("binding")["source"]["key"]
         report = verify_journal(j, api, migration_id=key)
+        t1 = time.perf_counter()
         write_outputs(j, Path(work), report.as_dict(), id_map=report.id_map)
         items = report.totals["source"]
+        steps = {**report.timings, "outputs": time.perf_counter() - t1}
         j.close()
     seconds = time.perf_counter() - t0
     peak = _status_mb("VmHWM")
-    print(json.dumps({"seconds": seconds, "rss0": rss0, "peak": peak, "items": items}))
+    print(
+        json.dumps({"seconds": seconds, "rss0": rss0, "peak": peak, "items": items, "steps": steps})
+    )
 
 
 def sample_rss(pid: int, out: list[tuple[float, float, float]], done: threading.Event) -> None:
@@ -208,6 +207,10 @@ def main() -> int:
                     f"{r['peak']:>7.0f} {r['rss0']:>9.0f} {r['load']:>5.1f}"
                 )
             v = results["verify"]
+            print(
+                "verify steps (s; the journal is read while the target is): "
+                + ", ".join(f"{k} {x:.2f}" for k, x in v["steps"].items())
+            )
             met = v["items"] / v["seconds"] >= GOAL
             ok &= met or n < 100_000
             print(

@@ -37,7 +37,7 @@ PAGE_ROWS = 25_000
 
 FIRST_PAGE_ROWS = 50_000
 MAX_PAGE_ROWS = 200_000
-PAGE_BYTES = 48 << 20
+PAGE_BYTES = 32 << 20
 """How a reader of the whole account sizes its pages (`migrate.targetread`): every page is a round
 trip it waits for, so it asks for ``FIRST_PAGE_ROWS`` first, then for as many rows as fit
 ``PAGE_BYTES`` of Arrow at the bytes per row seen so far (1,000 to ``MAX_PAGE_ROWS``). 200,000

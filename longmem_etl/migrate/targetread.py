@@ -91,8 +91,9 @@ f AS (
     FROM v
 )
 SELECT id AS target_id, coalesce(nullif(collection, ''), 'default') AS collection,
-       container_tag, sid AS prov_source_id, mkey AS prov_key, content AS prov_content,
-       created_at, slow,
+       container_tag, sid AS prov_source_id, mkey AS prov_key,
+       CASE WHEN $detail THEN content END AS prov_content,
+       CASE WHEN $detail THEN created_at END AS created_at, slow,
        ($fps AND NOT slow AND ($all OR sid IS NULL
                                OR ($own IS NOT NULL AND mkey IS DISTINCT FROM $own))) AS need_fp
 FROM f
@@ -108,19 +109,23 @@ def read_target_keys(
     max_retries: int = 30,
     give_up_after: float | None = None,
     page_size: int | None = None,
+    detail: bool = True,
 ) -> pa.Table:
     """Keys of every memory in ``target`` (`verify.TARGET_KEYS`), from one paged read.
 
     ``own_key`` is the source key whose marked memories are matched by marker only (no
     fingerprint); ``fingerprints=False`` computes none (marker-only lookups), ``"all"`` every
     one (reconciliation without markers counts content as a multiset). ``page_size`` fixes every
-    page's row limit (default: sized by bytes, see the module docstring)."""
+    page's row limit (default: sized by bytes, see the module docstring). ``detail=False`` leaves
+    ``prov_content`` and ``created_at`` NULL (verification counts without them: less to hold)."""
     con = duckdb.connect()
     con.execute("SET threads = 1")  # a page is small work; every extra thread has its own arenas
     parts: list[pa.Table] = []
     try:
-        for page in _pages(target, stop, max_retries, give_up_after, page_size):
-            parts.append(_keys_of_page(con, page, own_key=own_key, fingerprints=fingerprints))
+        for page in target_pages(target, stop, max_retries, give_up_after, page_size):
+            parts.append(
+                _keys_of_page(con, page, own_key=own_key, fingerprints=fingerprints, detail=detail)
+            )
             del page
     finally:
         con.close()
@@ -128,29 +133,22 @@ def read_target_keys(
     return _unique_ids(keys)
 
 
-def _pages(
+def target_pages(
     target: Any,
     stop: threading.Event | None,
     retries: int,
     give_up_after: float | None,
     fixed: int | None,
 ) -> Iterator[pa.Table]:
-    """Each page of the target in order; the next one is fetched while the caller works."""
+    """Each page of the target in order (`EXPORT_PAGE` tables), sized as the module docstring
+    says (``fixed``: that many rows each); the next one is fetched while the caller works."""
     if not callable(getattr(target, "export_page", None)):
         yield from _export_whole(target, stop, retries, give_up_after, fixed or PAGE_ROWS)
         return
     seen = [0, 0]  # rows, bytes of the pages so far
 
-    def limit() -> int:
-        if fixed is not None:
-            return fixed
-        if seen[0] == 0:
-            return FIRST_PAGE_ROWS
-        per_row = max(1, seen[1] // seen[0])
-        return max(1_000, min(MAX_PAGE_ROWS, PAGE_BYTES // per_row))
-
     def fetch(cursor: str | None) -> dict[str, Any]:
-        size = limit()
+        size = fixed if fixed is not None else page_rows(seen[0], seen[1])
         return retry_read(
             lambda: target.export_page(cursor=cursor, limit=size),
             stop=stop,
@@ -179,6 +177,15 @@ def _pages(
             page = ahead.result()
 
 
+def page_rows(rows_seen: int, bytes_seen: int) -> int:
+    """The next page's row limit: `pages.FIRST_PAGE_ROWS` first, then what fits `pages.PAGE_BYTES`
+    at the Arrow bytes per row seen so far (1,000 to `pages.MAX_PAGE_ROWS`)."""
+    if rows_seen == 0:
+        return FIRST_PAGE_ROWS
+    per_row = max(1, bytes_seen // rows_seen)
+    return max(1_000, min(MAX_PAGE_ROWS, PAGE_BYTES // per_row))
+
+
 def _export_whole(
     target: Any, stop: threading.Event | None, retries: int, give_up_after: float | None, size: int
 ) -> Iterator[pa.Table]:
@@ -199,6 +206,7 @@ def _keys_of_page(
     *,
     own_key: str | None,
     fingerprints: bool | str,
+    detail: bool = True,
 ) -> pa.Table:
     """One page -> its key rows (fast rows in DuckDB; the rest through `verify.target_keys`)."""
     if page.num_rows == 0:
@@ -208,7 +216,12 @@ def _keys_of_page(
     try:
         k = con.sql(
             _KEYS_SQL,
-            params={"own": own_key, "fps": bool(fingerprints), "all": fingerprints == "all"},
+            params={
+                "own": own_key,
+                "fps": bool(fingerprints),
+                "all": fingerprints == "all",
+                "detail": detail,
+            },
         ).to_arrow_table()
     finally:
         con.unregister("p")
@@ -238,6 +251,11 @@ def _keys_of_page(
     slow_keys = target_keys(memories, own_key=own_key, fingerprints=bool(fingerprints))
     if fingerprints == "all":
         slow_keys = slow_keys.set_column(3, "fp", strings([_fp_of(m) for m in memories]))
+    if not detail:
+        for i in (6, 7):
+            slow_keys = slow_keys.set_column(
+                i, TARGET_KEYS.field(i), pa.nulls(slow_keys.num_rows, pa.string())
+            )
     return pa.concat_tables([out, slow_keys])
 
 
@@ -282,10 +300,21 @@ def _unique_ids(keys: pa.Table) -> pa.Table:
     """One row per target id (a backend's pages could show a memory twice; the first counts)."""
     ids = keys.column("target_id")
     n_ids = keys.num_rows - ids.null_count
-    if n_ids == 0 or pc.count_distinct(ids).as_py() == n_ids:
+    if n_ids == 0:
         return keys
     con = duckdb.connect()
     try:
+        con.execute("SET threads = 1")
+        # distinct 64-bit hashes prove distinct ids (8 bytes a row; an Arrow count_distinct
+        # of the strings peaked at 32 MB that the memory pool then kept); equal hashes, a copy
+        # or a collision, take the exact path
+        con.register("ids", keys.select(["target_id"]))
+        hashes = con.sql("SELECT hash(target_id) AS h FROM ids WHERE target_id IS NOT NULL")
+        h = hashes.fetchnumpy()["h"]
+        con.unregister("ids")
+        h.sort()
+        if not (h[1:] == h[:-1]).any():
+            return keys
         con.register("k", keys.append_column("_i", int64s(np.arange(keys.num_rows))))
         return (
             con.sql(

@@ -107,6 +107,7 @@ class VerificationReport:
     groups: list[dict[str, Any]] = field(default_factory=list)
     id_pairs: pa.Table | None = None  # source_id -> target_id found through markers
     id_map: pa.Table | None = None  # after a migration: the plan's items, target ids filled in
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step (benchmarks)
 
     def as_dict(self) -> dict[str, Any]:
         return {"exact": self.exact, "totals": self.totals, "groups": self.groups}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -73,7 +74,7 @@ def verify_source_target(
         foreign_copies = copy is None
     with sources.frozen_temporarily(source, spec=spec, key_env=source_key_env) as frozen:
         skeys = snapshot_source_keys(frozen.path)
-    keys = read_target_keys(target_api, own_key=migration_id)
+    keys = read_target_keys(target_api, own_key=migration_id, detail=False)
     return compare(skeys, keys, migration_id=migration_id, foreign_copies=foreign_copies)
 
 
@@ -142,6 +143,8 @@ def verify_journal(
     source key. The report's ``id_map`` is the plan's items with those ids filled in."""
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
     # the target's pages are read (mostly waiting on the API) while the journal is read here
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
         reading = pool.submit(
@@ -151,20 +154,26 @@ def verify_journal(
             stop=stop,
             max_retries=max_retries,
             give_up_after=give_up_after,
+            detail=False,
         )
         try:
             items = plan_items(journal)
+            timings["journal"] = time.monotonic() - t0
         finally:
             keys = reading.result()
-    source = items.select(["source_id", "collection", "container_tag", "fp"])
-    report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
+    timings["target_read"] = time.monotonic() - t0
+    t1 = time.monotonic()
+    report = compare(items, keys, migration_id=mig, foreign_copies=foreign_copies)
     del keys
+    t2 = time.monotonic()
     id_map, found = _fill_ids(items, report.id_pairs)
+    del items
     if found.num_rows:
         journal.set_target_ids(
             zip(found["source_id"].to_pylist(), found["target_id"].to_pylist(), strict=True)
         )
     report.id_map = id_map
+    report.timings = {**timings, "compare": t2 - t1, "ids": time.monotonic() - t2}
     return report
 
 
