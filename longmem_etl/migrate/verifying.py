@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.arrays import int64s, strings
+from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint
@@ -67,6 +68,7 @@ def verify_source_target(
     unrelated target memories are not "extra", while copies of source memories made under any other
     key (another copy name, an older version's markers) still count as duplicated — unless
     ``foreign_copies=False``. Plain (unscoped) verify counts every target memory."""
+    use_lean_arrow_pool()  # the target read's Arrow bursts: see `memory`
     target_api = sources.open_target(target, key_env=target_key_env, create=False)
     if scoped and migration_id is None:
         migration_id = source_key_of(source, copy=copy, key_env=source_key_env)
