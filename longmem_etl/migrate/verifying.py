@@ -199,12 +199,15 @@ def _fill_ids(items: pa.Table, pairs: pa.Table | None) -> tuple[pa.Table, pa.Tab
 
 def _int64s(values: tuple) -> pa.Array:
     """An int64 column with nulls, from NumPy (``pa.array(list)`` would import pandas)."""
-    is_null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
-    arr = int64s(data)
-    if not is_null.any():
-        return arr
-    return pc.if_else(pa.array(is_null), pa.nulls(len(values), pa.int64()), arr)
+    n = len(values)
+    if not values.count(None):
+        return int64s(np.fromiter(values, dtype=np.int64, count=n))
+    is_null = np.fromiter((v is None for v in values), dtype=bool, count=n)
+    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
+    validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.int64(), n, [validity, pa.py_buffer(data)], null_count=int(is_null.sum())
+    )
 
 
 _PAIRS = pa.schema([("source_id", pa.string()), ("target_id", pa.string())])
