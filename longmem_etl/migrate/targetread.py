@@ -127,10 +127,11 @@ def read_target_keys(
                 _keys_of_page(con, page, own_key=own_key, fingerprints=fingerprints, detail=detail)
             )
             del page
+        keys = pa.concat_tables(parts) if parts else TARGET_KEYS.empty_table()
+        del parts
+        return _unique_ids(keys, con)  # the same connection: each new one costs ~20-40 ms
     finally:
         con.close()
-    keys = pa.concat_tables(parts) if parts else TARGET_KEYS.empty_table()
-    return _unique_ids(keys)
 
 
 def target_pages(
@@ -296,26 +297,25 @@ def _fingerprints(need: pa.Array, page: pa.Table) -> pa.ChunkedArray:
     return pa.chunked_array([pc.replace_with_mask(base, need, strings(fps))])
 
 
-def _unique_ids(keys: pa.Table) -> pa.Table:
+def _unique_ids(keys: pa.Table, con: duckdb.DuckDBPyConnection) -> pa.Table:
     """One row per target id (a backend's pages could show a memory twice; the first counts)."""
     ids = keys.column("target_id")
     n_ids = keys.num_rows - ids.null_count
     if n_ids == 0:
         return keys
-    con = duckdb.connect()
+    # distinct 64-bit hashes prove distinct ids (8 bytes a row; an Arrow count_distinct of the
+    # strings peaked at 32 MB that the memory pool then kept); equal hashes, a copy or a
+    # collision, take the exact path
+    con.register("ids", keys.select(["target_id"]))
+    h = con.sql("SELECT hash(target_id) AS h FROM ids WHERE target_id IS NOT NULL").fetchnumpy()[
+        "h"
+    ]
+    con.unregister("ids")
+    h.sort()
+    if not (h[1:] == h[:-1]).any():
+        return keys
+    con.register("k", keys.append_column("_i", int64s(np.arange(keys.num_rows))))
     try:
-        con.execute("SET threads = 1")
-        # distinct 64-bit hashes prove distinct ids (8 bytes a row; an Arrow count_distinct
-        # of the strings peaked at 32 MB that the memory pool then kept); equal hashes, a copy
-        # or a collision, take the exact path
-        con.register("ids", keys.select(["target_id"]))
-        hashes = con.sql("SELECT hash(target_id) AS h FROM ids WHERE target_id IS NOT NULL")
-        h = hashes.fetchnumpy()["h"]
-        con.unregister("ids")
-        h.sort()
-        if not (h[1:] == h[:-1]).any():
-            return keys
-        con.register("k", keys.append_column("_i", int64s(np.arange(keys.num_rows))))
         return (
             con.sql(
                 "SELECT * EXCLUDE (_i) FROM k WHERE target_id IS NULL OR _i IN "
@@ -325,4 +325,4 @@ def _unique_ids(keys: pa.Table) -> pa.Table:
             .cast(TARGET_KEYS)
         )
     finally:
-        con.close()
+        con.unregister("k")

@@ -206,10 +206,14 @@ def compare(
     *,
     migration_id: str | None = None,
     foreign_copies: bool = False,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> VerificationReport:
     """Compare key tables (see `source_keys`/`target_keys`). Exact = nothing missing, duplicated or
-    extra. ``migration_id`` is the source key whose markers count; see the module docstring."""
-    con = duckdb.connect()
+    extra. ``migration_id`` is the source key whose markers count; see the module docstring.
+    ``con``: a DuckDB connection to use (and leave open) instead of a new one."""
+    own = con is None
+    if con is None:
+        con = duckdb.connect()
     try:
         con.execute("SET threads = 1")  # each extra thread has its own hash tables and arenas
         con.register("s", source.select(SOURCE_KEYS.names))
@@ -220,7 +224,12 @@ def compare(
         groups = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         pairs = con.sql("SELECT sid AS source_id, target_id FROM marker_n").to_arrow_table()
     finally:
-        con.close()
+        if own:
+            con.close()
+        else:  # left as it was given
+            con.execute("DROP TABLE IF EXISTS marker_n")
+            con.unregister("s")
+            con.unregister("t")
     keys = ("source", "target", "present", "missing", "duplicated", "extra", "unrelated")
     totals = {k: int(sum(g[k] for g in groups)) for k in keys}
     totals["source"] = source.num_rows

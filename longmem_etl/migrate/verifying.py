@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -159,13 +160,17 @@ def verify_journal(
             detail=False,
         )
         try:
+            con = duckdb.connect()  # made while the first page is on its way
             items = plan_items(journal)
             timings["journal"] = time.monotonic() - t0
         finally:
             keys = reading.result()
     timings["target_read"] = time.monotonic() - t0
     t1 = time.monotonic()
-    report = compare(items, keys, migration_id=mig, foreign_copies=foreign_copies)
+    try:
+        report = compare(items, keys, migration_id=mig, foreign_copies=foreign_copies, con=con)
+    finally:
+        con.close()
     del keys
     t2 = time.monotonic()
     id_map, found = _fill_ids(items, report.id_pairs)
