@@ -14,8 +14,10 @@ the end-to-end benchmark) and the migration's journal:
 - ``keys``     `targetread.read_target_keys` (the read + markers and fingerprints as Arrow keys);
 - ``verify``   what `migrate` does after the upload: `verifying.verify_journal` + `write_outputs`.
 
-Each row: seconds after imports, items/s, peak RSS of that process and its RSS after imports, and
-the ratio to ``read`` in the same invocation. Goal: ``verify`` >= 100,000 items/s at 200k.
+Each row: seconds after imports, CPU seconds (steadier than wall on shared cores), items/s, peak
+RSS of that process and its RSS after imports, and the ratio to ``read`` in the same invocation.
+With ``--before DIR`` the verify phase of an earlier checkout runs too (``before``), alternating
+with this code's, so both see the same load. Goal: ``verify`` >= 100,000 items/s at 200k.
 The machine's load average is printed beside every run.
 """
 
@@ -52,12 +54,19 @@ def phase(name: str, target: str, journal: str, work: str) -> None:
     """Child process: run one phase, print ``{"seconds", "rss0", "items"}`` as JSON."""
     from longmem_etl.migrate import source as sources
     from longmem_etl.migrate.journal import Journal
-    from longmem_etl.migrate.targetread import read_target_keys, target_pages
+    from longmem_etl.migrate.targetread import read_target_keys
+
+    try:
+        from longmem_etl.migrate.targetread import target_pages
+    except ImportError:  # older code (--before): its private name
+        from longmem_etl.migrate.targetread import _pages as target_pages
+    import longmem_etl
     from longmem_etl.migrate.verifying import verify_journal, write_outputs
 
     api = sources.open_target(target, key_env="LONGMEM_API_KEY", create=False)
     rss0 = _status_mb("VmRSS")
     t0 = time.perf_counter()
+    c0 = time.process_time()
     items = 0
     steps: dict[str, float] = {}
     if name == "read":
@@ -72,12 +81,23 @@ def phase(name: str, target: str, journal: str, work: str) -> None:
         t1 = time.perf_counter()
         write_outputs(j, Path(work), report.as_dict(), id_map=report.id_map)
         items = report.totals["source"]
-        steps = {**report.timings, "outputs": time.perf_counter() - t1}
+        steps = {**getattr(report, "timings", {}), "outputs": time.perf_counter() - t1}
         j.close()
     seconds = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     peak = _status_mb("VmHWM")
     print(
-        json.dumps({"seconds": seconds, "rss0": rss0, "peak": peak, "items": items, "steps": steps})
+        json.dumps(
+            {
+                "seconds": seconds,
+                "cpu": cpu,
+                "rss0": rss0,
+                "peak": peak,
+                "items": items,
+                "steps": steps,
+                "code": str(Path(longmem_etl.__file__).parent.parent),
+            }
+        )
     )
 
 
@@ -153,12 +173,17 @@ def setup(tmp: Path, n: int, latency_ms: int = 0) -> tuple[str, str, str, dict]:
     return str(db), journal, str(Path(journal).parent), by_phase
 
 
-def run_phase(name: str, target: str, journal: str, work: str) -> dict:
+def run_phase(name: str, target: str, journal: str, work: str, code: str | None = None) -> dict:
+    """One phase in a fresh process (``code``: a checkout of other code to run it with)."""
+    env = dict(os.environ)
+    if code:
+        env["LONGMEM_BENCH_CODE"] = code
     out = subprocess.run(
         [sys.executable, __file__, "--phase", name, target, journal, work],
         capture_output=True,
         text=True,
         check=False,
+        env=env,
     )
     if out.returncode:
         raise SystemExit(f"{name}: {out.stderr[-2000:]}")
@@ -169,12 +194,24 @@ def run_phase(name: str, target: str, journal: str, work: str) -> dict:
 
 def main() -> int:
     if len(sys.argv) > 1 and sys.argv[1] == "--phase":
+        code = os.environ.get("LONGMEM_BENCH_CODE")
+        if code:  # that checkout's longmem_etl, not the (editable) installed one
+            sys.meta_path[:] = [
+                f for f in sys.meta_path if "__editable__" not in getattr(f, "__module__", "")
+            ]
+            sys.path.insert(0, code)
         phase(*sys.argv[2:6])
         return 0
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, nargs="+", default=[20_000, 200_000])
     ap.add_argument("--latency-ms", type=int, default=200)
     ap.add_argument("--repeat", type=int, default=1, help="runs of each phase (best is shown)")
+    ap.add_argument(
+        "--before",
+        metavar="DIR",
+        help="a checkout of earlier code (e.g. `git archive REV | tar -x -C DIR`): its verify "
+        "phase runs too, alternating with this one, on the same target and journal",
+    )
     args = ap.parse_args()
     ok = True
     print(f"{os.cpu_count()} CPUs; target latency_ms={args.latency_ms}")
@@ -191,20 +228,34 @@ def main() -> int:
                 )
             )
             target = f"local:{db}?latency_ms={args.latency_ms}"
-            results = {}
-            for name in ("read", "keys", "verify"):
-                runs = [run_phase(name, target, journal, work) for _ in range(args.repeat)]
-                results[name] = min(runs, key=lambda r: r["seconds"])
+            results: dict[str, dict] = {}
+            names = ["read", "keys", "verify"] + (["before"] if args.before else [])
+            runs: dict[str, list[dict]] = {name: [] for name in names}
+            for _ in range(args.repeat):  # alternating, so a burst of load hits all alike
+                for name in names:
+                    code = args.before if name == "before" else None
+                    phase_name = "verify" if name == "before" else name
+                    runs[name].append(run_phase(phase_name, target, journal, work, code))
+            for name in names:
+                results[name] = min(runs[name], key=lambda r: r["seconds"])
             base = results["read"]["seconds"]
             print(
-                f"{'phase':>8} {'seconds':>8} {'items/s':>9} {'x read':>7} {'RSS MB':>7} "
-                f"{'(imports)':>9} {'load':>5}"
+                f"{'phase':>8} {'seconds':>8} {'CPU s':>6} {'items/s':>9} {'x read':>7} "
+                f"{'RSS MB':>7} {'(imports)':>9} {'load':>5}"
             )
             for name, r in results.items():
                 rate = r["items"] / r["seconds"]
                 print(
-                    f"{name:>8} {r['seconds']:>8.2f} {rate:>9.0f} {r['seconds'] / base:>7.2f} "
-                    f"{r['peak']:>7.0f} {r['rss0']:>9.0f} {r['load']:>5.1f}"
+                    f"{name:>8} {r['seconds']:>8.2f} {r['cpu']:>6.2f} {rate:>9.0f} "
+                    f"{r['seconds'] / base:>7.2f} {r['peak']:>7.0f} {r['rss0']:>9.0f} "
+                    f"{r['load']:>5.1f}"
+                )
+            if "before" in results:
+                b, v = results["before"], results["verify"]
+                print(
+                    f"verify vs before ({b['code']}): {b['seconds'] / v['seconds']:.2f}x faster, "
+                    f"CPU {b['cpu']:.2f} -> {v['cpu']:.2f} s, peak RSS {b['peak']:.0f} -> "
+                    f"{v['peak']:.0f} MB"
                 )
             v = results["verify"]
             print(
