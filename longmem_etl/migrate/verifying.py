@@ -148,29 +148,31 @@ def verify_journal(
     mig = migration_id if provenance else None
     t0 = time.monotonic()
     timings: dict[str, float] = {}
-    # the target's pages are read (mostly waiting on the API) while the journal is read here
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
-        reading = pool.submit(
-            read_target_keys,
-            target,
-            own_key=mig,
-            stop=stop,
-            max_retries=max_retries,
-            give_up_after=give_up_after,
-            detail=False,
-        )
-        try:
-            con = duckdb.connect()  # made while the first page is on its way
-            items = plan_items(journal)
-            timings["journal"] = time.monotonic() - t0
-        finally:
-            keys = reading.result()
-    timings["target_read"] = time.monotonic() - t0
-    t1 = time.monotonic()
+    con: duckdb.DuckDBPyConnection | None = None
     try:
+        # the target's pages are read (mostly waiting on the API) while the journal is read here
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
+            reading = pool.submit(
+                read_target_keys,
+                target,
+                own_key=mig,
+                stop=stop,
+                max_retries=max_retries,
+                give_up_after=give_up_after,
+                detail=False,
+            )
+            try:
+                con = duckdb.connect()  # for the comparison, while the first page is on its way
+                items = plan_items(journal)
+                timings["journal"] = time.monotonic() - t0
+            finally:
+                keys = reading.result()
+        timings["target_read"] = time.monotonic() - t0
+        t1 = time.monotonic()
         report = compare(items, keys, migration_id=mig, foreign_copies=foreign_copies, con=con)
     finally:
-        con.close()
+        if con is not None:
+            con.close()
     del keys
     t2 = time.monotonic()
     id_map, found = _fill_ids(items, report.id_pairs)
