@@ -34,15 +34,26 @@ def string_array(n: int, offsets: np.ndarray, data: bytes, is_null: np.ndarray |
 
 def strings(values: Sequence[str | None]) -> pa.Array:
     """``pa.array(values, pa.string())``: that itself once pandas is imported (several times
-    faster on big lists), else from buffers (one Python encode per value), never importing it."""
+    faster on big lists), else from buffers, never importing it: one ``join`` and one encode for
+    the whole column, byte lengths taken from the character lengths when the text is ASCII (ids,
+    fingerprints, states: about twice as fast as encoding each value), else from each encoded
+    value."""
     if "pandas" in sys.modules:
         return pa.array(values, pa.string())
-    encoded = [b"" if v is None else v.encode("utf-8") for v in values]
-    lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+    n = len(values)
+    is_null = None
+    if values.count(None):
+        is_null = np.fromiter((v is None for v in values), dtype=bool, count=n)
+        values = ["" if v is None else v for v in values]
+    text = "".join(values)
+    data = text.encode("utf-8")
+    if len(data) == len(text):  # ASCII: one byte per character
+        lengths = np.fromiter(map(len, values), dtype=np.int64, count=n)
+    else:
+        lengths = np.fromiter((len(v.encode("utf-8")) for v in values), dtype=np.int64, count=n)
+    offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    is_null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    return string_array(len(encoded), offsets, b"".join(encoded), is_null)
+    return string_array(n, offsets, data, is_null)
 
 
 def int64s(values: Sequence[int] | np.ndarray) -> pa.Array:

@@ -55,6 +55,7 @@ from longmem_etl.errors import (
     Incomplete,
     LongmemETLError,
 )
+from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal
@@ -355,6 +356,7 @@ def run_migration(
     if opts.dry_run:
         return dry_run(opts)
     _validate(opts)
+    use_lean_arrow_pool()  # the freeze's and the verification's Arrow bursts: see `memory`
     stop = stop or threading.Event()
     binding = binding_of(opts)
     mid = migration_id_of(binding)

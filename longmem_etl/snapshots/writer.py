@@ -5,7 +5,8 @@ sha256 computed, ``manifest.json`` written last, and the directory renamed into
 ``ROOT/tenant=T/snapshot=TS/`` (one ``rename``, so readers see all of it or nothing). On any error the
 temp dir is removed. A directory without a manifest is never a snapshot.
 
-The commit runs under the tenant's lock (``layout.tenant_lock``). When the source names a file
+The commit runs under the tenant's lock (``layout.tenant_lock``); an increment's, from choosing its
+parent on, so ``forget`` (which takes the same lock per tenant) cannot remove that parent meanwhile. When the source names a file
 ``sha256`` (a converted dump) and a snapshot of the same tenant already records that sha256, nothing
 new is committed: ``already_present`` is set and ``path`` is the existing snapshot. So converting one
 dump twice gives one snapshot, and two different dumps with the same ``exported_at`` get two (the
@@ -42,6 +43,7 @@ from longmem_etl.snapshots.layout import (
     next_free_snapshot_dir,
     snapshot_name,
     snapshot_time,
+    tenant_dir,
     tenant_lock,
 )
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, read_manifest, write_manifest
@@ -241,6 +243,16 @@ class SnapshotWriter:
         self._mem_writer = self._rej_writer = None
 
     def _commit(self) -> None:
+        if self.incremental is None or not tenant_dir(self.root, self.tenant).is_dir():
+            self._commit_as(locked=False)  # no parent to keep (and no tenant dir made early)
+            return
+        # an increment holds the tenant's lock from choosing its parent to the rename: `forget`
+        # takes the same lock, so it cannot remove the parent in between (a broken chain)
+        with tenant_lock(self.root, self.tenant):
+            self._commit_as(locked=True)
+
+    def _commit_as(self, *, locked: bool) -> None:
+        """The commit; ``locked``: the caller already holds the tenant's lock."""
         tmp = self._require_tmp()
         if self._mem_writer is None:
             self.write_memories(MEMORIES_SCHEMA.empty_table())
@@ -297,7 +309,7 @@ class SnapshotWriter:
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a snapshot is an ordinary directory
-        with tenant_lock(self.root, self.tenant):
+        with contextlib.nullcontext() if locked else tenant_lock(self.root, self.tenant):
             existing = same_source_snapshot(self.root, self.tenant, self.source)
             if existing is not None:
                 self._abort()
