@@ -245,24 +245,29 @@ class IncrementSink:
     """Receives the new state's rows in order and keeps only what changed against ``parent``.
 
     Each batch is hashed (``rowhash.digests``) and looked up in the parent's digests (one
-    sorted NumPy index, built from hash files only): a row found with a ``_seq`` above every
-    earlier found row's keeps that ``_seq`` and is not written; every other row (added, changed,
-    or moved in the account's order) goes to a candidates file. ``finish`` gives the candidates
-    their ``_seq`` between their kept neighbours and writes the increment's files; when the
-    increment would not pay (over ``MAX_CHANGED_SHARE`` changed, or no room between two
-    ``_seq``), it writes the full state instead from the parent's kept rows and the candidates.
-    So the full state is never written on the usual path and the parent's content never read.
+    sorted NumPy index, built from hash files only): a row found there is unchanged and only its
+    parent ``_seq`` is remembered; every other row (added or changed) goes to a candidates file.
+    ``finish`` keeps the parent ``_seq`` of the longest run of unchanged rows still in the
+    parent's order (all of them unless rows moved), gives every other row a ``_seq`` between its
+    kept neighbours, and writes the increment's files (a moved row is stored like a changed one,
+    its content fetched from the parent). When the increment would not pay (over
+    ``MAX_CHANGED_SHARE`` changed, or no room between two ``_seq``) it writes the full state
+    instead. So the full state is never written on the usual path and the parent's content is
+    never read unless rows moved.
     """
 
     def __init__(self, directory: Path, parent: Path, links: list[Path], con: Any) -> None:
         self.directory, self.parent, self.links, self.con = directory, parent, links, con
         self.index: _ParentIndex | None = None
         self.rows = 0
-        self.carry = float("-inf")
-        self.kseqs: list[Any] = []
+        self.pseqs: list[Any] = []
         self.cand_ids: list[Any] = []
         self.cand_md5: list[Any] = []
         self._cand_writer: Any = None
+
+    @property
+    def _cand_path(self) -> Path:
+        return self.directory / ".candidates.parquet"
 
     def write(self, table: Any) -> None:
         import numpy as np
@@ -276,28 +281,22 @@ class IncrementSink:
         if self.index is None:
             self.index = _ParentIndex(self.con, self.parent)
         md5 = digests(self.con, table)
-        hi, lo = words(md5)
-        found, pos = self.index.find(hi, lo)
-        pseq = np.where(found, self.index.seq[pos], -np.inf)
-        before = np.maximum.accumulate(np.concatenate(([self.carry], pseq)))
-        kept = found & (pseq > before[:-1])
-        self.carry = float(before[-1])
+        found, pos = self.index.find(*words(md5))
+        self.pseqs.append(np.where(found, self.index.seq[pos], np.nan))
         self.index.matched[pos[found]] = True
-        self.kseqs.append(np.where(kept, pseq, np.nan))
-        if kept.all():
+        if found.all():
             self.rows += table.num_rows
             return
-        mask = pa.array(~kept)
+        mask = pa.array(~found)
         cand = table.filter(mask)
-        n = np.flatnonzero(~kept) + self.rows
+        n = np.flatnonzero(~found) + self.rows
         if self._cand_writer is None:
             schema = MEMORIES_SCHEMA.append(pa.field("_n", pa.int64(), nullable=False))
             self._cand_writer = pq.ParquetWriter(
-                self.directory / ".candidates.parquet", schema, **MEMORIES_PARQUET_OPTIONS
+                self._cand_path, schema, **MEMORIES_PARQUET_OPTIONS
             )
-        self._cand_writer.write_table(
-            cand.append_column(self._cand_writer.schema.field("_n"), pa.array(n, pa.int64()))
-        )
+        field = self._cand_writer.schema.field("_n")
+        self._cand_writer.write_table(cand.append_column(field, pa.array(n, pa.int64())))
         self.cand_ids.append(cand.column("id"))
         self.cand_md5.append(md5.filter(mask))
         self.rows += table.num_rows
@@ -316,14 +315,16 @@ class IncrementSink:
         import pyarrow.parquet as pq
 
         from longmem_etl.schema import MEMORIES_SCHEMA
-        from longmem_etl.snapshots.rowhash import HASHES, HASHES_SCHEMA, hashes_table
+        from longmem_etl.snapshots.rowhash import HASHES, HASHES_SCHEMA, digests, hashes_table
         from longmem_etl.snapshots.writer import MEMORIES_PARQUET_OPTIONS, conform
 
         if self.index is None:
             self.index = _ParentIndex(self.con, self.parent)
         self.abort()  # closes the candidates file
-        kseq = np.concatenate(self.kseqs) if self.kseqs else np.zeros(0)
-        kept = ~np.isnan(kseq)
+        pseq = np.concatenate(self.pseqs) if self.pseqs else np.zeros(0)
+        found = ~np.isnan(pseq)
+        kept = _in_order(pseq, found)
+        kseq = np.where(kept, pseq, np.nan)
         cand_ids = (
             pa.chunked_array(self.cand_ids, pa.string()).combine_chunks()
             if self.cand_ids
@@ -336,28 +337,39 @@ class IncrementSink:
         rm_ids = lost_ids.filter(removed)
         rm_seq = lost_seq[np.asarray(removed.to_numpy(zero_copy_only=False), dtype=bool)]
         n_changed, n_removed = int((~kept).sum()), len(rm_ids)
-        seqs, cramped = _free_seqs(kseq)
-        if cramped or (n_changed + n_removed) > MAX_CHANGED_SHARE * max(self.rows, 1):
-            self._write_full(kseq, kept)
+        if (n_changed + n_removed) > MAX_CHANGED_SHARE * max(self.rows, 1):
+            self._write_full(pseq, found)
             return None
-        cand_path = self.directory / ".candidates.parquet"
+        seqs, cramped = _free_seqs(kseq)
+        if cramped:
+            self._write_full(pseq, found)
+            return None
+        new_seq = np.full(len(kseq), np.nan)
+        new_seq[~kept] = seqs
         schema = MEMORIES_SCHEMA.append(pa.field("_seq", pa.float64(), nullable=False))
+        hashes = pq.ParquetWriter(self.directory / HASHES, HASHES_SCHEMA, compression="zstd")
         with pq.ParquetWriter(self.directory / CHANGES, schema, **MEMORIES_PARQUET_OPTIONS) as w:
-            if cand_path.exists():
-                done = 0
-                for batch in pq.ParquetFile(cand_path).iter_batches(50_000):
-                    part = seqs[done : done + batch.num_rows]
-                    done += batch.num_rows
+            if self._cand_path.exists():
+                for batch in pq.ParquetFile(self._cand_path).iter_batches(50_000):
+                    at = batch.column("_n").to_numpy()
                     t = pa.Table.from_batches([batch]).drop_columns(["_n"])
-                    w.write_table(conform(t.append_column("_seq", pa.array(part)), schema))
-        cand_path.unlink(missing_ok=True)
-        md5 = (
-            pa.chunked_array(self.cand_md5, pa.binary(16)).combine_chunks()
-            if self.cand_md5
-            else pa.array([], pa.binary(16))
-        )
-        with pq.ParquetWriter(self.directory / HASHES, HASHES_SCHEMA, compression="zstd") as w:
-            w.write_table(hashes_table(cand_ids, md5))
+                    w.write_table(conform(t.append_column("_seq", pa.array(new_seq[at])), schema))
+            md5 = (
+                pa.chunked_array(self.cand_md5, pa.binary(16)).combine_chunks()
+                if self.cand_md5
+                else pa.array([], pa.binary(16))
+            )
+            hashes.write_table(hashes_table(cand_ids, md5))
+            moved = found & ~kept
+            if moved.any():  # unchanged rows out of the parent's order: their content, new _seq
+                for t in self._parent_rows(pseq[moved], new_seq[moved]):
+                    t = conform(t, schema)
+                    w.write_table(t)
+                    hashes.write_table(
+                        hashes_table(t.column("id"), digests(self.con, t.drop_columns(["_seq"])))
+                    )
+        hashes.close()
+        self._cand_path.unlink(missing_ok=True)
         order = np.argsort(rm_seq, kind="stable")
         pq.write_table(
             pa.table({"id": rm_ids.take(pa.array(order)).cast(pa.string())}),
@@ -372,39 +384,95 @@ class IncrementSink:
             "removed_ids": n_removed,
         }
 
-    def _write_full(self, kseq: Any, kept: Any) -> None:
-        """The full state as a full snapshot's files: the parent's kept rows (joined on their
-        ``_seq``) and the candidates, in the account's order. Only when an increment does not pay."""
+    def _parent_rows(self, old: Any, new: Any) -> Any:
+        """The parent's rows whose ``_seq`` is in ``old``, with ``_seq`` set to ``new``."""
+        import duckdb
+        import pyarrow as pa
+
+        cols = ", ".join(f's."{c}"' for c in _cols())
+        state, _ = state_sql(self.parent)
+        read = duckdb.connect()
+        try:
+            read.execute("SET TimeZone = 'UTC'").fetchall()
+            read.register("_moved", pa.table({"old": pa.array(old), "new": pa.array(new)}))
+            reader = read.sql(
+                f"SELECT {cols}, m.new AS _seq FROM ({state}) s JOIN _moved m ON s._seq = m.old"
+            ).to_arrow_reader(50_000)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        finally:
+            read.close()
+
+    def _write_full(self, pseq: Any, found: Any) -> None:
+        """The full state as a full snapshot's files: the parent's unchanged rows (joined on
+        their ``_seq``) and the candidates, in the account's order. Only when an increment does
+        not pay."""
+        import duckdb
         import numpy as np
         import pyarrow as pa
 
-        from longmem_etl.snapshots.writer import FullSink
+        from longmem_etl.schema import MEMORIES_SCHEMA
+        from longmem_etl.snapshots.writer import FullSink, conform
 
         cols = ", ".join(f'"{c}"' for c in _cols())
         state, _ = state_sql(self.parent)
         k = pa.table(
             {
-                "n": pa.array(np.flatnonzero(kept), pa.int64()),
-                "kseq": pa.array(kseq[kept], pa.float64()),
+                "n": pa.array(np.flatnonzero(found), pa.int64()),
+                "kseq": pa.array(pseq[found], pa.float64()),
             }
         )
-        self.con.register("_kept", k)
         parts = [f"SELECT {cols}, k.n FROM ({state}) s JOIN _kept k ON s._seq = k.kseq"]
-        cand = self.directory / ".candidates.parquet"
-        if cand.exists():
-            parts.append(f"SELECT {cols}, _n AS n FROM read_parquet({sql_str(cand)})")
-        self.con.execute("SET TimeZone = 'UTC'")
-        reader = self.con.sql(
-            f"SELECT {cols} FROM ({' UNION ALL '.join(parts)}) ORDER BY n"
-        ).to_arrow_reader(50_000)
-        sink = FullSink(self.directory, self.con)
+        if self._cand_path.exists():
+            parts.append(f"SELECT {cols}, _n AS n FROM read_parquet({sql_str(self._cand_path)})")
+        read = duckdb.connect()  # the sink hashes on self.con while this one streams
         try:
-            for batch in reader:
-                sink.write(pa.Table.from_batches([batch]))
+            read.execute("SET TimeZone = 'UTC'").fetchall()
+            read.register("_kept", k)
+            reader = read.sql(
+                f"SELECT {cols} FROM ({' UNION ALL '.join(parts)}) ORDER BY n"
+            ).to_arrow_reader(50_000)
+            sink = FullSink(self.directory, self.con)
+            try:
+                for batch in reader:
+                    sink.write(conform(batch, MEMORIES_SCHEMA))
+            finally:
+                sink.finish()
         finally:
-            sink.finish()
-            self.con.unregister("_kept")
-        cand.unlink(missing_ok=True)
+            read.close()
+        self._cand_path.unlink(missing_ok=True)
+
+
+def _in_order(pseq: Any, found: Any) -> Any:
+    """Which found rows keep their parent ``_seq``: a longest strictly increasing run of them
+    (all of them when none moved, checked first without a loop), so one row moved far does not
+    make every row after it count as moved."""
+    import bisect
+
+    import numpy as np
+
+    at = np.flatnonzero(found)
+    vals = pseq[at]
+    kept = np.zeros(len(pseq), dtype=bool)
+    if len(vals) < 2 or bool(np.all(np.diff(vals) > 0)):
+        kept[at] = True
+        return kept
+    tails: list[float] = []  # smallest tail value of an increasing run of each length
+    tail_at: list[int] = []
+    prev = np.full(len(vals), -1, dtype=np.int64)
+    for i, v in enumerate(vals.tolist()):
+        j = bisect.bisect_left(tails, v)
+        if j == len(tails):
+            tails.append(v)
+            tail_at.append(i)
+        else:
+            tails[j], tail_at[j] = v, i
+        prev[i] = tail_at[j - 1] if j else -1
+    i = tail_at[-1]
+    while i >= 0:
+        kept[at[i]] = True
+        i = int(prev[i])
+    return kept
 
 
 def _free_seqs(kseq: Any) -> tuple[Any, bool]:

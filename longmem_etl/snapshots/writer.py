@@ -230,8 +230,7 @@ class SnapshotWriter:
         import duckdb
 
         tmp = self._require_tmp()
-        self._con = duckdb.connect()
-        self._con.execute("SET TimeZone = 'UTC'")
+        self._con = duckdb.connect()  # digests do not depend on the time zone (epoch_us)
         if self.incremental is not None:
             from longmem_etl.snapshots.incremental import IncrementSink, pick_parent
 
