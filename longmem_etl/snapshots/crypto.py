@@ -43,9 +43,8 @@ RECIPIENTS_ENV = "LONGMEM_ETL_RECIPIENTS"
 
 _lock = threading.Lock()
 _identity_override: str | None = None
-_plain: dict[
-    tuple[str, str, str | None], Path
-] = {}  # (snapshot path, ciphertext manifest digest) -> dir
+# (snapshot path, ciphertext files, identity file, with the hash file) -> dir
+_plain: dict[tuple[str, str, str | None, bool], Path] = {}
 _temp_roots: list[Path] = []
 
 
@@ -224,11 +223,15 @@ def new_private_dir() -> Path:
     return tmp
 
 
-def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -> Path:
+def plain_dir(
+    path: str | os.PathLike, manifest: dict[str, Any] | None = None, *, hashes: bool = False
+) -> Path:
     """Where ``path``'s plaintext files are: ``path`` itself, or a private decrypted copy.
 
     Decrypted copies are cached for the process (keyed by the ciphertext manifest) and removed at
-    exit. A missing or wrong identity is BadInput naming the snapshot.
+    exit. A missing or wrong identity is BadInput naming the snapshot. The row hash file
+    (``rowhash.HASHES``) is decrypted only with ``hashes=True`` (writing an increment against
+    this snapshot); readers of the data never need it, so their copy's manifest does not list it.
     """
     from longmem_etl.snapshots.integrity import verify_at_open
     from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
@@ -240,7 +243,12 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
         return p
     with _lock:
         identities = load_identities(p)  # checked every time: a cached copy is no excuse
-        key = (str(p.resolve()), jsonio.dumps_str(manifest.get("files")), _identity_name())
+        key = (
+            str(p.resolve()),
+            jsonio.dumps_str(manifest.get("files")),
+            _identity_name(),
+            hashes,
+        )
         cached = _plain.get(key)
         if cached is not None and cached.is_dir():
             return cached
@@ -259,6 +267,10 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
             except OSError as exc:
                 raise BadInput(f"{p}: {full_name}: {exc.strerror}") from None
             full["snapshot"] = p.name
+            if not hashes:
+                from longmem_etl.snapshots.rowhash import HASHES
+
+                full["files"] = {k: v for k, v in full.get("files", {}).items() if k != HASHES}
             for name in full.get("files", {}):
                 try:
                     pyrage.decrypt_file(str(p / (name + SUFFIX)), str(dest / name), identities)

@@ -170,7 +170,7 @@ def pick_parent(
         if any(is_encrypted(m) != encrypted for m in manifests):
             return None
         for d, m in zip(links, manifests, strict=True):
-            plain_dir(d, m)  # BadInput when the identity cannot open it: write a full one
+            plain_dir(d, m, hashes=True)  # BadInput when the identity cannot open it: full
     except BadInput:
         return None
     return parent, links
@@ -186,7 +186,7 @@ def hashes_state_sql(path: str | os.PathLike) -> str:
 
     layers, masks = [], []
     for k, (d, m) in enumerate(chain(path)):
-        plain = plain_dir(d, m)
+        plain = plain_dir(d, m, hashes=True)
         own = read_manifest(plain) if plain != d else m
         if k == 0:
             layers.append(
