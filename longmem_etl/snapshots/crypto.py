@@ -156,6 +156,23 @@ def full_manifest_name(manifest: dict[str, Any]) -> str:
     return name
 
 
+class _Digesting:
+    """A binary file wrapper that hashes (sha256) and counts what is written through it."""
+
+    def __init__(self, f: Any) -> None:
+        import hashlib
+
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -> dict[str, Any]:
     """Encrypt the files ``manifest`` lists (and the manifest itself) in place; the public manifest.
 
@@ -170,10 +187,12 @@ def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -
     for name in manifest["files"]:
         src = directory / name
         dst = directory / (name + SUFFIX)
-        pyrage.encrypt_file(str(src), str(dst), recipients)
+        # one streaming pass: the ciphertext's sha256 is taken as it is written, not re-read
+        with open(src, "rb") as plain, open(dst, "wb") as sealed:
+            out = _Digesting(sealed)
+            pyrage.encrypt_io(plain, out, recipients)
         src.unlink()
-        digest, size = file_digest(dst)
-        files[name + SUFFIX] = {"sha256": digest, "bytes": size}
+        files[name + SUFFIX] = {"sha256": out.sha256.hexdigest(), "bytes": out.size}
     full = directory / FULL_MANIFEST
     full.write_bytes(pyrage.encrypt(jsonio.dumps(manifest), recipients))
     digest, size = file_digest(full)
