@@ -23,9 +23,13 @@ exactly-once and verified like any migration:
    exactly once; with ``mirror``: everything exactly once and nothing else in scope). Exit 0 when
    exact, 3 when not, 130 when interrupted (run the same command again to continue).
 
-Work dir: ``.longmem-etl/restores/<restore_id>/`` (or ``work_dir``), ``restore_id`` hashing the
-snapshot's manifest, the target identity, the filters and the mode: ``state.json`` names the pending
-selection, ``selection/`` holds it, ``migrations/`` the journals.
+Work dir: ``{state home}/restores/<restore_id>/`` (or ``work_dir``), ``restore_id`` hashing the
+snapshot's manifest, the target identity, the filters and the mode (never the cwd): ``state.json``
+names the pending selection, ``selection/`` holds it, ``migrations/`` the journals, ``lock`` the
+one-run-at-a-time ``flock``. Being in the state home, a re-run from any directory finds a killed run's
+pending selection and two runs started from two directories exclude each other. Older versions kept
+it in ``./.longmem-etl/restores/<restore_id>/``: such a dir with a pending selection is found and used
+(``work_dir_for``) when the state home has none for this restore.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from longmem_etl.errors import EXIT_INCOMPLETE, EXIT_OK, APIError, BadInput
 from longmem_etl.sqlquote import sql_str
 from longmem_etl.timestamps import to_datetime
 
-DEFAULT_WORK_ROOT = Path(".longmem-etl") / "restores"
+LEGACY_WORK_ROOT = Path(".longmem-etl") / "restores"  # older versions: under the cwd
 EXIT_INTERRUPTED = 130
 EXAMPLES = 5
 RESTORE_MODES = ("import", "add")
@@ -114,6 +118,7 @@ class RestoreResult:
     migration: dict[str, Any] | None = None
     verification: dict[str, Any] | None = None
     work_dir: str | None = None
+    legacy_work_dir: bool = False  # an older version's ./.longmem-etl/restores/<id> was resumed
     seconds: float = 0.0
 
     @property
@@ -145,6 +150,11 @@ class RestoreResult:
                 lines.append(f"  e.g. {would}{key}: {', '.join(map(str, ex[key]))}")
         if self.dry_run:
             return "\n".join(lines)
+        if self.legacy_work_dir:
+            lines.append(
+                f"  continued the pending restore an older version left in {self.work_dir} "
+                "(new restores keep their state in the state home)"
+            )
         lines.append(f"  added {self.added}, removed {self.removed} ({self.seconds:.1f}s)")
         if self.interrupted:
             lines.append("  interrupted: run the same command again to continue")
@@ -377,6 +387,21 @@ def restore_id_of(snapshot: Path, opts: RestoreOptions) -> str:
     return hashlib.sha256(json.dumps(binding, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def work_dir_for(rid: str) -> tuple[Path, bool]:
+    """Where restore ``rid`` keeps its state, and whether that is an older version's dir in the cwd.
+
+    The state home's ``restores/<rid>/`` unless it does not exist and ``./.longmem-etl/restores/<rid>/``
+    holds a pending selection (a run of an older version killed mid-way): that one is used as it is,
+    so its journal is resumed instead of the account being planned against again."""
+    from longmem_etl.home import state_home
+
+    home = state_home() / "restores" / rid
+    legacy = LEGACY_WORK_ROOT.absolute() / rid
+    if not home.exists() and (legacy / "state.json").is_file():
+        return legacy, True
+    return home, False
+
+
 def _migrate(selection: Path, opts: RestoreOptions, work: Path, stop: threading.Event):
     from longmem_etl.migrate import MigrationOptions, run_migration
 
@@ -444,13 +469,28 @@ def _unlock_work(work: Path) -> None:
         os.close(fd)
 
 
+def _load_state(work: Path) -> dict[str, Any]:
+    """The pending selection, or ``{}``: none, or ``state.json`` unreadable (truncated by a crash,
+    edited by hand). Ignoring it is safe: the account is exported and planned against again, and
+    what the pending run landed carries the provenance marker, so it counts as held."""
+    try:
+        state = json.loads((work / "state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    sel = state.get("selection") if isinstance(state, dict) else None
+    return state if isinstance(sel, str) and isinstance(state.get("ids", []), list) else {}
+
+
 def _save_state(work: Path, state: dict[str, Any] | None) -> None:
     path = work / "state.json"
     if state is None:
         path.unlink(missing_ok=True)
         return
     tmp = path.with_name("state.json.tmp")
-    tmp.write_text(json.dumps(state))
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(json.dumps(state))
+        f.flush()
+        os.fsync(f.fileno())  # on disk before it is the state (a crash cannot leave it empty)
     os.replace(tmp, path)
 
 
@@ -543,12 +583,14 @@ def _restore(
     work = None
     if not opts.dry_run:
         rid = restore_id_of(snapshot, opts)
-        work = (Path(opts.work_dir) if opts.work_dir else DEFAULT_WORK_ROOT / rid).absolute()
+        if opts.work_dir:
+            work = Path(opts.work_dir).expanduser().absolute()
+        else:
+            work, result.legacy_work_dir = work_dir_for(rid)
         work.mkdir(parents=True, exist_ok=True)
         result.work_dir = str(work)
         _lock_work(work)
-        state_path = work / "state.json"
-        pending = json.loads(state_path.read_text()) if state_path.is_file() else {}
+        pending = _load_state(work)
         sel = pending.get("selection")
         if sel and (Path(sel) / "manifest.json").is_file():
             # a killed run's migration: finish it through its journal before looking again

@@ -385,10 +385,35 @@ def _tenants(root: Path, tenant: str | None) -> list[tuple[str, list[Path]]]:
     return sorted(by.items())
 
 
+def _in_use_reasons(snaps: list[Path], in_use: dict[Path, str]) -> dict[Path, list[str]]:
+    """Snapshots an unfinished migration reads (``migrate.inuse``), and the links of their chains."""
+    from longmem_etl.snapshots.incremental import chain
+
+    by_path = {s.resolve(): s for s in snaps}
+    out: dict[Path, list[str]] = {}
+    for src, mid in sorted(in_use.items()):
+        if src not in by_path:
+            continue
+        out.setdefault(by_path[src], []).append(f"source of unfinished migration {mid}")
+        with contextlib.suppress(BadInput, OSError):
+            for link, _ in chain(src)[:-1]:
+                if link.resolve() in by_path:
+                    out.setdefault(by_path[link.resolve()], []).append(
+                        f"chain of migration {mid}'s source"
+                    )
+    return out
+
+
 def plan_tenant(
-    tenant: str, snaps: list[Path], policy: Policy, *, protect: Path | None = None
+    tenant: str,
+    snaps: list[Path],
+    policy: Policy,
+    *,
+    protect: Path | None = None,
+    in_use: dict[Path, str] | None = None,
 ) -> TenantPlan:
-    """Apply ``policy`` to one tenant's snapshots and add the verified-snapshot guarantee."""
+    """Apply ``policy`` to one tenant's snapshots and add the verified-snapshot guarantee.
+    ``in_use`` (``migrate.inuse.snapshots_in_use``) are kept whatever the policy says."""
     from longmem_etl.snapshots.layout import snapshot_time
 
     times = [snapshot_time(s) for s in snaps]  # list_snapshots only lists well-named dirs
@@ -400,6 +425,8 @@ def plan_tenant(
         for s in snaps:
             if s.resolve() == Path(protect).resolve():
                 reasons.setdefault(s, []).append("just written")
+    for s, why in _in_use_reasons(snaps, in_use or {}).items():
+        reasons.setdefault(s, []).extend(why)
     newest_first = sorted(snaps, key=lambda p: p.name, reverse=True)
     verified = next((s for s in newest_first if s in reasons and is_verified(s)), None)
     if verified is None:
@@ -450,8 +477,11 @@ def forget(
     protect: Path | None = None,
 ) -> ForgetResult:
     """Apply ``policy`` to every tenant under ``root`` (or just ``tenant``); remove the rest unless
-    ``dry_run``. ``protect`` (a snapshot just written) is always kept."""
-    from longmem_etl.snapshots.incremental import rebase_orphans
+    ``dry_run``. ``protect`` (a snapshot just written) is always kept, and so is every snapshot an
+    unfinished migration of the state home reads as its source (with its chain): see
+    ``migrate.inuse``."""
+    from longmem_etl.migrate.inuse import snapshots_in_use
+    from longmem_etl.snapshots.layout import tenant_lock
 
     rootp = Path(root)
     if not rootp.is_dir():
@@ -462,29 +492,54 @@ def forget(
     with contextlib.nullcontext() if dry_run else forget_lock(rootp):
         if not dry_run:
             result.finished_interrupted = finish_interrupted(rootp, tenant)
+        in_use = snapshots_in_use()
         for name, snaps in _tenants(rootp, tenant):
-            plan = plan_tenant(name, snaps, policy, protect=protect)
-            result.tenants.append(plan)
             if dry_run:
+                result.tenants.append(
+                    plan_tenant(name, snaps, policy, protect=protect, in_use=in_use)
+                )
                 continue
-            # a kept increment whose parent goes is first rewritten as a full snapshot
-            result.rebased += rebase_orphans(
-                [Path(k["snapshot"]) for k in plan.keep], [Path(r) for r in plan.remove]
-            )
-            for s in plan.remove:
-                outcome = remove_snapshot(Path(s))
-                if outcome in ("removed", "left"):
-                    result.removed.append(s)
-                if outcome == "left":
-                    result.not_removed.append(
-                        {"path": s, "why": "files the tool did not write stay in the directory"}
-                    )
-                elif outcome == "foreign":
-                    result.not_removed.append(
-                        {"path": s, "why": "its manifest does not name longmem-etl as the writer"}
-                    )
-                elif outcome == "unreadable":
-                    result.not_removed.append(
-                        {"path": s, "why": "unreadable manifest: which files are ours is unknown"}
-                    )
+            # under the tenant's lock, which a writer holds while it stores an increment against
+            # a parent: nothing is removed from under a backup in progress
+            with tenant_lock(rootp, name):
+                _forget_tenant(rootp, name, policy, result, protect=protect, in_use=in_use)
     return result
+
+
+def _forget_tenant(
+    root: Path,
+    name: str,
+    policy: Policy,
+    result: ForgetResult,
+    *,
+    protect: Path | None,
+    in_use: dict[Path, str],
+) -> None:
+    """Plan and apply ``policy`` for one tenant, under its lock (snapshots listed afresh: a writer
+    may have committed one while this forget waited for the lock)."""
+    from longmem_etl.snapshots.incremental import rebase_orphans
+    from longmem_etl.snapshots.layout import list_snapshots
+
+    snaps = list_snapshots(root, name)
+    plan = plan_tenant(name, snaps, policy, protect=protect, in_use=in_use)
+    result.tenants.append(plan)
+    # a kept increment whose parent goes is first rewritten as a full snapshot
+    result.rebased += rebase_orphans(
+        [Path(k["snapshot"]) for k in plan.keep], [Path(r) for r in plan.remove]
+    )
+    for s in plan.remove:
+        outcome = remove_snapshot(Path(s))
+        if outcome in ("removed", "left"):
+            result.removed.append(s)
+        if outcome == "left":
+            result.not_removed.append(
+                {"path": s, "why": "files the tool did not write stay in the directory"}
+            )
+        elif outcome == "foreign":
+            result.not_removed.append(
+                {"path": s, "why": "its manifest does not name longmem-etl as the writer"}
+            )
+        elif outcome == "unreadable":
+            result.not_removed.append(
+                {"path": s, "why": "unreadable manifest: which files are ours is unknown"}
+            )

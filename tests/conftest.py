@@ -2,8 +2,8 @@
 
 - its own state home (``LONGMEM_ETL_HOME``): migrations' journals and locks never land in the user's
   ``~/.local/state`` and never leak between tests (a test may still set its own);
-- its own empty working directory: verbs that keep work under the cwd (``restore``'s
-  ``.longmem-etl/restores/``, ``quickstart``'s default dir) or read it (``report`` looks for
+- its own empty working directory: verbs that keep work under the cwd (``quickstart``'s
+  default dir, an older ``restore``'s ``.longmem-etl/restores/``) or read it (``report`` looks for
   ``.longmem-etl/migrations`` there) never share the checkout's cwd with another test or worker.
 
 Tests that need the checkout use absolute paths (``Path(__file__)``); child processes started by a

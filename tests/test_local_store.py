@@ -278,3 +278,60 @@ def test_seed_from_every_dump_format(tmp_path, name):
     reference = jsonio.loads((samples / "acme-small.json").read_bytes())
     with LocalStore(tmp_path / "s.db") as s:
         assert dump_differences(reference, s.export_account()) == []
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [None, {}, {"n": 1, "tags": ["a"]}, {"big": 2**70, "f": 0.1, "deep": {"a": [1, {"b": None}]}}],
+)
+@pytest.mark.parametrize("importance", [0, 1, 0.25])
+def test_a_new_memorys_row_is_what_the_general_codec_writes(metadata, importance):
+    """`add`/`add_many` build rows with `localrows.new_row` (no per-field walk); it must store
+    exactly what `localrows.encode` would, column for column, or exports would change."""
+    from decimal import Decimal
+
+    from longmem_etl.api import localrows
+    from longmem_etl.api.limits import StoreLimits
+    from longmem_etl.api.localcheck import new_memory_row
+
+    if isinstance(metadata, dict) and metadata:
+        metadata = {**metadata, "dec": Decimal("0.10000000000000001"), "é": "日本 ✓"}
+    for tag in (None, "u1"):
+        mem, row = new_memory_row(
+            StoreLimits(),
+            "some text",
+            collection="c",
+            importance=importance,
+            category="fact",
+            metadata=metadata,
+            source="sdk",
+            container_tag=tag,
+            where="items[0]",
+            now="2025-01-02T03:04:05.123456Z",
+        )
+        full = localrows.encode(mem)
+        assert row == tuple(full[c] for c in localrows.COLUMNS)
+        assert localrows.decode(dict(zip(localrows.COLUMNS, row, strict=True))) == mem
+
+
+def test_eight_writer_processes_never_see_the_store_busy(tmp_path):
+    """Eight processes (each its own connections and writer lock: SQLite's busy handling is all
+    that orders them) add at once; every call succeeds, nothing is lost or doubled."""
+    path = tmp_path / "t.db"
+    LocalStore(path).close()
+    code = (
+        "import sys; from longmem_etl.api.local import LocalStore; s=LocalStore(sys.argv[1]); "
+        "[s.add_many([f'p{sys.argv[2]} {b} {i}' for i in range(40)], collection=f'c{b % 3}') "
+        "for b in range(5)]"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), str(p)], stderr=subprocess.PIPE)
+        for p in range(8)
+    ]
+    errors = [p.communicate()[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, errors
+    with LocalStore(path) as s:
+        texts = [m["text"] for m in s.export_account()["memories"]]
+    assert sorted(texts) == sorted(
+        f"p{p} {b} {i}" for p in range(8) for b in range(5) for i in range(40)
+    )

@@ -522,3 +522,47 @@ def test_which_held_by_marker_by_id_copies_and_changes() -> None:
         r["source_id"]: r for r in which_held(items, target, source_key="K", by_id=True).to_pylist()
     }
     assert set(by_id) == {"s1", "s2", "s4"} and by_id["s4"]["by"] == "id"
+
+
+def test_a_resumed_repair_never_deletes_what_became_the_last_copy(tmp_path: Path) -> None:
+    """A repair is killed with part of its list left; meanwhile the copies that were to stay are
+    deleted by hand for two of the listed memories. The resumed repair checks its list against the
+    target first: those two listed copies are now the only ones and stay; every memory once."""
+    dump = tmp_path / "dump.json"
+    mems = _memories(40)
+    _write_dump(dump, mems)
+    db = tmp_path / "t.db"
+    assert _run(["migrate", "--source", dump, "--target", f"local:{db}"], tmp_path).returncode == 0
+    store = open_endpoint(f"local:{db}")
+    landed = store.export_account()["memories"]
+    for m in landed[:30]:  # an overlapping run's copies
+        store.add_many(
+            [{"text": m["text"], "metadata": m["metadata"], "container_tag": m["container_tag"]}],
+            collection=m["collection"],
+        )
+    args = ["verify", "--source", str(dump), "--target", f"local:{db}?latency_ms=80", "--repair"]
+    proc = start_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while _repair_journal_counts(_home())[1] < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (journal,) = _home().glob("repairs/*/repair.sqlite")
+    con = sqlite3.connect(journal)
+    try:
+        listed = con.execute("SELECT source_id FROM extras WHERE state = 'planned'").fetchall()
+    finally:
+        con.close()
+    assert len(listed) >= 2
+    victims = {sid for (sid,) in listed[:2]}
+    for m in landed:  # the copies that were to stay, deleted by hand
+        if m["metadata"]["_longmem_etl"]["source_id"] in victims:
+            store.delete(m["id"], collection=m["collection"])
+    again = _run(
+        ["verify", "--source", str(dump), "--target", f"local:{db}", "--repair", "--json"], tmp_path
+    )
+    out = json.loads(again.stdout)
+    assert again.returncode == 0, again.stderr
+    assert out["repair"]["resumed"] is True and out["repair"]["no_longer_extra"] == 2
+    _assert_exact(mems, db)

@@ -4,6 +4,7 @@ filters and their sandbox, and a SIGKILL mid-restore then re-run (real subproces
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -234,9 +235,15 @@ def test_damaged_snapshot_is_refused(account, capsys):
     assert "memories.parquet" in capsys.readouterr().err
 
 
-def _done(work: Path) -> int:
+def _done(cwd: Path | None = None) -> int:
+    """Items landed by the restore's journals: in the state home, or (an older version's layout)
+    under ``cwd``."""
     n = 0
-    for journal in work.glob(".longmem-etl/restores/*/migrations/*/journal.sqlite"):
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    journals = list(home.glob("restores/*/migrations/*/journal.sqlite"))
+    if cwd is not None:
+        journals += cwd.glob(".longmem-etl/restores/*/migrations/*/journal.sqlite")
+    for journal in journals:
         try:
             con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
             try:
@@ -312,11 +319,127 @@ def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, t
     assert json.loads(out)["interrupted"] is True
     assert 100 <= len(_memories(db)) - 750 < 300
     elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()  # no work dir there: the account itself says what already came back
+    elsewhere.mkdir()
     final = run_cli(*args, cwd=elsewhere)
     assert final.returncode == 0, final.stderr
     res = json.loads(final.stdout)
-    assert res["resumed_pending"] is False and res["plan"]["already_held"] >= 800
+    # the work dir is in the state home: the interrupted run's journal is continued from here
+    assert res["resumed_pending"] is True and res["verification"]["exact"] is True
     ids = [m["id"] for m in before]
     after = _memories(db)
     assert len(after) == 1050 and _held(ids, after) == Counter(dict.fromkeys(ids, 1))
+
+
+def _kill_mid_restore(args: list[str], cwd: Path) -> None:
+    proc = start_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _done(cwd) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 100 <= _done(cwd) < 300
+
+
+def _exactly_back(db: Path, before: list[dict], new_ids: list[str]) -> None:
+    ids = [m["id"] for m in before]
+    after = _memories(db)
+    assert len(after) == 1050 and _held(ids, after) == Counter(dict.fromkeys(ids, 1))
+    assert set(new_ids) <= {m["id"] for m in after}
+
+
+def test_sigkill_then_rerun_from_another_directory_resumes_the_pending_journal(account, tmp_path):
+    """The work dir is in the state home: another cwd finds the killed run's selection and journal
+    (ambiguous timeouts included) and ends exact, with nothing written under either cwd."""
+    db, snap = account
+    before, new_ids = _lose_300_gain_50(db)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    target = f"local:{db}?latency_ms=150&ambiguous_rate=0.1&seed=5"
+    args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    _kill_mid_restore(args, first)
+    final = run_cli(*args, cwd=second)
+    assert final.returncode == 0, final.stderr
+    out = json.loads(final.stdout)
+    assert out["resumed_pending"] is True and out["verification"]["exact"] is True
+    assert out["work_dir"].startswith(os.environ["LONGMEM_ETL_HOME"])
+    assert not out["legacy_work_dir"]
+    assert list(first.iterdir()) == [] and list(second.iterdir()) == []
+    _exactly_back(db, before, new_ids)
+
+
+def test_the_same_restore_from_two_directories_at_once_is_refused(account, tmp_path):
+    db, snap = account
+    before, new_ids = _lose_300_gain_50(db)
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
+    target = f"local:{db}?latency_ms=100&seed=3"
+    args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    proc = start_cli(*args, cwd=first, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and _done() < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before the second could start"
+    proc.send_signal(signal.SIGSTOP)  # still running, holding its locks, whatever the load
+    try:
+        other = run_cli(*args, cwd=second)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=300)
+    assert other.returncode == 2, other.stderr
+    assert "already running" in other.stderr and len(other.stderr.strip().splitlines()) == 1
+    assert proc.returncode == 0, err
+    assert json.loads(out)["verification"]["exact"] is True
+    _exactly_back(db, before, new_ids)
+
+
+def test_an_older_versions_pending_restore_in_the_cwd_is_found_and_resumed(account, tmp_path):
+    """Older versions kept the work dir in ./.longmem-etl/restores/<id>/: a run killed there is
+    continued from its journal (not planned again), and the next restore uses the state home."""
+    from longmem_etl.restore import RestoreOptions, restore_id_of
+
+    db, snap = account
+    before, new_ids = _lose_300_gain_50(db)
+    cwd = tmp_path / "old-cwd"
+    cwd.mkdir()
+    target = f"local:{db}?latency_ms=150&ambiguous_rate=0.1&seed=5"
+    rid = restore_id_of(snap, RestoreOptions(target=target))
+    legacy = cwd / ".longmem-etl" / "restores" / rid
+    args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    _kill_mid_restore([*args, "--work-dir", str(legacy)], cwd)  # what an older version did
+    final = run_cli(*args, cwd=cwd)
+    assert final.returncode == 0, final.stderr
+    out = json.loads(final.stdout)
+    assert out["legacy_work_dir"] is True and out["resumed_pending"] is True
+    assert out["work_dir"] == str(legacy) and out["verification"]["exact"] is True
+    _exactly_back(db, before, new_ids)
+    again = run_cli(*args, cwd=cwd)
+    assert again.returncode == 0, again.stderr
+    out = json.loads(again.stdout)
+    assert not out["legacy_work_dir"] and out["plan"]["add"] == 0
+    _exactly_back(db, before, new_ids)
+
+
+@pytest.mark.parametrize("state", ['{"selection": "/tm', '{"selection": 5}', None])
+def test_a_damaged_state_file_is_ignored_and_the_rerun_is_exact(account, state):
+    """state.json truncated by a crash or edited by hand, or the whole state home lost (None): the
+    account decides what is missing (what the killed run landed carries its marker), never an
+    internal error."""
+    db, snap = account
+    before, new_ids = _lose_300_gain_50(db)
+    cwd = db.parent
+    target = f"local:{db}?latency_ms=150&seed=5"
+    args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
+    _kill_mid_restore(args, cwd)
+    (work,) = (Path(os.environ["LONGMEM_ETL_HOME"]) / "restores").iterdir()
+    assert (work / "state.json").is_file()
+    if state is None:
+        shutil.rmtree(os.environ["LONGMEM_ETL_HOME"])
+    else:
+        (work / "state.json").write_text(state)
+    final = run_cli(*args, cwd=cwd)
+    assert final.returncode == 0, final.stderr
+    out = json.loads(final.stdout)
+    assert out["resumed_pending"] is False and out["verification"]["exact"] is True
+    assert out["plan"]["already_held"] >= 800
+    _exactly_back(db, before, new_ids)

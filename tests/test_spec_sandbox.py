@@ -120,6 +120,30 @@ HOSTILE = [
         "names table 'memories'",
     ),
     (
+        "filter-query-function",
+        _filter("id IN (SELECT * FROM query('SELECT 1'))"),
+        "step 2 (filter)",
+        "calls table function 'query'",
+    ),
+    (
+        "filter-settings-function",
+        _filter("text NOT IN (SELECT value FROM duckdb_settings())"),
+        "step 2 (filter)",
+        "calls table function 'duckdb_settings'",
+    ),
+    (
+        "sql-query-function",
+        _sql("SELECT * FROM query('SELECT * FROM input')"),
+        "step 1 (sql)",
+        "calls table function 'query'",
+    ),
+    (
+        "sql-read-parquet-input-in-cte",
+        _sql("WITH x AS (SELECT * FROM read_parquet('{OUT}/m.parquet')) SELECT * FROM input"),
+        "step 1 (sql)",
+        "invalid SQL query",
+    ),
+    (
         "sql-comment-escape",
         _sql("SELECT * FROM input) --"),
         "step 1 (sql)",

@@ -44,7 +44,7 @@ from longmem_etl import jsonio
 from longmem_etl.api import localpages, localrows
 from longmem_etl.api.faults import FaultConfig, FaultInjector
 from longmem_etl.api.limits import StoreLimits
-from longmem_etl.api.localcheck import check_limits, check_request, new_memory, unprocessable
+from longmem_etl.api.localcheck import check_limits, check_request, new_memory_row, unprocessable
 from longmem_etl.api.localdb import encoded_rows
 from longmem_etl.api.localload import SeedableStore
 from longmem_etl.api.localoffline import OfflineCalls
@@ -180,7 +180,7 @@ class LocalStore(SeedableStore, OfflineCalls):
         container_tag: str | None = None,
     ) -> dict[str, Any]:
         check_request(self.limits, "add", [text], {"text": text, "metadata": metadata})
-        mem = new_memory(
+        mem, row = new_memory_row(
             self.limits,
             text,
             collection=collection,
@@ -192,10 +192,9 @@ class LocalStore(SeedableStore, OfflineCalls):
             where="add",
             now=_now(),
         )
-        params = encoded_rows([mem])
         with self._write() as conn:
             self._ensure_collection(conn, collection)
-            self._insert(conn, params)
+            self._insert(conn, [row])
         return mem
 
     @_api(write=True)
@@ -213,7 +212,9 @@ class LocalStore(SeedableStore, OfflineCalls):
             raise unprocessable("add_many: items must be a list")
         check_request(self.limits, "add_many", items, items)
         now = _now()
-        mems = []
+        now_ts = localrows.to_epoch(now)
+        ids: list[str] = []
+        rows: list[tuple[Any, ...]] = []
         for i, item in enumerate(items):
             if isinstance(item, str):
                 item = {"text": item}
@@ -227,26 +228,27 @@ class LocalStore(SeedableStore, OfflineCalls):
                 raise unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
             if localrows.too_deep(item):  # depth check, separate from the size limits
                 raise unprocessable(f"items[{i}]: {jsonio.TOO_DEEP}")
-            mems.append(
-                new_memory(
-                    self.limits,
-                    item.get("text"),
-                    collection=collection,
-                    importance=item.get("importance", importance),
-                    category=item.get("category", category),
-                    metadata=item.get("metadata"),
-                    source=item.get("source", source),
-                    container_tag=item.get("container_tag", container_tag),
-                    where=f"items[{i}]",
-                    now=now,
-                )
+            mem, row = new_memory_row(
+                self.limits,
+                item.get("text"),
+                collection=collection,
+                importance=item.get("importance", importance),
+                category=item.get("category", category),
+                metadata=item.get("metadata"),
+                source=item.get("source", source),
+                container_tag=item.get("container_tag", container_tag),
+                where=f"items[{i}]",
+                now=now,
+                now_ts=now_ts,
             )
-        if mems:
-            params = encoded_rows(mems)
+            ids.append(mem["id"])
+            rows.append(row)
+        if rows:
+            # rows were encoded above, before the write lock: see `localdb.encoded_rows`
             with self._write() as conn:
                 self._ensure_collection(conn, collection)
-                self._insert(conn, params)
-        return {"created": len(mems), "ids": [m["id"] for m in mems]}
+                self._insert(conn, rows)
+        return {"created": len(rows), "ids": ids}
 
     @_api(write=True)
     def import_memories(

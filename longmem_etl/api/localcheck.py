@@ -34,6 +34,39 @@ def new_memory(
     now: str,
 ) -> dict[str, Any]:
     """Validate like the server (422 on bad input) and build a new memory with a fresh id."""
+    return new_memory_row(
+        limits,
+        text,
+        collection=collection,
+        importance=importance,
+        category=category,
+        metadata=metadata,
+        source=source,
+        container_tag=container_tag,
+        where=where,
+        now=now,
+    )[0]
+
+
+def new_memory_row(
+    limits: StoreLimits,
+    text: Any,
+    *,
+    collection: Any,
+    importance: Any,
+    category: Any,
+    metadata: Any,
+    source: Any,
+    container_tag: Any,
+    where: str,
+    now: str,
+    now_ts: float | None = None,
+) -> tuple[dict[str, Any], tuple[Any, ...]]:
+    """`new_memory` and its row for the memories table (``localrows.new_row``), in one pass.
+
+    The metadata is serialised once, by the validity check, and that text is the stored column;
+    the general codec (``localrows.encode``) would serialise it again and re-derive what a new
+    memory's shape already says (no absent or odd-typed field, canonical key order)."""
     if not isinstance(text, str) or not text.strip():
         raise unprocessable(f"{where}: text must be a non-empty string")
     check_limits(limits, where, text=text, metadata=metadata)
@@ -50,14 +83,14 @@ def new_memory(
     if metadata is not None and not isinstance(metadata, dict):
         raise unprocessable(f"{where}: metadata must be an object")
     try:
-        localrows.dumps(metadata)
+        metadata_text = localrows.dumps(metadata if metadata is not None else {})
     except (TypeError, ValueError, OverflowError):
         raise unprocessable(f"{where}: metadata is not valid JSON") from None
     if not isinstance(source, str):
         raise unprocessable(f"{where}: source must be a string")
     if container_tag is not None and not isinstance(container_tag, str):
         raise unprocessable(f"{where}: container_tag must be a string")
-    return {
+    mem = {
         "id": str(uuid.uuid4()),
         "collection": collection,
         "text": text,
@@ -73,6 +106,8 @@ def new_memory(
         "expires_at": None,
         "superseded_by": None,
     }
+    ts = localrows.to_epoch(now) if now_ts is None else now_ts
+    return mem, localrows.new_row(mem, metadata_text, ts)
 
 
 def check_limits(

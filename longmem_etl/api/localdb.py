@@ -4,6 +4,7 @@
 connection per thread, WAL, ``busy_timeout``, writes in ``BEGIN IMMEDIATE`` transactions committed
 (``synchronous=FULL``) before the call returns, so a write is durable when it returns and several
 uploader threads (or processes) can share one store; writers of one process queue on a lock.
+WAL checkpoints run on a thread of their own (`api.localwal`), not inside a caller's COMMIT.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from longmem_etl.api import localrows
+from longmem_etl.api.localwal import Checkpointer
 from longmem_etl.errors import BadInput
 
 STORE_FORMAT = "longmem-etl-local/1"
@@ -96,6 +98,7 @@ class StoreFile:
         # Writers of this process queue here instead of in SQLite's busy handler, which sleeps in
         # steps of up to 100 ms and so stretched concurrent calls far past their latency.
         self._write_lock = threading.Lock()
+        self._checkpointer = Checkpointer(self, self.path, timeout=BUSY_TIMEOUT_S)
         self._open(create=create, tenant=tenant)
 
     # -- connections ------------------------------------------------------------------------------
@@ -161,6 +164,7 @@ class StoreFile:
             conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=FULL")
         conn.execute("PRAGMA foreign_keys=OFF")
+        conn.execute("PRAGMA wal_autocheckpoint=0")  # `localwal.Checkpointer` does it instead
         return conn
 
     def _conn(self) -> sqlite3.Connection:
@@ -184,6 +188,8 @@ class StoreFile:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+            self._checkpointer.catch_up(conn)  # rarely: once the log needs to start over
+        self._checkpointer.poke()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -196,6 +202,7 @@ class StoreFile:
             conn.execute("COMMIT")
 
     def close(self) -> None:
+        self._checkpointer.close()
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for conn in conns:

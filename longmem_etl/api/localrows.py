@@ -133,6 +133,37 @@ def encode(mem: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def new_row(mem: dict[str, Any], metadata_text: str, ts: float | None) -> tuple[Any, ...]:
+    """The row (COLUMNS order) of a memory the API just created (``localcheck.new_memory_row``).
+
+    What ``tuple(encode(mem)[c] for c in COLUMNS)`` gives for such a memory, without its per-field
+    walk: every known field is present, with its column's type, in canonical order, so there is no
+    ``extra`` and no ``fidelity``; ``metadata_text`` is ``dumps(mem["metadata"])``, and ``ts`` the
+    epoch of ``created_at`` (= ``updated_at``). ``tests/test_local_store.py`` holds it to
+    ``encode``."""
+    return (
+        mem["id"],
+        mem["collection"],
+        mem["text"],
+        mem["importance"],
+        mem["category"],
+        metadata_text,
+        mem["source"],
+        mem["container_tag"],
+        int(mem["pinned"]),
+        int(mem["archived"]),
+        mem["created_at"],
+        mem["updated_at"],
+        mem["expires_at"],
+        mem["superseded_by"],
+        None,  # extra
+        None,  # fidelity
+        ts,  # created_ts
+        ts,  # updated_ts
+        None,  # expires_ts: a new memory never expires
+    )
+
+
 def decode(row: Any) -> dict[str, Any]:
     """A memories-table row (sqlite3.Row with the COLUMNS names) -> the memory dict."""
     fidelity = loads(row["fidelity"]) if row["fidelity"] else {}

@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--work-dir",
         metavar="DIR",
-        help="where the restore keeps its state (default .longmem-etl/restores/<id>/)",
+        help="where the restore keeps its state (default $LONGMEM_ETL_HOME/restores/<id>/, "
+        "the same from any directory)",
     )
     p.add_argument(
         "--target-key-env",

@@ -132,6 +132,11 @@ def run(args: argparse.Namespace) -> int:
             human = (
                 f"repair: deleted {repair.deleted} extra cop{'y' if repair.deleted == 1 else 'ies'}"
                 + (f" ({repair.already_gone} already gone)" if repair.already_gone else "")
+                + (
+                    f" ({repair.no_longer_extra} listed earlier now the only copy: kept)"
+                    if repair.no_longer_extra
+                    else ""
+                )
                 + (" (resumed)" if repair.resumed else "")
                 + f"; journal {repair.journal}\n"
                 + human

@@ -226,20 +226,29 @@ def publish(
 
     An ``s3://`` root is read through the same staging as every other verb (its committed
     snapshots mirrored into a private temp dir); paths in the result name the ``s3://`` URLs."""
+    from longmem_etl.errors import LongmemETLError, environment_problem
     from longmem_etl.storage.staging import remote_paths, staged
 
     with staged(root, tenant=tenant) as (local, _):
         assert local is not None
-        return remote_paths(
-            _publish_local(
-                local,
-                catalog,
-                warehouse,
-                namespace=namespace,
-                tenant=tenant,
-                on_append=on_append,
+        try:
+            return remote_paths(
+                _publish_local(
+                    local,
+                    catalog,
+                    warehouse,
+                    namespace=namespace,
+                    tenant=tenant,
+                    on_append=on_append,
+                )
             )
-        )
+        except LongmemETLError:
+            raise
+        except Exception as exc:  # a full disk under the warehouse: exit 2 naming it, not '?'
+            problem = environment_problem(exc, f"--warehouse {warehouse_location(warehouse)}")
+            if problem is not None:
+                raise problem from None
+            raise
 
 
 def _publish_local(

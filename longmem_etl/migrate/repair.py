@@ -9,7 +9,10 @@ the API's ``delete``. Copies without a marker, or with another source's marker, 
 Journaled and resumable: the deletions to make are written first to a SQLite journal under
 ``{home}/repairs/<repair id>/`` (repair id = source key + target identity); each deletion is
 committed when the call returns (a 404 means it is already gone). A killed repair, run again,
-finishes the list it made before looking again. One repair per target+source at a time (the same
+finishes the list it made before looking again, but only the entries that are *still* extra copies
+in one fresh read of the target: if the copy that was to stay is gone meanwhile (deleted by hand, an
+old copy of the journal put back after the target changed), the copy the list named becomes the
+one kept and is not deleted (``no_longer_extra``), so a repair never removes a memory's last copy. One repair per target+source at a time (the same
 `lock` as migrations). ``dry_run`` only lists the extras: no journal, no call but one read of the target.
 """
 
@@ -59,6 +62,7 @@ class RepairResult:
     already_gone: int = 0
     resumed: bool = False
     journal: str | None = None
+    no_longer_extra: int = 0  # listed by a killed run, now the copy that stays: left alone
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +72,7 @@ class RepairResult:
             "deleted": self.deleted,
             "already_gone": self.already_gone,
             "resumed": self.resumed,
+            "no_longer_extra": self.no_longer_extra,
             "journal": self.journal,
             "extras": self.extras,
         }
@@ -127,7 +132,16 @@ def repair_duplicates(
                 "SELECT target_id, collection, source_id FROM extras WHERE state = 'planned'"
             ).fetchall()
             result.resumed = bool(pending)
-            if not pending:
+            if pending:  # still extra now? (never delete what has become the copy that stays)
+                keys = _read_keys(api, stop)
+                present = set(keys.column("target_id").to_pylist())
+                still = {e["target_id"] for e in find_extras(keys, key)}
+                kept = [(p[0],) for p in pending if p[0] in present and p[0] not in still]
+                db.executemany("UPDATE extras SET state = 'kept' WHERE target_id = ?", kept)
+                result.no_longer_extra = len(kept)
+                # gone already (deleted by the killed run): counted as gone below, by a 404
+                pending = [p for p in pending if p[0] in still or p[0] not in present]
+            if not pending and not result.resumed:
                 db.execute("DELETE FROM extras")
                 found = find_extras(_read_keys(api, stop), key)
                 db.execute("BEGIN IMMEDIATE")

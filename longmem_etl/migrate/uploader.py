@@ -4,11 +4,14 @@ Per call outcome (the one error model of `longmem_etl.errors`):
 - success -> items done with their target ids, chunk ``done`` (one committed transaction);
 - 429 -> wait ``max(backoff, Retry-After)``, halve the adaptive concurrency, retry; never an attempt
   (a 429 storm longer than ``max_transient`` retries of one call stops the run, resumable);
-- 5xx / 408 -> backoff and retry, within the retry budget: ``max_attempts`` tries of one call
+- 5xx / 408 -> backoff (steep only while most recent calls fail: `limiter.FailureWindow`) and
+  retry ahead of fresh chunks, within the retry budget: ``max_attempts`` tries of one call
   (``migrate --max-attempts``) and, if set, ``give_up_after`` seconds since the call first failed
-  (``--give-up-after``, 429 waits included). Past the budget the chunk's remaining items are
-  dead-lettered ("gave up after N attempts: ...") and the run goes on, so a target that fails every
-  call ends promptly with exit 3 and a ``dead_letter.jsonl`` to replay, instead of retrying for minutes;
+  (``--give-up-after``, 429 waits included). Past the budget that call's items are dead-lettered
+  ("gave up after N attempts: ...") and the run goes on, so a target that fails every call ends
+  promptly with exit 3 and a ``dead_letter.jsonl`` to replay, instead of retrying for minutes. The
+  budget is per call: the other parts of a bisected chunk keep theirs, so what is dead never
+  depends on which worker got to which part first;
 - ambiguous (timeout after sending, dropped connection) -> the chunk stays ``in_flight`` and is
   deferred: once the queue drains (provenance mode: while the last calls are still out; else at
   the end of the pass) one export of the target reconciles all such chunks, and only the missing
@@ -38,7 +41,7 @@ import msgspec
 
 from longmem_etl.errors import AmbiguousError, APIError
 from longmem_etl.migrate.journal import Journal
-from longmem_etl.migrate.limiter import AdaptiveLimit, backoff
+from longmem_etl.migrate.limiter import AdaptiveLimit, FailureWindow, backoff
 from longmem_etl.migrate.reconcile import Interrupted, TargetIndex, reconcile_chunks
 
 Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
@@ -111,7 +114,6 @@ class _ChunkRun:
     ambiguous: bool = False
     skipped: bool = False
     stopped: bool = False
-    gave_up: GaveUp | None = None  # a call spent its retry budget: the rest goes dead
     error: Exception | None = None
 
 
@@ -231,6 +233,7 @@ class Uploader:
         self.provenance = provenance
         self.concurrency = concurrency
         self.limit = AdaptiveLimit(concurrency)
+        self.health = FailureWindow(2 * concurrency)
         self.max_attempts = max_attempts
         self.max_transient = max_transient
         self.give_up_after = give_up_after
@@ -521,8 +524,6 @@ class Uploader:
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
-        if run.gave_up is not None:
-            return  # a call of this chunk gave up: its other parts are not sent (they go dead)
         result = self._call(unit.chunk_no, run.collection, items)
         if isinstance(result, list):
             self._committer.submit(
@@ -530,7 +531,15 @@ class Uploader:
             )
             return
         if isinstance(result, GaveUp):
-            run.gave_up = result
+            # The budget is per call: this call's items are dead, the chunk's other parts go on
+            # with budgets of their own. (Nothing here landed: a 5xx/408/429 means not done.)
+            self.journal.note_error(unit.chunk_no, str(result))
+            self.journal.record_dead_items(
+                unit.chunk_no, [(sid, result.status, str(result)) for sid, _ in items]
+            )
+            with self._lock:
+                self.stats.dead_items += len(items)
+            self.on_items(len(items))
             return
         if isinstance(result, SkippedItems):
             run.skipped = True
@@ -568,17 +577,6 @@ class Uploader:
                 else:
                     self.stats.ambiguous += 1
             return
-        if run.gave_up is not None:
-            self._committer.flush()  # parts that landed before are committed, not killed
-            rows = self.journal.pending_items(chunk_no)
-            self.journal.note_error(chunk_no, str(run.gave_up))
-            self.journal.record_dead_items(
-                chunk_no, [(sid, run.gave_up.status, str(run.gave_up)) for sid, _, _ in rows]
-            )
-            with self._lock:
-                self.stats.dead_items += len(rows)
-            self.on_items(len(rows))
-            return
         if run.error is not None:
             # what landed must be committed before the pending items are read again
             self._committer.flush()
@@ -590,7 +588,7 @@ class Uploader:
             )
             if state == "failed":
                 self.stop.wait(backoff(1, base=self.backoff_base))
-                self._queue.put(Unit(chunk_no))
+                self._queue.put_front(Unit(chunk_no))  # a retry goes first, not to the tail
             else:
                 with self._lock:
                     self.stats.dead_items += left
@@ -603,7 +601,8 @@ class Uploader:
         failed_at: float | None = None
         payloads = [p for _, p in items]
         while True:
-            if self.stop.is_set() or not self.limit.acquire(self.stop):
+            # a retry goes ahead of fresh chunks (`AdaptiveLimit`): its back-off is over
+            if self.stop.is_set() or not self.limit.acquire(self.stop, first=transient > 0):
                 raise _Stopped
             try:
                 with self._lock:
@@ -617,6 +616,7 @@ class Uploader:
                     raise _Stopped from exc
                 if not (exc.retryable or exc.status in TRANSIENT_STATUSES):
                     return exc
+                self.health.record(False)
                 with self._lock:
                     if exc.status == 429:
                         self.stats.rate_limited += 1
@@ -639,7 +639,11 @@ class Uploader:
                     )
                     self.stop.set()
                     raise _Stopped from exc
-                delay = backoff(transient, base=self.backoff_base, retry_after=exc.retry_after)
+                delay = backoff(
+                    self.health.exponent(transient),  # steep only while most calls fail
+                    base=self.backoff_base,
+                    retry_after=exc.retry_after,
+                )
                 if self.give_up_after is not None:  # never sleep past the budget
                     delay = min(delay, max(0.0, failed_at + self.give_up_after - now))
                 transient += 1
@@ -659,6 +663,7 @@ class Uploader:
                 return exc
             self.limit.release()
             self.limit.on_success()
+            self.health.record(True)
             with self._lock:
                 self.stats.items_sent += len(items)
             if len(ids) != len(items):

@@ -20,7 +20,7 @@ import msgspec
 
 from longmem_etl import jsonio
 from longmem_etl.dumps.readers.base import dump_format
-from longmem_etl.errors import BadInput
+from longmem_etl.errors import BadInput, environment_problem
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.snapshots.reader import open_snapshot
 
@@ -34,6 +34,43 @@ def _open_out(path: Path, compression: str | None, fd: int) -> IO[bytes]:
 
         return zstandard.ZstdCompressor(level=3).stream_writer(raw, closefd=True)  # type: ignore[return-value]
     return raw
+
+
+TMP_TAG = ".longmem-etl-"  # in a temp file's name: ``.{out name}.longmem-etl-XXXXXXXX.tmp``
+
+
+def _lock(path: Path) -> int | None:
+    """An fd holding ``flock`` on ``path`` (the writer's claim while it writes), or None."""
+    import fcntl
+
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def sweep_dead_temps(out: Path) -> list[Path]:
+    """Remove temp files a killed ``dump --out`` of this same name left beside it: only names with
+    the tool's tag, and only when no writer holds their lock (a dump running now keeps its own)."""
+    import glob
+
+    removed = []
+    for p in out.parent.glob(f".{glob.escape(out.name)}{TMP_TAG}*.tmp"):
+        fd = _lock(p)
+        if fd is None:
+            continue
+        try:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def _umask() -> int:
@@ -74,8 +111,10 @@ def write_dump(
         raise BadInput(f"{out}: already exists; choose another --out or pass --force to replace it")
     top = snap.dump_top()
     collections = snap.collections(raw=True) if snap.has_collections else None
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    sweep_dead_temps(out)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}{TMP_TAG}", suffix=".tmp", dir=out.parent)
     tmp = Path(tmp_name)
+    claim = _lock(tmp)  # held until the file is in place: a concurrent sweep leaves it alone
     count = 0
     bar = progress_bar(snap.counts.get("memories"), desc="dump", unit="mem")
     if not progress:
@@ -120,9 +159,19 @@ def write_dump(
             except FileExistsError:
                 raise BadInput(f"{out}: appeared while writing; not replaced") from None
             tmp.unlink()
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if claim is not None:
+            os.close(claim)
+            claim = None
+        # disk full / file size limit: exit 2 naming the file being written (a write error
+        # carries no file name of its own)
+        if isinstance(exc, Exception) and (problem := environment_problem(exc, str(out))):
+            raise problem from None
         raise
+    finally:
+        if claim is not None:
+            os.close(claim)
     return {
         "path": str(out),
         "memories": count,

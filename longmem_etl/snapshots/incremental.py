@@ -79,6 +79,16 @@ def chain(path: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:
             raise BadInput(
                 f"{p}: chain broken: parent {parent_name} of {out[-1][0].name} is missing"
             ) from None
+        # the parent it was written against, not another snapshot under the same name (a root
+        # restored or merged from another copy): its manifest checksum, or the one it had before
+        # a rebase (which keeps the state)
+        from longmem_etl.snapshots.integrity import is_recorded_parent
+
+        if not is_recorded_parent(out[-2][1]["incremental"], out[-1][1]):
+            raise BadInput(
+                f"{p}: chain broken: parent {parent_name} of {out[-2][0].name} is not the snapshot "
+                "it was written against (its manifest differs: replaced or restored from elsewhere)"
+            )
     out.reverse()
     return out
 
@@ -376,8 +386,11 @@ class IncrementSink:
             self.directory / TOMBSTONES,
             compression="zstd",
         )
+        from longmem_etl.snapshots.manifest import read_manifest
+
         return {
             "parent": self.parent.name,
+            "parent_manifest_sha256": read_manifest(self.parent).get("manifest_sha256"),
             "base": self.links[0].name,
             "depth": len(self.links),
             "changed_rows": n_changed,
@@ -610,7 +623,12 @@ def rebase(path: str | os.PathLike) -> None:
         "memories.parquet": {"sha256": digest, "bytes": size},
         **{k: v for k, v in full["files"].items() if k not in (CHANGES, TOMBSTONES, HASHES)},
     }
-    full["rebased"] = {"from_increment_of": public["incremental"]["parent"]}
+    # the checksum it had, so its increments (which name it) still find their parent
+    rebased = {
+        "from_increment_of": public["incremental"]["parent"],
+        "from_manifest": public.get("manifest_sha256"),
+    }
+    full["rebased"] = rebased
     old_files = [CHANGES, TOMBSTONES, HASHES]
     if encrypted:
         recipients = crypto.parse_recipients(public["encryption"].get("recipients") or [])
@@ -640,6 +658,7 @@ def rebase(path: str | os.PathLike) -> None:
         files["memories.parquet.age"] = {"sha256": d1, "bytes": s1}
         files[full_name] = {"sha256": d2, "bytes": s2}
         new_manifest = {k: v for k, v in public.items() if k != "incremental"}
+        new_manifest["rebased"] = rebased
         new_manifest["files"] = files
         new_manifest["encryption"] = {**public["encryption"], "manifest": full_name}
         old_files = [

@@ -209,13 +209,29 @@ def _check(directory: Path, read_data: float) -> tuple[dict[str, Any] | None, li
         if not isinstance(parent, str) or safe_dir_name(parent) is None:
             msg = f"bad incremental parent {parent!r} in {link.name}"
             return manifest, [Problem(str(directory), None, "chain", msg)]
+        child = link
         link = directory.parent / parent
         link_manifest, found = _check_one(link, read_data)
         if found or link_manifest is None:
             msg = f"chain broken at {parent}: {found[0] if found else 'unreadable'}"
             return manifest, [Problem(str(directory), None, "chain", msg)]
+        if not is_recorded_parent(info, link_manifest):
+            msg = f"chain broken at {parent}: not the snapshot {child.name} was written against"
+            return manifest, [Problem(str(directory), None, "chain", msg)]
     msg = f"chain longer than {MAX_CHAIN} (a cycle?)"
     return manifest, [Problem(str(directory), None, "chain", msg)]
+
+
+def is_recorded_parent(increment: dict[str, Any], parent_manifest: dict[str, Any]) -> bool:
+    """Whether ``parent_manifest`` is the snapshot the increment (its ``incremental`` entry) was
+    written against: its ``manifest_sha256``, or the one it had before ``forget`` rebased it (same
+    state). Increments from before the checksum was recorded are taken as they are."""
+    want = increment.get("parent_manifest_sha256")
+    if want is None:
+        return True
+    rebased = parent_manifest.get("rebased")
+    before = rebased.get("from_manifest") if isinstance(rebased, dict) else None
+    return want in (parent_manifest.get(CHECKSUM_KEY), before)
 
 
 def safe_dir_name(name: str) -> str | None:

@@ -5,7 +5,8 @@ sha256 computed, ``manifest.json`` written last, and the directory renamed into
 ``ROOT/tenant=T/snapshot=TS/`` (one ``rename``, so readers see all of it or nothing). On any error the
 temp dir is removed. A directory without a manifest is never a snapshot.
 
-The commit runs under the tenant's lock (``layout.tenant_lock``). When the source names a file
+The commit runs under the tenant's lock (``layout.tenant_lock``); an increment's, from choosing its
+parent on, so ``forget`` (which takes the same lock per tenant) cannot remove that parent meanwhile. When the source names a file
 ``sha256`` (a converted dump) and a snapshot of the same tenant already records that sha256, nothing
 new is committed: ``already_present`` is set and ``path`` is the existing snapshot. So converting one
 dump twice gives one snapshot, and two different dumps with the same ``exported_at`` get two (the
@@ -42,6 +43,7 @@ from longmem_etl.snapshots.layout import (
     next_free_snapshot_dir,
     snapshot_name,
     snapshot_time,
+    tenant_dir,
     tenant_lock,
 )
 from longmem_etl.snapshots.manifest import RESERVED_KEYS, file_digest, read_manifest, write_manifest
@@ -170,6 +172,7 @@ class SnapshotWriter:
         self._tmp: Path | None = None
         self._sink: Any = None  # FullSink or incremental.IncrementSink, opened at the first rows
         self._con: Any = None  # the DuckDB connection the sink hashes rows on
+        self._parent_lock: contextlib.ExitStack | None = None  # the tenant's, while an increment
         self._rej_writer: pq.ParquetWriter | None = None
         self._collections: list[Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -231,8 +234,14 @@ class SnapshotWriter:
 
         tmp = self._require_tmp()
         self._con = duckdb.connect()  # digests do not depend on the time zone (epoch_us)
-        if self.incremental is not None:
+        if self.incremental is not None and tenant_dir(self.root, self.tenant).is_dir():
             from longmem_etl.snapshots.incremental import IncrementSink, pick_parent
+
+            # an increment holds the tenant's lock from choosing its parent to the rename:
+            # `forget` takes the same lock, so it cannot remove the parent in between (a broken
+            # chain); another writer of the tenant waits, then chains onto this snapshot
+            self._parent_lock = contextlib.ExitStack()
+            self._parent_lock.enter_context(tenant_lock(self.root, self.tenant))
 
             # the parent is named before this snapshot whatever name it ends up with
             when = self._name_time(self.named_at or datetime.now(timezone.utc))
@@ -242,6 +251,7 @@ class SnapshotWriter:
             )
             if picked is not None:
                 return IncrementSink(tmp, *picked, self._con)
+            self._release_parent_lock()  # a full snapshot: no parent to keep
         return FullSink(tmp, self._con)
 
     def _wait_pending(self) -> None:
@@ -288,6 +298,20 @@ class SnapshotWriter:
         self._rej_writer = None
 
     def _commit(self) -> None:
+        if self._sink is None:
+            self.write_memories(MEMORIES_SCHEMA.empty_table())  # opens the sink (and the lock)
+        try:
+            self._commit_as(locked=self._parent_lock is not None)
+        finally:
+            self._release_parent_lock()
+
+    def _release_parent_lock(self) -> None:
+        lock, self._parent_lock = self._parent_lock, None
+        if lock is not None:
+            lock.close()
+
+    def _commit_as(self, *, locked: bool) -> None:
+        """The commit; ``locked``: the caller already holds the tenant's lock."""
         tmp = self._require_tmp()
         from longmem_etl.snapshots.rowhash import HASHES, manifest_entry
 
@@ -341,7 +365,7 @@ class SnapshotWriter:
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a snapshot is an ordinary directory
-        with tenant_lock(self.root, self.tenant):
+        with contextlib.nullcontext() if locked else tenant_lock(self.root, self.tenant):
             existing = same_source_snapshot(self.root, self.tenant, self.source)
             if existing is not None:
                 self._abort()
@@ -399,6 +423,7 @@ class SnapshotWriter:
                 sink.abort()
         with contextlib.suppress(Exception):
             self._close_con()
+        self._release_parent_lock()
         if self._owner is not None:
             self._owner.release()
         if self._tmp is not None:

@@ -81,6 +81,35 @@ def _walk(node: Any) -> Iterator[dict[str, Any]]:
             stack.extend(cur)
 
 
+# Table functions spec SQL may call: they make values, they read nothing. Every other one
+# (``query('...')`` runs a SQL string the parser checks never saw; ``read_parquet`` of the input,
+# ``duckdb_settings()``, ``glob`` ...) is refused at load, whatever the session would allow.
+ALLOWED_TABLE_FUNCTIONS = frozenset({"range", "generate_series", "unnest"})
+
+
+def _table_functions(tree: dict[str, Any]) -> list[str]:
+    """Names of the table functions a parse tree calls that are not in `ALLOWED_TABLE_FUNCTIONS`."""
+    refused: list[str] = []
+    for d in _walk(tree):
+        if d.get("type") == "TABLE_FUNCTION":
+            function = d.get("function") or {}
+            name = str(function.get("function_name") or "?")
+            schema = function.get("schema") or function.get("catalog") or ""
+            if schema or name.lower() not in ALLOWED_TABLE_FUNCTIONS:
+                refused.append(".".join(p for p in (schema, name) if p))
+    return refused
+
+
+def _refuse_table_functions(tree: dict[str, Any]) -> None:
+    refused = _table_functions(tree)
+    if refused:
+        allowed = ", ".join(sorted(ALLOWED_TABLE_FUNCTIONS))
+        raise ValueError(
+            f"calls table function {refused[0]!r}: spec SQL may only use {allowed} "
+            "(the data comes from the row or from `input`)"
+        )
+
+
 def _tables(tree: dict[str, Any]) -> tuple[list[str], set[str]]:
     """(tables named, CTE names defined) anywhere in a parse tree."""
     named: list[str] = []
@@ -120,6 +149,7 @@ def canonical_predicate(con: duckdb.DuckDBPyConnection, pred: str) -> str:
             f"names table {named[0]!r}: a filter sees only the row's columns "
             "(use a `sql` step to look at other rows through `input`)"
         )
+    _refuse_table_functions(tree)
     return text
 
 
@@ -140,6 +170,7 @@ def check_query(con: duckdb.DuckDBPyConnection, query: str) -> None:
     outside = [t for t in named if t != "input" and t not in ctes]
     if outside:
         raise ValueError(f"names table {outside[0]!r}: a sql step sees only `input`")
+    _refuse_table_functions(tree)
 
 
 def _first_line(exc: BaseException) -> str:

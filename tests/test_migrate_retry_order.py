@@ -1,0 +1,135 @@
+"""Retries keep the pipe full: a chunk backing off holds no slot, a retry whose back-off is over
+goes ahead of fresh chunks, and the back-off is steep only while the target fails most calls.
+Orders and counts, never wall-clock times."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from longmem_etl.api.endpoints import open_endpoint
+from longmem_etl.errors import APIError
+from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.limiter import AdaptiveLimit, FailureWindow
+from longmem_etl.migrate.plan import plan_items
+from longmem_etl.migrate.uploader import Uploader, make_sender
+
+MID = "test-migration"
+
+
+def _waiting_until(cond: threading.Condition, n: int) -> None:
+    """Block until ``n`` threads wait on ``cond`` (checked, not slept on)."""
+    for _ in range(2000):
+        with cond:
+            if len(cond._waiters) >= n:  # type: ignore[attr-defined]
+                return
+        threading.Event().wait(0.005)
+    raise AssertionError("waiters never arrived")
+
+
+def test_a_retry_gets_the_next_slot_before_fresh_work_queued_earlier() -> None:
+    lim = AdaptiveLimit(1)
+    stop = threading.Event()
+    assert lim.acquire(stop)  # the one slot is busy
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def take(name: str, first: bool) -> None:
+        assert lim.acquire(stop, poll=5.0, first=first)
+        with lock:
+            order.append(name)
+        lim.release()
+
+    fresh = [threading.Thread(target=take, args=(f"fresh{i}", False)) for i in range(3)]
+    for t in fresh:
+        t.start()
+    _waiting_until(lim._cond, 3)
+    retry = threading.Thread(target=take, args=("retry", True))
+    retry.start()
+    _waiting_until(lim._first, 1)
+    lim.release()
+    for t in [*fresh, retry]:
+        t.join(10)
+    assert order[0] == "retry" and sorted(order[1:]) == ["fresh0", "fresh1", "fresh2"]
+
+
+def test_fresh_work_is_served_again_once_the_retries_are_in() -> None:
+    """Retries waiting hold fresh work back only while they wait: with two slots, one retry and
+    two fresh waiters, the retry and then one fresh waiter get the freed slots (none is stranded
+    behind a retry that already has its slot)."""
+    lim = AdaptiveLimit(2)
+    stop = threading.Event()
+    assert lim.acquire(stop) and lim.acquire(stop)
+    got = threading.Semaphore(0)
+    names: list[str] = []
+
+    def take(name: str, first: bool) -> None:
+        assert lim.acquire(stop, poll=5.0, first=first)
+        names.append(name)
+        got.release()
+
+    threads = [threading.Thread(target=take, args=(f"fresh{i}", False)) for i in range(2)]
+    for t in threads:
+        t.start()
+    _waiting_until(lim._cond, 2)
+    threads.append(threading.Thread(target=take, args=("retry", True)))
+    threads[-1].start()
+    _waiting_until(lim._first, 1)
+    lim.release()
+    lim.release()
+    assert got.acquire(timeout=10) and got.acquire(timeout=10)
+    assert names[0] == "retry" and names[1].startswith("fresh")
+    lim.release()
+    for t in threads:
+        t.join(10)
+    assert len(names) == 3
+
+
+def test_the_back_off_is_steep_only_while_most_calls_fail() -> None:
+    w = FailureWindow(8)
+    w.record(False)
+    assert w.exponent(3) == 3  # the only call so far failed
+    w = FailureWindow(8)
+    for _ in range(7):
+        w.record(True)
+    w.record(False)
+    assert not w.failing() and w.exponent(5) == 0  # a blip among successes
+    for _ in range(4):
+        w.record(False)
+    assert w.failing() and w.exponent(5) == 5  # 5 of the last 8 failed
+    for _ in range(8):
+        w.record(False)
+    assert w.exponent(2) == 2
+
+
+def test_a_chunk_backing_off_holds_no_slot(tmp_path: Path) -> None:
+    """One slot, and one chunk whose first three calls get 503s: while it backs off (at least
+    0.25 s) the slot sends other chunks, and every item lands once."""
+    mems = [
+        {"id": f"m{i}", "collection": "c", "text": f"memory {i}", "metadata": {"k": i}}
+        for i in range(200)
+    ]
+    j = Journal(tmp_path / "j.sqlite")
+    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
+    j.write_plan(plan_items(mems, mode="add", source_key=MID), chunk_size=20)
+    target = open_endpoint(f"local:{tmp_path / 't.db'}?latency_ms=20")
+    real = make_sender(target, "add")
+    first_chunk = [r.source_id for r in j.pending_items(0)]
+    failing = {"m": first_chunk[0], "left": 3}
+    calls: list[str] = []
+
+    def send(collection, items):
+        ours = any(i["metadata"]["_longmem_etl"]["source_id"] == failing["m"] for i in items)
+        calls.append("X" if ours else "o")
+        if ours and failing["left"]:
+            failing["left"] -= 1
+            raise APIError(503, "unavailable")
+        return real(collection, items)
+
+    up = Uploader(j, target, send, migration_id=MID, concurrency=1, backoff_base=0.5)
+    stats = up.run()
+    assert stats.transient_errors == 3 and stats.dead_items == 0
+    assert calls.count("X") == 4 and calls.count("o") == 9
+    attempts = [n for n, c in enumerate(calls) if c == "X"]
+    assert attempts[1] - attempts[0] > 1, calls  # others were sent while it waited
+    assert j.counts()["items_done"] == 200
