@@ -172,6 +172,8 @@ def _strip_hashes(snap: Path) -> None:
     m["files"].pop(HASHES)
     m.pop("row_hashes")
     m.pop("manifest_sha256", None)
+    if "incremental" in m:  # nor did it record its parent's manifest checksum
+        m["incremental"].pop("parent_manifest_sha256", None)
     os.unlink(snap / HASHES)
     write_manifest(snap, m)
 
