@@ -325,7 +325,13 @@ class IncrementSink:
         import pyarrow.parquet as pq
 
         from longmem_etl.schema import MEMORIES_SCHEMA
-        from longmem_etl.snapshots.rowhash import HASHES, HASHES_SCHEMA, digests, hashes_table
+        from longmem_etl.snapshots.rowhash import (
+            HASHES,
+            HASHES_OPTIONS,
+            HASHES_SCHEMA,
+            digests,
+            hashes_table,
+        )
         from longmem_etl.snapshots.writer import MEMORIES_PARQUET_OPTIONS, conform
 
         if self.index is None:
@@ -357,7 +363,7 @@ class IncrementSink:
         new_seq = np.full(len(kseq), np.nan)
         new_seq[~kept] = seqs
         schema = MEMORIES_SCHEMA.append(pa.field("_seq", pa.float64(), nullable=False))
-        hashes = pq.ParquetWriter(self.directory / HASHES, HASHES_SCHEMA, compression="zstd")
+        hashes = pq.ParquetWriter(self.directory / HASHES, HASHES_SCHEMA, **HASHES_OPTIONS)
         with pq.ParquetWriter(self.directory / CHANGES, schema, **MEMORIES_PARQUET_OPTIONS) as w:
             if self._cand_path.exists():
                 for batch in pq.ParquetFile(self._cand_path).iter_batches(50_000):
@@ -369,15 +375,13 @@ class IncrementSink:
                 if self.cand_md5
                 else pa.array([], pa.binary(16))
             )
-            hashes.write_table(hashes_table(cand_ids, md5))
+            hashes.write_table(hashes_table(md5))
             moved = found & ~kept
             if moved.any():  # unchanged rows out of the parent's order: their content, new _seq
                 for t in self._parent_rows(pseq[moved], new_seq[moved]):
                     t = conform(t, schema)
                     w.write_table(t)
-                    hashes.write_table(
-                        hashes_table(t.column("id"), digests(self.con, t.drop_columns(["_seq"])))
-                    )
+                    hashes.write_table(hashes_table(digests(self.con, t.drop_columns(["_seq"]))))
         hashes.close()
         self._cand_path.unlink(missing_ok=True)
         order = np.argsort(rm_seq, kind="stable")

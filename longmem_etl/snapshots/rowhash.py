@@ -1,8 +1,8 @@
 """Per-memory content hashes: how an increment finds what changed without re-reading content.
 
 Every snapshot this version writes carries ``memory_hashes.parquet``: for each row of its memory
-file (``memories.parquet``, or an increment's ``changed_memories.parquet``), in the same order,
-``id`` and ``md5`` = the 16-byte MD5 digest of the row's *canonical serialisation*:
+file (``memories.parquet``, or an increment's ``changed_memories.parquet``), in the same order
+(the ids are that file's), ``md5`` = the 16-byte MD5 digest of the row's *canonical serialisation*:
 
 - every column of the memories table, in schema order (``id`` included, so a digest names one
   memory in one state);
@@ -37,9 +37,10 @@ import pyarrow as pa
 
 HASHES = "memory_hashes.parquet"
 ALGORITHM = "md5-len-prefixed-columns-v1"
-HASHES_SCHEMA = pa.schema(
-    [pa.field("id", pa.string(), nullable=False), pa.field("md5", pa.binary(16), nullable=False)]
-)
+# one column: the ids are the memory file's, row for row (storing them again cost ~20 B a row)
+HASHES_SCHEMA = pa.schema([pa.field("md5", pa.binary(16), nullable=False)])
+# digests do not compress: stored plain, which also spares the writer the work
+HASHES_OPTIONS: dict[str, Any] = {"compression": "none", "use_dictionary": False}
 
 
 def canonical_sql() -> str:
@@ -95,9 +96,9 @@ def words(col: pa.FixedSizeBinaryArray) -> tuple[np.ndarray, np.ndarray]:
     return pairs[:, 0].copy(), pairs[:, 1].copy()
 
 
-def hashes_table(ids: pa.Array | pa.ChunkedArray, md5: pa.FixedSizeBinaryArray) -> pa.Table:
+def hashes_table(md5: pa.FixedSizeBinaryArray) -> pa.Table:
     """A ``memory_hashes.parquet`` batch."""
-    return pa.Table.from_arrays([ids, md5], schema=HASHES_SCHEMA)
+    return pa.Table.from_arrays([md5], schema=HASHES_SCHEMA)
 
 
 def has_hashes(manifest: dict[str, Any]) -> bool:
@@ -130,15 +131,11 @@ def layer_sql(plain: Path, manifest: dict[str, Any], memory_file: str, full: boo
             f"FROM read_parquet({mem}, file_row_number = true)"
         )
     h = sql_str(str(plain / HASHES))
-    if full:  # the hash file is in memories.parquet's order
-        return (
-            f"SELECT id, md5, CAST(file_row_number AS DOUBLE) AS _seq "
-            f"FROM read_parquet({h}, file_row_number = true)"
-        )
+    seq = "CAST(r AS DOUBLE)" if full else "_seq"
     return (
-        f"SELECT h.id, h.md5, m._seq FROM "
-        f"(SELECT file_row_number AS r, id, md5 FROM read_parquet({h}, file_row_number = true)) h "
-        f"JOIN (SELECT file_row_number AS r, _seq "
+        f"SELECT m.id, h.md5, {seq} AS _seq FROM "
+        f"(SELECT file_row_number AS r, md5 FROM read_parquet({h}, file_row_number = true)) h "
+        f"JOIN (SELECT file_row_number AS r, id{'' if full else ', _seq'} "
         f"FROM read_parquet({mem}, file_row_number = true)) m USING (r)"
     )
 
@@ -146,6 +143,7 @@ def layer_sql(plain: Path, manifest: dict[str, Any], memory_file: str, full: boo
 __all__ = [
     "ALGORITHM",
     "HASHES",
+    "HASHES_OPTIONS",
     "HASHES_SCHEMA",
     "as_fixed",
     "canonical_sql",

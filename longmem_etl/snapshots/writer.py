@@ -96,20 +96,20 @@ class FullSink:
     snapshot can later be a parent without its content being read again."""
 
     def __init__(self, directory: Path, con: Any) -> None:
-        from longmem_etl.snapshots.rowhash import HASHES, HASHES_SCHEMA
+        from longmem_etl.snapshots.rowhash import HASHES, HASHES_OPTIONS, HASHES_SCHEMA
 
         self.con = con
         self._mem = pq.ParquetWriter(
             directory / "memories.parquet", MEMORIES_SCHEMA, **MEMORIES_PARQUET_OPTIONS
         )
-        self._hashes = pq.ParquetWriter(directory / HASHES, HASHES_SCHEMA, compression="zstd")
+        self._hashes = pq.ParquetWriter(directory / HASHES, HASHES_SCHEMA, **HASHES_OPTIONS)
 
     def write(self, table: pa.Table) -> None:
         from longmem_etl.snapshots.rowhash import digests, hashes_table
 
         md5 = digests(self.con, table)
         self._mem.write_table(table)
-        self._hashes.write_table(hashes_table(table.column("id"), md5))
+        self._hashes.write_table(hashes_table(md5))
 
     def abort(self) -> None:
         self.finish()
