@@ -1,6 +1,7 @@
 """The WHOLE `migrate` command, end to end, on held-out-like data (not a test; prints a table).
 
     .venv/bin/python benchmarks/bench_migrate_e2e.py [--items 20000 200000] [--latency-ms 200]
+        [--no-faults] [--sequential]
 
 What a user waits for: `longmem-etl migrate --source dump.json --target local:...?latency_ms=200
 --concurrency 8 --chunk-size 100 --json` run as a real process, timed from start to exit, with its
@@ -11,10 +12,12 @@ under new ids, uneven collections and container tags.
 
 Ideal = items / (concurrency x chunk / latency) seconds: what perfectly overlapped calls of full
 chunks would take. Columns: each phase from the command's own ``timings`` (start = interpreter,
-imports and binding before the freeze; freeze = everything before the first call; the plan, which
-runs during the upload, with its rate in items/s; upload; verify; outputs), end-to-end ratio to
-ideal, calls vs chunks, bisections, peak RSS, exact. The machine's load average is printed: on
-shared cores every phase stretches, so compare ratios taken in one invocation.
+imports and binding; 1st call = everything before the first chunk is queued; then, overlapped
+with the upload, the freeze (convert the dump) and the plan with its rate in items/s; upload =
+from the first chunk to the last call's answer; verify; outputs), end-to-end ratio to ideal and
+its goal, calls vs chunks, bisections, peak RSS, exact. The machine's load average is printed
+before and after: on shared cores every phase stretches, so compare ratios taken in one
+invocation.
 Goals: 20k >= 80 %, 200k >= 85 %, with ``fail_rate=0.1&ambiguous_rate=0.02`` >= 70 % and exact;
 peak RSS at 200k <= 500 MB.
 """
@@ -114,9 +117,16 @@ def make_dump(path: Path, n: int, *, refused: int, seed: int = 11) -> dict:
     return {"items": n, "refused": refused, "duplicates": n_dups, "long": len(long_at)}
 
 
-def run_migrate(tmp: Path, name: str, dump: Path, query: str, args) -> dict:
+def run_migrate(
+    tmp: Path, name: str, dump: Path, query: str, args, extra_env: dict | None = None
+) -> dict:
     """One `migrate` process: wall time, peak RSS, its --json result."""
-    env = {**os.environ, "LONGMEM_ETL_HOME": str(tmp / f"home-{name}")}
+    env = {
+        **os.environ,
+        **child_env(tmp, args),
+        **(extra_env or {}),
+        "LONGMEM_ETL_HOME": str(tmp / f"home-{name}"),
+    }
     cmd = [
         sys.executable,
         "-c",
@@ -147,6 +157,27 @@ def run_migrate(tmp: Path, name: str, dump: Path, query: str, args) -> dict:
     return out
 
 
+def child_env(tmp: Path, args) -> dict[str, str]:
+    """An installed package has its bytecode compiled (pip does it); a checkout run with
+    ``PYTHONDONTWRITEBYTECODE`` compiles every module in every process. Unless
+    ``--no-bytecode-cache``, the children share a bytecode cache under ``tmp`` (filled once by
+    `warm_bytecode`), so ``start`` is what a user's install pays."""
+    if args.no_bytecode_cache:
+        return {}
+    return {"PYTHONPYCACHEPREFIX": str(tmp / "pycache"), "PYTHONDONTWRITEBYTECODE": ""}
+
+
+def warm_bytecode(tmp: Path, args) -> None:
+    """Compile, once, what a migrate process imports (into the children's bytecode cache): a
+    small migration through the same code paths (faults included)."""
+    if args.no_bytecode_cache:
+        return
+    dump = tmp / "warm.json"
+    make_dump(dump, 300, refused=1)
+    query = "latency_ms=1&fail_rate=0.1&ambiguous_rate=0.02&seed=1"
+    run_migrate(tmp, "warm", dump, query, args)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, nargs="+", default=[20_000, 200_000])
@@ -154,13 +185,28 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=100)
     ap.add_argument("--no-faults", action="store_true", help="skip the fault-injected row")
+    ap.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="let every process compile its modules (PYTHONDONTWRITEBYTECODE as in this "
+        "checkout's environment) instead of sharing compiled bytecode as an install does",
+    )
+    ap.add_argument(
+        "--sequential",
+        action="store_true",
+        help="also run the first size with the freeze done before the upload "
+        "(LONGMEM_ETL_OVERLAP_FREEZE=0), to compare in the same invocation",
+    )
     args = ap.parse_args()
     per_s = args.concurrency * args.chunk / (args.latency_ms / 1000)
+    load_before = os.getloadavg()[0]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-e2e-") as d:
         tmp = Path(d)
+        warm_bytecode(tmp, args)
         runs = [
-            (n, f"latency_ms={args.latency_ms}", 0.80 if n < 100_000 else 0.85) for n in args.items
+            (n, f"latency_ms={args.latency_ms}", 0.80 if n < 100_000 else 0.85, {})
+            for n in args.items
         ]
         if not args.no_faults:
             runs.append(
@@ -168,15 +214,20 @@ def main() -> int:
                     args.items[0],
                     f"latency_ms={args.latency_ms}&fail_rate=0.1&ambiguous_rate=0.02&seed=1",
                     0.70,
+                    {},
                 )
             )
+        if args.sequential:  # same data and target as the first row, the freeze not overlapped
+            runs.insert(
+                1, (args.items[0], runs[0][1], runs[0][2], {"LONGMEM_ETL_OVERLAP_FREEZE": "0"})
+            )
         dumps: dict[int, tuple[Path, dict]] = {}
-        for k, (n, query, goal) in enumerate(runs):
+        for k, (n, query, goal, extra_env) in enumerate(runs):
             if n not in dumps:
                 path = tmp / f"dump-{n}.json"
                 dumps[n] = (path, make_dump(path, n, refused=max(1, round(n * 77 / 200_000))))
             dump, shape = dumps[n]
-            res = run_migrate(tmp, f"run{k}", dump, query, args)
+            res = run_migrate(tmp, f"run{k}", dump, query, args, extra_env)
             t = res.get("timings", {})
             up = res.get("upload", {})
             ver = res.get("verification") or {}
@@ -187,6 +238,7 @@ def main() -> int:
                 {
                     "n": n,
                     "faults": "fail" in query,
+                    "sequential": bool(extra_env),
                     "shape": shape,
                     "wall": res["_wall"],
                     "ideal": ideal,
@@ -195,6 +247,7 @@ def main() -> int:
                     # everything before the first call (freeze, holdings; the plan too when not
                     # streamed), then the streamed plan, which runs during the upload
                     "freeze_plan": t.get("freeze_plan", 0.0),
+                    "freeze": t.get("freeze", 0.0),  # overlapped with the upload (dump sources)
                     "plan_overlapped": t.get("plan_overlapped", 0.0),
                     "upload": t.get("upload", 0.0),
                     "verify": t.get("verify", t.get("verify_outputs", 0.0)),
@@ -211,31 +264,43 @@ def main() -> int:
                 }
             )
     hdr = (
-        f"{'memories':>9} {'faults':>6} {'wall s':>7} {'ideal s':>7} {'% ideal':>8} "
-        f"{'start s':>7} {'freeze s':>8} {'(plan) s':>8} {'plan/s':>7} {'upload s':>8} "
-        f"{'verify s':>8} {'outputs s':>9} {'calls/chunks':>13} {'bisect':>6} "
+        f"{'memories':>9} {'faults':>6} {'wall s':>7} {'ideal s':>7} {'% ideal':>8} {'goal':>5} "
+        f"{'start s':>7} {'1st call s':>10} {'(freeze) s':>10} {'(plan) s':>8} {'plan/s':>7} "
+        f"{'upload s':>8} {'verify s':>8} {'outputs s':>9} {'calls/chunks':>13} {'bisect':>6} "
         f"{'dead':>5} {'RSS MB':>7} {'exact':>5}"
     )
     print(
         f"latency {args.latency_ms} ms, concurrency {args.concurrency}, chunk {args.chunk}: "
-        f"ideal {per_s:.0f} items/s; load average at the end {os.getloadavg()[0]:.1f} "
-        f"on {os.cpu_count()} CPUs"
+        f"ideal {per_s:.0f} items/s; load average {load_before:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end, on {os.cpu_count()} CPUs; bytecode "
+        f"{'compiled by every process' if args.no_bytecode_cache else 'cached, as installed'}"
     )
     print(hdr)
     ok = True
     for r in rows:
-        ok &= r["ratio"] >= r["goal"] and r["exact"]
+        met = r["ratio"] >= r["goal"] and r["exact"]
+        ok &= met or r["sequential"]  # the sequential row is a comparison, not a goal
         rate = r["n"] / r["plan_overlapped"] if r["plan_overlapped"] else 0.0
+        kind = "yes" if r["faults"] else "no/seq" if r["sequential"] else "no"
         print(
-            f"{r['n']:>9} {('yes' if r['faults'] else 'no'):>6} {r['wall']:>7.1f} {r['ideal']:>7.1f} "
-            f"{100 * r['ratio']:>7.1f}% {r['startup']:>7.1f} {r['freeze_plan']:>8.1f} "
-            f"{r['plan_overlapped']:>8.1f} {rate:>7.0f} {r['upload']:>8.1f} "
-            f"{r['verify']:>8.1f} {r['outputs']:>9.1f} {r['calls']:>6}/{r['chunks']:<6} "
+            f"{r['n']:>9} {kind:>6} {r['wall']:>7.1f} {r['ideal']:>7.1f} "
+            f"{100 * r['ratio']:>7.1f}% {('met' if met else 'NO'):>5} {r['startup']:>7.2f} "
+            f"{r['startup'] + r['freeze_plan']:>10.2f} {r['freeze']:>10.2f} "
+            f"{r['plan_overlapped']:>8.2f} {rate:>7.0f} {r['upload']:>8.2f} "
+            f"{r['verify']:>8.2f} {r['outputs']:>9.2f} {r['calls']:>6}/{r['chunks']:<6} "
             f"{r['bisections']:>6} {r['dead']:>5} {r['rss']:>7.0f} {str(r['exact']):>5}"
         )
+    print(
+        "goals: whole command >= 80 % of ideal at 20k, >= 85 % at 200k, >= 70 % with faults "
+        "(and exact); peak RSS at 200k <= 500 MB"
+    )
     big = [r for r in rows if r["n"] >= 200_000]
     if big:
-        ok &= all(r["rss"] <= 500 for r in big)
+        rss_ok = all(r["rss"] <= 500 for r in big)
+        print(
+            f"peak RSS at 200k: {max(r['rss'] for r in big):.0f} MB ({'met' if rss_ok else 'NO'})"
+        )
+        ok &= rss_ok
     print("PASS" if ok else "BELOW TARGET")
     return 0 if ok else 1
 

@@ -85,10 +85,11 @@ def test_streamed_plan_is_the_plan_written_whole(
     assert streamed.planned and report.items == 300 and report.batches == 24
     a_items, a_chunks = _rows(whole)
     b_items, b_chunks = _rows(streamed)
-    # same order except seq (input position vs plan position), same payloads, same chunks
+    # same order, same payloads, same chunks
     assert a_items == b_items
     assert a_chunks == b_chunks
-    assert fed == sorted(fed) == [c[0] for c in b_chunks]  # every chunk fed once, in order
+    # every chunk fed once (as it closes: a full chunk before the still-open ones it overtook)
+    assert sorted(fed) == [c[0] for c in b_chunks] and len(set(fed)) == len(fed)
 
 
 def test_held_items_are_written_done_and_changed_ones_listed(tmp_path: Path) -> None:

@@ -215,3 +215,39 @@ def test_reconciliation_index_is_the_same_from_pages(target, fingerprints) -> No
         k: sorted(v) for k, v in old.by_fp.items()
     }
     assert bool(new.by_fp) == fingerprints
+
+
+def test_pages_are_few_and_sized_by_bytes(target, monkeypatch) -> None:
+    """Default paging: the first page asks for FIRST_PAGE_ROWS, each next one for what fits the
+    byte budget at the bytes per row seen (clamped); the keys are the same as any fixed size."""
+    from longmem_etl.api import pages
+    from longmem_etl.migrate import targetread
+
+    assert targetread.page_rows(0, 0) == pages.FIRST_PAGE_ROWS
+    assert targetread.page_rows(1_000, 300_000) == min(pages.MAX_PAGE_ROWS, pages.PAGE_BYTES // 300)
+    assert targetread.page_rows(1_000, 100_000_000) == 1_000  # long texts: small pages, not 0
+    assert targetread.page_rows(10, 10) == pages.MAX_PAGE_ROWS  # tiny rows: capped
+
+    asked: list[int] = []
+
+    class Recording:
+        def export_page(self, *, cursor=None, limit=0):
+            asked.append(limit)
+            return target.export_page(cursor=cursor, limit=limit)
+
+    monkeypatch.setattr(targetread, "FIRST_PAGE_ROWS", 4)
+    got = read_target_keys(Recording(), own_key=K)
+    assert asked[0] == 4 and asked[1] >= 1_000 and len(asked) == 2
+    assert _sorted(got) == _sorted(read_target_keys(target, own_key=K, page_size=3))
+
+
+def test_keys_without_detail_leave_only_content_and_time_out(target) -> None:
+    """``detail=False`` (verification): the same keys, prov_content and created_at NULL, dirty
+    rows included."""
+    full = _sorted(read_target_keys(target, own_key=K, page_size=4))
+    slim = _sorted(read_target_keys(target, own_key=K, page_size=4, detail=False))
+    assert len(slim) == len(full) == len(_memories())
+    assert any(r["prov_content"] for r in full) and any(r["created_at"] for r in full)
+    for a, b in zip(full, slim, strict=True):
+        assert b["prov_content"] is None and b["created_at"] is None
+        assert {**a, "prov_content": None, "created_at": None} == b

@@ -33,8 +33,15 @@ from longmem_etl import jsonio
 from longmem_etl.arrays import strings
 
 PAGE_ROWS = 25_000
-"""Default page size: big enough that per-page costs vanish, small enough to hold a page of long
-texts (at most 100,000 characters each by default) without a spike."""
+"""Default ``limit`` of one ``export_page`` call."""
+
+FIRST_PAGE_ROWS = 50_000
+MAX_PAGE_ROWS = 200_000
+PAGE_BYTES = 32 << 20
+"""How a reader of the whole account sizes its pages (`migrate.targetread`): every page is a round
+trip it waits for, so it asks for ``FIRST_PAGE_ROWS`` first, then for as many rows as fit
+``PAGE_BYTES`` of Arrow at the bytes per row seen so far (1,000 to ``MAX_PAGE_ROWS``). 200,000
+short notes are 3 calls instead of 8; pages of long texts stay near ``PAGE_BYTES``."""
 
 FIELDS = ("id", "collection", "container_tag", "created_at", "text")
 EXPORT_PAGE = pa.schema(

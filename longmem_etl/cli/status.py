@@ -44,7 +44,13 @@ def _render(st: dict[str, Any]) -> list[str]:
     lines = [
         f"migration {st['migration_id']}  ({st['journal']})",
         f"items: {st['items_done']}/{st['items_total']} done, {st['items_dead']} dead-lettered, "
-        f"{st['items_pending']} pending",
+        f"{st['items_pending']} pending"
+        + (
+            ""
+            if st.get("planned")
+            else " (plan not finished: still being written, or its run stopped before; "
+            "the next run plans afresh)"
+        ),
         f"chunks: {chunks}",
     ]
     held = (st.get("holdings") or {}).get("already_in_target")

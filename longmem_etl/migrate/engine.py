@@ -55,6 +55,7 @@ from longmem_etl.errors import (
     Incomplete,
     LongmemETLError,
 )
+from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.journal import Journal
@@ -76,10 +77,7 @@ from longmem_etl.migrate.status import (  # noqa: F401 - re-exported: the engine
     list_migrations,
     migration_status,
 )
-from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.uploader import Uploader, make_sender
-from longmem_etl.migrate.verifying import verify_journal
-from longmem_etl.migrate.verifying import write_outputs as _write_outputs
 from longmem_etl.progress import progress
 from longmem_etl.secrets import mask_obj
 
@@ -358,6 +356,7 @@ def run_migration(
     if opts.dry_run:
         return dry_run(opts)
     _validate(opts)
+    use_lean_arrow_pool()  # the freeze's and the verification's Arrow bursts: see `memory`
     stop = stop or threading.Event()
     binding = binding_of(opts)
     mid = migration_id_of(binding)
@@ -383,7 +382,9 @@ def _run_locked(
     started = time.monotonic()
     work_dir = journal_path.parent
     key = binding["source"]["key"]
-    plan_binding = plan_binding_of(opts)
+    # the source's content identity hashes the whole dump: in a thread (hashlib lets go of the
+    # GIL), needed at once only to resume; a fresh plan stores it when the plan is finished
+    plan_binding = _Background(plan_binding_of, opts)
     result = MigrationResult(
         migration_id=mid,
         work_dir=str(work_dir),
@@ -398,7 +399,7 @@ def _run_locked(
             journal.reset()  # an older version's journal: its markers carry no source key
             journal.put(binding=None)
         had_plan = journal.bind(binding) and journal.planned
-        result.replanned = _why_replan(opts, journal, plan_binding) if had_plan else None
+        result.replanned = _why_replan(opts, journal, plan_binding.result()) if had_plan else None
         if result.replanned:
             journal.reset()
             _discard_plan(work_dir)
@@ -412,85 +413,28 @@ def _run_locked(
         # What the target already holds is read (one export) WHILE the source is frozen: the
         # export is mostly the API's latency, the freeze mostly our CPU.
         holdings_read = HoldingsRead(opts, key, stop) if streamed else None
-        if fresh:
-            try:
-                _freeze_and_plan(
-                    opts, journal, work_dir, mid, key, plan_binding, write=not streamed
-                )
-            except BaseException as exc:
-                if holdings_read is not None:
-                    holdings_read.cancel()
-                if isinstance(exc, BadInput) and not existed:
-                    # nothing half-made stays behind a refused first run
-                    journal.close()
-                    _remove_journal(journal_path)
-                    _discard_plan(work_dir)
-                raise
-        target = sources.open_target(opts.target, key_env=opts.target_key_env)
-        feed, streamed_plan = None, None
-        if holdings_read is not None:
-            feed, streamed_plan = _plan_feed(
-                opts, journal, holdings_read, key, stop, result, work_dir
-            )
-        elif fresh and opts.provenance:
-            from longmem_etl.migrate.holdings import learn_holdings
+        # A dump frozen without a spec hands its rows over while it converts: the plan is
+        # written, and the upload runs, during the freeze (`pipeline`).
+        overlap = (
+            streamed
+            and opts.mode == "add"
+            and sources.freezes_in_rows(opts.source, opts.spec)
+            and os.environ.get("LONGMEM_ETL_OVERLAP_FREEZE") != "0"
+        )
+        ctx = _Run(
+            opts, journal, journal_path, mid, key, plan_binding, stop, result, existed, t_plan
+        )
+        if overlap:
+            assert holdings_read is not None
+            from longmem_etl.migrate.pipeline import freeze_plan_upload
 
-            t_held = time.monotonic()
-            try:
-                found = learn_holdings(
-                    journal,
-                    target,
-                    source_key=key,
-                    stop=stop,
-                    max_retries=opts.max_attempts - 1,
-                    give_up_after=opts.give_up_after,
-                )
-            except APIError as exc:  # unreadable within the retry budget: nothing sent, exit 3
-                _write_outputs(journal, work_dir, None)
-                raise Incomplete(
-                    f"cannot read the target to learn what it already holds ({exc}); nothing "
-                    f"was sent — resume with: {result.resume_command}"
-                ) from None
-            journal.put(holdings=found.as_dict())
-            result.timings["holdings"] = round(time.monotonic() - t_held, 3)
-        result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
-        counts = journal.counts()
-        total = counts["items_total"]
-        if streamed:
-            total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
-        bar = (
-            progress(total, desc="migrate", unit="item", heartbeat=True)
-            if opts.show_progress
-            else None
-        )
-        if bar is not None:
-            bar.update(counts["items_done"] + counts["items_dead"])
-        send = make_sender(target, opts.mode, journal.get("collection_defs", {}))
-        uploader = Uploader(
-            journal,
-            target,
-            send,
-            migration_id=key,
-            provenance=opts.provenance,
-            concurrency=opts.concurrency,
-            max_attempts=opts.max_attempts,
-            give_up_after=opts.give_up_after,
-            settle_timeout=opts.settle_timeout,
-            stop=stop,
-            on_items=(bar.update if bar is not None else None),
-            refuses=refusal_check(opts.target),
-        )
-        t_upload = time.monotonic()
-        result.timings["freeze_plan"] = round(t_upload - t_plan, 3)
-        try:
-            # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
-            # provenance (content counting is its only way to learn what is already there).
-            stats = uploader.run(
-                resumed=result.resumed or (fresh and not opts.provenance), feed=feed
+            target, uploader, stats, streamed_plan, t_upload = freeze_plan_upload(
+                ctx, holdings_read
             )
-        finally:
-            if bar is not None:
-                bar.close()
+        else:
+            target, uploader, stats, streamed_plan, t_upload = _freeze_then_upload(
+                ctx, holdings_read, fresh=fresh, streamed=streamed
+            )
         if streamed_plan is not None:
             held = {
                 "already_in_target": streamed_plan.held,
@@ -523,6 +467,8 @@ def _run_locked(
         report = None
         if not stop.is_set():
             try:
+                from longmem_etl.migrate.verifying import verify_journal
+
                 report = verify_journal(
                     journal,
                     target,
@@ -561,6 +507,160 @@ def _run_locked(
         result.timings["verify_outputs"] = round(done - t_verify, 3)
     result.seconds = time.monotonic() - started
     return result
+
+
+@dataclass
+class _Run:
+    """What the phases of one locked run share."""
+
+    opts: MigrationOptions
+    journal: Journal
+    journal_path: Path
+    mid: str
+    key: str
+    _plan_binding: _Background
+    stop: threading.Event
+    result: MigrationResult
+    existed: bool
+    t_plan: float
+
+    @property
+    def work_dir(self) -> Path:
+        return self.journal_path.parent
+
+    @property
+    def plan_binding(self) -> dict[str, Any]:
+        """`plan_binding_of` (waits for its hashing thread)."""
+        return self._plan_binding.result()
+
+    def refused(self) -> None:
+        """A first run refused while freezing (bad input): nothing half-made stays behind."""
+        if not self.existed:
+            self.journal.close()
+            _remove_journal(self.journal_path)
+            _discard_plan(self.work_dir)
+
+    def holdings_unreadable(self, exc: Exception) -> Incomplete:
+        _write_outputs(self.journal, self.work_dir, None)
+        return Incomplete(
+            f"cannot read the target to learn what it already holds ({exc}); nothing "
+            f"was sent — resume with: {self.result.resume_command}"
+        )
+
+    def progress_bar(self, total: int | None) -> Any:
+        if not self.opts.show_progress:
+            return None
+        return progress(total, desc="migrate", unit="item", heartbeat=True)
+
+    def uploader(self, target: Any, bar: Any) -> Uploader:
+        opts = self.opts
+        send = make_sender(target, opts.mode, self.journal.get("collection_defs", {}))
+        return Uploader(
+            self.journal,
+            target,
+            send,
+            migration_id=self.key,
+            provenance=opts.provenance,
+            concurrency=opts.concurrency,
+            max_attempts=opts.max_attempts,
+            give_up_after=opts.give_up_after,
+            settle_timeout=opts.settle_timeout,
+            stop=self.stop,
+            on_items=(bar.update if bar is not None else None),
+            refuses=refusal_check(opts.target),
+        )
+
+
+def _freeze_then_upload(
+    ctx: _Run, holdings_read: HoldingsRead | None, *, fresh: bool, streamed: bool
+):
+    """Freeze the source whole (a fresh plan), then upload — with the plan streamed during the
+    upload when ``streamed``. Returns ``(target, uploader, stats, streamed plan, upload start)``."""
+    opts, journal, result = ctx.opts, ctx.journal, ctx.result
+    if fresh:
+        try:
+            _freeze_and_plan(
+                opts, journal, ctx.work_dir, ctx.mid, ctx.key, ctx.plan_binding, write=not streamed
+            )
+        except BaseException as exc:
+            if holdings_read is not None:
+                holdings_read.cancel()
+            if isinstance(exc, BadInput):
+                ctx.refused()
+            raise
+    target = sources.open_target(opts.target, key_env=opts.target_key_env)
+    feed, streamed_plan = None, None
+    if holdings_read is not None:
+        feed, streamed_plan = _plan_feed(opts, journal, holdings_read, ctx.key, ctx.stop, ctx)
+    elif fresh and opts.provenance:
+        from longmem_etl.migrate.holdings import learn_holdings
+
+        t_held = time.monotonic()
+        try:
+            found = learn_holdings(
+                journal,
+                target,
+                source_key=ctx.key,
+                stop=ctx.stop,
+                max_retries=opts.max_attempts - 1,
+                give_up_after=opts.give_up_after,
+            )
+        except APIError as exc:  # unreadable within the retry budget: nothing sent, exit 3
+            raise ctx.holdings_unreadable(exc) from None
+        journal.put(holdings=found.as_dict())
+        result.timings["holdings"] = round(time.monotonic() - t_held, 3)
+    result.holdings = dict(journal.get("holdings") or {"already_in_target": 0})
+    counts = journal.counts()
+    total = counts["items_total"]
+    if streamed:
+        total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
+    bar = ctx.progress_bar(total)
+    if bar is not None:
+        bar.update(counts["items_done"] + counts["items_dead"])
+    uploader = ctx.uploader(target, bar)
+    t_upload = time.monotonic()
+    result.timings["freeze_plan"] = round(t_upload - ctx.t_plan, 3)
+    try:
+        # A resumed journal reconciles every unfinished chunk; so does a fresh plan without
+        # provenance (content counting is its only way to learn what is already there).
+        stats = uploader.run(resumed=result.resumed or (fresh and not opts.provenance), feed=feed)
+    finally:
+        if bar is not None:
+            bar.close()
+    return target, uploader, stats, streamed_plan, t_upload
+
+
+def _write_outputs(
+    journal: Journal, work_dir: Path, verification: dict[str, Any] | None, **kw: Any
+) -> dict[str, str]:
+    """`verifying.write_outputs`, imported when needed: verification's stack (DuckDB) is not on
+    the way to the first call."""
+    from longmem_etl.migrate.verifying import write_outputs
+
+    return write_outputs(journal, work_dir, verification, **kw)
+
+
+class _Background:
+    """``fn(*args)`` computed in a thread; `result` waits for it (and raises what it raised)."""
+
+    def __init__(self, fn: Any, *args: Any) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                self._value = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="background", daemon=True)
+        self._thread.start()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
 
 
 def _why_replan(
@@ -644,6 +744,7 @@ class HoldingsRead:
 
     def _read(self) -> None:
         from longmem_etl.migrate.planstream import held_by_marker
+        from longmem_etl.migrate.targetread import read_target_keys
 
         t0 = time.monotonic()
         try:
@@ -668,6 +769,10 @@ class HoldingsRead:
             self._error = exc
         finally:
             self.seconds = time.monotonic() - t0
+
+    def ready(self) -> bool:
+        """True once the read has ended (`result` answers without waiting)."""
+        return not self._thread.is_alive()
 
     def cancel(self) -> None:
         """The run failed before needing the answer: stop the read and wait for the thread."""
@@ -708,8 +813,7 @@ def _plan_feed(
     holdings_read: HoldingsRead,
     key: str,
     stop: threading.Event,
-    result: MigrationResult,
-    work_dir: Path,
+    ctx: _Run,
 ):
     """What the target holds (`HoldingsRead`), then the uploader's ``feed``: the streamed plan,
     queueing each chunk once its rows are durable. A target unreadable within the budget ->
@@ -719,12 +823,8 @@ def _plan_feed(
     try:
         held = holdings_read.result()
     except APIError as exc:
-        _write_outputs(journal, work_dir, None)
-        raise Incomplete(
-            f"cannot read the target to learn what it already holds ({exc}); nothing "
-            f"was sent — resume with: {result.resume_command}"
-        ) from None
-    result.timings["holdings"] = round(holdings_read.seconds, 3)
+        raise ctx.holdings_unreadable(exc) from None
+    ctx.result.timings["holdings"] = round(holdings_read.seconds, 3)
     report = StreamedPlan()
     memories = _memories_file(journal)
 
@@ -758,7 +858,11 @@ def _freeze_and_plan(
     """A fresh plan: freeze the source into the work dir, clean it, store the whole plan (or, with
     ``write=False``, leave the plan to the streaming planner)."""
     frozen = sources.freeze(
-        opts.source, work_dir / "frozen", spec=opts.spec, key_env=opts.source_key_env
+        opts.source,
+        work_dir / "frozen",
+        spec=opts.spec,
+        key_env=opts.source_key_env,
+        identity=plan_binding["content"],
     )
     pa.default_memory_pool().release_unused()  # convert's Arrow buffers: not needed any more
     journal.put(

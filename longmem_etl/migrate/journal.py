@@ -240,7 +240,8 @@ class Journal:
         chunk_size: int = MAX_CHUNK_ITEMS,
         max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        """Store every item, order them, cut chunks — all in one transaction, then mark ``planned``."""
+        """Store every item (in plan order), cut chunks — all in one transaction, then mark
+        ``planned``."""
         with self._tx() as db:
             db.execute("DELETE FROM items")
             db.execute("DELETE FROM chunks")
@@ -264,10 +265,7 @@ class Journal:
                     for n, i in enumerate(items)
                 ),
             )
-            cur = db.execute(
-                "SELECT source_id, collection, nbytes FROM items"
-                " ORDER BY collection, coalesce(container_tag, ''), sort_key, source_id"
-            )
+            cur = db.execute("SELECT source_id, collection, nbytes FROM items ORDER BY seq")
             assignments = list(assign_chunks(cur, chunk_size=chunk_size, max_bytes=max_bytes))
             db.executemany(
                 "UPDATE items SET chunk_no = ? WHERE source_id = ?",

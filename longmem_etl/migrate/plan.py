@@ -3,10 +3,13 @@
 Deterministic on purpose: the same frozen source always gives the same payloads, order and chunks,
 so a resumed run (or a `--dry-run` before the real one) describes exactly what gets uploaded.
 
-- Order: collection, container_tag, created_at, source id (NULLs first, as text).
+- Order: the frozen snapshot's row order (a dump's own order, less rejected rows), so the plan
+  can be written while the source is still being frozen.
 - A chunk never spans two collections (``add_many`` takes one collection per call), holds at most
   ``chunk_size`` (<= 100) items and at most ``max_bytes`` of item JSON (an item bigger than the cap
-  travels alone; if the server refuses it, bisection dead-letters just that item).
+  travels alone; if the server refuses it, bisection dead-letters just that item). Each collection
+  fills its own open chunk (`Chunker`); inside a chunk, items are sent ordered by container_tag,
+  created_at, source id.
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ def plan_items(
     source_key: str | None,
     provenance: bool = True,
 ) -> Iterator[PlannedItem]:
-    """Turn dump-form memories into planned items (in input order; `assign_chunks` orders them).
+    """Turn dump-form memories into planned items, in input order (the plan order; `Chunker`
+    cuts the chunks).
 
     Duplicate source ids (dirty dumps have them) stay distinct memories: the second becomes
     ``id#2`` so every source memory has one journal row and one provenance marker.
@@ -190,10 +194,6 @@ def fast_add_row(
     return payload.decode("utf-8"), len(payload), content
 
 
-def order_key(collection: str, container_tag: str | None, sort_key: str, source_id: str) -> tuple:
-    return (collection, container_tag or "", sort_key, source_id)
-
-
 def assign_chunks(
     rows: Iterable[tuple[str, str, int]],
     *,
@@ -211,46 +211,52 @@ def assign_chunks(
 
 class Chunker:
     """Cuts items arriving in plan order into chunks (the one rule, shared by the plan written
-    whole and the plan streamed in batches): a new chunk at a new collection, after
-    ``chunk_size`` items, or when the next item would push the JSON array past ``max_bytes``."""
+    whole, the plan streamed in batches and ``--dry-run``): each collection has one open chunk;
+    an item goes into its collection's open chunk unless that one already holds ``chunk_size``
+    items or the item would push its JSON array past ``max_bytes`` (then a new chunk opens).
+
+    Chunks are numbered as they open. A chunk closes as soon as it is full (``chunk_size``
+    items), when an item did not fit, or at `finish`: so a streamed plan can hand a chunk to the
+    workers while other collections' chunks are still filling, and interleaved collections in
+    the source never make small chunks."""
 
     def __init__(self, *, chunk_size: int = MAX_CHUNK_ITEMS, max_bytes: int = DEFAULT_MAX_BYTES):
         if not 1 <= chunk_size <= MAX_CHUNK_ITEMS:
             raise BadInput(f"--chunk-size {chunk_size}: must be between 1 and {MAX_CHUNK_ITEMS}")
         self.chunk_size, self.max_bytes = chunk_size, max_bytes
-        self.no, self.n, self.size, self.current = -1, 0, 0, None
-        self._acc: dict[int, list] = {}
-        self._closed: list[int] = []
+        self.opened = 0
+        self._open: dict[str, list] = {}  # collection -> [chunk_no, n, json size, item bytes]
+        self._closed: list[tuple[int, str, int, int]] = []
 
     def add(self, collection: str, nbytes: int) -> int:
         """The chunk number of the next item."""
-        if (
-            self.no < 0
-            or collection != self.current
-            or self.n >= self.chunk_size
-            or (self.n > 0 and self.size + nbytes + 1 > self.max_bytes)
-        ):
-            if self.no >= 0:
-                self._closed.append(self.no)
-            self.no, self.n, self.size, self.current = self.no + 1, 0, 2, collection
-            self._acc[self.no] = [collection, 0, 0]
-        self.n += 1
-        self.size += nbytes + 1
-        acc = self._acc[self.no]
+        acc = self._open.get(collection)
+        if acc is not None and acc[1] > 0 and acc[2] + nbytes + 1 > self.max_bytes:
+            self._close(collection, acc)
+            acc = None
+        if acc is None:
+            acc = self._open[collection] = [self.opened, 0, 2, 0]
+            self.opened += 1
         acc[1] += 1
-        acc[2] += nbytes
-        return self.no
+        acc[2] += nbytes + 1
+        acc[3] += nbytes
+        if acc[1] >= self.chunk_size:
+            self._close(collection, acc)
+        return acc[0]
+
+    def _close(self, collection: str, acc: list) -> None:
+        del self._open[collection]
+        self._closed.append((acc[0], collection, acc[1], acc[3]))
 
     def closed(self) -> list[tuple[int, str, int, int]]:
         """``(chunk_no, collection, n_items, n_bytes)`` of chunks closed since the last call."""
-        out = [(c, *self._acc.pop(c)) for c in self._closed]
-        self._closed = []
+        out, self._closed = self._closed, []
         return out
 
     def finish(self) -> list[tuple[int, str, int, int]]:
-        """Close the last chunk too (after the last item)."""
-        if self.no >= 0 and self.no in self._acc:
-            self._closed.append(self.no)
+        """Close every open chunk too (after the last item), in the order they opened."""
+        for collection, acc in sorted(self._open.items(), key=lambda kv: kv[1][0]):
+            self._close(collection, acc)
         return self.closed()
 
 
@@ -302,26 +308,13 @@ def summarise(
     max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> PlanSummary:
     """Plan in memory (no journal) and count: what `--dry-run` prints."""
-    rows = sorted(
-        (
-            order_key(i.collection, i.container_tag, i.sort_key, i.source_id),
-            i.source_id,
-            i.collection,
-            i.nbytes,
-        )
-        for i in items
-    )
     summary = PlanSummary(mode=mode, chunk_size=chunk_size, max_bytes=max_bytes)
-    sizes = {sid: (coll, nb) for _, sid, coll, nb in rows}
-    last_chunk: dict[str, int] = {}
-    for sid, chunk_no in assign_chunks(
-        ((sid, coll, nb) for _, sid, coll, nb in rows), chunk_size=chunk_size, max_bytes=max_bytes
-    ):
-        coll, nb = sizes[sid]
-        c = summary.collections.setdefault(coll, {"items": 0, "chunks": 0, "bytes": 0})
+    chunker = Chunker(chunk_size=chunk_size, max_bytes=max_bytes)
+    for i in items:
+        c = summary.collections.setdefault(i.collection, {"items": 0, "chunks": 0, "bytes": 0})
         c["items"] += 1
-        c["bytes"] += nb
-        if last_chunk.get(coll) != chunk_no:
-            last_chunk[coll] = chunk_no
-            c["chunks"] += 1
+        c["bytes"] += i.nbytes
+        chunker.add(i.collection, i.nbytes)
+    for _chunk_no, coll, _n, _b in chunker.finish():
+        summary.collections[coll]["chunks"] += 1
     return summary

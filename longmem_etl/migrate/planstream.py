@@ -1,21 +1,24 @@
-"""The plan written while the upload runs: sorted once in Arrow, journaled in batches, fed to the
-uploader as each batch's chunks become durable.
+"""The plan written while the upload runs (and, for a dump, while the source is still being
+frozen): journaled in batches, fed to the uploader as each batch's chunks become durable.
 
 Same plan as `plan.plan_items` + `Journal.write_plan` (same order, payloads, chunks), made without
 holding it all back until the last row is written:
 
-1. *Order, vectorised.* Only the key columns of the frozen snapshot are read (id, collection,
-   container_tag, created_at, fidelity); duplicate ids get their ``#n`` suffix in snapshot order,
-   and one Arrow sort gives the plan order (collection, container_tag, created_at as the dump
-   writes it, source id) — only rows whose fidelity changes one of those keys (each distinct
-   fidelity text decoded once) are looked at in Python, the rest is Arrow kernels.
-2. *Batches in plan order.* The memories table is read once; each batch of rows (`BATCH`) is taken in
-   plan order, turned into payloads column by column (`plan.fast_add_row`: msgspec, the metadata
-   decoded once, byte for byte what `plan.build_planned` makes of the dump-form memory, which
-   still handles ``import`` mode and rows whose fidelity changes a sent value), cut into chunks by the streaming
-   `plan.Chunker`, and written in ONE durable transaction (executemany) with the rows of every
-   chunk it closed. Items the target already holds (its markers, learned from one export before
-   the first batch: `holdings`) are written as ``done`` in that same transaction.
+1. *Order.* The plan order is the frozen snapshot's row order, so rows can be planned as they
+   come (`BatchPlanner.add`: from the freeze itself, or from the frozen file, `stream_plan`).
+   Duplicate ids get their ``#n`` suffix in that order; each row's collection and
+   ``created_at`` text (the order of items inside a chunk) are computed column-wise — only rows
+   whose fidelity changes one of those keys (each distinct fidelity text decoded once) are looked
+   at in Python.
+2. *Batches.* Rows are taken a batch at a time (a small first one, `FIRST_BATCH`, so the first
+   calls go out within milliseconds, then `BATCH`), turned into payloads column by column
+   (`plan.fast_add_row`: msgspec, the metadata decoded once, byte for byte what
+   `plan.build_planned` makes of the dump-form memory, which still handles ``import`` mode and
+   rows whose fidelity changes a sent value), cut into chunks by the streaming `plan.Chunker`
+   (one open chunk per collection), and written in ONE durable transaction (executemany) with
+   the rows of every chunk it closed. Items the target already holds (its markers, learned from
+   one export before the first batch is written: `holdings`) are written as ``done`` in that same
+   transaction.
 3. *Feeding.* After the commit, the closed chunks with anything left to send go to the uploader's
    queue. So a chunk is sent only once its plan rows are durable — the same guarantee as a plan
    written whole — and a run killed while planning leaves an unfinished plan (``planned`` unset):
@@ -26,17 +29,18 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from longmem_etl import jsonio
-from longmem_etl.arrays import int64s, strings
+from longmem_etl.arrays import strings
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint
 from longmem_etl.migrate.plan import ADD_FIELDS, Chunker, build_planned, fast_add_row
@@ -45,55 +49,53 @@ BATCH = int(os.environ.get("LONGMEM_ETL_PLAN_BATCH", "5000"))
 """Items per durable plan transaction (tests lower it to see a plan that is still being written)."""
 FIRST_BATCH = 1000
 """The first transaction: enough chunks to fill the pipe at once (8 workers x 100 items)."""
+MAX_WAITING = 50_000
+"""Rows kept back while the target's markers are still being read; past it the planner waits for
+them (and so does the freeze feeding it), so a slow read never holds the whole source in memory."""
 KEY_COLUMNS = ("id", "collection", "container_tag", "created_at", "fidelity")
 
+Held = dict[str, tuple[str | None, int, str | None]]
 
-def plan_order(memories_path: Path) -> tuple[pa.Array, list[str], pa.Table]:
-    """``(row indices in plan order, source id of every row, keys)`` for a snapshot's memories
-    file; ``keys`` has per row (in file order) its plan collection ``c`` and sort key ``k``.
 
-    Column-wise: only rows whose fidelity changes a sort key (an absent collection, tag or
-    created_at, a created_at kept raw) are looked at one by one — the distinct fidelity texts are
-    decoded once each."""
-    from longmem_etl.snapshots.reader import timestamp_text
+class SourceIds:
+    """Source ids in plan order: a row's id, or ``id#n`` for the n-th row with the same id
+    (``""`` for a missing one), so every row has one journal row and one marker."""
 
-    keys = pq.read_table(memories_path, columns=list(KEY_COLUMNS))
-    n = keys.num_rows
-    id_col = keys.column("id")
-    ids = id_col.to_pylist()
-    if id_col.null_count == 0 and pc.count_distinct(id_col).as_py() == n:
-        sids: list[str] = ids  # the usual case: every id once (convert rejects duplicates)
-        s_col = id_col
-    else:
-        seen: dict[str, int] = {}
-        sids = []
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def of(self, id_col: pa.Array | pa.ChunkedArray) -> list[str]:
+        ids = id_col.to_pylist()
+        seen = self._seen
+        if id_col.null_count == 0 and seen.keys().isdisjoint(ids):
+            fresh = dict.fromkeys(ids, 1)
+            if len(fresh) == len(ids):  # the usual case: every id once (convert rejects duplicates)
+                seen.update(fresh)
+                return ids
+        out = []
         for raw in ids:
             sid = "" if raw is None else str(raw)
             k = seen.get(sid, 0) + 1
             seen[sid] = k
-            sids.append(sid if k == 1 else f"{sid}#{k}")
-        s_col = strings(sids)
-    coll = pc.fill_null(keys.column("collection"), "")
-    tag = pc.fill_null(keys.column("container_tag"), "")
-    created = pc.fill_null(timestamp_text(keys.column("created_at")), "")
-    fids = keys.column("fidelity")
+            out.append(sid if k == 1 else f"{sid}#{k}")
+        return out
+
+
+def row_keys(rows: pa.Table) -> pa.Table:
+    """Per row: its plan collection ``c`` (``default`` for none) and ``created_at`` text ``k``,
+    as `plan.build_planned` reads them from the dump-form memory."""
+    from longmem_etl.snapshots.reader import timestamp_text
+
+    n = rows.num_rows
+    coll = pc.fill_null(rows.column("collection"), "")
+    tag = pc.fill_null(rows.column("container_tag"), "")
+    created = pc.fill_null(timestamp_text(rows.column("created_at")), "")
+    fids = rows.column("fidelity")
     if fids.null_count < n:
         touched = [f for f in pc.unique(fids).to_pylist() if f is not None and _moves_keys(f)]
         if touched:
             coll, tag, created = _fix_keys(fids, pa.array(touched, pa.string()), coll, tag, created)
-    table = pa.table(
-        {
-            "c": pc.if_else(pc.equal(coll, ""), "default", coll),
-            "t": tag,
-            "k": created,
-            "s": s_col,
-            "i": int64s(np.arange(n, dtype=np.int64)),
-        }
-    )
-    order = table.sort_by(
-        [("c", "ascending"), ("t", "ascending"), ("k", "ascending"), ("s", "ascending")]
-    )
-    return order.column("i").combine_chunks(), sids, table.select(["c", "k"])
+    return pa.table({"c": pc.if_else(pc.equal(coll, ""), "default", coll), "k": created})
 
 
 _KEY_FIELDS = frozenset({"collection", "container_tag", "created_at"})
@@ -144,45 +146,86 @@ class StreamedPlan:
     fed: list[int] = field(default_factory=list, repr=False)
 
 
-def stream_plan(
-    journal: Journal,
-    memories_path: Path,
-    *,
-    mode: str,
-    source_key: str | None,
-    chunk_size: int,
-    max_bytes: int,
-    held: dict[str, tuple[str | None, int, str | None]] | None = None,
-    put: Callable[[int], None] | None = None,
-    stop: threading.Event | None = None,
-    report: StreamedPlan | None = None,
-) -> StreamedPlan:
-    """Write the plan for ``memories_path`` in durable batches; ``put(chunk_no)`` each closed chunk
-    with something left to send, right after the batch holding it commits.
+class BatchPlanner:
+    """Plans rows of the frozen snapshot as they come (`add`, in the snapshot's row order), one
+    durable transaction per batch; `finish` closes the last chunks and marks the plan done.
 
-    ``held``: source id -> (target id of the oldest copy, copies, landed content) for items the
-    target already holds under this source key; written as ``done`` (and ``changed`` when the
-    landed content differs). Stops early (plan left unfinished) when ``stop`` is set."""
-    import time
+    ``held``: what the target already holds under this source key (source id -> (target id of
+    the oldest copy, copies, landed content)), or a ``ready()``/``result()`` object that answers
+    it later (`engine.HoldingsRead`): rows are kept back until it has answered, so nothing is
+    written — let alone sent — before the target's markers are known. ``put(chunk_no)`` each
+    closed chunk with something left to send, right after the batch holding it commits."""
 
-    t0 = time.monotonic()
-    out = report or StreamedPlan()
-    held = held or {}
-    order, sids, keys = plan_order(memories_path)
-    table = pq.read_table(memories_path)
-    journal.begin_plan()
-    chunker = Chunker(chunk_size=chunk_size, max_bytes=max_bytes)
-    seq = 0
-    for start, size in _batches(len(order)):
-        if stop is not None and stop.is_set():
-            out.seconds = time.monotonic() - t0
-            return out
-        idx = order.slice(start, size)
-        planned = _plan_rows(
-            table.take(idx), keys.take(idx), [sids[p] for p in idx.to_pylist()], mode, source_key
-        )
+    def __init__(
+        self,
+        journal: Journal,
+        *,
+        mode: str,
+        source_key: str | None,
+        chunk_size: int,
+        max_bytes: int,
+        held: Held | Any | None = None,
+        put: Callable[[int], None] | None = None,
+        report: StreamedPlan | None = None,
+    ) -> None:
+        self.journal, self.mode, self.source_key, self.put = journal, mode, source_key, put
+        self.report = report or StreamedPlan()
+        held = {} if held is None else held
+        self._held_source = held
+        self._held: Held | None = held if isinstance(held, dict) else None
+        self._chunker = Chunker(chunk_size=chunk_size, max_bytes=max_bytes)
+        self._ids = SourceIds()
+        self._waiting: list[pa.Table] = []
+        self._seq = 0
+        self._started = time.monotonic()
+        self._busy = 0.0
+        journal.begin_plan()
+
+    def add(self, rows: pa.Table | pa.RecordBatch) -> None:
+        """Plan these rows (the next ones in plan order)."""
+        t0 = time.monotonic()
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_batches([rows])
+        if self._held is None:
+            waiting = sum(t.num_rows for t in self._waiting) + table.num_rows
+            if not self._held_source.ready() and waiting <= MAX_WAITING:
+                self._waiting.append(table)  # the target's markers are not known yet
+                self._busy += time.monotonic() - t0
+                return
+            self._held = self._held_source.result()
+        waiting, self._waiting = self._waiting, []
+        for part in [*waiting, table]:
+            self._write(part)
+        self._busy += time.monotonic() - t0
+
+    def finish(self) -> StreamedPlan:
+        """After the last row: close every open chunk, mark the plan finished."""
+        t0 = time.monotonic()
+        if self._held is None:
+            self._held = self._held_source.result()
+        waiting, self._waiting = self._waiting, []
+        for part in waiting:
+            self._write(part)
+        closed = self._chunker.finish()
+        self._commit([], closed, [], finished=True)
+        out = self.report
+        out.seconds = self._busy + time.monotonic() - t0
+        return out
+
+    def _write(self, table: pa.Table) -> None:
+        start = 0
+        while start < table.num_rows:
+            size = BATCH if self._seq else min(FIRST_BATCH, BATCH)
+            self._write_batch(table.slice(start, size))
+            start += size
+
+    def _write_batch(self, rows: pa.Table) -> None:
+        out, held = self.report, self._held
+        assert held is not None
+        sids = self._ids.of(rows.column("id"))
+        planned = _plan_rows(rows, row_keys(rows), sids, self.mode, self.source_key)
         items: list[tuple] = []
         changed: list[tuple] = []
+        chunker, seq = self._chunker, self._seq
         for sid, coll, tag, sort_key, fp, nbytes, payload, content in planned:
             chunk_no = chunker.add(coll, nbytes)
             hit = held.get(sid)
@@ -198,38 +241,60 @@ def stream_plan(
                 (sid, seq, chunk_no, coll, tag, sort_key, fp, nbytes, payload, content, state, tid)
             )
             seq += 1
-        closed = chunker.closed()
-        last = len(order) <= start + size
-        if last:
-            closed += chunker.finish()
-        open_chunks = journal.write_plan_batch(items, closed, changed, finished=last)
+        self._seq = seq
         out.items += len(items)
-        out.chunks += len(closed)
         out.changed += len(changed)
-        out.batches += 1
+        self._commit(items, chunker.closed(), changed, finished=False)
+
+    def _commit(self, items, closed, changed, *, finished: bool) -> None:
+        out = self.report
+        # chunk rows in number order: write_plan_batch looks at the range they span
+        closed = sorted(closed)
+        open_chunks = self.journal.write_plan_batch(items, closed, changed, finished=finished)
+        out.chunks += len(closed)
+        out.batches += bool(items)
         for chunk_no in open_chunks:
             out.fed.append(chunk_no)
-            if put is not None:
-                put(chunk_no)
-    if not len(order):
-        journal.write_plan_batch([], [], [], finished=True)
-    del table
+            if self.put is not None:
+                self.put(chunk_no)
+
+
+def stream_plan(
+    journal: Journal,
+    memories_path: Path,
+    *,
+    mode: str,
+    source_key: str | None,
+    chunk_size: int,
+    max_bytes: int,
+    held: Held | None = None,
+    put: Callable[[int], None] | None = None,
+    stop: threading.Event | None = None,
+    report: StreamedPlan | None = None,
+) -> StreamedPlan:
+    """Write the plan of an already frozen snapshot (``memories_path``) in durable batches (see
+    `BatchPlanner`). Stops early (plan left unfinished) when ``stop`` is set."""
+    t0 = time.monotonic()
+    planner = BatchPlanner(
+        journal,
+        mode=mode,
+        source_key=source_key,
+        chunk_size=chunk_size,
+        max_bytes=max_bytes,
+        held=held or {},
+        put=put,
+        report=report,
+    )
+    for batch in pq.ParquetFile(memories_path).iter_batches(batch_size=BATCH):
+        if stop is not None and stop.is_set():
+            planner.report.seconds = time.monotonic() - t0
+            return planner.report
+        planner.add(batch)
+    out = planner.finish()
     # Arrow's allocator keeps freed pages for reuse; hand the snapshot's back before the
-    # verification export (the run's biggest allocation) needs the room.
+    # verification export needs the room.
     pa.default_memory_pool().release_unused()
     out.seconds = time.monotonic() - t0
-    return out
-
-
-def _batches(n: int) -> list[tuple[int, int]]:
-    """``(start, size)`` of each plan batch: a small first one (`FIRST_BATCH`), so the first calls
-    go out within milliseconds, then `BATCH`."""
-    out, start = [], 0
-    size = min(FIRST_BATCH, BATCH)
-    while start < n:
-        out.append((start, size))
-        start += size
-        size = BATCH
     return out
 
 
@@ -240,7 +305,7 @@ def _needs_dump_form(fidelity: str | None) -> bool:
     """True when a row's fidelity changes what ``add`` sends: an original value of a field the
     payload carries (an integer ``importance``, say), or no ``text``. An absent field reads as
     NULL in its column, which the payload drops just as it drops an absent key; collection and
-    created_at are settled by `plan_order`."""
+    created_at are settled by `row_keys`."""
     if fidelity is None:
         return False
     from longmem_etl.snapshots.reader import FIDELITY_DECODER

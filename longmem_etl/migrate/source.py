@@ -13,7 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,10 +23,13 @@ import pyarrow.parquet as pq
 
 from longmem_etl.api.endpoints import classify_source, endpoint_identity, is_endpoint, open_endpoint
 from longmem_etl.dumps.formats import dump_stem
+from longmem_etl.dumps.readers.base import DEFAULT_BATCH
 from longmem_etl.errors import BadInput
 from longmem_etl.snapshots.manifest import file_digest
 
 READ_BATCH = 2000
+ROWS_BATCH = 2000
+"""Rows per converted batch when the freeze hands its rows over (`freeze`'s ``on_rows``)."""
 
 
 def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
@@ -165,10 +168,33 @@ def _as_path(result: Any) -> Path:
     return Path(result)
 
 
-def freeze(source: str, dest: Path, *, spec: str | None, key_env: str) -> Frozen:
-    """Freeze ``source`` under ``dest`` (replacing any half-made earlier attempt); apply ``spec``."""
+def freezes_in_rows(source: str, spec: str | None) -> bool:
+    """True when `freeze` can hand over the frozen rows while it freezes (``on_rows``): a dump
+    file converted without a spec (a spec cleans the whole snapshot after the freeze; a snapshot
+    directory needs no freeze; an endpoint is backed up first)."""
+    return spec is None and classify_source(source) == "dump"
+
+
+def freeze(
+    source: str,
+    dest: Path,
+    *,
+    spec: str | None,
+    key_env: str,
+    identity: dict[str, Any] | None = None,
+    on_rows: Callable[[Any], None] | None = None,
+) -> Frozen:
+    """Freeze ``source`` under ``dest`` (replacing any half-made earlier attempt); apply ``spec``.
+
+    ``identity``: the source's `source_identity` when the caller has it (a dump's sha256 is not
+    computed twice). ``on_rows(batch)`` (only where `freezes_in_rows`): every accepted row, in
+    the frozen snapshot's order, while the conversion runs; the snapshot is committed after the
+    last one."""
     kind = classify_source(source)
-    identity = source_identity(source, key_env=key_env)
+    if on_rows is not None and not freezes_in_rows(source, spec):
+        raise ValueError("on_rows: only a dump file frozen without a spec hands over its rows")
+    if identity is None:
+        identity = source_identity(source, key_env=key_env)
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
     if kind == "endpoint":
@@ -181,7 +207,19 @@ def freeze(source: str, dest: Path, *, spec: str | None, key_env: str) -> Frozen
         path = Path(source)
         if is_dead_letter_file(path):
             path = dead_letters_to_dump(path, dest / "replay.json")
-        snap = _as_path(convert_dump(path, dest / "source", progress=False))
+        snap = _as_path(
+            convert_dump(
+                path,
+                dest / "source",
+                progress=False,
+                on_rows=on_rows,
+                # rows handed over sooner (the first calls wait for the first batch); and with
+                # the upload running beside it the freeze only has to keep ahead of the API:
+                # worker processes would cost their start-up before the first row (and cores)
+                batch_size=ROWS_BATCH if on_rows is not None else DEFAULT_BATCH,
+                parallel=on_rows is None,
+            )
+        )
     else:
         snap = Path(source).expanduser().resolve()
     if spec:

@@ -8,6 +8,11 @@ cost profile and one set of rules:
   retried on its own within the caller's budget (`api.retry`), and the next page is fetched while
   the current one is turned into keys. Only one page (plus the one in flight) and the keys are held,
   never the account as dicts. A backend without ``export_page`` is exported whole and paged here.
+- *Few, bounded pages.* Each page is one round trip the read waits for (the cursor of one is the
+  request of the next), so pages are big: the first asks for `pages.FIRST_PAGE_ROWS`, each next
+  one for as many rows as fit `pages.PAGE_BYTES` at the bytes per row seen so far (at most
+  `pages.MAX_PAGE_ROWS`): an account of short notes is read in a few calls, one of long texts in
+  pages that stay small in memory.
 - *Vectorised.* The provenance marker is pulled out of each page's metadata JSON by DuckDB; Python
   touches only the rows DuckDB cannot say exactly (a field that is not a string, metadata given as
   a JSON string, a marker value that is not a plain string) and gives them the same keys the dict
@@ -30,7 +35,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from longmem_etl import jsonio
-from longmem_etl.api.pages import EXPORT_PAGE, FIELDS, PAGE_ROWS, page_of
+from longmem_etl.api.pages import (
+    EXPORT_PAGE,
+    FIELDS,
+    FIRST_PAGE_ROWS,
+    MAX_PAGE_ROWS,
+    PAGE_BYTES,
+    PAGE_ROWS,
+    page_of,
+)
 from longmem_etl.api.retry import retry_read
 from longmem_etl.arrays import int64s, strings
 from longmem_etl.errors import Unsupported
@@ -78,8 +91,9 @@ f AS (
     FROM v
 )
 SELECT id AS target_id, coalesce(nullif(collection, ''), 'default') AS collection,
-       container_tag, sid AS prov_source_id, mkey AS prov_key, content AS prov_content,
-       created_at, slow,
+       container_tag, sid AS prov_source_id, mkey AS prov_key,
+       CASE WHEN $detail THEN content END AS prov_content,
+       CASE WHEN $detail THEN created_at END AS created_at, slow,
        ($fps AND NOT slow AND ($all OR sid IS NULL
                                OR ($own IS NOT NULL AND mkey IS DISTINCT FROM $own))) AS need_fp
 FROM f
@@ -94,39 +108,48 @@ def read_target_keys(
     stop: threading.Event | None = None,
     max_retries: int = 30,
     give_up_after: float | None = None,
-    page_size: int = PAGE_ROWS,
+    page_size: int | None = None,
+    detail: bool = True,
 ) -> pa.Table:
     """Keys of every memory in ``target`` (`verify.TARGET_KEYS`), from one paged read.
 
     ``own_key`` is the source key whose marked memories are matched by marker only (no
     fingerprint); ``fingerprints=False`` computes none (marker-only lookups), ``"all"`` every
-    one (reconciliation without markers counts content as a multiset)."""
+    one (reconciliation without markers counts content as a multiset). ``page_size`` fixes every
+    page's row limit (default: sized by bytes, see the module docstring). ``detail=False`` leaves
+    ``prov_content`` and ``created_at`` NULL (verification counts without them: less to hold)."""
     con = duckdb.connect()
     con.execute("SET threads = 1")  # a page is small work; every extra thread has its own arenas
     parts: list[pa.Table] = []
     try:
-        for page in _pages(target, stop, max_retries, give_up_after, page_size):
-            parts.append(_keys_of_page(con, page, own_key=own_key, fingerprints=fingerprints))
+        for page in target_pages(target, stop, max_retries, give_up_after, page_size):
+            parts.append(
+                _keys_of_page(con, page, own_key=own_key, fingerprints=fingerprints, detail=detail)
+            )
             del page
+        keys = pa.concat_tables(parts) if parts else TARGET_KEYS.empty_table()
+        del parts
+        return _unique_ids(keys, con)  # the same connection: each new one costs ~20-40 ms
     finally:
         con.close()
-    keys = pa.concat_tables(parts) if parts else TARGET_KEYS.empty_table()
-    return _unique_ids(keys)
 
 
-def _pages(
+def target_pages(
     target: Any,
     stop: threading.Event | None,
     retries: int,
     give_up_after: float | None,
-    size: int,
+    fixed: int | None,
 ) -> Iterator[pa.Table]:
-    """Each page of the target in order; the next one is fetched while the caller works."""
+    """Each page of the target in order (`EXPORT_PAGE` tables), sized as the module docstring
+    says (``fixed``: that many rows each); the next one is fetched while the caller works."""
     if not callable(getattr(target, "export_page", None)):
-        yield from _export_whole(target, stop, retries, give_up_after, size)
+        yield from _export_whole(target, stop, retries, give_up_after, fixed or PAGE_ROWS)
         return
+    seen = [0, 0]  # rows, bytes of the pages so far
 
     def fetch(cursor: str | None) -> dict[str, Any]:
+        size = fixed if fixed is not None else page_rows(seen[0], seen[1])
         return retry_read(
             lambda: target.export_page(cursor=cursor, limit=size),
             stop=stop,
@@ -137,20 +160,31 @@ def _pages(
     try:
         first = fetch(None)
     except Unsupported:
-        yield from _export_whole(target, stop, retries, give_up_after, size)
+        yield from _export_whole(target, stop, retries, give_up_after, fixed or PAGE_ROWS)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="export-page") as pool:
         page = first
         while True:
             cursor = page.get("next")
-            ahead = pool.submit(fetch, cursor) if cursor else None
             table = page["memories"]
+            seen[0] += table.num_rows
+            seen[1] += table.nbytes
+            ahead = pool.submit(fetch, cursor) if cursor else None
             del page
             yield table
             del table
             if ahead is None:
                 return
             page = ahead.result()
+
+
+def page_rows(rows_seen: int, bytes_seen: int) -> int:
+    """The next page's row limit: `pages.FIRST_PAGE_ROWS` first, then what fits `pages.PAGE_BYTES`
+    at the Arrow bytes per row seen so far (1,000 to `pages.MAX_PAGE_ROWS`)."""
+    if rows_seen == 0:
+        return FIRST_PAGE_ROWS
+    per_row = max(1, bytes_seen // rows_seen)
+    return max(1_000, min(MAX_PAGE_ROWS, PAGE_BYTES // per_row))
 
 
 def _export_whole(
@@ -173,6 +207,7 @@ def _keys_of_page(
     *,
     own_key: str | None,
     fingerprints: bool | str,
+    detail: bool = True,
 ) -> pa.Table:
     """One page -> its key rows (fast rows in DuckDB; the rest through `verify.target_keys`)."""
     if page.num_rows == 0:
@@ -182,7 +217,12 @@ def _keys_of_page(
     try:
         k = con.sql(
             _KEYS_SQL,
-            params={"own": own_key, "fps": bool(fingerprints), "all": fingerprints == "all"},
+            params={
+                "own": own_key,
+                "fps": bool(fingerprints),
+                "all": fingerprints == "all",
+                "detail": detail,
+            },
         ).to_arrow_table()
     finally:
         con.unregister("p")
@@ -212,6 +252,11 @@ def _keys_of_page(
     slow_keys = target_keys(memories, own_key=own_key, fingerprints=bool(fingerprints))
     if fingerprints == "all":
         slow_keys = slow_keys.set_column(3, "fp", strings([_fp_of(m) for m in memories]))
+    if not detail:
+        for i in (6, 7):
+            slow_keys = slow_keys.set_column(
+                i, TARGET_KEYS.field(i), pa.nulls(slow_keys.num_rows, pa.string())
+            )
     return pa.concat_tables([out, slow_keys])
 
 
@@ -252,15 +297,25 @@ def _fingerprints(need: pa.Array, page: pa.Table) -> pa.ChunkedArray:
     return pa.chunked_array([pc.replace_with_mask(base, need, strings(fps))])
 
 
-def _unique_ids(keys: pa.Table) -> pa.Table:
+def _unique_ids(keys: pa.Table, con: duckdb.DuckDBPyConnection) -> pa.Table:
     """One row per target id (a backend's pages could show a memory twice; the first counts)."""
     ids = keys.column("target_id")
     n_ids = keys.num_rows - ids.null_count
-    if n_ids == 0 or pc.count_distinct(ids).as_py() == n_ids:
+    if n_ids == 0:
         return keys
-    con = duckdb.connect()
+    # distinct 64-bit hashes prove distinct ids (8 bytes a row; an Arrow count_distinct of the
+    # strings peaked at 32 MB that the memory pool then kept); equal hashes, a copy or a
+    # collision, take the exact path
+    con.register("ids", keys.select(["target_id"]))
+    h = con.sql("SELECT hash(target_id) AS h FROM ids WHERE target_id IS NOT NULL").fetchnumpy()[
+        "h"
+    ]
+    con.unregister("ids")
+    h.sort()
+    if not (h[1:] == h[:-1]).any():
+        return keys
+    con.register("k", keys.append_column("_i", int64s(np.arange(keys.num_rows))))
     try:
-        con.register("k", keys.append_column("_i", int64s(np.arange(keys.num_rows))))
         return (
             con.sql(
                 "SELECT * EXCLUDE (_i) FROM k WHERE target_id IS NULL OR _i IN "
@@ -270,4 +325,4 @@ def _unique_ids(keys: pa.Table) -> pa.Table:
             .cast(TARGET_KEYS)
         )
     finally:
-        con.close()
+        con.unregister("k")

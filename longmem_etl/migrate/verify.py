@@ -107,6 +107,7 @@ class VerificationReport:
     groups: list[dict[str, Any]] = field(default_factory=list)
     id_pairs: pa.Table | None = None  # source_id -> target_id found through markers
     id_map: pa.Table | None = None  # after a migration: the plan's items, target ids filled in
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per step (benchmarks)
 
     def as_dict(self) -> dict[str, Any]:
         return {"exact": self.exact, "totals": self.totals, "groups": self.groups}
@@ -132,27 +133,33 @@ class VerificationReport:
         return "\n".join(lines)
 
 
+_MARKERS_SQL = """
+CREATE TEMP TABLE marker_n AS
+SELECT prov_source_id AS sid, count(*) AS n, min(target_id) AS target_id
+FROM t WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_key = $mig) GROUP BY 1
+"""
+"""Per source id named by a counted marker: its copies and the first target id (the id pairs)."""
+
 _SQL = """
 WITH
-t_mark AS (
-    SELECT * FROM t WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_key = $mig)
-),
-marker_n AS (SELECT prov_source_id AS sid, count(*) AS n FROM t_mark GROUP BY 1),
-s_m AS (SELECT s.*, coalesce(marker_n.n, 0) AS n FROM s LEFT JOIN marker_n ON s.source_id = marker_n.sid),
+s_m AS (SELECT s.collection, s.container_tag, s.fp, coalesce(m.n, 0) AS n
+        FROM s LEFT JOIN marker_n m ON s.source_id = m.sid),
 t_free AS (
-    SELECT * FROM t WHERE prov_source_id IS NULL
+    SELECT fp, collection, container_tag FROM t WHERE prov_source_id IS NULL
         OR ($foreign AND $mig IS NOT NULL AND prov_key IS DISTINCT FROM $mig)
 ),
 s_fp AS (SELECT fp, any_value(collection) AS collection, any_value(container_tag) AS container_tag,
                 count(*) AS sn FROM s_m WHERE n = 0 GROUP BY fp),
-s_all_fp AS (SELECT DISTINCT fp FROM s),
 t_fp AS (SELECT fp, any_value(collection) AS collection, any_value(container_tag) AS container_tag,
                 count(*) AS tn FROM t_free GROUP BY fp),
+-- contents of the target's unmarked memories that some source memory has (probing the source
+-- with the few target contents, not hashing every source fingerprint)
+t_known_fp AS (SELECT DISTINCT fp FROM s WHERE fp IN (SELECT fp FROM t_fp)),
 fp_rows AS (
     SELECT coalesce(a.collection, b.collection) AS collection,
            coalesce(a.container_tag, b.container_tag) AS container_tag,
            coalesce(a.sn, 0) AS sn, coalesce(b.tn, 0) AS tn,
-           (b.fp IS NOT NULL AND b.fp IN (SELECT fp FROM s_all_fp)) AS t_known
+           (b.fp IS NOT NULL AND b.fp IN (SELECT fp FROM t_known_fp)) AS t_known
     FROM s_fp a FULL OUTER JOIN t_fp b ON a.fp = b.fp
 ),
 rows AS (
@@ -173,7 +180,8 @@ rows AS (
     -- partial source (a dead-letter replay, a dump that lost memories) does not list: unrelated
     SELECT collection, container_tag, 0, 0, 0, 0,
            CASE WHEN $mig IS NULL THEN 1 ELSE 0 END, CASE WHEN $mig IS NULL THEN 0 ELSE 1 END, 1
-    FROM t_mark WHERE prov_source_id NOT IN (SELECT source_id FROM s)
+    FROM t WHERE prov_source_id IN (SELECT sid FROM marker_n ANTI JOIN s ON sid = s.source_id)
+        AND ($mig IS NULL OR prov_key = $mig)
     UNION ALL
     -- other sources' markers (scoped check without foreign_copies only)
     SELECT collection, container_tag, 0, 0, 0, 0, 0, 1, 1
@@ -188,29 +196,40 @@ FROM rows GROUP BY ALL ORDER BY collection, container_tag NULLS FIRST
 """
 
 
+_COMPARED = ["target_id", "collection", "container_tag", "fp", "prov_source_id", "prov_key"]
+"""The target key columns the comparison reads (Arrow scans only these)."""
+
+
 def compare(
     source: pa.Table,
     target: pa.Table,
     *,
     migration_id: str | None = None,
     foreign_copies: bool = False,
+    con: duckdb.DuckDBPyConnection | None = None,
 ) -> VerificationReport:
     """Compare key tables (see `source_keys`/`target_keys`). Exact = nothing missing, duplicated or
-    extra. ``migration_id`` is the source key whose markers count; see the module docstring."""
-    con = duckdb.connect()
+    extra. ``migration_id`` is the source key whose markers count; see the module docstring.
+    ``con``: a DuckDB connection to use (and leave open) instead of a new one."""
+    own = con is None
+    if con is None:
+        con = duckdb.connect()
     try:
-        con.register("s", source)
-        con.register("t", target)
+        con.execute("SET threads = 1")  # each extra thread has its own hash tables and arenas
+        con.register("s", source.select(SOURCE_KEYS.names))
+        con.register("t", target.select(_COMPARED))
+        con.execute(_MARKERS_SQL, {"mig": migration_id})
         cur = con.execute(_SQL, {"mig": migration_id, "foreign": foreign_copies})
         names = [d[0] for d in cur.description]
         groups = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        pairs = con.sql(
-            "SELECT prov_source_id AS source_id, min(target_id) AS target_id FROM t"
-            " WHERE prov_source_id IS NOT NULL AND ($mig IS NULL OR prov_key = $mig) GROUP BY 1",
-            params={"mig": migration_id},
-        ).to_arrow_table()
+        pairs = con.sql("SELECT sid AS source_id, target_id FROM marker_n").to_arrow_table()
     finally:
-        con.close()
+        if own:
+            con.close()
+        else:  # left as it was given
+            con.execute("DROP TABLE IF EXISTS marker_n")
+            con.unregister("s")
+            con.unregister("t")
     keys = ("source", "target", "present", "missing", "duplicated", "extra", "unrelated")
     totals = {k: int(sum(g[k] for g in groups)) for k in keys}
     totals["source"] = source.num_rows

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -23,6 +25,7 @@ import pyarrow.parquet as pq
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
 from longmem_etl.arrays import int64s, strings
+from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint
@@ -66,6 +69,7 @@ def verify_source_target(
     unrelated target memories are not "extra", while copies of source memories made under any other
     key (another copy name, an older version's markers) still count as duplicated — unless
     ``foreign_copies=False``. Plain (unscoped) verify counts every target memory."""
+    use_lean_arrow_pool()  # the target read's Arrow bursts: see `memory`
     target_api = sources.open_target(target, key_env=target_key_env, create=False)
     if scoped and migration_id is None:
         migration_id = source_key_of(source, copy=copy, key_env=source_key_env)
@@ -73,7 +77,7 @@ def verify_source_target(
         foreign_copies = copy is None
     with sources.frozen_temporarily(source, spec=spec, key_env=source_key_env) as frozen:
         skeys = snapshot_source_keys(frozen.path)
-    keys = read_target_keys(target_api, own_key=migration_id)
+    keys = read_target_keys(target_api, own_key=migration_id, detail=False)
     return compare(skeys, keys, migration_id=migration_id, foreign_copies=foreign_copies)
 
 
@@ -142,29 +146,43 @@ def verify_journal(
     source key. The report's ``id_map`` is the plan's items with those ids filled in."""
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
-    # the target's pages are read (mostly waiting on the API) while the journal is read here
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
-        reading = pool.submit(
-            read_target_keys,
-            target,
-            own_key=mig,
-            stop=stop,
-            max_retries=max_retries,
-            give_up_after=give_up_after,
-        )
-        try:
-            items = plan_items(journal)
-        finally:
-            keys = reading.result()
-    source = items.select(["source_id", "collection", "container_tag", "fp"])
-    report = compare(source, keys, migration_id=mig, foreign_copies=foreign_copies)
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+    con: duckdb.DuckDBPyConnection | None = None
+    try:
+        # the target's pages are read (mostly waiting on the API) while the journal is read here
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
+            reading = pool.submit(
+                read_target_keys,
+                target,
+                own_key=mig,
+                stop=stop,
+                max_retries=max_retries,
+                give_up_after=give_up_after,
+                detail=False,
+            )
+            try:
+                con = duckdb.connect()  # for the comparison, while the first page is on its way
+                items = plan_items(journal)
+                timings["journal"] = time.monotonic() - t0
+            finally:
+                keys = reading.result()
+        timings["target_read"] = time.monotonic() - t0
+        t1 = time.monotonic()
+        report = compare(items, keys, migration_id=mig, foreign_copies=foreign_copies, con=con)
+    finally:
+        if con is not None:
+            con.close()
     del keys
+    t2 = time.monotonic()
     id_map, found = _fill_ids(items, report.id_pairs)
+    del items
     if found.num_rows:
         journal.set_target_ids(
             zip(found["source_id"].to_pylist(), found["target_id"].to_pylist(), strict=True)
         )
     report.id_map = id_map
+    report.timings = {**timings, "compare": t2 - t1, "ids": time.monotonic() - t2}
     return report
 
 
@@ -188,12 +206,15 @@ def _fill_ids(items: pa.Table, pairs: pa.Table | None) -> tuple[pa.Table, pa.Tab
 
 def _int64s(values: tuple) -> pa.Array:
     """An int64 column with nulls, from NumPy (``pa.array(list)`` would import pandas)."""
-    is_null = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=len(values))
-    arr = int64s(data)
-    if not is_null.any():
-        return arr
-    return pc.if_else(pa.array(is_null), pa.nulls(len(values), pa.int64()), arr)
+    n = len(values)
+    if not values.count(None):
+        return int64s(np.fromiter(values, dtype=np.int64, count=n))
+    is_null = np.fromiter((v is None for v in values), dtype=bool, count=n)
+    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
+    validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.int64(), n, [validity, pa.py_buffer(data)], null_count=int(is_null.sum())
+    )
 
 
 _PAIRS = pa.schema([("source_id", pa.string()), ("target_id", pa.string())])

@@ -18,6 +18,8 @@ import hashlib
 import os
 import threading
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -166,6 +168,7 @@ def _run(
     named_at: datetime | None = None,
     in_order: bool | None = None,
     desc: str = "convert",
+    on_rows: Callable[[pa.RecordBatch], None] | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
     norm = Normalizer()
@@ -207,6 +210,8 @@ def _run(
                         reasons[key] = reasons.get(key, 0) + 1
                     writer.write_rejected(rejected)
                 pending.add(good)
+                if on_rows is not None:
+                    on_rows(good)
                 bar.update(nbytes if by_bytes else rows)
             pending.flush()
     finally:
@@ -241,6 +246,8 @@ def convert_dump(
     extra_manifest: dict[str, Any] | None = None,
     recipients: list[Any] | None = None,
     incremental: Any = None,
+    on_rows: Callable[[pa.RecordBatch], None] | None = None,
+    parallel: bool = True,
 ) -> ConvertResult:
     """Convert a dump file into a new snapshot under ``root``.
 
@@ -251,12 +258,20 @@ def convert_dump(
     A big .json is decoded by worker processes (see ``snapshots.parallel``; a compressed one is
     first decompressed to a temp file under ``root``; ``LONGMEM_ETL_CONVERT_WORKERS=0`` turns them
     off); the snapshot's content is the same either way. ``recipients``: age-encrypt the snapshot.
+
+    ``on_rows(batch)``: each batch of accepted rows, in the snapshot's row order, as it is
+    written (before the commit: `migrate` plans and uploads them while the rest converts). Each
+    row is given once, even when a guessed split is abandoned and the file read again (the rows
+    come out the same, in the same order). An exception it raises aborts the conversion.
+    ``parallel=False``: this process alone (no worker processes, no decompressed copy), e.g.
+    when the rows are wanted soon rather than all of them fast.
     """
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
     if tenant is not None:
         check_tenant(tenant)
     workers: list[Worker] = []
     digest = _FileDigest(path)
+    tap = None if on_rows is None else _OnceTap(on_rows)
 
     def run(src: DumpSource) -> ConvertResult:
         t0 = time.perf_counter()
@@ -278,18 +293,20 @@ def convert_dump(
             recipients=recipients,
             incremental=incremental,
             workers=workers,
+            on_rows=None if tap is None else tap.attempt(),
         )
 
-    with decompressed_copy(path, root, stream) as copy:
+    maybe_copy = decompressed_copy(path, root, stream) if parallel else nullcontext(None)
+    with maybe_copy as copy:
         plain = copy or path  # what the workers map
-        workers = start_workers(plain, stream)
+        workers = start_workers(plain, stream) if parallel else []
         try:
             guessed = guess_json_spans(str(plain), SPAN_BYTES) if workers else None
         except BadInput:  # (an empty copy, say) the usual path below reports it properly
             guessed = None
         if guessed is None and plain != path:  # these workers map the copy: not for path's spans
             close_workers(workers)
-            workers = start_workers(path, stream)
+            workers = start_workers(path, stream) if parallel else []
         try:
             if guessed is not None:
                 guessed.path = str(path)  # messages and the result name the user's file
@@ -392,6 +409,31 @@ def _present(snap: Path, where: str | None, t0: float) -> ConvertResult:
         seconds=round(time.perf_counter() - t0, 3),
         already_present=True,
     )
+
+
+class _OnceTap:
+    """Hands each accepted row to ``on_rows`` once across attempts: an attempt abandoned midway
+    (`read.Misplaced`) is redone from the first row, and the redo's rows are the same rows in the
+    same order, so the ones already handed over are skipped by position."""
+
+    def __init__(self, on_rows: Callable[[pa.RecordBatch], None]) -> None:
+        self.on_rows = on_rows
+        self.given = 0
+
+    def attempt(self) -> Callable[[pa.RecordBatch], None]:
+        seen = 0
+
+        def tap(batch: pa.RecordBatch) -> None:
+            nonlocal seen
+            start, seen = seen, seen + batch.num_rows
+            if seen <= self.given:
+                return
+            if start < self.given:
+                batch = batch.slice(self.given - start)
+            self.given = seen
+            self.on_rows(batch)
+
+        return tap
 
 
 class _FileDigest:
