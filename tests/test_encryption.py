@@ -81,6 +81,7 @@ def test_nothing_is_readable_without_the_identity(enc):
         "manifest.full.json.age",
         "manifest.json",
         "memories.parquet.age",
+        "memory_hashes.parquet.age",  # digests of content are sealed like the content
     ]
     assert not (snap / "memories.parquet").exists()  # no Parquet reader mistakes it for data
     texts = [m["text"] for m in enc["export"]["memories"]]

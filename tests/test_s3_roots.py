@@ -72,6 +72,7 @@ def test_dump_to_s3_snapshot_to_dump_is_lossless(s3, s3_bucket, tmp_path):
     assert {k.rsplit("/", 1)[1] for k in keys} == {
         "manifest.json",
         "memories.parquet",
+        "memory_hashes.parquet",
         "collections.parquet",
     }
     out = tmp_path / "back.json"

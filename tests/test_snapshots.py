@@ -88,11 +88,16 @@ def test_convert_layout_manifest_and_roundtrip(tmp_path):
     assert res.path.parent.name == "tenant=acme"
     assert res.path.name.startswith("snapshot=") and res.path.name.endswith("Z")
     files = sorted(p.name for p in res.path.iterdir())
-    assert files == ["collections.parquet", "manifest.json", "memories.parquet"]
+    assert files == [
+        "collections.parquet",
+        "manifest.json",
+        "memories.parquet",
+        "memory_hashes.parquet",
+    ]
     snap = open_snapshot(res.path)
     m = snap.manifest
     assert m["counts"] == {"memories": 50, "collections": 3, "rejected": 0}
-    assert set(m["files"]) == {"memories.parquet", "collections.parquet"}
+    assert set(m["files"]) == {"memories.parquet", "collections.parquet", "memory_hashes.parquet"}
     assert m["dump_header"]["tenant"] == "acme"
     assert m["exported_at"] == "2025-01-04T00:00:00Z"
     assert snap.read_memories().schema.equals(MEMORIES_SCHEMA)
@@ -245,7 +250,12 @@ def test_manifest_matches_its_json_schema(tmp_path):
     res = snapshot_from_dump(dump, tmp_path / "r", source={"kind": "t"}, extra_manifest={"x": 1})
     manifest = json.loads((res.path / "manifest.json").read_text())
     jsonschema.Draft202012Validator(schema).validate(manifest)
-    assert set(manifest["files"]) == {"memories.parquet", "collections.parquet", "rejected.parquet"}
+    assert set(manifest["files"]) == {
+        "memories.parquet",
+        "collections.parquet",
+        "rejected.parquet",
+        "memory_hashes.parquet",
+    }
     assert manifest["snapshot"] == res.path.name and manifest["tenant"] == "acme"
 
 

@@ -43,9 +43,8 @@ RECIPIENTS_ENV = "LONGMEM_ETL_RECIPIENTS"
 
 _lock = threading.Lock()
 _identity_override: str | None = None
-_plain: dict[
-    tuple[str, str, str | None], Path
-] = {}  # (snapshot path, ciphertext manifest digest) -> dir
+# (snapshot path, ciphertext files, identity file, with the hash file) -> dir
+_plain: dict[tuple[str, str, str | None, bool], Path] = {}
 _temp_roots: list[Path] = []
 
 
@@ -157,6 +156,23 @@ def full_manifest_name(manifest: dict[str, Any]) -> str:
     return name
 
 
+class _Digesting:
+    """A binary file wrapper that hashes (sha256) and counts what is written through it."""
+
+    def __init__(self, f: Any) -> None:
+        import hashlib
+
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data: bytes) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
 def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -> dict[str, Any]:
     """Encrypt the files ``manifest`` lists (and the manifest itself) in place; the public manifest.
 
@@ -171,10 +187,12 @@ def seal_dir(directory: Path, manifest: dict[str, Any], recipients: list[Any]) -
     for name in manifest["files"]:
         src = directory / name
         dst = directory / (name + SUFFIX)
-        pyrage.encrypt_file(str(src), str(dst), recipients)
+        # one streaming pass: the ciphertext's sha256 is taken as it is written, not re-read
+        with open(src, "rb") as plain, open(dst, "wb") as sealed:
+            out = _Digesting(sealed)
+            pyrage.encrypt_io(plain, out, recipients)
         src.unlink()
-        digest, size = file_digest(dst)
-        files[name + SUFFIX] = {"sha256": digest, "bytes": size}
+        files[name + SUFFIX] = {"sha256": out.sha256.hexdigest(), "bytes": out.size}
     full = directory / FULL_MANIFEST
     full.write_bytes(pyrage.encrypt(jsonio.dumps(manifest), recipients))
     digest, size = file_digest(full)
@@ -224,11 +242,15 @@ def new_private_dir() -> Path:
     return tmp
 
 
-def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -> Path:
+def plain_dir(
+    path: str | os.PathLike, manifest: dict[str, Any] | None = None, *, hashes: bool = False
+) -> Path:
     """Where ``path``'s plaintext files are: ``path`` itself, or a private decrypted copy.
 
     Decrypted copies are cached for the process (keyed by the ciphertext manifest) and removed at
-    exit. A missing or wrong identity is BadInput naming the snapshot.
+    exit. A missing or wrong identity is BadInput naming the snapshot. The row hash file
+    (``rowhash.HASHES``) is decrypted only with ``hashes=True`` (writing an increment against
+    this snapshot); readers of the data never need it, so their copy's manifest does not list it.
     """
     from longmem_etl.snapshots.integrity import verify_at_open
     from longmem_etl.snapshots.manifest import MANIFEST, read_manifest
@@ -240,7 +262,12 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
         return p
     with _lock:
         identities = load_identities(p)  # checked every time: a cached copy is no excuse
-        key = (str(p.resolve()), jsonio.dumps_str(manifest.get("files")), _identity_name())
+        key = (
+            str(p.resolve()),
+            jsonio.dumps_str(manifest.get("files")),
+            _identity_name(),
+            hashes,
+        )
         cached = _plain.get(key)
         if cached is not None and cached.is_dir():
             return cached
@@ -259,6 +286,10 @@ def plain_dir(path: str | os.PathLike, manifest: dict[str, Any] | None = None) -
             except OSError as exc:
                 raise BadInput(f"{p}: {full_name}: {exc.strerror}") from None
             full["snapshot"] = p.name
+            if not hashes:
+                from longmem_etl.snapshots.rowhash import HASHES
+
+                full["files"] = {k: v for k, v in full.get("files", {}).items() if k != HASHES}
             for name in full.get("files", {}):
                 try:
                     pyrage.decrypt_file(str(p / (name + SUFFIX)), str(dest / name), identities)

@@ -180,118 +180,342 @@ def pick_parent(
         if any(is_encrypted(m) != encrypted for m in manifests):
             return None
         for d, m in zip(links, manifests, strict=True):
-            plain_dir(d, m)  # BadInput when the identity cannot open it: write a full one
+            plain_dir(d, m, hashes=True)  # BadInput when the identity cannot open it: full
     except BadInput:
         return None
     return parent, links
 
 
-def make_increment(directory: Path, parent: Path, links: list[Path]) -> dict[str, Any] | None:
-    """Turn ``directory/memories.parquet`` (the new full state) into an increment against
-    ``parent``: writes CHANGES and TOMBSTONES, removes memories.parquet; the manifest entry.
+def hashes_state_sql(path: str | os.PathLike) -> str:
+    """``SELECT id, md5, _seq`` of ``path``'s full state, like ``state_sql`` but from the layers'
+    hash files (``snapshots/rowhash.py``): no content column is read, except from a layer
+    written before hashes existed, whose digests are computed from its content."""
+    from longmem_etl.snapshots.crypto import plain_dir
+    from longmem_etl.snapshots.manifest import read_manifest
+    from longmem_etl.snapshots.rowhash import layer_sql
 
-    None (and nothing changed) when an increment would not pay (too much changed, or no room left
-    between two ``_seq`` values).
+    layers, masks = [], []
+    for k, (d, m) in enumerate(chain(path)):
+        plain = plain_dir(d, m, hashes=True)
+        own = read_manifest(plain) if plain != d else m
+        if k == 0:
+            layers.append(
+                f"SELECT *, 0 AS _layer FROM ({layer_sql(plain, own, 'memories.parquet', True)})"
+            )
+            continue
+        layers.append(f"SELECT *, {k} AS _layer FROM ({layer_sql(plain, own, CHANGES, False)})")
+        masks.append(f"SELECT id, {k} AS _layer FROM read_parquet({sql_str(plain / CHANGES)})")
+        masks.append(f"SELECT id, {k} AS _layer FROM read_parquet({sql_str(plain / TOMBSTONES)})")
+    union = " UNION ALL ".join(layers)
+    if not masks:
+        return f"SELECT id, md5, _seq FROM ({union})"
+    mask = " UNION ALL ".join(masks)
+    return (
+        f"SELECT l.id, l.md5, l._seq FROM ({union}) l "
+        f"ANTI JOIN ({mask}) m ON l.id = m.id AND m._layer > l._layer"
+    )
+
+
+class _ParentIndex:
+    """The parent's full state as digests sorted for lookups, with each row's ``_seq`` and id."""
+
+    def __init__(self, con: Any, parent: Path) -> None:
+        import numpy as np
+
+        from longmem_etl.snapshots.rowhash import as_fixed, words
+
+        t = con.sql(hashes_state_sql(parent)).to_arrow_table()
+        hi, lo = words(as_fixed(t.column("md5")))
+        order = np.lexsort((lo, hi))
+        self.hi, self.lo = hi[order], lo[order]
+        self.seq = t.column("_seq").to_numpy()[order]
+        self.ids = t.column("id").combine_chunks().take(order)
+        self.matched = np.zeros(len(order), dtype=bool)
+
+    def find(self, hi: Any, lo: Any) -> tuple[Any, Any]:
+        """``(found, position)`` of each digest (``hi``, ``lo`` uint64 arrays) in the index."""
+        import numpy as np
+
+        n = len(self.hi)
+        if n == 0:
+            return np.zeros(len(hi), dtype=bool), np.zeros(len(hi), dtype=np.int64)
+        pos = np.minimum(np.searchsorted(self.hi, hi), n - 1)
+        found = (self.hi[pos] == hi) & (self.lo[pos] == lo)
+        # same first 8 bytes, other last 8 (about 2^-64 per pair): search the run exactly
+        for i in np.flatnonzero(~found & (self.hi[pos] == hi)):
+            j = int(pos[i])
+            while j < n and self.hi[j] == hi[i] and self.lo[j] != lo[i]:
+                j += 1
+            if j < n and self.hi[j] == hi[i]:
+                found[i], pos[i] = True, j
+        return found, pos
+
+
+class IncrementSink:
+    """Receives the new state's rows in order and keeps only what changed against ``parent``.
+
+    Each batch is hashed (``rowhash.digests``) and looked up in the parent's digests (one
+    sorted NumPy index, built from hash files only): a row found there is unchanged and only its
+    parent ``_seq`` is remembered; every other row (added or changed) goes to a candidates file.
+    ``finish`` keeps the parent ``_seq`` of the longest run of unchanged rows still in the
+    parent's order (all of them unless rows moved), gives every other row a ``_seq`` between its
+    kept neighbours, and writes the increment's files (a moved row is stored like a changed one,
+    its content fetched from the parent). When the increment would not pay (over
+    ``MAX_CHANGED_SHARE`` changed, or no room between two ``_seq``) it writes the full state
+    instead. So the full state is never written on the usual path and the parent's content is
+    never read unless rows moved.
     """
-    import duckdb
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from longmem_etl.schema import MEMORIES_SCHEMA
-    from longmem_etl.snapshots.writer import MEMORIES_PARQUET_OPTIONS, conform
+    def __init__(self, directory: Path, parent: Path, links: list[Path], con: Any) -> None:
+        self.directory, self.parent, self.links, self.con = directory, parent, links, con
+        self.index: _ParentIndex | None = None
+        self.rows = 0
+        self.pseqs: list[Any] = []
+        self.cand_ids: list[Any] = []
+        self.cand_md5: list[Any] = []
+        self._cand_writer: Any = None
 
-    new = directory / "memories.parquet"
-    state, _ = state_sql(parent)
-    con = duckdb.connect()
-    try:
-        con.execute("SET TimeZone = 'UTC'")
-        same = " AND ".join(f'n."{c}" IS NOT DISTINCT FROM p."{c}"' for c in _cols() if c != "id")
-        # every column compared exactly (no hash: nothing can collide), one join
-        con.execute(
-            f"""
-            CREATE TEMP TABLE j AS
-            WITH a AS (
-                SELECT n.file_row_number AS n, n.id, p._seq AS pseq,
-                       p.id IS NULL OR NOT ({same}) AS changed
-                FROM read_parquet({sql_str(new)}, file_row_number = true) n
-                LEFT JOIN ({state}) p ON n.id = p.id
-            ), b AS (
-                SELECT *, max(pseq) OVER (ORDER BY n ROWS BETWEEN UNBOUNDED PRECEDING
-                                          AND 1 PRECEDING) AS before_max
-                FROM a
+    @property
+    def _cand_path(self) -> Path:
+        return self.directory / ".candidates.parquet"
+
+    def write(self, table: Any) -> None:
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        from longmem_etl.schema import MEMORIES_SCHEMA
+        from longmem_etl.snapshots.rowhash import digests, words
+        from longmem_etl.snapshots.writer import MEMORIES_PARQUET_OPTIONS
+
+        if self.index is None:
+            self.index = _ParentIndex(self.con, self.parent)
+        md5 = digests(self.con, table)
+        found, pos = self.index.find(*words(md5))
+        self.pseqs.append(np.where(found, self.index.seq[pos], np.nan))
+        self.index.matched[pos[found]] = True
+        if found.all():
+            self.rows += table.num_rows
+            return
+        mask = pa.array(~found)
+        cand = table.filter(mask)
+        n = np.flatnonzero(~found) + self.rows
+        if self._cand_writer is None:
+            schema = MEMORIES_SCHEMA.append(pa.field("_n", pa.int64(), nullable=False))
+            self._cand_writer = pq.ParquetWriter(
+                self._cand_path, schema, **MEMORIES_PARQUET_OPTIONS
             )
-            SELECT n, id, changed,
-                   CASE WHEN pseq IS NOT NULL AND (before_max IS NULL OR pseq > before_max)
-                        THEN pseq END AS kseq
-            FROM b
-            """
+        field = self._cand_writer.schema.field("_n")
+        self._cand_writer.write_table(cand.append_column(field, pa.array(n, pa.int64())))
+        self.cand_ids.append(cand.column("id"))
+        self.cand_md5.append(md5.filter(mask))
+        self.rows += table.num_rows
+
+    def abort(self) -> None:
+        if self._cand_writer is not None:
+            self._cand_writer.close()
+            self._cand_writer = None
+
+    def finish(self) -> dict[str, Any] | None:
+        """Write the increment's files and return its manifest entry; or write a full snapshot's
+        files (``FullSink``) and return None when an increment would not pay."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        from longmem_etl.schema import MEMORIES_SCHEMA
+        from longmem_etl.snapshots.rowhash import (
+            HASHES,
+            HASHES_OPTIONS,
+            HASHES_SCHEMA,
+            digests,
+            hashes_table,
         )
-        total = con.execute("SELECT count(*) FROM j").fetchall()[0][0]
-        con.execute(
-            f"CREATE TEMP TABLE t AS SELECT p.id, p._seq FROM ({state}) p "
-            f"ANTI JOIN read_parquet({sql_str(new)}) n ON p.id = n.id"
+        from longmem_etl.snapshots.writer import MEMORIES_PARQUET_OPTIONS, conform
+
+        if self.index is None:
+            self.index = _ParentIndex(self.con, self.parent)
+        self.abort()  # closes the candidates file
+        pseq = np.concatenate(self.pseqs) if self.pseqs else np.zeros(0)
+        found = ~np.isnan(pseq)
+        kept = _in_order(pseq, found)
+        kseq = np.where(kept, pseq, np.nan)
+        cand_ids = (
+            pa.chunked_array(self.cand_ids, pa.string()).combine_chunks()
+            if self.cand_ids
+            else pa.array([], pa.string())
         )
-        con.execute(
-            """
-            CREATE TEMP TABLE g AS
-            WITH w AS (
-                SELECT *,
-                    last_value(kseq IGNORE NULLS) OVER (ORDER BY n ROWS BETWEEN UNBOUNDED
-                        PRECEDING AND 1 PRECEDING) AS lo,
-                    first_value(kseq IGNORE NULLS) OVER (ORDER BY n ROWS BETWEEN 1 FOLLOWING
-                        AND UNBOUNDED FOLLOWING) AS hi,
-                    count(kseq) OVER (ORDER BY n ROWS UNBOUNDED PRECEDING) AS grp
-                FROM j
-            ), free AS (
-                SELECT *, row_number() OVER (PARTITION BY grp ORDER BY n) AS idx,
-                       count(*) OVER (PARTITION BY grp) AS cnt
-                FROM w WHERE kseq IS NULL
-            )
-            SELECT n, lo, hi,
-                CASE WHEN hi IS NULL THEN coalesce(lo, -1.0) + idx
-                     ELSE coalesce(lo, hi - cnt - 1.0)
-                          + (hi - coalesce(lo, hi - cnt - 1.0)) * idx / (cnt + 1.0) END AS seq
-            FROM free
-            UNION ALL
-            SELECT n, NULL, NULL, kseq FROM j WHERE kseq IS NOT NULL AND changed
-            """
-        )
-        cramped = con.execute(
-            "SELECT count(*) FROM g WHERE (lo IS NOT NULL AND seq <= lo) "
-            "OR (hi IS NOT NULL AND seq >= hi)"
-        ).fetchall()[0][0]
-        n_changed = con.execute("SELECT count(*) FROM g").fetchall()[0][0]
-        n_removed = con.execute("SELECT count(*) FROM t").fetchall()[0][0]
-        if cramped or (n_changed + n_removed) > MAX_CHANGED_SHARE * max(total, 1):
+        gone = ~self.index.matched
+        lost_ids = self.index.ids.filter(pa.array(gone))
+        lost_seq = self.index.seq[gone]
+        removed = pc.invert(pc.is_in(lost_ids, value_set=cand_ids))
+        rm_ids = lost_ids.filter(removed)
+        rm_seq = lost_seq[np.asarray(removed.to_numpy(zero_copy_only=False), dtype=bool)]
+        n_changed, n_removed = int((~kept).sum()), len(rm_ids)
+        if (n_changed + n_removed) > MAX_CHANGED_SHARE * max(self.rows, 1):
+            self._write_full(pseq, found)
             return None
+        seqs, cramped = _free_seqs(kseq)
+        if cramped:
+            self._write_full(pseq, found)
+            return None
+        new_seq = np.full(len(kseq), np.nan)
+        new_seq[~kept] = seqs
         schema = MEMORIES_SCHEMA.append(pa.field("_seq", pa.float64(), nullable=False))
-        reader = con.sql(
-            f"SELECT r.* EXCLUDE (file_row_number), g.seq AS _seq "
-            f"FROM read_parquet({sql_str(new)}, file_row_number = true) r "
-            f"JOIN g ON r.file_row_number = g.n ORDER BY g.n"
-        ).to_arrow_reader(50_000)
-        with pq.ParquetWriter(directory / CHANGES, schema, **MEMORIES_PARQUET_OPTIONS) as w:
-            for batch in reader:
-                w.write_table(conform(batch, schema))
-        ids = con.sql("SELECT id FROM t ORDER BY _seq").to_arrow_table()
+        hashes = pq.ParquetWriter(self.directory / HASHES, HASHES_SCHEMA, **HASHES_OPTIONS)
+        with pq.ParquetWriter(self.directory / CHANGES, schema, **MEMORIES_PARQUET_OPTIONS) as w:
+            if self._cand_path.exists():
+                for batch in pq.ParquetFile(self._cand_path).iter_batches(50_000):
+                    at = batch.column("_n").to_numpy()
+                    t = pa.Table.from_batches([batch]).drop_columns(["_n"])
+                    w.write_table(conform(t.append_column("_seq", pa.array(new_seq[at])), schema))
+            md5 = (
+                pa.chunked_array(self.cand_md5, pa.binary(16)).combine_chunks()
+                if self.cand_md5
+                else pa.array([], pa.binary(16))
+            )
+            hashes.write_table(hashes_table(md5))
+            moved = found & ~kept
+            if moved.any():  # unchanged rows out of the parent's order: their content, new _seq
+                for t in self._parent_rows(pseq[moved], new_seq[moved]):
+                    t = conform(t, schema)
+                    w.write_table(t)
+                    hashes.write_table(hashes_table(digests(self.con, t.drop_columns(["_seq"]))))
+        hashes.close()
+        self._cand_path.unlink(missing_ok=True)
+        order = np.argsort(rm_seq, kind="stable")
         pq.write_table(
-            pa.table({"id": ids.column("id").cast(pa.string())}),
-            directory / TOMBSTONES,
+            pa.table({"id": rm_ids.take(pa.array(order)).cast(pa.string())}),
+            self.directory / TOMBSTONES,
             compression="zstd",
         )
-    finally:
-        con.close()
-    new.unlink()
-    from longmem_etl.snapshots.manifest import read_manifest
+        from longmem_etl.snapshots.manifest import read_manifest
 
-    return {
-        "parent": parent.name,
-        "parent_manifest_sha256": read_manifest(parent).get("manifest_sha256"),
-        "base": links[0].name,
-        "depth": len(links),
-        "changed_rows": int(n_changed),
-        "removed_ids": int(n_removed),
-    }
+        return {
+            "parent": self.parent.name,
+            "parent_manifest_sha256": read_manifest(self.parent).get("manifest_sha256"),
+            "base": self.links[0].name,
+            "depth": len(self.links),
+            "changed_rows": n_changed,
+            "removed_ids": n_removed,
+        }
+
+    def _parent_rows(self, old: Any, new: Any) -> Any:
+        """The parent's rows whose ``_seq`` is in ``old``, with ``_seq`` set to ``new``."""
+        import duckdb
+        import pyarrow as pa
+
+        cols = ", ".join(f's."{c}"' for c in _cols())
+        state, _ = state_sql(self.parent)
+        read = duckdb.connect()
+        try:
+            read.execute("SET TimeZone = 'UTC'").fetchall()
+            read.register("_moved", pa.table({"old": pa.array(old), "new": pa.array(new)}))
+            reader = read.sql(
+                f"SELECT {cols}, m.new AS _seq FROM ({state}) s JOIN _moved m ON s._seq = m.old"
+            ).to_arrow_reader(50_000)
+            for batch in reader:
+                yield pa.Table.from_batches([batch])
+        finally:
+            read.close()
+
+    def _write_full(self, pseq: Any, found: Any) -> None:
+        """The full state as a full snapshot's files: the parent's unchanged rows (joined on
+        their ``_seq``) and the candidates, in the account's order. Only when an increment does
+        not pay."""
+        import duckdb
+        import numpy as np
+        import pyarrow as pa
+
+        from longmem_etl.schema import MEMORIES_SCHEMA
+        from longmem_etl.snapshots.writer import FullSink, conform
+
+        cols = ", ".join(f'"{c}"' for c in _cols())
+        state, _ = state_sql(self.parent)
+        k = pa.table(
+            {
+                "n": pa.array(np.flatnonzero(found), pa.int64()),
+                "kseq": pa.array(pseq[found], pa.float64()),
+            }
+        )
+        parts = [f"SELECT {cols}, k.n FROM ({state}) s JOIN _kept k ON s._seq = k.kseq"]
+        if self._cand_path.exists():
+            parts.append(f"SELECT {cols}, _n AS n FROM read_parquet({sql_str(self._cand_path)})")
+        read = duckdb.connect()  # the sink hashes on self.con while this one streams
+        try:
+            read.execute("SET TimeZone = 'UTC'").fetchall()
+            read.register("_kept", k)
+            reader = read.sql(
+                f"SELECT {cols} FROM ({' UNION ALL '.join(parts)}) ORDER BY n"
+            ).to_arrow_reader(50_000)
+            sink = FullSink(self.directory, self.con)
+            try:
+                for batch in reader:
+                    sink.write(conform(batch, MEMORIES_SCHEMA))
+            finally:
+                sink.finish()
+        finally:
+            read.close()
+        self._cand_path.unlink(missing_ok=True)
+
+
+def _in_order(pseq: Any, found: Any) -> Any:
+    """Which found rows keep their parent ``_seq``: a longest strictly increasing run of them
+    (all of them when none moved, checked first without a loop), so one row moved far does not
+    make every row after it count as moved."""
+    import bisect
+
+    import numpy as np
+
+    at = np.flatnonzero(found)
+    vals = pseq[at]
+    kept = np.zeros(len(pseq), dtype=bool)
+    if len(vals) < 2 or bool(np.all(np.diff(vals) > 0)):
+        kept[at] = True
+        return kept
+    tails: list[float] = []  # smallest tail value of an increasing run of each length
+    tail_at: list[int] = []
+    prev = np.full(len(vals), -1, dtype=np.int64)
+    for i, v in enumerate(vals.tolist()):
+        j = bisect.bisect_left(tails, v)
+        if j == len(tails):
+            tails.append(v)
+            tail_at.append(i)
+        else:
+            tails[j], tail_at[j] = v, i
+        prev[i] = tail_at[j - 1] if j else -1
+    i = tail_at[-1]
+    while i >= 0:
+        kept[at[i]] = True
+        i = int(prev[i])
+    return kept
+
+
+def _free_seqs(kseq: Any) -> tuple[Any, bool]:
+    """``_seq`` of every row not kept (those with a NaN ``kseq``), in row order: after the last
+    kept row before it by whole steps at the end, else evenly between its kept neighbours; and
+    whether some gap ran out of room (a value equal to a neighbour)."""
+    import numpy as np
+
+    n = len(kseq)
+    kept = ~np.isnan(kseq)
+    at = np.arange(n)
+    last = np.maximum.accumulate(np.where(kept, at, -1)) if n else at
+    nxt = np.minimum.accumulate(np.where(kept, at, n)[::-1])[::-1] if n else at
+    free = ~kept
+    last, nxt, i = last[free], nxt[free], at[free]
+    lo = np.where(last >= 0, kseq[np.maximum(last, 0)], np.nan)
+    hi = np.where(nxt < n, kseq[np.minimum(nxt, max(n - 1, 0))], np.nan)
+    idx = (i - last).astype(np.float64)  # 1.. within the gap
+    cnt = (nxt - last - 1).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        base = np.where(np.isnan(lo), hi - cnt - 1.0, lo)
+        between = base + (hi - base) * idx / (cnt + 1.0)
+        after = np.where(np.isnan(lo), -1.0, lo) + idx
+        seq = np.where(np.isnan(hi), after, between)
+        cramped = bool(np.any(~np.isnan(lo) & (seq <= lo)) or np.any(~np.isnan(hi) & (seq >= hi)))
+    return seq, cramped
 
 
 # ------------------------------------------------------------------------------------------------
@@ -382,6 +606,7 @@ def rebase(path: str | os.PathLike) -> None:
         read_manifest,
         write_manifest,
     )
+    from longmem_etl.snapshots.rowhash import HASHES
 
     p = Path(path)
     public = read_manifest(p)
@@ -395,10 +620,12 @@ def rebase(path: str | os.PathLike) -> None:
     plain = work / "memories.parquet"
     write_state(p, plain)
     digest, size = file_digest(plain)
-    full = {k: v for k, v in full.items() if k != "incremental"}
+    # the increment's hash file covers its changed rows only: a rebased snapshot has none (used
+    # as a parent, its digests are computed from its content)
+    full = {k: v for k, v in full.items() if k not in ("incremental", "row_hashes")}
     full["files"] = {
         "memories.parquet": {"sha256": digest, "bytes": size},
-        **{k: v for k, v in full["files"].items() if k not in (CHANGES, TOMBSTONES)},
+        **{k: v for k, v in full["files"].items() if k not in (CHANGES, TOMBSTONES, HASHES)},
     }
     # the checksum it had, so its increments (which name it) still find their parent
     rebased = {
@@ -406,7 +633,7 @@ def rebase(path: str | os.PathLike) -> None:
         "from_manifest": public.get("manifest_sha256"),
     }
     full["rebased"] = rebased
-    old_files = [CHANGES, TOMBSTONES]
+    old_files = [CHANGES, TOMBSTONES, HASHES]
     if encrypted:
         recipients = crypto.parse_recipients(public["encryption"].get("recipients") or [])
         if not recipients:
@@ -422,7 +649,13 @@ def rebase(path: str | os.PathLike) -> None:
         files = {
             k: v
             for k, v in public["files"].items()
-            if k not in (CHANGES + ".age", TOMBSTONES + ".age", crypto.full_manifest_name(public))
+            if k
+            not in (
+                CHANGES + ".age",
+                TOMBSTONES + ".age",
+                HASHES + ".age",
+                crypto.full_manifest_name(public),
+            )
         }
         d1, s1 = file_digest(staged)
         d2, s2 = file_digest(p / full_name)
@@ -432,7 +665,12 @@ def rebase(path: str | os.PathLike) -> None:
         new_manifest["rebased"] = rebased
         new_manifest["files"] = files
         new_manifest["encryption"] = {**public["encryption"], "manifest": full_name}
-        old_files = [CHANGES + ".age", TOMBSTONES + ".age", crypto.full_manifest_name(public)]
+        old_files = [
+            CHANGES + ".age",
+            TOMBSTONES + ".age",
+            HASHES + ".age",
+            crypto.full_manifest_name(public),
+        ]
         final = p / "memories.parquet.age"
     else:
         staged = p / ".rebase-memories.parquet"
@@ -478,7 +716,8 @@ __all__ = [
     "Incremental",
     "chain",
     "is_increment",
-    "make_increment",
+    "IncrementSink",
+    "hashes_state_sql",
     "pick_parent",
     "rebase",
     "rebase_orphans",

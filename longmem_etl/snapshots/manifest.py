@@ -27,6 +27,7 @@ RESERVED_KEYS = frozenset(
         "tenant",
         "snapshot",
         "created_at",
+        "row_hashes",
         "exported_at",
         "source",
         "parent",

@@ -90,6 +90,36 @@ def collections_table(collections: list[Any] | None) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=COLLECTIONS_SCHEMA)
 
 
+class FullSink:
+    """Writes a full snapshot's memory rows: ``memories.parquet`` and, row for row,
+    ``memory_hashes.parquet`` (each row's content digest, ``snapshots/rowhash.py``), so the
+    snapshot can later be a parent without its content being read again."""
+
+    def __init__(self, directory: Path, con: Any) -> None:
+        from longmem_etl.snapshots.rowhash import HASHES, HASHES_OPTIONS, HASHES_SCHEMA
+
+        self.con = con
+        self._mem = pq.ParquetWriter(
+            directory / "memories.parquet", MEMORIES_SCHEMA, **MEMORIES_PARQUET_OPTIONS
+        )
+        self._hashes = pq.ParquetWriter(directory / HASHES, HASHES_SCHEMA, **HASHES_OPTIONS)
+
+    def write(self, table: pa.Table) -> None:
+        from longmem_etl.snapshots.rowhash import digests, hashes_table
+
+        md5 = digests(self.con, table)
+        self._mem.write_table(table)
+        self._hashes.write_table(hashes_table(md5))
+
+    def abort(self) -> None:
+        self.finish()
+
+    def finish(self) -> None:
+        """Close both files; a full snapshot has no ``incremental`` entry (None)."""
+        for w in (self._mem, self._hashes):
+            w.close()
+
+
 class SnapshotWriter:
     """Context manager writing one snapshot; ``.path`` is the committed dir after a clean exit.
 
@@ -140,7 +170,9 @@ class SnapshotWriter:
         self.manifest: dict[str, Any] | None = None
         self.counts = {"memories": 0, "collections": 0, "rejected": 0}
         self._tmp: Path | None = None
-        self._mem_writer: pq.ParquetWriter | None = None
+        self._sink: Any = None  # FullSink or incremental.IncrementSink, opened at the first rows
+        self._con: Any = None  # the DuckDB connection the sink hashes rows on
+        self._parent_lock: contextlib.ExitStack | None = None  # the tenant's, while an increment
         self._rej_writer: pq.ParquetWriter | None = None
         self._collections: list[Any] | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -183,20 +215,44 @@ class SnapshotWriter:
     def write_memories(self, data: pa.Table | pa.RecordBatch) -> None:
         """Append memory rows (any column order; missing ``extra``/``fidelity`` become NULL)."""
         table = conform(data, MEMORIES_SCHEMA)
-        if self._mem_writer is None:
-            self._mem_writer = pq.ParquetWriter(
-                self._require_tmp() / "memories.parquet",
-                MEMORIES_SCHEMA,
-                **MEMORIES_PARQUET_OPTIONS,
-            )
+        if self._sink is None:
+            self._sink = self._open_sink()
         if table.num_rows:
-            # Parquet encoding releases the GIL: let it overlap with building the next batch.
-            # At most one write is in flight, so memory stays at about two batches.
+            # Hashing (DuckDB) and Parquet encoding release the GIL: let them overlap with
+            # building the next batch. At most one write is in flight, so memory stays at about
+            # two batches.
             self._wait_pending()
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parquet")
-            self._pending = self._pool.submit(self._mem_writer.write_table, table)
+            self._pending = self._pool.submit(self._sink.write, table)
         self.counts["memories"] += table.num_rows
+
+    def _open_sink(self) -> Any:
+        """An ``IncrementSink`` when an increment against the tenant's newest verified snapshot
+        may pay (``incremental.pick_parent``), else a ``FullSink``."""
+        import duckdb
+
+        tmp = self._require_tmp()
+        self._con = duckdb.connect()  # digests do not depend on the time zone (epoch_us)
+        if self.incremental is not None and tenant_dir(self.root, self.tenant).is_dir():
+            from longmem_etl.snapshots.incremental import IncrementSink, pick_parent
+
+            # an increment holds the tenant's lock from choosing its parent to the rename:
+            # `forget` takes the same lock, so it cannot remove the parent in between (a broken
+            # chain); another writer of the tenant waits, then chains onto this snapshot
+            self._parent_lock = contextlib.ExitStack()
+            self._parent_lock.enter_context(tenant_lock(self.root, self.tenant))
+
+            # the parent is named before this snapshot whatever name it ends up with
+            when = self._name_time(self.named_at or datetime.now(timezone.utc))
+            upto = next_free_snapshot_dir(self.root, self.tenant, when)
+            picked = pick_parent(
+                self.root, self.tenant, self.incremental, bool(self.recipients), upto.name
+            )
+            if picked is not None:
+                return IncrementSink(tmp, *picked, self._con)
+            self._release_parent_lock()  # a full snapshot: no parent to keep
+        return FullSink(tmp, self._con)
 
     def _wait_pending(self) -> None:
         if self._pending is not None:
@@ -237,46 +293,45 @@ class SnapshotWriter:
             if self._pool is not None:
                 self._pool.shutdown(wait=True)
                 self._pool = None
-        for w in (self._mem_writer, self._rej_writer):
-            if w is not None:
-                w.close()
-        self._mem_writer = self._rej_writer = None
+        if self._rej_writer is not None:
+            self._rej_writer.close()
+        self._rej_writer = None
 
     def _commit(self) -> None:
-        if self.incremental is None or not tenant_dir(self.root, self.tenant).is_dir():
-            self._commit_as(locked=False)  # no parent to keep (and no tenant dir made early)
-            return
-        # an increment holds the tenant's lock from choosing its parent to the rename: `forget`
-        # takes the same lock, so it cannot remove the parent in between (a broken chain)
-        with tenant_lock(self.root, self.tenant):
-            self._commit_as(locked=True)
+        if self._sink is None:
+            self.write_memories(MEMORIES_SCHEMA.empty_table())  # opens the sink (and the lock)
+        try:
+            self._commit_as(locked=self._parent_lock is not None)
+        finally:
+            self._release_parent_lock()
+
+    def _release_parent_lock(self) -> None:
+        lock, self._parent_lock = self._parent_lock, None
+        if lock is not None:
+            lock.close()
 
     def _commit_as(self, *, locked: bool) -> None:
         """The commit; ``locked``: the caller already holds the tenant's lock."""
         tmp = self._require_tmp()
-        if self._mem_writer is None:
+        from longmem_etl.snapshots.rowhash import HASHES, manifest_entry
+
+        if self._sink is None:
             self.write_memories(MEMORIES_SCHEMA.empty_table())
         self._close_writers()
         coll = collections_table(self._collections)
         pq.write_table(coll, tmp / "collections.parquet", **PARQUET_OPTIONS)
         self.counts["collections"] = coll.num_rows
-        increment = None
-        if self.incremental is not None:
-            from longmem_etl.snapshots.incremental import make_increment, pick_parent
-
-            # the parent is named before this snapshot whatever name it ends up with
-            when = self._name_time(self.named_at or datetime.now(timezone.utc))
-            upto = next_free_snapshot_dir(self.root, self.tenant, when)
-            picked = pick_parent(
-                self.root, self.tenant, self.incremental, bool(self.recipients), upto.name
-            )
-            if picked is not None:
-                increment = make_increment(tmp, *picked)
+        sink, self._sink = self._sink, None
+        try:
+            increment = sink.finish()  # an increment's manifest entry, or None: a full snapshot
+        finally:
+            self._close_con()
         files = {}
         for name in (
             "memories.parquet",
             "changed_memories.parquet",
             "removed_ids.parquet",
+            HASHES,
             "collections.parquet",
             "rejected.parquet",
         ):
@@ -303,6 +358,7 @@ class SnapshotWriter:
         }
         if increment is not None:
             manifest["incremental"] = increment
+        manifest["row_hashes"] = manifest_entry()
         manifest.update(self.extra_manifest)
         if self._owner is not None:  # the committed dir holds only the snapshot's files
             self._owner.release()
@@ -353,9 +409,21 @@ class SnapshotWriter:
             return newest + timedelta(seconds=1)
         return when
 
+    def _close_con(self) -> None:
+        if self._con is not None:
+            self._con.close()
+            self._con = None
+
     def _abort(self) -> None:
         with contextlib.suppress(Exception):  # cleaning up after an error already raised
             self._close_writers()
+        with contextlib.suppress(Exception):
+            if self._sink is not None:
+                sink, self._sink = self._sink, None
+                sink.abort()
+        with contextlib.suppress(Exception):
+            self._close_con()
+        self._release_parent_lock()
         if self._owner is not None:
             self._owner.release()
         if self._tmp is not None:
@@ -386,6 +454,7 @@ def same_source_snapshot(
 
 
 __all__ = [
+    "FullSink",
     "SnapshotWriter",
     "collections_table",
     "conform",
