@@ -20,34 +20,6 @@ def unprocessable(msg: str) -> APIError:
     return APIError(422, msg)
 
 
-def new_memory(
-    limits: StoreLimits,
-    text: Any,
-    *,
-    collection: Any,
-    importance: Any,
-    category: Any,
-    metadata: Any,
-    source: Any,
-    container_tag: Any,
-    where: str,
-    now: str,
-) -> dict[str, Any]:
-    """Validate like the server (422 on bad input) and build a new memory with a fresh id."""
-    return new_memory_row(
-        limits,
-        text,
-        collection=collection,
-        importance=importance,
-        category=category,
-        metadata=metadata,
-        source=source,
-        container_tag=container_tag,
-        where=where,
-        now=now,
-    )[0]
-
-
 def new_memory_row(
     limits: StoreLimits,
     text: Any,
@@ -62,7 +34,8 @@ def new_memory_row(
     now: str,
     now_ts: float | None = None,
 ) -> tuple[dict[str, Any], tuple[Any, ...]]:
-    """`new_memory` and its row for the memories table (``localrows.new_row``), in one pass.
+    """Validate like the server (422 on bad input); a new memory with a fresh id and its row for the
+    memories table (``localrows.new_row``), in one pass.
 
     The metadata is serialised once, by the validity check, and that text is the stored column;
     the general codec (``localrows.encode``) would serialise it again and re-derive what a new
