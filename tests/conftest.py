@@ -13,12 +13,21 @@ test inherit both (``cli_support.run_cli`` keeps the state home and nothing else
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
 from hypothesis import configuration
 
 pytest_plugins = ["s3_support"]
+
+# A suite started in the background by a non-interactive shell (`cmd &`, nohup, some CI runners)
+# inherits SIGINT *ignored*: Python then never raises KeyboardInterrupt, `interruptible` stays inert
+# and every child inherits the same. The Ctrl-C tests need what a terminal gives, so put Python's
+# default handler back here (each xdist worker imports this); the children then start with SIGINT
+# at its default, as under a terminal.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Hypothesis keeps its example database under its home, by default the cwd at first use: pin it to
 # the checkout so failing examples are still replayed first although each test has its own cwd.
