@@ -27,6 +27,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 from cli_support import cli_env, run_cli, start_cli
@@ -130,11 +131,15 @@ def _journal_state(journal: Path) -> tuple[int, bool, bool]:
         return 0, False, False
 
 
-def test_killed_while_the_freeze_streams_with_chunks_in_flight_rerun_is_exact(
-    tmp_path: Path,
-) -> None:
-    n = 12_000
-    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": _mems(n)}))
+MID_FREEZE_N = 12_000
+
+
+def _signal_mid_freeze(
+    tmp_path: Path, sig: signal.Signals, **popen: Any
+) -> tuple[subprocess.Popen, list[str], dict[str, str], Path, Path]:
+    """Start a migration of a 12k dump and send ``sig`` once items have landed while the freeze is
+    still streaming. Returns (process, the migrate args, env, target db, journal)."""
+    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": _mems(MID_FREEZE_N)}))
     db = tmp_path / "t.db"
     journal = tmp_path / "w" / "journal.sqlite"
     args = [
@@ -142,18 +147,26 @@ def test_killed_while_the_freeze_streams_with_chunks_in_flight_rerun_is_exact(
         "--journal", str(journal), "--chunk-size", "20", "--concurrency", "4",
     ]  # fmt: skip
     env = {"LONGMEM_ETL_HOME": str(tmp_path / "h")}
-    proc = start_cli(*args, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    proc = start_cli(*args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, **popen)
     caught = False
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
-        done, planned, frozen = _journal_state(journal)
+        done, _planned, frozen = _journal_state(journal)
         if done >= 20 and not frozen:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             caught = True
             break
         time.sleep(0.002)
-    proc.wait()
     assert caught, "no item landed before the freeze ended: the upload did not overlap it"
+    return proc, args, env, db, journal
+
+
+def test_killed_while_the_freeze_streams_with_chunks_in_flight_rerun_is_exact(
+    tmp_path: Path,
+) -> None:
+    n = MID_FREEZE_N
+    proc, args, env, db, journal = _signal_mid_freeze(tmp_path, signal.SIGKILL)
+    proc.wait()
     with sqlite3.connect(journal) as con:
         rows = {r[0] for r in con.execute("SELECT source_id FROM items")}
         keys = {r[0] for r in con.execute("SELECT k FROM migration")}
@@ -175,29 +188,11 @@ def test_killed_while_the_freeze_streams_with_chunks_in_flight_rerun_is_exact(
 def test_ctrl_c_while_the_freeze_streams_exits_130_and_the_resume_is_exact(
     tmp_path: Path,
 ) -> None:
-    n = 12_000
-    (tmp_path / "d.json").write_text(json.dumps({"tenant": "t", "memories": _mems(n)}))
-    db = tmp_path / "t.db"
-    journal = tmp_path / "w" / "journal.sqlite"
-    args = [
-        "migrate", "--source", "d.json", "--target", f"local:{db}?latency_ms=10",
-        "--journal", str(journal), "--chunk-size", "20", "--concurrency", "4",
-    ]  # fmt: skip
-    env = {"LONGMEM_ETL_HOME": str(tmp_path / "h")}
-    proc = start_cli(
-        *args, cwd=tmp_path, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    n = MID_FREEZE_N
+    proc, args, env, db, _journal = _signal_mid_freeze(
+        tmp_path, signal.SIGINT, stdout=subprocess.PIPE, text=True
     )
-    caught = False
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        done, _planned, frozen = _journal_state(journal)
-        if done >= 20 and not frozen:
-            proc.send_signal(signal.SIGINT)
-            caught = True
-            break
-        time.sleep(0.002)
     _out, err = proc.communicate(timeout=120)
-    assert caught, "no item landed before the freeze ended: the upload did not overlap it"
     assert proc.returncode == 130, err
     assert "resume with:" in err and "Traceback" not in err
     assert not list((tmp_path / "w" / "frozen").rglob("manifest.json"))  # freeze abandoned
