@@ -14,6 +14,7 @@ import subprocess
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_support import run_cli, start_cli
@@ -452,7 +453,10 @@ def _repair_journal_counts(home: Path) -> tuple[int, int]:
     return 0, 0
 
 
-def test_repair_killed_partway_resumes_its_list(tmp_path: Path) -> None:
+def _kill_a_repair_partway(tmp_path: Path) -> tuple[Path, Path, list[dict], Any, list[dict]]:
+    """Migrate 40 memories, add a second copy of 30 of them (an overlapping run), then SIGKILL a
+    real `verify --repair` once it has deleted 3. Returns (dump, target db, source memories, the
+    target store, the memories as first landed)."""
     dump = tmp_path / "dump.json"
     mems = _memories(40)
     _write_dump(dump, mems)
@@ -476,6 +480,11 @@ def test_repair_killed_partway_resumes_its_list(tmp_path: Path) -> None:
     assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return dump, db, mems, store, landed
+
+
+def test_repair_killed_partway_resumes_its_list(tmp_path: Path) -> None:
+    dump, db, mems, store, landed = _kill_a_repair_partway(tmp_path)
     planned, deleted = _repair_journal_counts(_home())
     assert planned > 0 and deleted >= 3 and planned + deleted == 30
     again = _run(
@@ -528,26 +537,7 @@ def test_a_resumed_repair_never_deletes_what_became_the_last_copy(tmp_path: Path
     """A repair is killed with part of its list left; meanwhile the copies that were to stay are
     deleted by hand for two of the listed memories. The resumed repair checks its list against the
     target first: those two listed copies are now the only ones and stay; every memory once."""
-    dump = tmp_path / "dump.json"
-    mems = _memories(40)
-    _write_dump(dump, mems)
-    db = tmp_path / "t.db"
-    assert _run(["migrate", "--source", dump, "--target", f"local:{db}"], tmp_path).returncode == 0
-    store = open_endpoint(f"local:{db}")
-    landed = store.export_account()["memories"]
-    for m in landed[:30]:  # an overlapping run's copies
-        store.add_many(
-            [{"text": m["text"], "metadata": m["metadata"], "container_tag": m["container_tag"]}],
-            collection=m["collection"],
-        )
-    args = ["verify", "--source", str(dump), "--target", f"local:{db}?latency_ms=80", "--repair"]
-    proc = start_cli(*args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
-    while _repair_journal_counts(_home())[1] < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    dump, db, mems, store, landed = _kill_a_repair_partway(tmp_path)
     (journal,) = _home().glob("repairs/*/repair.sqlite")
     con = sqlite3.connect(journal)
     try:
