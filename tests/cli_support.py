@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +68,21 @@ def start_cli(
     return subprocess.Popen(
         [*CLI, *map(str, args)], cwd=cwd, env=cli_env(env, pythonpath=pythonpath), **popen
     )
+
+
+def done_items(journals: Iterable[Path]) -> int:
+    """Items marked done across migration journals, read as another process sees them (read-only;
+    a journal being created or locked counts 0): how kill tests know when to pull the trigger."""
+    import sqlite3
+
+    n = 0
+    for journal in journals:
+        try:
+            con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+            try:
+                n += con.execute("SELECT count(*) FROM items WHERE state = 'done'").fetchone()[0]
+            finally:
+                con.close()
+        except sqlite3.Error:
+            pass
+    return n

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from cli_support import run_cli, start_cli
+from cli_support import done_items, run_cli, start_cli
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.snapshots import list_snapshots
@@ -31,17 +30,7 @@ def _memories(db: Path) -> list[dict]:
 
 
 def _done(home: Path) -> int:
-    n = 0
-    for journal in home.glob("migrations/*/journal.sqlite"):
-        try:
-            con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
-            try:
-                n += con.execute("SELECT count(*) FROM items WHERE state = 'done'").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            pass
-    return n
+    return done_items(home.glob("migrations/*/journal.sqlite"))
 
 
 def _two_backups(tmp_path: Path) -> tuple[Path, Path, Path]:

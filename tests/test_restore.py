@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -15,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from cli_support import run_cli, start_cli
+from cli_support import done_items, run_cli, start_cli
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.cli.main import main
@@ -238,21 +237,11 @@ def test_damaged_snapshot_is_refused(account, capsys):
 def _done(cwd: Path | None = None) -> int:
     """Items landed by the restore's journals: in the state home, or (an older version's layout)
     under ``cwd``."""
-    n = 0
     home = Path(os.environ["LONGMEM_ETL_HOME"])
     journals = list(home.glob("restores/*/migrations/*/journal.sqlite"))
     if cwd is not None:
         journals += cwd.glob(".longmem-etl/restores/*/migrations/*/journal.sqlite")
-    for journal in journals:
-        try:
-            con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
-            try:
-                n += con.execute("SELECT count(*) FROM items WHERE state = 'done'").fetchone()[0]
-            finally:
-                con.close()
-        except sqlite3.Error:
-            pass
-    return n
+    return done_items(journals)
 
 
 def test_sigkill_mid_restore_then_rerun_is_exact(account):
@@ -261,15 +250,7 @@ def test_sigkill_mid_restore_then_rerun_is_exact(account):
     cwd = db.parent
     target = f"local:{db}?latency_ms=150&ambiguous_rate=0.1&seed=5"
     args = ["restore", str(snap), "--target", target, "--concurrency", "1", "--json"]
-    proc = start_cli(*args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and _done(cwd) < 100 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert proc.poll() is None, "finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    landed = _done(cwd)
-    assert 100 <= landed < 300
+    _kill_mid_restore(args, cwd)
     final = run_cli(*args, cwd=cwd)
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
