@@ -19,9 +19,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from longmem_etl.migrate.state import migrations_dir
-
-JOURNAL_NAME = "journal.sqlite"
+from longmem_etl.migrate.state import JOURNAL_NAME, migrations_dir
 
 
 def _meta(con: sqlite3.Connection, key: str) -> object:

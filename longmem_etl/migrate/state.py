@@ -18,7 +18,10 @@ from pathlib import Path
 
 from longmem_etl.home import HOME_ENV, state_home
 
-__all__ = ["HOME_ENV", "locks_dir", "migrations_dir", "repairs_dir", "state_home"]
+__all__ = ["HOME_ENV", "JOURNAL_NAME", "locks_dir", "migrations_dir", "repairs_dir", "state_home"]
+
+# a migration's journal file, in its work dir (``migrations/<id>/`` or a ``--journal`` elsewhere)
+JOURNAL_NAME = "journal.sqlite"
 
 
 def migrations_dir() -> Path:

@@ -14,10 +14,8 @@ from typing import Any
 
 from longmem_etl.errors import BadInput
 from longmem_etl.migrate.journal import Journal, is_journal
-from longmem_etl.migrate.state import migrations_dir
+from longmem_etl.migrate.state import JOURNAL_NAME, migrations_dir
 from longmem_etl.secrets import mask_obj
-
-JOURNAL_NAME = "journal.sqlite"
 
 
 def list_migrations(root: str | os.PathLike | None = None) -> list[dict[str, Any]]:
