@@ -133,3 +133,46 @@ def test_a_chunk_backing_off_holds_no_slot(tmp_path: Path) -> None:
     attempts = [n for n, c in enumerate(calls) if c == "X"]
     assert attempts[1] - attempts[0] > 1, calls  # others were sent while it waited
     assert j.counts()["items_done"] == 200
+
+
+def test_429s_never_spend_the_attempt_budget(tmp_path: Path) -> None:
+    """A 429 is never an attempt: a call rate-limited many times and then failing with one 503 is
+    retried and lands (it used to give up when its 429 retries plus the 503 reached
+    ``max_attempts``: 20 items dead-lettered by the quickstart on a busy machine)."""
+    mems = [
+        {"id": f"m{i}", "collection": "c", "text": f"memory {i}", "metadata": {"k": i}}
+        for i in range(40)
+    ]
+    j = Journal(tmp_path / "j.sqlite")
+    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
+    j.write_plan(plan_items(mems, mode="add", source_key=MID), chunk_size=20)
+    target = open_endpoint(f"local:{tmp_path / 't.db'}")
+    real = make_sender(target, "add")
+    fates = ["429"] * 7 + ["503"] + ["429"] * 5 + ["503"]  # the first call's tries, then real
+    calls: list[str] = []
+
+    def send(collection, items):
+        fate = fates.pop(0) if fates else "ok"
+        calls.append(fate)
+        if fate == "429":
+            raise APIError(429, "slow down", retry_after=0.001)
+        if fate == "503":
+            raise APIError(503, "unavailable")
+        return real(collection, items)
+
+    up = Uploader(
+        j, target, send, migration_id=MID, concurrency=1, max_attempts=3, backoff_base=0.001
+    )
+    stats = up.run()
+    assert calls.count("429") == 12 and calls.count("503") == 2
+    assert stats.rate_limited == 12 and stats.transient_errors == 2
+    assert stats.dead_items == 0 and j.counts()["items_done"] == 40
+    # the budget still holds for real failures: three 503s in a row give up
+    j2 = Journal(tmp_path / "j2.sqlite")
+    j2.bind({"source": 1, "spec": None, "target": 3, "mode": "add"})
+    j2.write_plan(plan_items(mems[:20], mode="add", source_key=MID), chunk_size=20)
+    fates[:] = ["429", "503", "429", "503", "503"]
+    stats2 = Uploader(
+        j2, target, send, migration_id=MID, concurrency=1, max_attempts=3, backoff_base=0.001
+    ).run()
+    assert stats2.dead_items == 20 and fates == []

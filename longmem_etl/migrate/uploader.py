@@ -597,7 +597,8 @@ class Uploader:
     def _call(self, chunk_no: int, collection: str, items: list[tuple[str, dict]]):
         """One logical send with transient retries. Returns ids, "ambiguous", an APIError to
         bisect on, or another exception (an attempt). Raises _Stopped."""
-        transient = 0
+        transient = 0  # retries of this call, 429s included: the back-off and the storm limit
+        attempts = 0  # failed tries that count against --max-attempts: a 429 is never one
         failed_at: float | None = None
         payloads = [p for _, p in items]
         while True:
@@ -627,12 +628,14 @@ class Uploader:
                 self.journal.note_error(chunk_no, str(exc))
                 now = time.monotonic()
                 failed_at = now if failed_at is None else failed_at
-                out_of_tries = exc.status != 429 and transient + 1 >= self.max_attempts
+                if exc.status != 429:
+                    attempts += 1
+                out_of_tries = exc.status != 429 and attempts >= self.max_attempts
                 out_of_time = self.give_up_after is not None and (
                     now - failed_at >= self.give_up_after
                 )
                 if out_of_tries or out_of_time:
-                    return GaveUp(exc, transient + 1, now - failed_at)
+                    return GaveUp(exc, transient + 1, now - failed_at)  # every try, 429s too
                 if transient >= self.max_transient:
                     self.stats.fatal = (
                         f"chunk {chunk_no}: target still failing after {transient} retries: {exc}"
