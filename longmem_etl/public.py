@@ -142,6 +142,12 @@ def migrate(
         return run_migration(opts, stop=stop)
 
 
+# ``import longmem_etl.migrate.engine as e`` reads ``engine`` off ``longmem_etl.migrate``, which is
+# this function (the package attribute always is), and on failing falls back to the module
+# ``f"{migrate.__name__}.engine"`` in ``sys.modules``: named after the subpackage, that finds it.
+migrate.__name__ = "longmem_etl.migrate"
+
+
 def verify(
     source: str,
     target: str,

@@ -65,6 +65,24 @@ def test_same_named_submodules_do_not_shadow_the_functions() -> None:
         longmem_etl.convert = print  # type: ignore[misc]
 
 
+def test_import_as_of_a_module_under_the_migrate_package_works() -> None:
+    """``import longmem_etl.migrate.engine as e`` (a fresh interpreter: nothing loaded yet) gives
+    the module, while ``longmem_etl.migrate`` stays the public function."""
+    code = (
+        "import inspect, types\n"
+        "import longmem_etl.migrate.engine as e\n"
+        "import longmem_etl.migrate.inuse as i\n"
+        "import longmem_etl\n"
+        "assert isinstance(e, types.ModuleType) and e.__name__ == 'longmem_etl.migrate.engine'\n"
+        "assert isinstance(i, types.ModuleType) and hasattr(e, 'run_migration')\n"
+        "assert inspect.isfunction(longmem_etl.migrate)\n"
+        "assert longmem_etl.migrate.__module__ == 'longmem_etl.public'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
 def test_import_stays_light() -> None:
     """`--help` must not pay for the data stack just because the package re-exports it."""
     code = (
