@@ -35,11 +35,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from longmem_etl.errors import BadInput, Incomplete
+from longmem_etl.snapshots.layout import FORGET_LOCK
 
-FORGET_LOCK = ".forget.lock"
+if TYPE_CHECKING:
+    from longmem_etl.migrate.inuse import Use
+
 LOCK_WAIT_S = 120.0
 FORGET_MARKER = ".forgetting-manifest.json"
 UNLIMITED = -1
@@ -385,18 +388,29 @@ def _tenants(root: Path, tenant: str | None) -> list[tuple[str, list[Path]]]:
     return sorted(by.items())
 
 
-def _in_use_reasons(snaps: list[Path], in_use: dict[Path, str]) -> dict[Path, list[str]]:
-    """Snapshots an unfinished migration reads (``migrate.inuse``), and the links of their chains."""
+def _in_use_reasons(snaps: list[Path], in_use: dict[str, Use]) -> dict[Path, list[str]]:
+    """Snapshots an unfinished migration reads (``migrate.inuse``: keyed by resolved path, or by
+    ``s3://`` URL for a source mirrored from S3, which a forget on that S3 root matches through
+    its own mirror), and the links of their chains."""
     from longmem_etl.snapshots.incremental import chain
+    from longmem_etl.storage.staging import to_remote
 
     by_path = {s.resolve(): s for s in snaps}
+    named: dict[str, Path] = {}
+    for s in snaps:
+        named[str(s.resolve())] = s
+        remote = to_remote(str(s))
+        if remote != str(s):
+            named[remote.rstrip("/")] = s
     out: dict[Path, list[str]] = {}
-    for src, mid in sorted(in_use.items()):
-        if src not in by_path:
+    for src, use in sorted(in_use.items()):
+        snap = named.get(src)
+        if snap is None:
             continue
-        out.setdefault(by_path[src], []).append(f"source of unfinished migration {mid}")
+        mid = use.migration_id
+        out.setdefault(snap, []).append(use.reason())
         with contextlib.suppress(BadInput, OSError):
-            for link, _ in chain(src)[:-1]:
+            for link, _ in chain(snap)[:-1]:
                 if link.resolve() in by_path:
                     out.setdefault(by_path[link.resolve()], []).append(
                         f"chain of migration {mid}'s source"
@@ -410,7 +424,7 @@ def plan_tenant(
     policy: Policy,
     *,
     protect: Path | None = None,
-    in_use: dict[Path, str] | None = None,
+    in_use: dict[str, Use] | None = None,
 ) -> TenantPlan:
     """Apply ``policy`` to one tenant's snapshots and add the verified-snapshot guarantee.
     ``in_use`` (``migrate.inuse.snapshots_in_use``) are kept whatever the policy says."""
@@ -513,7 +527,7 @@ def _forget_tenant(
     result: ForgetResult,
     *,
     protect: Path | None,
-    in_use: dict[Path, str],
+    in_use: dict[str, Use],
 ) -> None:
     """Plan and apply ``policy`` for one tenant, under its lock (snapshots listed afresh: a writer
     may have committed one while this forget waited for the lock)."""

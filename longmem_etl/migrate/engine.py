@@ -58,6 +58,7 @@ from longmem_etl.errors import (
 from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
+from longmem_etl.migrate.inuse import holding
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.known_limits import refusal_check
 from longmem_etl.migrate.lock import migration_locks
@@ -363,11 +364,14 @@ def run_migration(
     journal_path = journal_path_of(opts, mid)
     work_dir = journal_path.parent
     workdir.claim(work_dir, journal_path)
-    with migration_locks(
-        locks_dir() / f"{mid}.lock",
-        work_dir / workdir.MARKER,
-        what=f"migration {mid}",
-        wait=opts.wait,
+    with (
+        migration_locks(
+            locks_dir() / f"{mid}.lock",
+            work_dir / workdir.MARKER,
+            what=f"migration {mid}",
+            wait=opts.wait,
+        ),
+        holding(opts.source, mid, journal_path),  # `forget` keeps the source until we finish
     ):
         return _run_locked(opts, stop, binding, mid, journal_path)
 

@@ -7,19 +7,56 @@ of its chain, which ``forget`` would answer by rewriting it as a full snapshot: 
 replan) would leave that migration unable to finish as planned. So ``forget`` keeps such snapshots,
 with the migration named as the reason, until the migration has finished.
 
-Journals are read with read-only SQLite connections (a running migration is never blocked or
-changed), from the state home's ``migrations/`` only: a migration run with ``--journal`` elsewhere
-is not seen (documented in ``docs/guarantees.md``).
+Two ways a migration is seen, both read-only (a running migration is never blocked or changed):
+
+- **holds** ``{state home}/holds/<migration id>.json``: every run whose source is a snapshot
+  registers it there (`holding`) before it reads it, whatever ``--journal`` says, with the source
+  as the user named it (an ``s3://`` URL for a source mirrored from S3: ``forget`` on that S3 root
+  matches it by URL). A hold only points at its journal; the journal decides: unfinished (or not
+  planned yet) keeps the source, finished or missing does not (a stale hold of a killed or deleted
+  migration costs nothing). A finished run removes its hold.
+- journals under ``{state home}/migrations/`` (migrations of versions before holds existed).
+
+The hold is written under the source root's ``.forget.lock`` (the lock ``forget`` holds for its
+whole run) and the source is checked to still be there afterwards: a ``forget`` that started first
+finishes first, and one that starts later sees the hold. What is not seen: a migration of another
+state home (another ``$LONGMEM_ETL_HOME``, another user); see ``docs/guarantees.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
+import os
 import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from longmem_etl.migrate.state import JOURNAL_NAME, migrations_dir
+from longmem_etl.migrate.state import JOURNAL_NAME, migrations_dir, state_home
+
+HOLDS = "holds"
+FORGET_WAIT_S = 300.0  # a forget removing many snapshots takes a while; then give up
+
+
+def holds_dir() -> Path:
+    return state_home() / HOLDS
+
+
+@dataclass(frozen=True)
+class Use:
+    """One unfinished migration's hold on a snapshot: the reason ``forget`` gives for keeping it."""
+
+    migration_id: str
+    journal: Path
+
+    def reason(self) -> str:
+        where = (
+            "" if self.journal.parent.parent == migrations_dir() else f" (journal {self.journal})"
+        )
+        return f"source of unfinished migration {self.migration_id}{where}"
 
 
 def _meta(con: sqlite3.Connection, key: str) -> object:
@@ -27,31 +64,153 @@ def _meta(con: sqlite3.Connection, key: str) -> object:
     return json.loads(row[0]) if row else None
 
 
-def _unfinished_source(journal: Path) -> Path | None:
-    """The snapshot directory an unfinished migration reads, or None (finished, or not ours)."""
+def _journal_state(journal: Path) -> tuple[bool, object]:
+    """(finished, frozen_snapshot) of a journal, read-only. Finished: a plan, nothing left to
+    send, and a verification written. Raises sqlite3/OS errors for a missing or unreadable file."""
+    if not journal.is_file():
+        raise FileNotFoundError(journal)
     con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=5)
     try:
         frozen = _meta(con, "frozen_snapshot")
-        if not isinstance(frozen, str) or journal.parent in Path(frozen).parents:
-            return None  # nothing frozen yet, or a copy inside its own work dir
         pending = con.execute("SELECT 1 FROM items WHERE state = 'planned' LIMIT 1").fetchone()
-        finished = (
+        finished = bool(
             _meta(con, "planned")
             and pending is None
             and (journal.parent / "verification.json").is_file()
         )
-        return None if finished else Path(frozen)
+        return finished, frozen
     finally:
         con.close()
 
 
-def snapshots_in_use(base: Path | None = None) -> dict[Path, str]:
-    """``{resolved snapshot dir: migration id}`` for every unfinished migration under the state home
-    (``base``: another ``migrations`` dir) whose source is a snapshot directory."""
-    out: dict[Path, str] = {}
+def _unfinished_source(journal: Path) -> Path | None:
+    """The snapshot directory an unfinished migration reads, or None (finished, or not ours)."""
+    finished, frozen = _journal_state(journal)
+    if finished or not isinstance(frozen, str) or journal.parent in Path(frozen).parents:
+        return None  # nothing frozen yet, or a copy inside its own work dir
+    return Path(frozen)
+
+
+def _held(hold: Path) -> tuple[str, Use] | None:
+    """A hold's (source, use) while its journal is unfinished; None when stale."""
+    data = json.loads(hold.read_text(encoding="utf-8"))
+    source, journal = data.get("source"), data.get("journal")
+    if not isinstance(source, str) or not isinstance(journal, str):
+        return None
+    finished, _ = _journal_state(Path(journal))  # missing journal: raises, so stale
+    if finished:
+        return None
+    return source, Use(str(data.get("migration_id") or hold.stem), Path(journal))
+
+
+def snapshots_in_use(base: Path | None = None) -> dict[str, Use]:
+    """``{source: Use}`` for every unfinished migration of the state home whose source is a
+    snapshot: the source is a resolved local path, or an ``s3://`` URL (``base``: another
+    ``migrations`` dir, holds not read)."""
+    out: dict[str, Use] = {}
     for journal in sorted((base or migrations_dir()).glob(f"*/{JOURNAL_NAME}")):
         with contextlib.suppress(sqlite3.Error, OSError, ValueError):
             src = _unfinished_source(journal)
             if src is not None:
-                out[src.resolve()] = journal.parent.name
+                out[str(src.resolve())] = Use(journal.parent.name, journal)
+    if base is not None:
+        return out
+    for hold in sorted(holds_dir().glob("*.json")):
+        with contextlib.suppress(sqlite3.Error, OSError, ValueError, AttributeError):
+            found = _held(hold)
+            if found is not None:
+                out.setdefault(found[0], found[1])
     return out
+
+
+def _named(source: str) -> str:
+    """How a hold names a source: the ``s3://`` URL a mirror stands for, else the resolved path."""
+    from longmem_etl.storage.staging import to_remote
+
+    path = Path(source).expanduser()
+    remote = to_remote(str(path))
+    return remote.rstrip("/") if remote != str(path) else str(path.resolve())
+
+
+def _write_atomically(path: Path, data: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _root_forget_lock(snapshot: Path) -> Iterator[None]:
+    """The snapshot's root's ``.forget.lock`` (the flock a ``forget`` holds for its whole run)
+    when the path is laid out as one (``ROOT/tenant=*/snapshot=*``) and the root is writable;
+    else nothing (a forget could not remove the snapshot either). Waits for a running forget."""
+    from longmem_etl.errors import BadInput
+    from longmem_etl.snapshots.layout import FORGET_LOCK, SNAPSHOT_PREFIX, TENANT_PREFIX
+
+    root = snapshot.parent.parent
+    laid_out = snapshot.name.startswith(SNAPSHOT_PREFIX) and snapshot.parent.name.startswith(
+        TENANT_PREFIX
+    )
+    if not laid_out or not os.access(root, os.W_OK):
+        yield
+        return
+    fd = os.open(root / FORGET_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + FORGET_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise BadInput(
+                        f"{root / FORGET_LOCK}: a forget on the source's root is still running; "
+                        "run again when it is done"
+                    ) from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def holding(source: str, migration_id: str, journal: Path) -> Iterator[None]:
+    """(Context) register that the migration ``migration_id`` (journal ``journal``) reads the
+    snapshot ``source`` until it finishes. Not a snapshot directory: nothing to hold.
+
+    The hold stays when the run stops unfinished (killed, Ctrl-C, an error): its journal says so,
+    and a resume needs the same source. It is removed once the journal shows the run finished."""
+    from longmem_etl.api.endpoints import classify_source
+    from longmem_etl.errors import BadInput
+
+    if classify_source(source) != "snapshot":
+        yield
+        return
+    hold = holds_dir() / f"{migration_id}.json"
+    snapshot = Path(source).expanduser().absolute()
+    with _root_forget_lock(snapshot):
+        _write_atomically(
+            hold,
+            {
+                "tool": "longmem-etl",
+                "migration_id": migration_id,
+                "journal": str(journal),
+                "source": _named(source),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            },
+        )
+        if not (snapshot / "manifest.json").is_file():  # a forget that ran first removed it
+            hold.unlink(missing_ok=True)
+            raise BadInput(f"--source {source}: no such snapshot (removed by forget?)")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error, OSError, ValueError):
+            if _journal_state(journal)[0]:
+                hold.unlink(missing_ok=True)

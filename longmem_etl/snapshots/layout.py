@@ -51,6 +51,9 @@ _SNAPSHOT_RE = re.compile(r"^snapshot=(\d{8}T\d{6}Z)$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]+")
 _KEEP = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789._-@+")
 TOOL_NAME = "longmem-etl"
+# ROOT/.forget.lock: held by a `forget` for its whole run, and by a migration while it registers
+# a snapshot of the root as its source (`retention.forget_lock`, `migrate.inuse.holding`)
+FORGET_LOCK = ".forget.lock"
 
 
 def check_tenant(name: Any) -> str:

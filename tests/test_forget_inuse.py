@@ -1,0 +1,188 @@
+"""`forget` never removes the source of a migration that is not finished, wherever that migration
+keeps its journal and wherever its source lives (docs/guarantees.md, `migrate/inuse.py`).
+
+Real processes: a migration is SIGKILLed mid-upload, `forget --keep-last 1` runs (dry run first:
+it must say what it keeps and why), then the same migration command resumes and must end exact,
+every memory once; once it has finished, the next `forget` removes the snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from cli_support import done_items, run_cli, start_cli
+
+from longmem_etl.api.local import LocalStore
+
+SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
+
+
+def _memories(db: Path) -> list[dict]:
+    store = LocalStore(db, create=False)
+    try:
+        return store.export_account()["memories"]
+    finally:
+        store.close()
+
+
+def _held_once(db: Path, n: int) -> None:
+    target = _memories(db)
+    sids = Counter(m["metadata"]["_longmem_etl"]["source_id"] for m in target)
+    assert len(target) == n and len(sids) == n and max(sids.values()) == 1
+
+
+def _two_snapshots(tmp_path: Path, root: str | Path, env: dict | None = None) -> list[str]:
+    """Two snapshots of one tenant under ``root`` (1000 memories, then one more): old, new."""
+    db = tmp_path / "acct.db"
+    seed = run_cli("local", "seed", f"local:{db}", "--from", SAMPLES / "globex-dirty.json")
+    assert seed.returncode == 0, seed.stderr
+    paths = []
+    for i in range(2):
+        if i:
+            store = LocalStore(db)
+            store.add("one more", collection="default")
+            store.close()
+            time.sleep(1.05)  # the next snapshot's name is the next second
+        r = run_cli(
+            "backup", "--source", f"local:{db}", "--root", root, "--full", "--json", env=env
+        )
+        assert r.returncode == 0, r.stderr
+        paths.append(json.loads(r.stdout)["path"])
+    return paths
+
+
+def _kill_mid_upload(args: list, journals, env: dict | None = None) -> None:
+    """Start ``migrate ARGS``, SIGKILL it once 100 memories have landed (journals: a callable
+    giving the journal files to count)."""
+    proc = start_cli(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and done_items(journals()) < 100 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def _forget(root: str | Path, *extra: str, env: dict | None = None) -> dict:
+    r = run_cli("forget", "--root", root, "--keep-last", "1", "--json", *extra, env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_a_journal_outside_the_state_home_holds_its_source_through_kill_forget_resume(
+    tmp_path: Path,
+) -> None:
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    root = tmp_path / "snaps"
+    old, new = _two_snapshots(tmp_path, root)
+    journal = tmp_path / "elsewhere" / "job" / "journal.sqlite"
+    target = tmp_path / "dst.db"
+    mig = ["migrate", "--source", old, "--target", f"local:{target}?latency_ms=40&seed=3",
+           "--concurrency", "1", "--chunk-size", "20", "--journal", journal, "--json"]  # fmt: skip
+    _kill_mid_upload(mig, lambda: [journal])
+    assert not list(home.glob("migrations/*/journal.sqlite"))  # only the --journal elsewhere
+    (hold,) = home.glob("holds/*.json")
+    mid = hold.stem
+    dry = _forget(root, "--dry-run")
+    (plan,) = dry["tenants"]
+    kept = {k["snapshot"]: k["reasons"] for k in plan["keep"]}
+    assert kept[old] == [f"source of unfinished migration {mid} (journal {journal})"]
+    assert plan["remove"] == [] and "last snapshot" in kept[new]
+    real = _forget(root)
+    assert real["removed"] == [] and Path(old, "manifest.json").is_file()
+    again = run_cli(*mig)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["verification"]["exact"] is True
+    _held_once(target, 1000)
+    assert not hold.exists()  # finished: the hold is gone, the snapshot is the policy's again
+    assert _forget(root)["removed"] == [old] and not Path(old).exists()
+
+
+def test_a_stale_hold_keeps_nothing_and_a_journal_put_back_keeps_its_source(
+    tmp_path: Path,
+) -> None:
+    """A killed migration whose journal the user then deleted holds nothing (its resume would
+    plan afresh anyway); the same journal put back (an old copy restored) holds the source again,
+    and the resume from it is exact."""
+    import shutil
+
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    root = tmp_path / "snaps"
+    old, _new = _two_snapshots(tmp_path, root)
+    target = tmp_path / "dst.db"
+    mig = ["migrate", "--source", old, "--target", f"local:{target}?latency_ms=40&seed=4",
+           "--concurrency", "1", "--chunk-size", "20", "--json"]  # fmt: skip
+    _kill_mid_upload(mig, lambda: home.glob("migrations/*/journal.sqlite"))
+    (work,) = (home / "migrations").iterdir()
+    shutil.move(work, tmp_path / "saved-work")
+    dry = _forget(root, "--dry-run")
+    assert dry["tenants"][0]["remove"] == [old]  # nothing unfinished reads it any more
+    shutil.move(tmp_path / "saved-work", work)  # put back: unfinished again
+    dry = _forget(root, "--dry-run")
+    assert dry["tenants"][0]["remove"] == []
+    assert _forget(root)["removed"] == []
+    again = run_cli(*mig)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["verification"]["exact"] is True
+    _held_once(target, 1000)
+
+
+def test_a_migration_starting_while_forget_holds_the_root_waits_and_never_reads_a_removed_source(
+    tmp_path: Path,
+) -> None:
+    """The hold is written under the root's forget lock: a migration that starts while a forget
+    runs waits for it; if that forget removed its source it stops with one line, nothing sent."""
+    from longmem_etl.retention import forget_lock, remove_snapshot
+
+    root = tmp_path / "snaps"
+    old, _new = _two_snapshots(tmp_path, root)
+    target = tmp_path / "dst.db"
+    with forget_lock(root):
+        proc = start_cli(
+            "migrate", "--source", old, "--target", f"local:{target}",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        holders = Path(os.environ["LONGMEM_ETL_HOME"]) / "locks"
+        while not list(holders.glob("*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the migration holds its own lock: it is at the root's lock now
+        time.sleep(0.3)
+        assert proc.poll() is None, proc.communicate()
+        assert remove_snapshot(Path(old)) == "removed"
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2, err
+    (line,) = err.strip().splitlines()
+    assert old in line and "removed by forget" in line, line
+    assert not target.exists() or _memories(target) == []
+    assert not list(Path(os.environ["LONGMEM_ETL_HOME"]).glob("holds/*.json"))
+
+
+def test_an_s3_source_is_held_on_its_s3_root_through_kill_forget_resume(
+    s3, s3_bucket: str, tmp_path: Path
+) -> None:
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    root = f"s3://{s3_bucket}/snaps"
+    old, new = _two_snapshots(tmp_path, root)
+    assert old.startswith("s3://") and new.startswith("s3://")
+    target = tmp_path / "dst.db"
+    mig = ["migrate", "--source", old, "--target", f"local:{target}?latency_ms=40&seed=5",
+           "--concurrency", "1", "--chunk-size", "20", "--json"]  # fmt: skip
+    _kill_mid_upload(mig, lambda: home.glob("migrations/*/journal.sqlite"))
+    (hold,) = home.glob("holds/*.json")
+    assert json.loads(hold.read_text())["source"] == old
+    dry = _forget(root, "--dry-run")
+    (plan,) = dry["tenants"]
+    kept = {k["snapshot"]: k["reasons"] for k in plan["keep"]}
+    assert kept[old] == [f"source of unfinished migration {hold.stem}"] and plan["remove"] == []
+    assert _forget(root)["removed"] == []
+    again = run_cli(*mig)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["verification"]["exact"] is True
+    _held_once(target, 1000)
+    assert not hold.exists()
+    assert _forget(root)["removed"] == [old]
