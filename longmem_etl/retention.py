@@ -506,7 +506,7 @@ def forget(
     with contextlib.nullcontext() if dry_run else forget_lock(rootp):
         if not dry_run:
             result.finished_interrupted = finish_interrupted(rootp, tenant)
-        in_use = snapshots_in_use()
+        in_use = snapshots_in_use(root=rootp)
         for name, snaps in _tenants(rootp, tenant):
             if dry_run:
                 result.tenants.append(

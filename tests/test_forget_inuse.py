@@ -186,3 +186,54 @@ def test_an_s3_source_is_held_on_its_s3_root_through_kill_forget_resume(
     _held_once(target, 1000)
     assert not hold.exists()
     assert _forget(root)["removed"] == [old]
+
+
+def test_a_migration_of_another_state_home_holds_its_source_through_kill_forget_resume(
+    tmp_path: Path,
+) -> None:
+    """The migration runs with one ``LONGMEM_ETL_HOME``, ``forget`` with another: the hold the
+    migration keeps in the snapshot root (``.migration-holds/``) is what the forget sees."""
+    root = tmp_path / "snaps"
+    old, _new = _two_snapshots(tmp_path, root)
+    other = {"LONGMEM_ETL_HOME": str(tmp_path / "other-home")}
+    target = tmp_path / "dst.db"
+    mig = ["migrate", "--source", old, "--target", f"local:{target}?latency_ms=40&seed=6",
+           "--concurrency", "1", "--chunk-size", "20", "--json"]  # fmt: skip
+    _kill_mid_upload(
+        mig, lambda: (tmp_path / "other-home").glob("migrations/*/journal.sqlite"), other
+    )
+    (hold,) = (root / ".migration-holds").glob("*.json")
+    (journal,) = (tmp_path / "other-home").glob("migrations/*/journal.sqlite")
+    dry = _forget(root, "--dry-run")  # this test's own state home knows nothing of it
+    (plan,) = dry["tenants"]
+    kept = {k["snapshot"]: k["reasons"] for k in plan["keep"]}
+    assert kept[old] == [f"source of unfinished migration {hold.stem} (journal {journal})"]
+    assert plan["remove"] == [] and _forget(root)["removed"] == []
+    again = run_cli(*mig, env=other)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["verification"]["exact"] is True
+    _held_once(target, 1000)
+    assert not hold.exists()
+    assert _forget(root)["removed"] == [old]
+    check = run_cli("check", "--root", root, "--json")  # nothing of ours left looks like debris
+    assert check.returncode == 0 and json.loads(check.stdout)["debris"] == [], check.stdout
+
+
+def test_a_hold_from_another_host_keeps_its_source_and_says_how_to_let_go(tmp_path: Path) -> None:
+    """A root shared between machines: a hold whose journal is on another host cannot be
+    checked from here, so it keeps the snapshot, and the reason names the file to remove."""
+    root = tmp_path / "snaps"
+    old, _new = _two_snapshots(tmp_path, root)
+    holds = root / ".migration-holds"
+    holds.mkdir()
+    rel = f"{Path(old).parent.name}/{Path(old).name}"
+    record = {"migration_id": "abc", "journal": "/elsewhere/journal.sqlite", "source": rel}
+    (holds / "abc.json").write_text(json.dumps({**record, "host": "another-machine"}))
+    (plan,) = _forget(root, "--dry-run")["tenants"]
+    (reason,) = {k["snapshot"]: k["reasons"] for k in plan["keep"]}[old]
+    assert "on host another-machine" in reason and str(holds / "abc.json") in reason, reason
+    # the same hold made on this host, its journal gone: stale, keeps nothing
+    import socket
+
+    (holds / "abc.json").write_text(json.dumps({**record, "host": socket.gethostname()}))
+    assert _forget(root)["removed"] == [old]

@@ -29,6 +29,7 @@ import contextlib
 import fcntl
 import json
 import os
+import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from pathlib import Path
 from longmem_etl.migrate.state import JOURNAL_NAME, migrations_dir, state_home
 
 HOLDS = "holds"
+ROOT_HOLDS = ".migration-holds"  # in a snapshot root: seen by a forget of any state home
 FORGET_WAIT_S = 300.0  # a forget removing many snapshots takes a while; then give up
 
 
@@ -47,16 +49,25 @@ def holds_dir() -> Path:
 
 @dataclass(frozen=True)
 class Use:
-    """One unfinished migration's hold on a snapshot: the reason ``forget`` gives for keeping it."""
+    """One unfinished migration's hold on a snapshot: the reason ``forget`` gives for keeping it.
+    ``unchecked``: why its journal could not be read (then ``hold`` is the file to remove once
+    that migration is finished or abandoned)."""
 
     migration_id: str
     journal: Path
+    unchecked: str | None = None
+    hold: Path | None = None
 
     def reason(self) -> str:
-        where = (
-            "" if self.journal.parent.parent == migrations_dir() else f" (journal {self.journal})"
-        )
-        return f"source of unfinished migration {self.migration_id}{where}"
+        in_home = self.journal.parent.parent == migrations_dir()
+        where = "" if in_home and not self.unchecked else f" (journal {self.journal})"
+        text = f"source of unfinished migration {self.migration_id}{where}"
+        if self.unchecked:
+            text += (
+                f"; {self.unchecked}, so kept: remove {self.hold} once that migration is "
+                "finished or abandoned"
+            )
+        return text
 
 
 def _meta(con: sqlite3.Connection, key: str) -> object:
@@ -91,22 +102,33 @@ def _unfinished_source(journal: Path) -> Path | None:
     return Path(frozen)
 
 
-def _held(hold: Path) -> tuple[str, Use] | None:
-    """A hold's (source, use) while its journal is unfinished; None when stale."""
+def _held(hold: Path, root: Path | None = None) -> tuple[str, Use] | None:
+    """A hold's (source, use) while its journal is unfinished; None when stale (the journal
+    missing, or finished). A hold in a snapshot root (``root``) names its snapshot relative to
+    it; one made on another host, whose journal cannot be read from here, holds."""
     data = json.loads(hold.read_text(encoding="utf-8"))
     source, journal = data.get("source"), data.get("journal")
     if not isinstance(source, str) or not isinstance(journal, str):
         return None
-    finished, _ = _journal_state(Path(journal))  # missing journal: raises, so stale
-    if finished:
-        return None
-    return source, Use(str(data.get("migration_id") or hold.stem), Path(journal))
+    if root is not None:
+        source = str((root / source).resolve())
+    use = Use(str(data.get("migration_id") or hold.stem), Path(journal))
+    if root is not None and data.get("host") not in (None, socket.gethostname()):
+        return source, Use(use.migration_id, use.journal, f"on host {data.get('host')}", hold)
+    try:
+        finished, _ = _journal_state(Path(journal))
+    except FileNotFoundError:
+        return None  # its journal is gone: a re-run would plan afresh, from whatever source
+    except PermissionError:  # another user's migration: it holds
+        return source, Use(use.migration_id, use.journal, "journal not readable", hold)
+    return None if finished else (source, use)
 
 
-def snapshots_in_use(base: Path | None = None) -> dict[str, Use]:
-    """``{source: Use}`` for every unfinished migration of the state home whose source is a
-    snapshot: the source is a resolved local path, or an ``s3://`` URL (``base``: another
-    ``migrations`` dir, holds not read)."""
+def snapshots_in_use(base: Path | None = None, *, root: Path | None = None) -> dict[str, Use]:
+    """``{source: Use}`` for every unfinished migration whose source is a snapshot: the state
+    home's journals and holds, and (``root``: a local snapshot root) the holds kept in that root,
+    which migrations of any state home write. The source is a resolved local path, or an
+    ``s3://`` URL (``base``: another ``migrations`` dir only, no holds)."""
     out: dict[str, Use] = {}
     for journal in sorted((base or migrations_dir()).glob(f"*/{JOURNAL_NAME}")):
         with contextlib.suppress(sqlite3.Error, OSError, ValueError):
@@ -115,9 +137,12 @@ def snapshots_in_use(base: Path | None = None) -> dict[str, Use]:
                 out[str(src.resolve())] = Use(journal.parent.name, journal)
     if base is not None:
         return out
-    for hold in sorted(holds_dir().glob("*.json")):
-        with contextlib.suppress(sqlite3.Error, OSError, ValueError, AttributeError):
-            found = _held(hold)
+    found_in = [(h, None) for h in sorted(holds_dir().glob("*.json"))]
+    if root is not None:
+        found_in += [(h, root) for h in sorted((root / ROOT_HOLDS).glob("*.json"))]
+    for hold, where in found_in:
+        with contextlib.suppress(sqlite3.Error, OSError, ValueError, AttributeError, TypeError):
+            found = _held(hold, where)
             if found is not None:
                 out.setdefault(found[0], found[1])
     return out
@@ -146,7 +171,7 @@ def _write_atomically(path: Path, data: dict[str, object]) -> None:
 
 
 @contextlib.contextmanager
-def _root_forget_lock(snapshot: Path) -> Iterator[None]:
+def _root_forget_lock(snapshot: Path) -> Iterator[Path | None]:
     """The snapshot's root's ``.forget.lock`` (the flock a ``forget`` holds for its whole run)
     when the path is laid out as one (``ROOT/tenant=*/snapshot=*``) and the root is writable;
     else nothing (a forget could not remove the snapshot either). Waits for a running forget."""
@@ -158,7 +183,7 @@ def _root_forget_lock(snapshot: Path) -> Iterator[None]:
         TENANT_PREFIX
     )
     if not laid_out or not os.access(root, os.W_OK):
-        yield
+        yield None
         return
     fd = os.open(root / FORGET_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -174,7 +199,7 @@ def _root_forget_lock(snapshot: Path) -> Iterator[None]:
                         "run again when it is done"
                     ) from None
                 time.sleep(0.05)
-        yield
+        yield root
     finally:
         os.close(fd)
 
@@ -194,23 +219,25 @@ def holding(source: str, migration_id: str, journal: Path) -> Iterator[None]:
         return
     hold = holds_dir() / f"{migration_id}.json"
     snapshot = Path(source).expanduser().absolute()
-    with _root_forget_lock(snapshot):
-        _write_atomically(
-            hold,
-            {
-                "tool": "longmem-etl",
-                "migration_id": migration_id,
-                "journal": str(journal),
-                "source": _named(source),
-                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            },
-        )
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    record = {"tool": "longmem-etl", "migration_id": migration_id, "journal": str(journal)}
+    holds = [hold]
+    with _root_forget_lock(snapshot) as root:
+        _write_atomically(hold, {**record, "source": _named(source), "since": since})
+        if root is not None:  # beside the snapshots too: a forget of another state home sees it
+            holds.append(root / ROOT_HOLDS / hold.name)
+            rel = f"{snapshot.parent.name}/{snapshot.name}"
+            host = socket.gethostname()
+            with contextlib.suppress(OSError):
+                _write_atomically(holds[1], {**record, "source": rel, "host": host, "since": since})
         if not (snapshot / "manifest.json").is_file():  # a forget that ran first removed it
-            hold.unlink(missing_ok=True)
+            for h in holds:
+                h.unlink(missing_ok=True)
             raise BadInput(f"--source {source}: no such snapshot (removed by forget?)")
     try:
         yield
     finally:
         with contextlib.suppress(sqlite3.Error, OSError, ValueError):
             if _journal_state(journal)[0]:
-                hold.unlink(missing_ok=True)
+                for h in holds:
+                    h.unlink(missing_ok=True)
