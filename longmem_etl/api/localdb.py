@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import resource
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -20,7 +22,7 @@ from typing import Any
 
 from longmem_etl.api import localrows
 from longmem_etl.api.localwal import Checkpointer
-from longmem_etl.errors import BadInput
+from longmem_etl.errors import EXIT_BAD_INPUT, APIError, BadInput, LongmemETLError
 
 STORE_FORMAT = "longmem-etl-local/1"
 BUSY_TIMEOUT_S = 30.0
@@ -87,6 +89,64 @@ def encoded_rows(mems: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
     return out
 
 
+class StoreUnwritable(APIError):
+    """The store's own file cannot be written: disk full, a file size limit, an I/O error.
+
+    To a migration it is the target refusing to store (507 Insufficient Storage, which stops the
+    run with its resume command: retrying cannot help); to a CLI verb, exit 2. The message is
+    the one line the user sees: which file, what happened, what to do."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str) -> None:
+        LongmemETLError.__init__(self, message)
+        self.status, self.message, self.retry_after = 507, message, None
+
+    @property
+    def retryable(self) -> bool:
+        return False
+
+
+_IO_NAMES = ("SQLITE_IOERR", "SQLITE_FULL")
+
+
+def unwritable(path: Path, exc: BaseException) -> StoreUnwritable | None:
+    """`StoreUnwritable` for a SQLite error that says the disk refused a write of ``path`` (its
+    ``-wal`` and ``-journal`` included), else None. SQLite reports a file size limit (EFBIG)
+    as a bare "disk I/O error", so the cause is found by looking: the process's ``ulimit -f``
+    against the files' sizes, then the free space of the file's file system."""
+    if not isinstance(exc, sqlite3.DatabaseError):
+        return None
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    text = str(exc).lower()
+    if not (name.startswith(_IO_NAMES) or "disk i/o error" in text or "disk is full" in text):
+        return None
+    where = f"local:{path}"
+    again = "then run the same command again (the failed write was rolled back)"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    files = [path, Path(f"{path}-wal"), Path(f"{path}-journal")]
+    sizes = [f.stat().st_size for f in files if f.exists()]
+    if limit != resource.RLIM_INFINITY and sizes and max(sizes) + (1 << 17) >= limit:
+        return StoreUnwritable(
+            f"{where}: cannot write the store: its file reached this process's file size limit "
+            f"({limit} bytes, `ulimit -f`); raise the limit or move the store, {again}"
+        )
+    try:
+        st = os.statvfs(path.parent)
+        free = st.f_bavail * st.f_frsize
+    except OSError:
+        free = None
+    if "full" in text or name.startswith("SQLITE_FULL") or (free is not None and free < 1 << 24):
+        return StoreUnwritable(
+            f"{where}: cannot write the store: no space left on the device (or a quota); "
+            f"free space, {again}"
+        )
+    return StoreUnwritable(
+        f"{where}: cannot write the store: the file system reported an I/O error ({exc}); "
+        f"check the disk, {again}"
+    )
+
+
 class StoreFile:
     """One store's SQLite file: per-thread connections, read and write transactions."""
 
@@ -143,6 +203,8 @@ class StoreFile:
             conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
+            if (problem := unwritable(self.path, exc)) is not None:
+                raise BadInput(str(problem)) from None
             if "locked" in msg or "busy" in msg:
                 raise BadInput(f"{where}: database is locked by another process") from None
             if "not a database" in msg or "malformed" in msg or "encrypted" in msg:
@@ -178,16 +240,23 @@ class StoreFile:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction, committed (durably) before the caller returns."""
+        """A write transaction, committed (durably) before the caller returns. A write the disk
+        refuses (full, a file size limit, an I/O error) is rolled back and raised as
+        `StoreUnwritable`, naming this file."""
         conn = self._conn()
         with self._write_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                if conn.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                problem = unwritable(self.path, exc)
+                if problem is not None:
+                    raise problem from exc
                 raise
-            conn.execute("COMMIT")
             self._checkpointer.catch_up(conn)  # rarely: once the log needs to start over
         self._checkpointer.poke()
 

@@ -459,9 +459,11 @@ def _run_locked(
         }
         if stats.fatal and not _interrupted_by_user(stop, stats):
             _write_outputs(journal, work_dir, None)
-            error = BadInput if stats.fatal.startswith("target refused") else LongmemETLError
-            raise error(
-                f"{stats.fatal}; the journal is consistent — resume with: {result.resume_command}"
+            # the journal's disk full is the user's too (a BadInput in the uploader's threads)
+            fatal = stats.fatal.removeprefix("journal write failed: BadInput: ")
+            user = fatal != stats.fatal or fatal.startswith("target refused")
+            raise (BadInput if user else LongmemETLError)(
+                f"{fatal}; the journal is consistent — resume with: {result.resume_command}"
             )
         if opts.update_changed and not stop.is_set():
             _update_changed(journal, target, stop)

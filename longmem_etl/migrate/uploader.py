@@ -50,7 +50,7 @@ Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
 Refuses = Callable[[dict[str, Any], "int | None"], "str | None"]
 """``refuses(item, payload_chars)`` -> why the target is known to refuse the item, or None."""
 
-FATAL_STATUSES = frozenset({401, 403})
+FATAL_STATUSES = frozenset({401, 403, 507})  # 507: the target cannot store (disk full)
 TRANSIENT_STATUSES = frozenset({408})
 
 
