@@ -41,8 +41,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "snapshot minus the duration; rules combine by union. The newest snapshot that "
             "verifies (sizes + sha256) is never removed. A removal takes the manifest away "
             "first, then deletes only the files that manifest lists; an interrupted forget is "
-            "finished by the next one. --dry-run shows what would go, with each kept snapshot's "
-            "reasons."
+            "finished by the next one. A snapshot an unfinished migration reads as its source "
+            "(and its chain) is kept, with the migration named, whatever the policy says. "
+            "--dry-run shows what would go, with each kept snapshot's reasons."
         ),
         examples=EXAMPLES,
     )
