@@ -354,6 +354,7 @@ class ForgetResult:
     finished_interrupted: list[str] = field(default_factory=list)
     not_removed: list[dict[str, str]] = field(default_factory=list)
     rebased: list[str] = field(default_factory=list)
+    stale_holds: list[str] = field(default_factory=list)  # of migrations finished or gone
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -494,7 +495,7 @@ def forget(
     ``dry_run``. ``protect`` (a snapshot just written) is always kept, and so is every snapshot an
     unfinished migration of the state home reads as its source (with its chain): see
     ``migrate.inuse``."""
-    from longmem_etl.migrate.inuse import snapshots_in_use
+    from longmem_etl.migrate.inuse import prune_stale_holds, snapshots_in_use
     from longmem_etl.snapshots.layout import tenant_lock
 
     rootp = Path(root)
@@ -506,6 +507,7 @@ def forget(
     with contextlib.nullcontext() if dry_run else forget_lock(rootp):
         if not dry_run:
             result.finished_interrupted = finish_interrupted(rootp, tenant)
+            result.stale_holds = prune_stale_holds(rootp)
         in_use = snapshots_in_use(root=rootp)
         for name, snaps in _tenants(rootp, tenant):
             if dry_run:

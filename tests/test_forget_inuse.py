@@ -232,8 +232,14 @@ def test_a_hold_from_another_host_keeps_its_source_and_says_how_to_let_go(tmp_pa
     (plan,) = _forget(root, "--dry-run")["tenants"]
     (reason,) = {k["snapshot"]: k["reasons"] for k in plan["keep"]}[old]
     assert "on host another-machine" in reason and str(holds / "abc.json") in reason, reason
-    # the same hold made on this host, its journal gone: stale, keeps nothing
     import socket
 
-    (holds / "abc.json").write_text(json.dumps({**record, "host": socket.gethostname()}))
-    assert _forget(root)["removed"] == [old]
+    here = {**record, "host": socket.gethostname()}
+    # made on this host by a live process whose journal does not exist yet (it is starting): kept
+    (holds / "abc.json").write_text(json.dumps({**here, "pid": os.getpid()}))
+    assert _forget(root, "--dry-run")["tenants"][0]["remove"] == []
+    # made on this host, its writer gone and its journal too: stale, keeps nothing, swept
+    (holds / "abc.json").write_text(json.dumps({**here, "tool": "longmem-etl"}))
+    done = _forget(root)
+    assert done["removed"] == [old] and done["stale_holds"] == [str(holds / "abc.json")]
+    assert not (holds / "abc.json").exists()

@@ -118,10 +118,27 @@ def _held(hold: Path, root: Path | None = None) -> tuple[str, Use] | None:
     try:
         finished, _ = _journal_state(Path(journal))
     except FileNotFoundError:
+        if _running(data):  # registered, its journal not created yet
+            return source, use
         return None  # its journal is gone: a re-run would plan afresh, from whatever source
     except PermissionError:  # another user's migration: it holds
         return source, Use(use.migration_id, use.journal, "journal not readable", hold)
     return None if finished else (source, use)
+
+
+def _running(data: dict) -> bool:
+    """Whether the process that wrote a hold is still alive on this host (a reused pid only
+    makes a hold keep its snapshot a little longer)."""
+    pid = data.get("pid")
+    if data.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
 
 
 def snapshots_in_use(base: Path | None = None, *, root: Path | None = None) -> dict[str, Use]:
@@ -146,6 +163,26 @@ def snapshots_in_use(base: Path | None = None, *, root: Path | None = None) -> d
             if found is not None:
                 out.setdefault(found[0], found[1])
     return out
+
+
+def prune_stale_holds(root: Path | None = None) -> list[str]:
+    """Remove the holds that keep nothing any more (their journal finished, or gone from this
+    host): a migration killed after finishing, or whose work dir the user deleted, would leave
+    them behind for ever. Called by ``forget`` under the root's lock; returns the files removed."""
+    found = [(h, None) for h in sorted(holds_dir().glob("*.json"))]
+    if root is not None:
+        found += [(h, root) for h in sorted((root / ROOT_HOLDS).glob("*.json"))]
+    removed = []
+    for hold, where in found:
+        try:
+            data = json.loads(hold.read_text(encoding="utf-8"))
+            if data.get("tool") != "longmem-etl" or _held(hold, where) is not None:
+                continue
+            hold.unlink()
+            removed.append(str(hold))
+        except (sqlite3.Error, OSError, ValueError, AttributeError, TypeError):
+            continue  # unreadable or not ours: left alone
+    return removed
 
 
 def _named(source: str) -> str:
@@ -218,18 +255,23 @@ def holding(source: str, migration_id: str, journal: Path) -> Iterator[None]:
         yield
         return
     hold = holds_dir() / f"{migration_id}.json"
-    snapshot = Path(source).expanduser().absolute()
+    snapshot = Path(source).expanduser().resolve()  # a symlink's target: the real root
     since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    record = {"tool": "longmem-etl", "migration_id": migration_id, "journal": str(journal)}
+    record = {
+        "tool": "longmem-etl",
+        "migration_id": migration_id,
+        "journal": str(journal),
+        "host": socket.gethostname(),
+        "pid": os.getpid(),  # until the journal exists, a live writer is what holds
+    }
     holds = [hold]
     with _root_forget_lock(snapshot) as root:
         _write_atomically(hold, {**record, "source": _named(source), "since": since})
         if root is not None:  # beside the snapshots too: a forget of another state home sees it
             holds.append(root / ROOT_HOLDS / hold.name)
             rel = f"{snapshot.parent.name}/{snapshot.name}"
-            host = socket.gethostname()
             with contextlib.suppress(OSError):
-                _write_atomically(holds[1], {**record, "source": rel, "host": host, "since": since})
+                _write_atomically(holds[1], {**record, "source": rel, "since": since})
         if not (snapshot / "manifest.json").is_file():  # a forget that ran first removed it
             for h in holds:
                 h.unlink(missing_ok=True)
