@@ -243,3 +243,25 @@ def test_a_hold_from_another_host_keeps_its_source_and_says_how_to_let_go(tmp_pa
     done = _forget(root)
     assert done["removed"] == [old] and done["stale_holds"] == [str(holds / "abc.json")]
     assert not (holds / "abc.json").exists()
+
+
+def test_ctrl_c_while_waiting_for_a_forget_exits_130_and_registers_nothing(tmp_path: Path) -> None:
+    from longmem_etl.retention import forget_lock
+
+    home = Path(os.environ["LONGMEM_ETL_HOME"])
+    root = tmp_path / "snaps"
+    old, _new = _two_snapshots(tmp_path, root)
+    target = tmp_path / "dst.db"
+    with forget_lock(root):
+        proc = start_cli("migrate", "--source", old, "--target", f"local:{target}",
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while not list(home.glob("locks/*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert not list(home.glob("holds/*.json")) and not (root / ".migration-holds").exists()
+    assert not target.exists() or _memories(target) == []

@@ -371,7 +371,7 @@ def run_migration(
             what=f"migration {mid}",
             wait=opts.wait,
         ),
-        holding(opts.source, mid, journal_path),  # `forget` keeps the source until we finish
+        holding(opts.source, mid, journal_path, stop),  # `forget` keeps the source until we finish
     ):
         return _run_locked(opts, stop, binding, mid, journal_path)
 

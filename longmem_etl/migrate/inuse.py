@@ -31,6 +31,7 @@ import json
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from longmem_etl.migrate.state import JOURNAL_NAME, migrations_dir, state_home
 
 HOLDS = "holds"
 ROOT_HOLDS = ".migration-holds"  # in a snapshot root: seen by a forget of any state home
-FORGET_WAIT_S = 300.0  # a forget removing many snapshots takes a while; then give up
+FORGET_WAIT_S = 120.0  # as long as a forget waits for another one; then exit 2, run again
 
 
 def holds_dir() -> Path:
@@ -208,7 +209,7 @@ def _write_atomically(path: Path, data: dict[str, object]) -> None:
 
 
 @contextlib.contextmanager
-def _root_forget_lock(snapshot: Path) -> Iterator[Path | None]:
+def _root_forget_lock(snapshot: Path, stop: threading.Event | None = None) -> Iterator[Path | None]:
     """The snapshot's root's ``.forget.lock`` (the flock a ``forget`` holds for its whole run)
     when the path is laid out as one (``ROOT/tenant=*/snapshot=*``) and the root is writable;
     else nothing (a forget could not remove the snapshot either). Waits for a running forget."""
@@ -230,6 +231,8 @@ def _root_forget_lock(snapshot: Path) -> Iterator[Path | None]:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
+                if stop is not None and stop.is_set():  # Ctrl-C while waiting: nothing done yet
+                    raise KeyboardInterrupt from None
                 if time.monotonic() >= deadline:
                     raise BadInput(
                         f"{root / FORGET_LOCK}: a forget on the source's root is still running; "
@@ -242,7 +245,9 @@ def _root_forget_lock(snapshot: Path) -> Iterator[Path | None]:
 
 
 @contextlib.contextmanager
-def holding(source: str, migration_id: str, journal: Path) -> Iterator[None]:
+def holding(
+    source: str, migration_id: str, journal: Path, stop: threading.Event | None = None
+) -> Iterator[None]:
     """(Context) register that the migration ``migration_id`` (journal ``journal``) reads the
     snapshot ``source`` until it finishes. Not a snapshot directory: nothing to hold.
 
@@ -265,7 +270,7 @@ def holding(source: str, migration_id: str, journal: Path) -> Iterator[None]:
         "pid": os.getpid(),  # until the journal exists, a live writer is what holds
     }
     holds = [hold]
-    with _root_forget_lock(snapshot) as root:
+    with _root_forget_lock(snapshot, stop) as root:
         _write_atomically(hold, {**record, "source": _named(source), "since": since})
         if root is not None:  # beside the snapshots too: a forget of another state home sees it
             holds.append(root / ROOT_HOLDS / hold.name)
