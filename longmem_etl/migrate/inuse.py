@@ -7,20 +7,25 @@ of its chain, which ``forget`` would answer by rewriting it as a full snapshot: 
 replan) would leave that migration unable to finish as planned. So ``forget`` keeps such snapshots,
 with the migration named as the reason, until the migration has finished.
 
-Two ways a migration is seen, both read-only (a running migration is never blocked or changed):
+How a migration is seen, always read-only (a running migration is never blocked or changed):
 
-- **holds** ``{state home}/holds/<migration id>.json``: every run whose source is a snapshot
-  registers it there (`holding`) before it reads it, whatever ``--journal`` says, with the source
-  as the user named it (an ``s3://`` URL for a source mirrored from S3: ``forget`` on that S3 root
-  matches it by URL). A hold only points at its journal; the journal decides: unfinished (or not
-  planned yet) keeps the source, finished or missing does not (a stale hold of a killed or deleted
-  migration costs nothing). A finished run removes its hold.
+- **holds**: every run whose source is a snapshot registers it (`holding`) before reading it,
+  whatever ``--journal`` says, in ``{state home}/holds/<migration id>.json`` (the source as the
+  user named it: an ``s3://`` URL for a source mirrored from S3, which ``forget`` on that S3 root
+  matches by URL) and, when the source's root is writable, in ``ROOT/.migration-holds/`` (the
+  snapshot, journal, host and pid), which a ``forget`` of any state home or user reads.
 - journals under ``{state home}/migrations/`` (migrations of versions before holds existed).
 
-The hold is written under the source root's ``.forget.lock`` (the lock ``forget`` holds for its
-whole run) and the source is checked to still be there afterwards: a ``forget`` that started first
-finishes first, and one that starts later sees the hold. What is not seen: a migration of another
-state home (another ``$LONGMEM_ETL_HOME``, another user); see ``docs/guarantees.md``.
+A hold only points at its journal; the journal decides: unfinished keeps the source; finished or
+missing does not (unless its writer is still alive: a run registers before it creates its
+journal), and ``forget`` sweeps such stale holds (`prune_stale_holds`). A hold that cannot be
+checked from here (another host, a journal this user cannot read) keeps the source, and the reason
+names the file to delete. A finished run removes its holds.
+
+The holds are written under the source root's ``.forget.lock`` (held by ``forget`` for its whole
+run), and the source is checked to still be there afterwards: a ``forget`` that started first
+finishes first, and one that starts later sees the hold. Not seen: an ``s3://`` source by a
+``forget`` of another state home (S3 roots hold no holds); see ``docs/guarantees.md``.
 """
 
 from __future__ import annotations
