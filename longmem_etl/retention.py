@@ -465,7 +465,7 @@ def forget_lock(root: Path, wait_s: float | None = None) -> Iterator[None]:
     holder dies). Two forgets with different policies could otherwise each remove what the other
     keeps and leave a tenant with nothing. A second one waits, then gives up (exit 3)."""
     path = root / FORGET_LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)  # flock needs no write access
     try:
         deadline = time.monotonic() + (LOCK_WAIT_S if wait_s is None else wait_s)
         while True:

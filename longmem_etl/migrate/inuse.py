@@ -228,7 +228,11 @@ def _root_forget_lock(snapshot: Path, stop: threading.Event | None = None) -> It
     if not laid_out or not os.access(root, os.W_OK):
         yield None
         return
-    fd = os.open(root / FORGET_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # read-only is enough for flock: a lock file another user made still works
+        fd = os.open(root / FORGET_LOCK, os.O_RDONLY | os.O_CREAT, 0o644)
+    except OSError:
+        yield None  # no lock to share with a forget here: the state home's hold still counts
+        return
     try:
         deadline = time.monotonic() + FORGET_WAIT_S
         while True:
