@@ -377,6 +377,8 @@ class ForgetResult:
             lines.append(f"  note: {Path(n['path']).name}: {n['why']}")
         if self.finished_interrupted:
             lines.append(f"finished {len(self.finished_interrupted)} interrupted removal(s)")
+        if self.stale_holds:
+            lines.append(f"removed {len(self.stale_holds)} hold(s) of migrations finished or gone")
         return "\n".join(lines)
 
 
