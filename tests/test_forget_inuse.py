@@ -36,23 +36,21 @@ def _held_once(db: Path, n: int) -> None:
     assert len(target) == n and len(sids) == n and max(sids.values()) == 1
 
 
-def _two_snapshots(tmp_path: Path, root: str | Path, env: dict | None = None) -> list[str]:
-    """Two snapshots of one tenant under ``root`` (1000 memories, then one more): old, new."""
+def _two_snapshots(tmp_path: Path, root: str | Path) -> list[str]:
+    """Two full snapshots of one tenant under ``root`` (1000 memories, then one more): old, new.
+    Made in this process (the library calls the CLI makes): only what is tested runs as a child."""
+    from longmem_etl import backup
+
     db = tmp_path / "acct.db"
-    seed = run_cli("local", "seed", f"local:{db}", "--from", SAMPLES / "globex-dirty.json")
-    assert seed.returncode == 0, seed.stderr
-    paths = []
-    for i in range(2):
-        if i:
-            store = LocalStore(db)
-            store.add("one more", collection="default")
-            store.close()
-            time.sleep(1.05)  # the next snapshot's name is the next second
-        r = run_cli(
-            "backup", "--source", f"local:{db}", "--root", root, "--full", "--json", env=env
-        )
-        assert r.returncode == 0, r.stderr
-        paths.append(json.loads(r.stdout)["path"])
+    store = LocalStore(db)
+    store.seed_dump(json.loads((SAMPLES / "globex-dirty.json").read_text()))
+    store.close()
+    paths = [str(backup(f"local:{db}", root, incremental=False).path)]
+    store = LocalStore(db)
+    store.add("one more", collection="default")
+    store.close()
+    time.sleep(1.05)  # the next snapshot's name is the next second
+    paths.append(str(backup(f"local:{db}", root, incremental=False).path))
     return paths
 
 
