@@ -15,6 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -225,4 +226,4 @@ class StoreFile:
         per = max(1, min(_ROWS_PER_INSERT, _max_variables(conn) // width))
         for start in range(0, len(params), per):
             part = params[start : start + per]
-            conn.execute(_insert_sql(len(part)), [v for row in part for v in row])
+            conn.execute(_insert_sql(len(part)), list(chain.from_iterable(part)))

@@ -141,7 +141,7 @@ def new_row(mem: dict[str, Any], metadata_text: str, ts: float | None) -> tuple[
     ``extra`` and no ``fidelity``; ``metadata_text`` is ``dumps(mem["metadata"])``, and ``ts`` the
     epoch of ``created_at`` (= ``updated_at``). ``tests/test_local_store.py`` holds it to
     ``encode``."""
-    return (
+    return fresh_row(
         mem["id"],
         mem["collection"],
         mem["text"],
@@ -150,12 +150,40 @@ def new_row(mem: dict[str, Any], metadata_text: str, ts: float | None) -> tuple[
         metadata_text,
         mem["source"],
         mem["container_tag"],
-        int(mem["pinned"]),
-        int(mem["archived"]),
         mem["created_at"],
-        mem["updated_at"],
-        mem["expires_at"],
-        mem["superseded_by"],
+        ts,
+    )
+
+
+def fresh_row(
+    memory_id: str,
+    collection: str,
+    text: str,
+    importance: float,
+    category: str,
+    metadata_text: str,
+    source: str,
+    container_tag: str | None,
+    now: str,
+    ts: float | None,
+) -> tuple[Any, ...]:
+    """`new_row` from the fields themselves (``add_many`` builds no memory dicts): not pinned,
+    not archived, created and updated ``now``, never expiring, not superseded."""
+    return (
+        memory_id,
+        collection,
+        text,
+        importance,
+        category,
+        metadata_text,
+        source,
+        container_tag,
+        0,  # pinned
+        0,  # archived
+        now,  # created_at
+        now,  # updated_at
+        None,  # expires_at
+        None,  # superseded_by
         None,  # extra
         None,  # fidelity
         ts,  # created_ts
