@@ -358,7 +358,7 @@ class LocalStore(SeedableStore, OfflineCalls):
             new["updated_at"] = now
             touched[coll] = None
             rows.append(new)
-        params = encoded_rows(rows)
+        params = encoded_rows(rows, depth_checked=True)  # each was checked above
         wanted = []
         for c in collections or []:
             name = collection_name(c)
