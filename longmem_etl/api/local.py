@@ -245,7 +245,6 @@ class LocalStore(SeedableStore, OfflineCalls):
                 data = jsonio.dumps(metadata if metadata is not None else {})
                 meta_json, meta_size = data.decode("utf-8"), len(data)
             text = get("text")
-            item_collection = collection
             item_importance = get("importance", importance)
             item_category = get("category", category)
             item_source = get("source", source)
@@ -253,7 +252,7 @@ class LocalStore(SeedableStore, OfflineCalls):
             meta_text = check_new_memory(
                 self.limits,
                 text,
-                collection=item_collection,
+                collection=collection,
                 importance=item_importance,
                 category=item_category,
                 metadata=metadata,
@@ -266,7 +265,7 @@ class LocalStore(SeedableStore, OfflineCalls):
             rows.append(
                 localrows.fresh_row(
                     ids[i],
-                    item_collection,
+                    collection,
                     text,
                     item_importance,
                     item_category,
