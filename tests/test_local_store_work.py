@@ -355,3 +355,22 @@ def test_export_page_of_bytes_that_are_not_utf8_is_a_503(store: LocalStore) -> N
     with pytest.raises(APIError) as err:
         store.export_page()
     assert err.value.status == 503 and "UTF-8" in err.value.message
+
+
+def test_add_many_rows_are_what_the_general_codec_writes(store: LocalStore) -> None:
+    """`add_many` builds its rows field by field (`localrows.fresh_row`, no memory dicts); each
+    stored row must be column for column what `localrows.encode` writes for the memory it
+    exports, or exports and later reads would change."""
+    items = [
+        "bare string",
+        {"text": "all fields", "importance": 0, "category": "c", "source": "s"},
+        {"text": "meta", "metadata": TRICKY_META[0], "container_tag": "u"},
+        {"text": "dec", "metadata": TRICKY_META[2], "importance": 1},
+        {"text": "null meta", "metadata": None, "container_tag": None},
+    ]
+    store.add_many(items, collection="c", importance=0.25, category="d", source="sdk")
+    conn = store._conn()
+    for row in conn.execute(f"SELECT {', '.join(localrows.COLUMNS)} FROM memories"):
+        stored = tuple(row)
+        encoded = localrows.encode(localrows.decode(row))
+        assert stored == tuple(encoded[c] for c in localrows.COLUMNS)
