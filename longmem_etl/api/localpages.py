@@ -6,13 +6,13 @@ end of a million rows as at the start, and a memory that exists for the whole re
 
 A page is read in windows of ``_BATCH`` rows (the rowid range up to the ``_BATCH``-th next row),
 each ONE aggregate query: SQLite concatenates every column of the window into one UTF-8 byte
-string plus a list of byte lengths (``-1`` for NULL), and
-those become Arrow string arrays directly, with no Python object per row or per value (the tuple a
-row used to cost was most of a page's time). The window's ``seq`` list proves the rows came in
-order; a window that holds a dirty row (its fidelity records a field that is not a string, in
-seeded data) or does not prove its order is read the plain way instead: tuples of bytes, the
-dirty rows decoded whole and sent as ``raw``. Both ways read inside the caller's one read
-transaction, so they see the same rows.
+string plus a list of byte lengths (``-1`` for NULL), and those become Arrow string arrays
+directly, with no Python object per row or per value (the tuple a row used to cost was most of a
+page's time; now about half the time for 20k rows, `benchmarks/bench_store.py`). The window's
+``seq`` list proves the rows came in order; a window that holds a dirty row (its fidelity records
+a field that is not a string, in seeded data) or does not prove its order is read the plain way
+instead: tuples of bytes, the dirty rows decoded whole and sent as ``raw``. Both ways read inside
+the caller's one read transaction, so they see the same rows.
 """
 
 from __future__ import annotations
