@@ -48,6 +48,11 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=100)
     ap.add_argument("--no-faults", action="store_true")
+    ap.add_argument(
+        "--no-bytecode-cache",
+        action="store_true",
+        help="let every process compile its modules (see bench_migrate_e2e.py)",
+    )
     args = ap.parse_args()
     per_s = args.concurrency * args.chunk / (args.latency_ms / 1000)
     queries = [("no", f"latency_ms={args.latency_ms}")]

@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -43,8 +42,15 @@ from typing import Any, TypeVar
 from longmem_etl import jsonio
 from longmem_etl.api import localpages, localrows
 from longmem_etl.api.faults import FaultConfig, FaultInjector
-from longmem_etl.api.limits import StoreLimits
-from longmem_etl.api.localcheck import check_limits, check_request, new_memory_row, unprocessable
+from longmem_etl.api.limits import StoreLimits, plain_json
+from longmem_etl.api.localcheck import (
+    check_limits,
+    check_new_memory,
+    check_request,
+    new_ids,
+    new_memory_row,
+    unprocessable,
+)
 from longmem_etl.api.localdb import encoded_rows
 from longmem_etl.api.localload import SeedableStore
 from longmem_etl.api.localoffline import OfflineCalls
@@ -59,6 +65,8 @@ _ORDER = "ORDER BY coalesce(pinned, 0) DESC, created_ts DESC, seq DESC"
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_ITEM_FIELDS = frozenset({"text", "container_tag", "importance", "category", "metadata", "source"})
 
 
 def _now() -> str:
@@ -210,39 +218,64 @@ class LocalStore(SeedableStore, OfflineCalls):
     ) -> dict[str, Any]:
         if not isinstance(items, list):
             raise unprocessable("add_many: items must be a list")
-        check_request(self.limits, "add_many", items, items)
+        # one sizing of the request: for plain JSON it also gives every item's metadata size and
+        # shows no item is nested too deep (`limits.plain_json`); otherwise each check as it was
+        plain = plain_json(items)
+        check_request(self.limits, "add_many", items, items, plain.size if plain else None)
+        same_sizes = plain is not None and plain.same_floats
+        shallow = plain is not None and plain.depth <= jsonio.MAX_DEPTH + 2  # list + item + 128
         now = _now()
         now_ts = localrows.to_epoch(now)
-        ids: list[str] = []
+        ids = new_ids(len(items))
         rows: list[tuple[Any, ...]] = []
         for i, item in enumerate(items):
             if isinstance(item, str):
                 item = {"text": item}
             if not isinstance(item, dict):
                 raise unprocessable(f"items[{i}]: must be a string or an object")
-            unknown = sorted(
-                set(item)
-                - {"text", "container_tag", "importance", "category", "metadata", "source"}
-            )
-            if unknown:
+            if not item.keys() <= _ITEM_FIELDS:
+                unknown = sorted(set(item) - _ITEM_FIELDS)
                 raise unprocessable(f"items[{i}]: unknown field {unknown[0]!r}")
-            if localrows.too_deep(item):  # depth check, separate from the size limits
+            if not shallow and localrows.too_deep(item):  # depth, apart from the size limits
                 raise unprocessable(f"items[{i}]: {jsonio.TOO_DEEP}")
-            mem, row = new_memory_row(
+            get = item.get
+            metadata = get("metadata")
+            meta_json = meta_size = None
+            if same_sizes:  # plain: msgspec's text is the stored column and its length the size
+                data = jsonio.dumps(metadata if metadata is not None else {})
+                meta_json, meta_size = data.decode("utf-8"), len(data)
+            text = get("text")
+            item_importance = get("importance", importance)
+            item_category = get("category", category)
+            item_source = get("source", source)
+            item_tag = get("container_tag", container_tag)
+            meta_text = check_new_memory(
                 self.limits,
-                item.get("text"),
+                text,
                 collection=collection,
-                importance=item.get("importance", importance),
-                category=item.get("category", category),
-                metadata=item.get("metadata"),
-                source=item.get("source", source),
-                container_tag=item.get("container_tag", container_tag),
+                importance=item_importance,
+                category=item_category,
+                metadata=metadata,
+                source=item_source,
+                container_tag=item_tag,
                 where=f"items[{i}]",
-                now=now,
-                now_ts=now_ts,
+                metadata_json=meta_json,
+                metadata_size=meta_size,
             )
-            ids.append(mem["id"])
-            rows.append(row)
+            rows.append(
+                localrows.fresh_row(
+                    ids[i],
+                    collection,
+                    text,
+                    item_importance,
+                    item_category,
+                    meta_text,
+                    item_source,
+                    item_tag,
+                    now,
+                    now_ts,
+                )
+            )
         if rows:
             # rows were encoded above, before the write lock: see `localdb.encoded_rows`
             with self._write() as conn:
@@ -271,24 +304,39 @@ class LocalStore(SeedableStore, OfflineCalls):
             not isinstance(into_collection, str) or not into_collection
         ):
             raise unprocessable("import_memories: into_collection must be a non-empty string")
-        check_request(self.limits, "import_memories", memories, memories)
+        plain = plain_json(memories)  # one sizing of the request (see add_many)
+        check_request(
+            self.limits, "import_memories", memories, memories, plain.size if plain else None
+        )
+        same_sizes = plain is not None and plain.same_floats
         for i, mem in enumerate(memories):
             if isinstance(mem, dict):
                 meta = mem.get("metadata")
-                check_limits(self.limits, f"memories[{i}]", text=mem.get("text"), metadata=meta)
+                size = None
+                if same_sizes and meta is not None and self.limits.max_metadata_bytes:
+                    size = len(jsonio.dumps(meta))
+                check_limits(
+                    self.limits,
+                    f"memories[{i}]",
+                    text=mem.get("text"),
+                    metadata=meta,
+                    metadata_size=size,
+                )
+        shallow = plain is not None and plain.depth <= jsonio.MAX_DEPTH + 2
         now = _now()
+        ids = new_ids(len(memories))
         rows = []
         touched: dict[str, None] = {}
         skipped = 0
         for i, mem in enumerate(memories):
-            if localrows.too_deep(mem):  # refused (422), never skipped: it would be lost silently
+            if not shallow and localrows.too_deep(mem):  # refused (422), never skipped
                 raise unprocessable(f"memories[{i}]: {jsonio.TOO_DEEP}")
             text = mem.get("text") if isinstance(mem, dict) else None
             if not isinstance(text, str) or not text.strip():
                 skipped += 1
                 continue
             new = dict(mem)
-            new["id"] = str(uuid.uuid4())
+            new["id"] = ids[i]
             coll = into_collection or mem.get("collection")
             if not isinstance(coll, str) or not coll:
                 coll = "default"
@@ -309,7 +357,7 @@ class LocalStore(SeedableStore, OfflineCalls):
             new["updated_at"] = now
             touched[coll] = None
             rows.append(new)
-        params = encoded_rows(rows)
+        params = encoded_rows(rows, depth_checked=True)  # each was checked above
         wanted = []
         for c in collections or []:
             name = collection_name(c)

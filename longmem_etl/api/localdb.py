@@ -17,6 +17,7 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +78,17 @@ def _max_variables(conn: sqlite3.Connection) -> int:
         return 999
 
 
-def encoded_rows(mems: Iterable[dict[str, Any]]) -> list[tuple[Any, ...]]:
+def encoded_rows(
+    mems: Iterable[dict[str, Any]], *, depth_checked: bool = False
+) -> list[tuple[Any, ...]]:
     """Memories -> INSERT parameters. Callers run this *before* taking the write lock: encoding is
     pure Python (it holds the GIL), and under the lock it stretched every writer's turn while the
-    other uploader threads queued behind it."""
+    other uploader threads queued behind it. ``depth_checked``: the caller already refused
+    memories nested too deep (`localrows.encode`)."""
     cols = localrows.COLUMNS
     out = []
     for mem in mems:
-        row = localrows.encode(mem)
+        row = localrows.encode(mem, depth_checked=depth_checked)
         out.append(tuple([row[c] for c in cols]))
     return out
 
@@ -294,4 +298,4 @@ class StoreFile:
         per = max(1, min(_ROWS_PER_INSERT, _max_variables(conn) // width))
         for start in range(0, len(params), per):
             part = params[start : start + per]
-            conn.execute(_insert_sql(len(part)), [v for row in part for v in row])
+            conn.execute(_insert_sql(len(part)), list(chain.from_iterable(part)))

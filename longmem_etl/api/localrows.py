@@ -14,6 +14,7 @@ Unknown fields live in ``extra`` (a JSON object, NULL when none), values exactly
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from longmem_etl import jsonio
@@ -60,14 +61,20 @@ def to_epoch(value: Any) -> float | None:
         v = float(value)
         return v / 1000.0 if abs(v) > 1e11 else v
     if isinstance(value, str):
-        s = value.strip()
-        if not s:
-            return None
-        try:
-            return parse_timestamp(s)[0] / 1e6
-        except ValueError:
-            return None
+        return _text_epoch(value)
     return None
+
+
+@functools.lru_cache(maxsize=256)
+def _text_epoch(value: str) -> float | None:
+    """`to_epoch` of a string, remembered: a call's rows share its ``now`` (``updated_at``)."""
+    s = value.strip()
+    if not s:
+        return None
+    try:
+        return parse_timestamp(s)[0] / 1e6
+    except ValueError:
+        return None
 
 
 def _typed(field: str, value: Any) -> tuple[bool, Any]:
@@ -95,10 +102,11 @@ def too_deep(mem: Any) -> bool:
     return jsonio.value_too_deep(mem, jsonio.MAX_DEPTH + 1)
 
 
-def encode(mem: dict[str, Any]) -> dict[str, Any]:
+def encode(mem: dict[str, Any], *, depth_checked: bool = False) -> dict[str, Any]:
     """A memory dict -> column values for the memories table (see COLUMNS). BadInput for a memory
-    nested too deep (the API methods refuse those first, with a 422 naming the item)."""
-    if too_deep(mem):
+    nested too deep (the API methods refuse those first, with a 422 naming the item, and say so
+    with ``depth_checked``)."""
+    if not depth_checked and too_deep(mem):
         from longmem_etl.errors import BadInput
 
         ident = mem.get("id") if isinstance(mem, dict) else None
@@ -141,7 +149,7 @@ def new_row(mem: dict[str, Any], metadata_text: str, ts: float | None) -> tuple[
     ``extra`` and no ``fidelity``; ``metadata_text`` is ``dumps(mem["metadata"])``, and ``ts`` the
     epoch of ``created_at`` (= ``updated_at``). ``tests/test_local_store.py`` holds it to
     ``encode``."""
-    return (
+    return fresh_row(
         mem["id"],
         mem["collection"],
         mem["text"],
@@ -150,12 +158,40 @@ def new_row(mem: dict[str, Any], metadata_text: str, ts: float | None) -> tuple[
         metadata_text,
         mem["source"],
         mem["container_tag"],
-        int(mem["pinned"]),
-        int(mem["archived"]),
         mem["created_at"],
-        mem["updated_at"],
-        mem["expires_at"],
-        mem["superseded_by"],
+        ts,
+    )
+
+
+def fresh_row(
+    memory_id: str,
+    collection: str,
+    text: str,
+    importance: float,
+    category: str,
+    metadata_text: str,
+    source: str,
+    container_tag: str | None,
+    now: str,
+    ts: float | None,
+) -> tuple[Any, ...]:
+    """`new_row` from the fields themselves (``add_many`` builds no memory dicts): not pinned,
+    not archived, created and updated ``now``, never expiring, not superseded."""
+    return (
+        memory_id,
+        collection,
+        text,
+        importance,
+        category,
+        metadata_text,
+        source,
+        container_tag,
+        0,  # pinned
+        0,  # archived
+        now,  # created_at
+        now,  # updated_at
+        None,  # expires_at
+        None,  # superseded_by
         None,  # extra
         None,  # fidelity
         ts,  # created_ts
