@@ -35,20 +35,40 @@ def one_line(message: str) -> str:
     return message.translate(_LINE_BREAKS)
 
 
-def _verb_modules() -> list:
+def _verb_names() -> list[str]:
+    """The modules of ``longmem_etl.cli`` that may hold a verb (found without importing them)."""
     import longmem_etl.cli as pkg
 
+    return [
+        info.name
+        for info in pkgutil.iter_modules(pkg.__path__)
+        if info.name not in {"main", "common"} and not info.name.startswith("_")
+    ]
+
+
+def _verb_modules(only: str | None = None) -> list:
+    """The verb modules, in ``ORDER``; with ``only``, just that verb's (each module is named
+    after its ``VERB``), so a command does not import the other fifteen verbs' modules."""
     mods = []
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name in {"main", "common"} or info.name.startswith("_"):
-            continue
-        mod = importlib.import_module(f"longmem_etl.cli.{info.name}")
+    for name in [only] if only else _verb_names():
+        mod = importlib.import_module(f"longmem_etl.cli.{name}")
         if hasattr(mod, "register"):
             mods.append(mod)
     return sorted(mods, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _named_verb(argv: Sequence[str]) -> str | None:
+    """The verb when ``argv`` starts with one (``migrate --source ...``), else None (``--help``,
+    ``--version``, no verb, a typo: those need the whole parser, which lists every verb)."""
+    if not argv or argv[0] not in _verb_names():
+        return None
+    return argv[0]
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The CLI's parser: every verb's, or, when ``argv`` names a verb first, only that verb's
+    subparser (the usage, help and errors of that verb are the same either way)."""
+    only = _named_verb(argv) if argv is not None else None
     parser = argparse.ArgumentParser(
         prog="longmem-etl",
         description="Move, back up and analyse Longmem memories.",
@@ -57,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"longmem-etl {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for mod in _verb_modules():
+    for mod in _verb_modules(only):
         mod.register(sub)
     return parser
 
@@ -82,12 +102,40 @@ def _watch_sigint() -> Any:
     return signal.signal(signal.SIGINT, _on_sigint)
 
 
+def lean_exit(func: Any) -> None:
+    """Before the interpreter shuts down after a verb whose module says it closes what it
+    opens (``CLOSES_WHAT_IT_OPENS = True``): collect the garbage once, while every module is
+    still there, then freeze what survives, so the collections run during shutdown have no
+    objects to walk (a migration leaves hundreds of thousands behind: ~0.05 s). Buffers, atexit
+    handlers and files still close normally: this is not ``os._exit``."""
+    module = sys.modules.get(getattr(func, "__module__", "") or "")
+    if not getattr(module, "CLOSES_WHAT_IT_OPENS", False):
+        return
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    """The ``longmem-etl`` command. ``argv`` None: this process's command line, and the process
+    ends when this returns (`lean_exit` applies); a list: a call from Python, nothing frozen."""
+    whole_process = argv is None
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    try:
+        return _run_verb(args)
+    finally:
+        if whole_process:
+            lean_exit(args.func)
+
+
+def _run_verb(args: argparse.Namespace) -> int:
+    """The verb, with its errors turned into one line and an exit code."""
     identity = getattr(args, "identity", None)
     if identity:  # for every reader below the verb (and only for this run)
         from longmem_etl.snapshots.crypto import use_identity_file

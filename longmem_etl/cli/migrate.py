@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 VERB = "migrate"
 ORDER = 70
+CLOSES_WHAT_IT_OPENS = True
+"""The run closes its journal and its target before it returns (the target in a thread, from the
+last answer on), so `cli.main.lean_exit` may freeze what is left instead of letting shutdown walk
+it."""
 
 EXAMPLES = """\
   # plan only: counts per collection, chunks and bytes; touches nothing

@@ -29,6 +29,7 @@ the journal's directory, held for the run's lifetime (`lock`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from longmem_etl.api.endpoints import known_limits, same_account
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
@@ -470,49 +470,63 @@ def _run_locked(
         _report_changed(journal, result)
         t_verify = time.monotonic()
         result.timings["upload"] = round(t_verify - t_upload, 3)
-        report = None
-        if not stop.is_set():
-            try:
-                from longmem_etl.migrate.verifying import verify_journal
+        closing: Closing | None = None
+        try:
+            report = None
+            if not stop.is_set():
+                try:
+                    from longmem_etl.migrate.verifying import verify_journal
 
-                report = verify_journal(
-                    journal,
-                    target,
-                    migration_id=key,
-                    stop=stop,
-                    foreign_copies=opts.copy is None,
-                    max_retries=opts.max_attempts - 1,
-                    give_up_after=opts.give_up_after,
-                )
-            except Interrupted:
-                pass
-            except APIError as exc:  # the target cannot be read within the retry budget: exit 3
+                    report = verify_journal(
+                        journal,
+                        target,
+                        migration_id=key,
+                        stop=stop,
+                        foreign_copies=opts.copy is None,
+                        max_retries=opts.max_attempts - 1,
+                        give_up_after=opts.give_up_after,
+                    )
+                    closing = Closing(target)  # its last answer is in: close beside the outputs
+                except Interrupted:
+                    pass
+                except APIError as exc:  # the target cannot be read within the budget: exit 3
+                    result.counts = journal.counts()
+                    result.dead_letters = result.counts["items_dead"]
+                    result.verification = {
+                        "exact": False,
+                        "error": f"cannot read the target: {exc}",
+                    }
+                    result.outputs = _write_outputs(journal, work_dir, result.verification)
+                    result.seconds = time.monotonic() - started
+                    return result
+            if report is None:  # stopped: everything is journaled; the same command resumes
+                result.interrupted = True
                 result.counts = journal.counts()
+                result.outputs = _write_outputs(journal, work_dir, None)
                 result.dead_letters = result.counts["items_dead"]
-                result.verification = {"exact": False, "error": f"cannot read the target: {exc}"}
-                result.outputs = _write_outputs(journal, work_dir, result.verification)
                 result.seconds = time.monotonic() - started
                 return result
-        if report is None:  # stopped: everything is journaled; the same command resumes
-            result.interrupted = True
-            result.counts = journal.counts()
-            result.outputs = _write_outputs(journal, work_dir, None)
-            result.dead_letters = result.counts["items_dead"]
-            result.seconds = time.monotonic() - started
-            return result
-        result.verification = {**report.as_dict(), "dead_lettered": journal.counts()["items_dead"]}
-        result.counts = journal.counts()
-        result.dead_letters = result.counts["items_dead"]
-        t_outputs = time.monotonic()
-        result.outputs = _write_outputs(
-            journal, work_dir, result.verification, id_map=report.id_map
-        )
-        done = time.monotonic()
-        result.timings["verify"] = round(t_outputs - t_verify, 3)
-        result.timings["outputs"] = round(done - t_outputs, 3)
-        result.timings["verify_outputs"] = round(done - t_verify, 3)
+            _finish_verified(result, journal, work_dir, report, t_verify)
+        finally:
+            if closing is not None:
+                closing.join()
     result.seconds = time.monotonic() - started
     return result
+
+
+def _finish_verified(
+    result: MigrationResult, journal: Journal, work_dir: Path, report: Any, t_verify: float
+) -> None:
+    """A verified run's counts, outputs and timings."""
+    result.verification = {**report.as_dict(), "dead_lettered": journal.counts()["items_dead"]}
+    result.counts = journal.counts()
+    result.dead_letters = result.counts["items_dead"]
+    t_outputs = time.monotonic()
+    result.outputs = _write_outputs(journal, work_dir, result.verification, id_map=report.id_map)
+    done = time.monotonic()
+    result.timings["verify"] = round(t_outputs - t_verify, 3)
+    result.timings["outputs"] = round(done - t_outputs, 3)
+    result.timings["verify_outputs"] = round(done - t_verify, 3)
 
 
 @dataclass
@@ -619,6 +633,8 @@ def _freeze_then_upload(
     counts = journal.counts()
     total = counts["items_total"]
     if streamed:
+        import pyarrow.parquet as pq  # here: not on a pipelined run's way to its first call
+
         total = pq.ParquetFile(_memories_file(journal)).metadata.num_rows
     bar = ctx.progress_bar(total)
     if bar is not None:
@@ -749,9 +765,6 @@ class HoldingsRead:
         self._thread.start()
 
     def _read(self) -> None:
-        from longmem_etl.migrate.planstream import held_by_marker
-        from longmem_etl.migrate.targetread import read_target_keys
-
         t0 = time.monotonic()
         try:
             try:
@@ -763,18 +776,30 @@ class HoldingsRead:
                     raise
                 self._held = {}  # no store there yet: it holds nothing
                 return
-            keys = read_target_keys(
-                target,
-                fingerprints=False,
-                stop=_either(self._stop, self._user_stop),
-                max_retries=self._opts.max_attempts - 1,
-                give_up_after=self._opts.give_up_after,
-            )
-            self._held = held_by_marker(keys, self._key)
+            try:
+                self._held = self._markers(target)
+            finally:
+                _close(target)  # the uploader opens its own: this read's store is done
         except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
             self._error = exc
         finally:
             self.seconds = time.monotonic() - t0
+
+    def _markers(self, target: Any) -> dict[str, tuple[str | None, int, str | None]]:
+        """The target's markers of this source key. Imported here, not at the top: the read's
+        stack (DuckDB, ~0.1 s of imports under the GIL) is not loaded when there is no target
+        to read, e.g. a ``local:`` store the migration is about to create."""
+        from longmem_etl.migrate.planstream import held_by_marker
+        from longmem_etl.migrate.targetread import read_target_keys
+
+        keys = read_target_keys(
+            target,
+            fingerprints=False,
+            stop=_either(self._stop, self._user_stop),
+            max_retries=self._opts.max_attempts - 1,
+            give_up_after=self._opts.give_up_after,
+        )
+        return held_by_marker(keys, self._key)
 
     def ready(self) -> bool:
         """True once the read has ended (`result` answers without waiting)."""
@@ -792,6 +817,29 @@ class HoldingsRead:
             raise self._error
         assert self._held is not None
         return self._held
+
+
+def _close(target: Any) -> None:
+    """Close an API object the engine opened (a ``local:`` store's connections; the last one
+    checkpoints its log), if it can be closed; best effort, as at interpreter exit."""
+    close = getattr(target, "close", None)
+    if close is None:
+        return
+    with contextlib.suppress(Exception):  # best effort: the data is committed already
+        close()
+
+
+class Closing:
+    """``target.close()`` in a thread, started as soon as the last call is answered (a local
+    store's final WAL checkpoint overlaps writing the outputs); `join` before the run returns,
+    so nothing is left for interpreter shutdown to do."""
+
+    def __init__(self, target: Any) -> None:
+        self._thread = threading.Thread(target=_close, args=(target,), name="close-target")
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
 
 
 def _either(a: threading.Event, b: threading.Event) -> Any:

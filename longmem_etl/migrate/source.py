@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from longmem_etl.api.endpoints import classify_source, endpoint_identity, is_endpoint, open_endpoint
 from longmem_etl.dumps.formats import dump_stem
 from longmem_etl.dumps.readers.base import DEFAULT_BATCH
@@ -136,6 +134,8 @@ class Frozen:
 
     def collection_defs(self) -> dict[str, Any]:
         """Collection name -> its dump value (string or object), for ``import_memories(collections=)``."""
+        import pyarrow.parquet as pq  # here, not at import: see `freeze`'s callers' start-up
+
         from longmem_etl.snapshots import open_snapshot
 
         path = open_snapshot(self.path, verify=False).collections_path  # decrypted if encrypted
