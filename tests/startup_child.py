@@ -1,0 +1,74 @@
+"""Run ``longmem-etl`` in a child process and record, for start-up tests and
+``benchmarks/bench_startup.py``, what it had imported and when its first call went out.
+
+    python tests/startup_child.py OUT.json migrate --source ... --target ...
+
+Nothing in ``longmem_etl`` knows about it: a finder on ``sys.meta_path`` wraps
+``migrate.uploader.make_sender`` as that module is loaded (before the engine imports the name),
+so the first call any sender makes stamps ``first_call`` (``time.time()``) and ``modules``
+(``sorted(sys.modules)`` at that moment); ``returned`` is stamped when ``main`` returns. The
+same script measures any revision of the package (put it first on ``PYTHONPATH``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+OUT = sys.argv[1]
+RECORD: dict = {"started": time.time()}
+WRAPPED = "longmem_etl.migrate.uploader"
+
+
+def _wrap_senders(module) -> None:
+    make_sender = module.make_sender
+
+    def recording_make_sender(*args, **kwargs):
+        send = make_sender(*args, **kwargs)
+
+        def first_call_stamped(*a, **kw):
+            if "first_call" not in RECORD:
+                RECORD["first_call"] = time.time()
+                RECORD["modules"] = sorted(sys.modules)
+            return send(*a, **kw)
+
+        return first_call_stamped
+
+    module.make_sender = recording_make_sender
+
+
+class _Finder:
+    """Finds nothing itself: asks the other finders for the uploader and wraps its loader."""
+
+    def find_spec(self, name, path, target=None):
+        if name != WRAPPED:
+            return None
+        sys.meta_path.remove(self)
+        import importlib.util
+
+        spec = importlib.util.find_spec(name)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_wrap(module):
+            exec_module(module)
+            _wrap_senders(module)
+
+        spec.loader.exec_module = exec_and_wrap
+        return spec
+
+
+def main() -> int:
+    sys.argv = ["longmem-etl", *sys.argv[2:]]
+    sys.meta_path.insert(0, _Finder())
+    from longmem_etl.cli.main import main as cli_main
+
+    code = cli_main()
+    RECORD["returned"] = time.time()
+    with open(OUT, "w", encoding="utf-8") as fh:
+        json.dump(RECORD, fh)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
