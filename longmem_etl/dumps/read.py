@@ -99,9 +99,17 @@ def reads_whole(path: str | os.PathLike, stream: bool | None) -> bool:
 
 
 def open_dump(
-    path: str | os.PathLike, *, batch_size: int = DEFAULT_BATCH, stream: bool | None = None
+    path: str | os.PathLike,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    stream: bool | None = None,
+    first_batch: int | None = None,
 ) -> DumpSource:
     """Open a dump file for conversion; whole-file problems raise BadInput before any row is read.
+
+    ``first_batch``: a whole-file ``.json``'s first chunks are this many memories, doubling up
+    to ``batch_size`` (`whole.span_sizes`), so the first rows are ready sooner; the streaming
+    readers (JSONL, ijson) read blocks and ignore it.
 
     An age-encrypted dump (``NAME.age``, e.g. an encrypted backup's Dagster dump) is read from a
     private decrypted copy (``snapshots.crypto.plain_file``; the identity is needed).
@@ -118,4 +126,4 @@ def open_dump(
         return read_jsonl(spath, min(batch_size, STREAM_BATCH))
     if not reads_whole(spath, stream):
         return read_json_streaming(spath, min(batch_size, STREAM_BATCH))
-    return read_json_whole(spath, batch_size)
+    return read_json_whole(spath, batch_size, first_batch)

@@ -261,7 +261,9 @@ def _validate(opts: MigrationOptions) -> None:
 def binding_of(opts: MigrationOptions) -> dict[str, Any]:
     """What the journal is bound to — the migration's stable identity, never secrets, never the
     spec or the source's content (those may change between runs; see `plan_binding_of`)."""
-    ident = sources.stable_source_identity(opts.source, key_env=opts.source_key_env)
+    ident = sources.stable_source_identity(
+        opts.source, key_env=opts.source_key_env, keep_opened=True
+    )
     target = sources.target_identity(opts.target, key_env=opts.target_key_env)
     # device + inode: a hard link, symlink or other spelling of the source store is the same
     if ident.get("account") is not None and same_account(ident["account"], target):
@@ -354,6 +356,14 @@ def run_migration(
     Raises BadInput (exit 2) when another run holds the migration's lock (unless ``opts.wait``),
     or when something the tool did not make is in the way of its work dir.
     """
+    try:
+        return _run_migration(opts, stop)
+    finally:
+        sources.forget_opened()  # the dump opened and hashed for this run: not kept past it
+
+
+def _run_migration(opts: MigrationOptions, stop: threading.Event | None) -> MigrationResult:
+    """`run_migration`, with what the source module remembers for this run dropped after it."""
     if opts.dry_run:
         return dry_run(opts)
     _validate(opts)

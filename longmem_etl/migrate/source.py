@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +29,84 @@ from longmem_etl.snapshots.manifest import file_digest
 READ_BATCH = 2000
 ROWS_BATCH = 2000
 """Rows per converted batch when the freeze hands its rows over (`freeze`'s ``on_rows``)."""
+FIRST_ROWS = 1000
+"""The first such batch (then 2000): the planner's first durable transaction is 1,000 rows
+(`planstream.FIRST_BATCH`), so converting more before it only delays the first calls."""
+
+
+@dataclass
+class _Opened:
+    """A dump file opened (scanned whole) to learn its tenant, kept for the freeze to reuse."""
+
+    key: tuple[str, int, int, int, int]
+    dump: Any
+
+
+_OPENED: list[_Opened] = []  # at most one: the last dump opened by `stable_source_identity`
+_DIGESTS: dict[tuple[str, int, int, int, int], Any] = {}  # file key -> Future of (sha256, size)
+_LOCK = threading.Lock()
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int, int]:
+    """What says a file is unchanged since it was read: its path, device, inode, size, mtime."""
+    st = path.stat()
+    return (str(path.resolve()), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+def _open_for_freeze(path: Path, *, keep: bool) -> Any:
+    """``open_dump`` with the batch sizes `freeze` uses when it hands rows over; with ``keep``
+    remembered (one at a time) so that the freeze does not scan the file a second time: a
+    whole-file ``.json`` is mapped and validated by one msgspec pass (~30 ms per 10k memories)."""
+    from longmem_etl.dumps.read import open_dump
+
+    key = _file_key(path)
+    dump = open_dump(path, batch_size=ROWS_BATCH, first_batch=FIRST_ROWS)
+    if keep and not dump.streamed:  # a streaming reader read only the header: nothing to keep
+        with _LOCK:
+            _OPENED[:] = [_Opened(key, dump)]
+    return dump
+
+
+def take_opened(path: Path) -> Any:
+    """The dump `stable_source_identity` opened at ``path``, once, if the file is unchanged
+    since (else None: the caller opens it). Each opened dump is read by one freeze only."""
+    with _LOCK:
+        opened = _OPENED[:]
+        _OPENED.clear()
+    try:
+        key = _file_key(path)
+    except OSError:
+        return None
+    return opened[0].dump if opened and opened[0].key == key else None
+
+
+def forget_opened() -> None:
+    """Drop what this process remembered of a run's dump (its mapped file, its digest)."""
+    with _LOCK:
+        _OPENED.clear()
+        _DIGESTS.clear()
+
+
+def dump_digest(path: Path) -> tuple[str, int]:
+    """``(sha256, size)`` of a dump file, hashed once per content per process until
+    `forget_opened`: the plan binding (`source_identity`) and the frozen snapshot's manifest
+    (`freeze`) both need it, and a second caller waits for the first one's hash."""
+    from concurrent.futures import Future
+
+    key = _file_key(path)
+    with _LOCK:
+        future = _DIGESTS.get(key)
+        mine = future is None
+        if mine:
+            if len(_DIGESTS) >= 8:  # a long-lived process (Dagster) keeps only recent files'
+                _DIGESTS.clear()
+            future = _DIGESTS[key] = Future()
+    if mine:
+        try:
+            future.set_result(file_digest(path))
+        except BaseException as exc:
+            future.set_exception(exc)
+    return future.result()
 
 
 def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
@@ -38,7 +117,7 @@ def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
         return {"kind": "endpoint", **endpoint_identity(source, key_env)}
     path = Path(source).expanduser().resolve()
     if kind == "dump":
-        return {"kind": "dump", "path": str(path), "sha256": file_digest(path)[0]}
+        return {"kind": "dump", "path": str(path), "sha256": dump_digest(path)[0]}
     return {
         "kind": "snapshot",
         "path": str(path),
@@ -46,11 +125,14 @@ def source_identity(source: str, *, key_env: str) -> dict[str, Any]:
     }
 
 
-def stable_source_identity(source: str, *, key_env: str) -> dict[str, Any]:
+def stable_source_identity(
+    source: str, *, key_env: str, keep_opened: bool = False
+) -> dict[str, Any]:
     """What the source *is*, unchanged by edits to its content: the account for an endpoint
     (`endpoint_identity`: local path, or base URL + key fingerprint), the tenant for a dump file or
     a snapshot (the dump's own ``tenant`` value, else the file stem). A dead-letter file replays
-    under the source key its items' markers carry."""
+    under the source key its items' markers carry. ``keep_opened``: a migration about to freeze
+    the dump keeps it opened for `freeze` (`take_opened`; `forget_opened` when it ends)."""
     kind = classify_source(source)
     if kind == "endpoint":
         return {"account": endpoint_identity(source, key_env)}
@@ -62,9 +144,7 @@ def stable_source_identity(source: str, *, key_env: str) -> dict[str, Any]:
             key = _dead_letter_source_key(path)
             if key:
                 return {"source_key": key}
-        from longmem_etl.dumps.read import open_dump
-
-        header = open_dump(path).header
+        header = _open_for_freeze(path, keep=keep_opened).header
         return {"tenant": tenant_from_header(header) or _stem(path)}
     try:
         manifest = json.loads((path / "manifest.json").read_text(encoding="utf-8"))
@@ -205,8 +285,10 @@ def freeze(
         from longmem_etl.snapshots import convert_dump
 
         path = Path(source)
+        opened = take_opened(path)
         if is_dead_letter_file(path):
-            path = dead_letters_to_dump(path, dest / "replay.json")
+            path, opened = dead_letters_to_dump(path, dest / "replay.json"), None
+        in_rows = on_rows is not None
         snap = _as_path(
             convert_dump(
                 path,
@@ -216,8 +298,11 @@ def freeze(
                 # rows handed over sooner (the first calls wait for the first batch); and with
                 # the upload running beside it the freeze only has to keep ahead of the API:
                 # worker processes would cost their start-up before the first row (and cores)
-                batch_size=ROWS_BATCH if on_rows is not None else DEFAULT_BATCH,
-                parallel=on_rows is None,
+                batch_size=ROWS_BATCH if in_rows else DEFAULT_BATCH,
+                first_batch=FIRST_ROWS if in_rows else None,
+                parallel=not in_rows,
+                opened=opened if in_rows else None,  # read with these batch sizes
+                digest=_digest_dict(path),
             )
         )
     else:
@@ -227,6 +312,20 @@ def freeze(
 
         snap = _as_path(clean_snapshot(snap, spec, dest / "cleaned"))
     return Frozen(path=snap, identity=identity)
+
+
+def _digest_dict(path: Path) -> Any:
+    """`convert_dump`'s ``digest``: the file's `dump_digest` as ``{"sha256", "bytes"}`` (``{}``
+    when it cannot be read: the reader says why)."""
+
+    def digest() -> dict[str, Any]:
+        try:
+            sha, size = dump_digest(path)
+        except OSError:
+            return {}
+        return {"sha256": sha, "bytes": size}
+
+    return digest
 
 
 DEAD_LETTER_KEYS = frozenset({"source_id", "item", "status", "message"})

@@ -45,6 +45,7 @@ from longmem_etl.progress import progress as progress_bar
 from longmem_etl.schema import MEMORIES_SCHEMA
 from longmem_etl.snapshots.layout import (
     check_tenant,
+    list_snapshots,
     parse_instant,
     snapshot_tenant,
     tenant_from_header,
@@ -169,6 +170,7 @@ def _run(
     in_order: bool | None = None,
     desc: str = "convert",
     on_rows: Callable[[pa.RecordBatch], None] | None = None,
+    source_digest: Callable[[], dict[str, Any]] | None = None,
 ) -> ConvertResult:
     t0 = time.perf_counter()
     norm = Normalizer()
@@ -194,6 +196,7 @@ def _run(
                 in_order=named_at is None if in_order is None else in_order,
                 recipients=recipients,
                 incremental=incremental,
+                source_digest=source_digest,
             ) as writer,
         ):
             writer.set_header(src.header)
@@ -248,6 +251,9 @@ def convert_dump(
     incremental: Any = None,
     on_rows: Callable[[pa.RecordBatch], None] | None = None,
     parallel: bool = True,
+    first_batch: int | None = None,
+    opened: DumpSource | None = None,
+    digest: Callable[[], dict[str, Any]] | None = None,
 ) -> ConvertResult:
     """Convert a dump file into a new snapshot under ``root``.
 
@@ -264,22 +270,33 @@ def convert_dump(
     row is given once, even when a guessed split is abandoned and the file read again (the rows
     come out the same, in the same order). An exception it raises aborts the conversion.
     ``parallel=False``: this process alone (no worker processes, no decompressed copy), e.g.
-    when the rows are wanted soon rather than all of them fast.
+    when the rows are wanted soon rather than all of them fast; then ``first_batch`` makes the
+    first batches smaller (`dumps.read.open_dump`), and ``opened`` is ``path`` already opened
+    by the caller (read with the same batch sizes; it is not scanned again).
+
+    The file's sha256 (``digest``: the caller's ``{"sha256", "bytes"}`` of it when it hashes
+    the file anyway, else hashed here in a thread) is waited for before the first row only when
+    a snapshot of the tenant exists under ``root`` (it may already hold this content); otherwise
+    the writer merges it into the manifest's ``source`` at commit.
     """
     source = {"kind": "dump_file", "path": str(Path(path).resolve()), "name": Path(path).name}
     if tenant is not None:
         check_tenant(tenant)
     workers: list[Worker] = []
-    digest = _FileDigest(path)
+    hashed = digest or _FileDigest(path).result
     tap = None if on_rows is None else _OnceTap(on_rows)
 
     def run(src: DumpSource) -> ConvertResult:
         t0 = time.perf_counter()
         name = check_tenant(tenant or tenant_from_header(src.header) or _dump_stem(path))
-        source.update(digest.result())
-        existing = same_source_snapshot(root, name, source)
-        if existing is not None:
-            return _present(existing, src.path, t0)
+        pending = None
+        if list_snapshots(root, name):  # one may hold this content already: find out first
+            source.update(hashed())
+            existing = same_source_snapshot(root, name, source)
+            if existing is not None:
+                return _present(existing, src.path, t0)
+        else:  # nothing to compare with: the hash is only for the manifest
+            pending = hashed
         return _run(
             src,
             root,
@@ -294,6 +311,7 @@ def convert_dump(
             incremental=incremental,
             workers=workers,
             on_rows=None if tap is None else tap.attempt(),
+            source_digest=pending,
         )
 
     maybe_copy = decompressed_copy(path, root, stream) if parallel else nullcontext(None)
@@ -315,7 +333,12 @@ def convert_dump(
                 except Misplaced:  # nothing was committed; the workers may hold stale answers
                     close_workers(workers)
                     workers = start_workers(path, stream) if reads_whole(path, stream) else []
-            return run(open_dump(path, batch_size=batch_size, stream=stream))
+            if opened is not None and not workers:
+                src, opened = opened, None
+                return run(src)
+            return run(
+                open_dump(path, batch_size=batch_size, stream=stream, first_batch=first_batch)
+            )
         finally:
             close_workers(workers)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -151,6 +152,7 @@ class SnapshotWriter:
         incremental: Any = None,
         named_at: datetime | None = None,
         in_order: bool = True,
+        source_digest: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         clash = RESERVED_KEYS & set(extra_manifest or {})
         if clash:
@@ -161,6 +163,9 @@ class SnapshotWriter:
         self.in_order = in_order
         self.already_present = False
         self.source = dict(source)
+        # ``{"sha256", "bytes"}`` of the source file, still being hashed: merged into ``source``
+        # at commit, before the already-present check (see `convert.convert_dump`)
+        self._source_digest = source_digest
         self.parent = str(parent) if parent is not None else None
         self.extra_manifest = dict(extra_manifest or {})
         self.exported_at = exported_at
@@ -317,6 +322,9 @@ class SnapshotWriter:
 
         if self._sink is None:
             self.write_memories(MEMORIES_SCHEMA.empty_table())
+        if self._source_digest is not None:
+            self.source.update(self._source_digest())
+            self._source_digest = None
         self._close_writers()
         coll = collections_table(self._collections)
         pq.write_table(coll, tmp / "collections.parquet", **PARQUET_OPTIONS)

@@ -45,14 +45,29 @@ def bracketed(data: Any, first: int, end: int) -> Iterator[Any]:
         data[first - 1], data[end] = before, after
 
 
-def exact_spans(data: Any, memories: list[Any], size: int) -> list[Span]:
-    """Spans of ``size`` memories each, from the raw slices a full scan of ``data`` gave."""
+def span_sizes(total: int, size: int, first: int | None = None) -> Iterator[int]:
+    """Memories per span: ``first``, doubling up to ``size``, then ``size`` (without ``first``:
+    ``size`` throughout). Small first spans hand the first rows over sooner (`migrate` sends
+    them while the rest converts); later ones keep the per-batch overhead low."""
+    step = min(first, size) if first else size
+    done = 0
+    while done < total:
+        yield min(step, total - done)
+        done += step
+        step = min(step * 2, size)
+
+
+def exact_spans(data: Any, memories: list[Any], size: int, first: int | None = None) -> list[Span]:
+    """Spans of ``size`` memories each (the first ones smaller with ``first``: `span_sizes`),
+    from the raw slices a full scan of ``data`` gave."""
     base = address(data)
     spans = []
-    for i in range(0, len(memories), size):
-        part = memories[i : i + size]
-        first = address(part[0]) - base
-        spans.append(Span(first, address(part[-1]) - base + len(part[-1]), len(part)))
+    i = 0
+    for count in span_sizes(len(memories), size, first):
+        part = memories[i : i + count]
+        i += count
+        first_byte = address(part[0]) - base
+        spans.append(Span(first_byte, address(part[-1]) - base + len(part[-1]), len(part)))
     return spans
 
 
@@ -208,7 +223,7 @@ def deep_top_and_memories(path: str, data: Any, first: int) -> tuple[list[Any], 
     return memories, top
 
 
-def read_json_whole(path: str, batch_size: int) -> DumpSource:
+def read_json_whole(path: str, batch_size: int, first_batch: int | None = None) -> DumpSource:
     data = read_all_bytes(path)
     first = WS.match(data).end()  # type: ignore[union-attr]  # no copy, unlike lstrip()
     stripped = bytes(data[first : first + 64])
@@ -227,7 +242,7 @@ def read_json_whole(path: str, batch_size: int) -> DumpSource:
     except RecursionError:  # a memory nested hundreds deep: split without recursion
         memories, top = deep_top_and_memories(path, data, first)
     header, collections = header_of(path, top)
-    spans = exact_spans(data, memories, batch_size)
+    spans = exact_spans(data, memories, batch_size, first_batch)
     return DumpSource(
         path=path,
         header=header,
