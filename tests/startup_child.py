@@ -6,13 +6,15 @@
 Nothing in ``longmem_etl`` knows about it: a finder on ``sys.meta_path`` wraps
 ``migrate.uploader.make_sender`` as that module is loaded (before the engine imports the name),
 so the first call any sender makes stamps ``first_call`` (``time.time()``) and ``modules``
-(``sorted(sys.modules)`` at that moment); ``returned`` is stamped when ``main`` returns. The
+(``sorted(sys.modules)`` at that moment; OUT is written at once, then again with ``returned``
+when ``main`` returns). The
 same script measures any revision of the package (put it first on ``PYTHONPATH``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -31,6 +33,7 @@ def _wrap_senders(module) -> None:
             if "first_call" not in RECORD:
                 RECORD["first_call"] = time.time()
                 RECORD["modules"] = sorted(sys.modules)
+                _write()  # now: a test may kill -9 this process as soon as it sees the file
             return send(*a, **kw)
 
         return first_call_stamped
@@ -58,6 +61,13 @@ class _Finder:
         return spec
 
 
+def _write() -> None:
+    """The record so far, replacing OUT atomically (a reader never sees half of it)."""
+    with open(OUT + ".tmp", "w", encoding="utf-8") as fh:
+        json.dump(RECORD, fh)
+    os.replace(OUT + ".tmp", OUT)
+
+
 def main() -> int:
     sys.argv = ["longmem-etl", *sys.argv[2:]]
     sys.meta_path.insert(0, _Finder())
@@ -65,8 +75,7 @@ def main() -> int:
 
     code = cli_main()
     RECORD["returned"] = time.time()
-    with open(OUT, "w", encoding="utf-8") as fh:
-        json.dump(RECORD, fh)
+    _write()
     return code
 
 
