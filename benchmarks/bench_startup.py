@@ -10,7 +10,8 @@ through ``tests/startup_child.py``, which stamps the first ``add_many`` call and
 
 - ``1st call``: process start (``Popen``) to the first call: interpreter, imports, binding, the
   first batch of the freeze and its durable plan rows;
-- ``exit``: ``main`` returned to the process gone (interpreter shutdown: what the lean exit cuts);
+- ``exit``: the verb's ``run`` returned to the process gone (what ``main`` does on the way out,
+  the lean exit's ``gc.collect()`` included, and interpreter shutdown);
 - ``wall``: the whole command;
 - the modules of note already imported at the first call (``duckdb``, ``tqdm``).
 
@@ -79,7 +80,7 @@ def run_once(tmp: Path, name: str, dump: Path, code: Path | None, args) -> dict:
     out = json.loads(proc.stdout)
     return {
         "first_call": rec["first_call"] - t0,
-        "exit": end - rec["returned"],
+        "exit": end - rec["verb_returned"],
         "wall": end - t0,
         "of_note": sorted({m.split(".")[0] for m in rec["modules"]} & set(OF_NOTE)),
         "exit_code": proc.returncode,

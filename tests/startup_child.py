@@ -7,7 +7,7 @@ Nothing in ``longmem_etl`` knows about it: a finder on ``sys.meta_path`` wraps
 ``migrate.uploader.make_sender`` as that module is loaded (before the engine imports the name),
 so the first call any sender makes stamps ``first_call`` (``time.time()``) and ``modules``
 (``sorted(sys.modules)`` at that moment; OUT is written at once, then again with ``returned``
-when ``main`` returns). The
+when ``main`` returns; ``verb_returned`` when the ``migrate`` verb's ``run`` returned). The
 same script measures any revision of the package (put it first on ``PYTHONPATH``).
 """
 
@@ -41,21 +41,46 @@ def _wrap_senders(module) -> None:
     module.make_sender = recording_make_sender
 
 
+def _wrap_verb(module) -> None:
+    """Stamp ``verb_returned`` when the verb's ``run`` returns (before anything `main` does on
+    the way out, e.g. a lean exit, which so counts as exit cost)."""
+    import functools
+
+    run = module.run
+
+    @functools.wraps(run)  # keeps __module__: `cli.main.lean_exit` looks the verb's module up
+    def stamped_run(*args, **kwargs):
+        try:
+            return run(*args, **kwargs)
+        finally:
+            RECORD["verb_returned"] = time.time()
+
+    module.run = stamped_run  # `register` reads the global when it is called, after this
+
+
+WRAPPERS = {WRAPPED: _wrap_senders, "longmem_etl.cli.migrate": _wrap_verb}
+
+
 class _Finder:
-    """Finds nothing itself: asks the other finders for the uploader and wraps its loader."""
+    """Finds nothing itself: asks the other finders for the modules in `WRAPPERS` and wraps
+    their loaders, so each is changed as it is loaded (before anyone imports its names)."""
 
     def find_spec(self, name, path, target=None):
-        if name != WRAPPED:
+        wrap = WRAPPERS.get(name)
+        if wrap is None:
             return None
-        sys.meta_path.remove(self)
         import importlib.util
 
-        spec = importlib.util.find_spec(name)
+        sys.meta_path.remove(self)  # find the real spec without finding ourselves again
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
         exec_module = spec.loader.exec_module
 
         def exec_and_wrap(module):
             exec_module(module)
-            _wrap_senders(module)
+            wrap(module)
 
         spec.loader.exec_module = exec_and_wrap
         return spec

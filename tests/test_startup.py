@@ -190,7 +190,7 @@ def test_kill_9_right_after_the_first_call_then_resume_is_exact(tmp_path: Path) 
     dump = tmp_path / "d.json"
     mems = _dump(dump, 3000)
     db = tmp_path / "t.db"
-    target = f"local:{db}?latency_ms=150"
+    target = f"local:{db}?latency_ms=50"
     out = tmp_path / "stamps.json"
     args = ["migrate", "--source", dump, "--target", target, "--concurrency", "2"]
     args += ["--chunk-size", "50", "--json"]
