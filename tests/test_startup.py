@@ -153,6 +153,7 @@ def test_the_freeze_reuses_the_dump_the_tenant_lookup_opened_once_and_only_if_un
         assert sources.take_opened(dump) is None
         ident = sources.stable_source_identity(str(dump), key_env="K", keep_opened=True)
         assert ident == {"tenant": "acme"}
+        assert sources.opened_total(str(dump)) == 50  # the progress total before the plan's
         opened = sources.take_opened(dump)
         assert opened is not None and opened.total == 50
         assert sources.take_opened(dump) is None  # once

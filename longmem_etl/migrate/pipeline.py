@@ -127,7 +127,9 @@ def freeze_plan_upload(ctx: Any, holdings_read: Any) -> tuple:
         migration_id=ctx.mid,
         source_key=ctx.key,
     )
-    bar = ctx.progress_bar(None)
+    # until the freeze ends the plan's count is unknown: the dump's own count meanwhile, so a
+    # run in a pipe says "n/total (pct)" from its first heartbeat
+    bar = ctx.progress_bar(sources.opened_total(opts.source))
     opened: list[Any] = []
 
     def start() -> Any:

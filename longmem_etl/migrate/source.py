@@ -80,6 +80,21 @@ def take_opened(path: Path) -> Any:
     return opened[0].dump if opened and opened[0].key == key else None
 
 
+def opened_total(source: str) -> int | None:
+    """Memories in the dump kept for the freeze at ``source`` (`take_opened` still to come),
+    else None: the progress total a pipelined run shows until its plan's count is known (rows
+    the freeze rejects are in it; the plan's own count replaces it when the freeze ends)."""
+    with _LOCK:
+        opened = _OPENED[:]
+    if not opened or classify_source(source) != "dump":
+        return None
+    try:
+        key = _file_key(Path(source))
+    except OSError:
+        return None
+    return opened[0].dump.total if opened[0].key == key else None
+
+
 def forget_opened() -> None:
     """Drop what this process remembered of a run's dump (its mapped file, its digest)."""
     with _LOCK:
