@@ -319,3 +319,26 @@ def test_a_preparation_made_before_the_plan_grew_is_not_used(tmp_path: Path) -> 
     fixed = fixed_columns(j.path)
     assert _items_from(fixed, narrow_columns(j.path)) is not None
     assert _items_from(fixed.slice(0, 29), narrow_columns(j.path)) is None  # counts differ
+
+
+@pytest.mark.parametrize("windows", [True, False])
+def test_journal_columns_read_in_windows_equal_the_row_by_row_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, windows: bool
+) -> None:
+    """`verifyprep`'s aggregate windows (and their row fallback) give exactly the journal's
+    columns: non-ASCII values, NULL container tags and target ids, more rows than a window."""
+    from longmem_etl.migrate import verifyprep
+    from longmem_etl.migrate.verifying import plan_items as journal_items
+
+    monkeypatch.setattr(verifyprep, "_BATCH", 7)
+    if not windows:
+        monkeypatch.setattr(verifyprep, "_concatenated", lambda *a: None)
+    mems = _mems(40)
+    for m in mems[::5]:
+        m["collection"], m["container_tag"] = "çà 日本", "tag ✓"
+    j = _journal(tmp_path, mems)
+    j.record_done(0, [("m000", "tid-é"), ("m002", None)])
+    whole = journal_items(j)
+    fixed, narrow = fixed_columns(j.path), narrow_columns(j.path)
+    assert _items_from(fixed, narrow).equals(whole)
+    assert narrow.column("target_id").null_count == 39

@@ -153,6 +153,17 @@ def _items_from(fixed: pa.Table, narrow: pa.Table) -> pa.Table | None:
     )
 
 
+def _prepared_items(journal: Journal, prep: PreparedVerification) -> pa.Table:
+    """`_ITEMS`: the prepared fixed columns + the narrow read; the journal read whole when the
+    preparation failed or was made before the plan was finished."""
+    try:
+        fixed = prep.fixed_columns()
+    except Exception:  # noqa: BLE001 - e.g. the journal was busy: the whole read still works
+        return plan_items(journal)
+    items = _items_from(fixed, narrow_columns(journal.path))
+    return plan_items(journal) if items is None else items
+
+
 def verify_journal(
     journal: Journal,
     target: Any,
@@ -233,10 +244,7 @@ def _read_both(
                 con=con,
             )
         try:
-            narrow = narrow_columns(journal.path)
-            items = _items_from(prep.fixed_columns(), narrow)
-            if items is None:  # prepared before the plan was finished: read it whole
-                items = plan_items(journal)
+            items = _prepared_items(journal, prep)
             timings = {"journal": time.monotonic() - t0}
         finally:
             keys = settled if reading is None else reading.result()

@@ -26,7 +26,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from longmem_etl.arrays import int64s, strings
+from longmem_etl.arrays import int64s, string_array, strings
 
 FIXED = pa.schema(
     [
@@ -99,34 +99,110 @@ class PreparedVerification:
         self.fixed = None
 
 
-def _rows(journal_path: Path, sql: str) -> list[list[tuple]]:
-    """The rows of ``sql`` on a read-only connection of our own, in batches of Python tuples."""
+def _connect(journal_path: Path) -> sqlite3.Connection:
+    """A read-only connection of our own (WAL: it reads while the journal's writer commits)."""
     db = sqlite3.connect(f"file:{journal_path}?mode=ro", uri=True, timeout=30)
+    db.text_factory = bytes  # the windows' concatenated columns are bytes for Arrow as they are
+    return db
+
+
+def _read(journal_path: Path, schema: pa.Schema, columns: list[str]) -> pa.Table:
+    """``columns`` of every item in rowid (plan) order as ``schema``: windows of rowids, each
+    ONE aggregate query whose columns come back as one UTF-8 byte string plus byte lengths
+    (the embedded store's `api.localpages` way: no Python object per row). A window whose rowid
+    list does not prove its order, or whose lengths do not add up, is read as tuples instead."""
+    db = _connect(journal_path)
     try:
-        cur = db.execute(sql)
-        batches = []
-        while rows := cur.fetchmany(_BATCH):
-            batches.append(rows)
-        return batches
+        low, high = db.execute("SELECT min(rowid), max(rowid) FROM items").fetchone()
+        parts = []
+        if low is not None:
+            for start in range(low - 1, high, _BATCH):
+                part = _window(db, schema, columns, start, start + _BATCH)
+                if part is not None:
+                    parts.append(part)
+        return pa.concat_tables(parts) if parts else schema.empty_table()
     finally:
         db.close()
 
 
+def _window(
+    db: sqlite3.Connection, schema: pa.Schema, columns: list[str], after: int, upto: int
+) -> pa.Table | None:
+    """Items with ``after < rowid <= upto`` (None when there are none)."""
+    aggregates = ", ".join(
+        f"group_concat({c}, ''), group_concat(coalesce(length(CAST({c} AS BLOB)), -1), ',')"
+        for c in columns
+    )
+    row = db.execute(
+        f"SELECT count(*), group_concat(rowid, ','), {aggregates} FROM items"
+        " WHERE rowid > ? AND rowid <= ?",
+        (after, upto),
+    ).fetchone()
+    n = row[0]
+    if not n:
+        return None
+    rowids = _numbers(row[1], n)
+    arrays: list[pa.Array] = []
+    if rowids is not None and bool(np.all(rowids[1:] > rowids[:-1])):
+        for k, field in enumerate(schema):
+            array = _concatenated(row[2 + 2 * k], row[3 + 2 * k], n)
+            if array is None:
+                break
+            arrays.append(array if field.type == pa.string() else _as_ints(array))
+    if len(arrays) != len(columns):  # did not prove itself: the plain way
+        rows = db.execute(
+            f"SELECT {', '.join(columns)} FROM items WHERE rowid > ? AND rowid <= ? ORDER BY rowid",
+            (after, upto),
+        ).fetchall()
+        return _tuples(rows, schema)
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def _numbers(text: bytes | None, n: int) -> np.ndarray | None:
+    """Comma-separated integers as int64, or None unless there are exactly ``n``."""
+    if text is None:
+        return None
+    values = np.fromstring(text, dtype=np.int64, sep=",")  # as `api.localpages` parses them
+    return values if len(values) == n else None
+
+
+def _concatenated(data: bytes | None, lengths: bytes | None, n: int) -> pa.Array | None:
+    """A string column from its concatenated UTF-8 bytes and byte lengths (-1: NULL); None when
+    the two do not agree."""
+    sizes = _numbers(lengths, n)
+    if sizes is None:
+        return None
+    is_null = sizes < 0
+    sizes[is_null] = 0
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = data or b""
+    if offsets[-1] != len(data):
+        return None
+    return string_array(n, offsets, data, is_null if is_null.any() else None)
+
+
+def _as_ints(array: pa.Array) -> pa.Array:
+    """An integer column SQLite handed over as text (NULLs stay NULL)."""
+    return array.cast(pa.int64())
+
+
+def _tuples(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    """Rows of bytes/ints -> ``schema`` (the fallback of `_window`)."""
+    arrays = []
+    for field, values in zip(schema, zip(*rows, strict=True), strict=True):
+        if field.type == pa.string():
+            arrays.append(strings([None if v is None else v.decode("utf-8") for v in values]))
+        else:
+            arrays.append(int64s_with_nulls(values))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def fixed_columns(journal_path: Path) -> pa.Table:
     """`FIXED` of every planned item, in rowid (plan) order."""
-    parts = []
-    for rows in _rows(
-        journal_path,
-        "SELECT source_id, collection, container_tag, fp, chunk_no FROM items ORDER BY rowid",
-    ):
-        sid, coll, tag, fp, chunk = zip(*rows, strict=True)
-        parts.append(
-            pa.Table.from_arrays(
-                [strings(sid), strings(coll), strings(tag), strings(fp), int64s_with_nulls(chunk)],
-                schema=FIXED,
-            )
-        )
-    return pa.concat_tables(parts) if parts else FIXED.empty_table()
+    return _read(
+        journal_path, FIXED, ["source_id", "collection", "container_tag", "fp", "chunk_no"]
+    )
 
 
 _NARROW = pa.schema([("target_id", pa.string()), ("state", pa.string())])
@@ -135,11 +211,7 @@ _NARROW = pa.schema([("target_id", pa.string()), ("state", pa.string())])
 def narrow_columns(journal_path: Path) -> pa.Table:
     """``(target_id, state)`` of every item in the same order as `fixed_columns`: what the
     upload changed, read at the end."""
-    parts = []
-    for rows in _rows(journal_path, "SELECT target_id, state FROM items ORDER BY rowid"):
-        tid, state = zip(*rows, strict=True)
-        parts.append(pa.Table.from_arrays([strings(tid), strings(state)], schema=_NARROW))
-    return pa.concat_tables(parts) if parts else _NARROW.empty_table()
+    return _read(journal_path, _NARROW, ["target_id", "state"])
 
 
 def int64s_with_nulls(values: tuple) -> pa.Array:
