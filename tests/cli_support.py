@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "longmem_etl" / "sample_data"  # the sample dumps ship inside the package
 CLI = [sys.executable, "-m", "longmem_etl.cli.main"]
 KEPT = {"LONGMEM_ETL_HOME"}
 
@@ -86,3 +87,14 @@ def done_items(journals: Iterable[Path]) -> int:
         except sqlite3.Error:
             pass
     return n
+
+
+def stored_memories(db: Path) -> list[dict]:
+    """Every memory an embedded store at ``db`` holds, read as its export gives them."""
+    from longmem_etl.api.local import LocalStore
+
+    store = LocalStore(db, create=False)
+    try:
+        return store.export_account()["memories"]
+    finally:
+        store.close()

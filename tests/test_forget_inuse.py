@@ -15,23 +15,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from cli_support import done_items, run_cli, start_cli
+from cli_support import SAMPLES, done_items, run_cli, start_cli, stored_memories
 
 from longmem_etl.api.local import LocalStore
 
-SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
-
-
-def _memories(db: Path) -> list[dict]:
-    store = LocalStore(db, create=False)
-    try:
-        return store.export_account()["memories"]
-    finally:
-        store.close()
-
 
 def _held_once(db: Path, n: int) -> None:
-    target = _memories(db)
+    target = stored_memories(db)
     sids = Counter(m["metadata"]["_longmem_etl"]["source_id"] for m in target)
     assert len(target) == n and len(sids) == n and max(sids.values()) == 1
 
@@ -156,7 +146,7 @@ def test_a_migration_starting_while_forget_holds_the_root_waits_and_never_reads_
     assert proc.returncode == 2, err
     (line,) = err.strip().splitlines()
     assert old in line and "removed by forget" in line, line
-    assert not target.exists() or _memories(target) == []
+    assert not target.exists() or stored_memories(target) == []
     assert not list(Path(os.environ["LONGMEM_ETL_HOME"]).glob("holds/*.json"))
 
 
@@ -262,4 +252,4 @@ def test_ctrl_c_while_waiting_for_a_forget_exits_130_and_registers_nothing(tmp_p
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert not list(home.glob("holds/*.json")) and not (root / ".migration-holds").exists()
-    assert not target.exists() or _memories(target) == []
+    assert not target.exists() or stored_memories(target) == []

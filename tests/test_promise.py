@@ -13,20 +13,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from cli_support import done_items, run_cli, start_cli
+from cli_support import SAMPLES, done_items, run_cli, start_cli, stored_memories
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.snapshots import list_snapshots
-
-SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
-
-
-def _memories(db: Path) -> list[dict]:
-    store = LocalStore(db, create=False)
-    try:
-        return store.export_account()["memories"]
-    finally:
-        store.close()
 
 
 def _done(home: Path) -> int:
@@ -87,7 +77,7 @@ def test_forget_keeps_the_source_of_an_unfinished_migration(tmp_path: Path) -> N
     again = run_cli(*mig)
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["verification"]["exact"] is True
-    _held_once(_memories(target), 1000)
+    _held_once(stored_memories(target), 1000)
     # finished: the snapshot is the policy's again
     after = run_cli("forget", "--root", tmp_path / "snaps", "--keep-last", "1", "--json")
     assert after.returncode == 0, after.stderr
@@ -122,7 +112,7 @@ def test_an_old_copy_of_the_state_home_restored_after_the_run_finished_sends_not
         proc.send_signal(signal.SIGCONT)
     proc.communicate(timeout=300)
     assert proc.returncode == 0
-    _held_once(_memories(target), 1000)
+    _held_once(stored_memories(target), 1000)
     old_done = _done(tmp_path / "home-backup")
     assert 100 <= old_done < 1000
     shutil.rmtree(home)
@@ -132,7 +122,7 @@ def test_an_old_copy_of_the_state_home_restored_after_the_run_finished_sends_not
     out = json.loads(again.stdout)
     assert out["verification"]["exact"] is True
     assert out["resumed"] is True and out["upload"]["items_sent"] == 0
-    _held_once(_memories(target), 1000)
+    _held_once(stored_memories(target), 1000)
 
 
 def _limited(limit: int):
@@ -221,7 +211,7 @@ def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
     (line,) = failed.stderr.strip().splitlines()
     assert "no space left" in line and "Traceback" not in line and "?:" not in line, line
     if verb == "migrate":  # the journal's dir stays (it is resumed); no target memory half-sent
-        assert not (tmp_path / "dst.db").exists() or _memories(tmp_path / "dst.db") == []
+        assert not (tmp_path / "dst.db").exists() or stored_memories(tmp_path / "dst.db") == []
     elif verb == "publish":  # an Iceberg commit is atomic: appended whole or not at all
         assert "--warehouse" in line
     else:
@@ -229,7 +219,7 @@ def test_disk_full_is_one_line_exit_2_nothing_half_written_and_the_rerun_works(
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
     if verb == "migrate":
-        _held_once(_memories(tmp_path / "dst.db"), 1000)
+        _held_once(stored_memories(tmp_path / "dst.db"), 1000)
     elif verb == "dump":
         assert (tmp_path / "out" / "d.json.gz").stat().st_size > 0
     elif verb == "publish":  # each table holds the snapshot once

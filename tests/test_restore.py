@@ -14,13 +14,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from cli_support import done_items, run_cli, start_cli
+from cli_support import SAMPLES, done_items, run_cli, start_cli, stored_memories
 
 from longmem_etl.api.local import LocalStore
 from longmem_etl.cli.main import main
 from longmem_etl.snapshots import list_snapshots
 
-SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 T1, T2 = "snapshot=20261101T020000Z", "snapshot=20261115T020000Z"
 
 
@@ -46,14 +45,6 @@ def account(tmp_path, seeded, monkeypatch):
     shutil.copytree(snap.parent.parent, root)
     monkeypatch.chdir(tmp_path)
     return tmp_path / "acct.db", root / "tenant=globex" / T1
-
-
-def _memories(db: Path) -> list[dict]:
-    store = LocalStore(db, create=False)
-    try:
-        return store.export_account()["memories"]
-    finally:
-        store.close()
 
 
 def _lose_300_gain_50(db: Path) -> tuple[list[dict], list[str]]:
@@ -137,18 +128,18 @@ def test_lost_300_gained_50_restore_then_mirror(account, capsys):
     ids = [m["id"] for m in before]
     target = ["--target", f"local:{db}"]
     # dry run: counts and examples, nothing changes, no work dir
-    state = sorted(json.dumps(m, sort_keys=True, default=str) for m in _memories(db))
+    state = sorted(json.dumps(m, sort_keys=True, default=str) for m in stored_memories(db))
     rc, dry = _run(["restore", str(snap), *target, "--dry-run", "--mirror"], capsys)
     assert rc == 0 and dry["plan"]["add"] == 300 and dry["plan"]["remove"] == 50
     assert set(dry["plan"]["examples"]["remove"]) <= set(new_ids)
     assert set(dry["plan"]["examples"]["add"]) <= {m["id"] for m in before[100:400]}
-    assert sorted(json.dumps(m, sort_keys=True, default=str) for m in _memories(db)) == state
+    assert sorted(json.dumps(m, sort_keys=True, default=str) for m in stored_memories(db)) == state
     assert not Path(".longmem-etl").exists()
     # restore: all 1000 held exactly once, the 50 new ones kept
     rc, out = _run(["restore", str(snap), *target], capsys)
     assert rc == 0, out
     assert out["added"] == 300 and out["verification"]["exact"] is True
-    after = _memories(db)
+    after = stored_memories(db)
     assert len(after) == 1050
     held = _held(ids, after)
     assert set(held) == set(ids) and set(held.values()) == {1}
@@ -164,7 +155,7 @@ def test_lost_300_gained_50_restore_then_mirror(account, capsys):
     # again: nothing to send
     rc, again = _run(["restore", str(snap), *target], capsys)
     assert rc == 0 and again["plan"]["add"] == 0 and again["added"] == 0
-    assert len(_memories(db)) == 1050
+    assert len(stored_memories(db)) == 1050
     # a bad edit since: the default leaves it (would-differ); mirror puts the snapshot's text back
     victim = before[0]
     store = LocalStore(db, create=False)
@@ -177,7 +168,7 @@ def test_lost_300_gained_50_restore_then_mirror(account, capsys):
     rc, mir = _run(["restore", str(snap), *target, "--mirror", "--yes"], capsys)
     assert rc == 0 and mir["removed"] == 51 and mir["added"] == 1
     assert mir["verification"]["exact"] is True
-    final = _memories(db)
+    final = stored_memories(db)
     assert len(final) == 1000
     assert _held(ids, final) == Counter(dict.fromkeys(ids, 1))
     want = Counter((m["collection"], m["text"]) for m in before)
@@ -255,7 +246,7 @@ def test_sigkill_mid_restore_then_rerun_is_exact(account):
     assert final.returncode == 0, final.stderr
     out = json.loads(final.stdout)
     assert out["resumed_pending"] is True and out["verification"]["exact"] is True
-    after = _memories(db)
+    after = stored_memories(db)
     ids = [m["id"] for m in before]
     assert len(after) == 1050
     assert _held(ids, after) == Counter(dict.fromkeys(ids, 1))
@@ -277,10 +268,10 @@ def test_the_same_restore_twice_at_once_is_refused(account, capsys, tmp_path):
         capsys.readouterr()
         assert main(args) == 2
         assert "already running" in capsys.readouterr().err
-        assert len(_memories(db)) == 750
+        assert len(stored_memories(db)) == 750
     finally:
         os.close(fd)
-    assert main(args) == 0 and len(_memories(db)) == 1050
+    assert main(args) == 0 and len(stored_memories(db)) == 1050
 
 
 def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, tmp_path):
@@ -298,7 +289,7 @@ def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, t
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert json.loads(out)["interrupted"] is True
-    assert 100 <= len(_memories(db)) - 750 < 300
+    assert 100 <= len(stored_memories(db)) - 750 < 300
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     final = run_cli(*args, cwd=elsewhere)
@@ -307,7 +298,7 @@ def test_ctrl_c_exits_130_and_a_rerun_from_another_directory_is_exact(account, t
     # the work dir is in the state home: the interrupted run's journal is continued from here
     assert res["resumed_pending"] is True and res["verification"]["exact"] is True
     ids = [m["id"] for m in before]
-    after = _memories(db)
+    after = stored_memories(db)
     assert len(after) == 1050 and _held(ids, after) == Counter(dict.fromkeys(ids, 1))
 
 
@@ -324,7 +315,7 @@ def _kill_mid_restore(args: list[str], cwd: Path) -> None:
 
 def _exactly_back(db: Path, before: list[dict], new_ids: list[str]) -> None:
     ids = [m["id"] for m in before]
-    after = _memories(db)
+    after = stored_memories(db)
     assert len(after) == 1050 and _held(ids, after) == Counter(dict.fromkeys(ids, 1))
     assert set(new_ids) <= {m["id"] for m in after}
 

@@ -12,11 +12,9 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from cli_support import run_cli, start_cli
+from cli_support import SAMPLES, run_cli, start_cli, stored_memories
 
 from longmem_etl.api.local import LocalStore
-
-SAMPLES = Path(__file__).resolve().parent.parent / "longmem_etl" / "sample_data"
 
 
 def _run_limited(args: list, limit: int) -> subprocess.CompletedProcess[str]:
@@ -34,14 +32,6 @@ def _one_line(r: subprocess.CompletedProcess[str]) -> str:
     (line,) = r.stderr.strip().splitlines()
     assert "Traceback" not in line and "internal error" not in line, line
     return line
-
-
-def _memories(db: Path) -> list[dict]:
-    store = LocalStore(db, create=False)
-    try:
-        return store.export_account()["memories"]
-    finally:
-        store.close()
 
 
 def _marked_once(memories: list[dict], n: int) -> None:
@@ -64,7 +54,7 @@ def test_seeding_a_store_past_the_file_size_limit_is_one_line_and_leaves_no_file
     assert not list(tmp_path.glob("acct.db*"))  # a new store that could not be written is gone
     again = run_cli(*args)
     assert again.returncode == 0, again.stderr
-    assert len(_memories(db)) == 1000
+    assert len(stored_memories(db)) == 1000
 
 
 def test_a_target_store_at_its_limit_stops_the_migration_in_one_line_and_the_rerun_is_exact(
@@ -88,13 +78,13 @@ def test_a_target_store_at_its_limit_stops_the_migration_in_one_line_and_the_rer
         store.close()
     assert f"local:{db}: cannot write the store" in line and "file size limit" in line, line
     assert "resume with: " in line and "journal.sqlite" not in line.split("resume with")[0], line
-    before = _memories(db)
+    before = stored_memories(db)
     assert len(before) >= 1000  # the seeded account untouched; whole chunks only
     again = run_cli(*args, "--json")
     assert again.returncode == 0, again.stderr
     result = json.loads(again.stdout)
     assert result["verification"]["exact"] is True and result["dead_letters"] == 0
-    after = _memories(db)
+    after = stored_memories(db)
     assert len(after) == 1050
     _marked_once(after, 50)
 
@@ -113,11 +103,11 @@ def test_a_journal_filling_up_mid_upload_is_one_line_exit_2_and_the_rerun_is_exa
     line = _one_line(_run_limited(args, 1_300_000))
     assert "journal.sqlite: cannot write the journal: no space left" in line, line
     assert "resume with: longmem-etl migrate" in line and "BadInput" not in line, line
-    landed = len(_memories(db))
+    landed = len(stored_memories(db))
     assert 0 < landed < 1000  # it failed mid-upload, as this test means
     again = run_cli(*args, "--json")
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["verification"]["exact"] is True
-    after = _memories(db)
+    after = stored_memories(db)
     assert len(after) == 1000
     _marked_once(after, 1000)

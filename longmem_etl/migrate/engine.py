@@ -59,7 +59,7 @@ from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate import workdir
 from longmem_etl.migrate.inuse import holding
-from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.journal import Journal, JournalFull
 from longmem_etl.migrate.known_limits import refusal_check
 from longmem_etl.migrate.lock import migration_locks
 from longmem_etl.migrate.plan import (
@@ -373,7 +373,15 @@ def run_migration(
         ),
         holding(opts.source, mid, journal_path, stop),  # `forget` keeps the source until we finish
     ):
-        return _run_locked(opts, stop, binding, mid, journal_path)
+        try:
+            return _run_locked(opts, stop, binding, mid, journal_path)
+        except JournalFull as exc:  # from whichever write hit the limit: the user's to fix
+            if "resume with" in str(exc):
+                raise
+            raise JournalFull(
+                f"{exc}; the journal is consistent — free space, then resume with: "
+                f"{resume_command(opts, journal_path)}"
+            ) from None
 
 
 def _run_locked(
@@ -460,7 +468,7 @@ def _run_locked(
         if stats.fatal and not _interrupted_by_user(stop, stats):
             _write_outputs(journal, work_dir, None)
             # the journal's disk full is the user's too (a BadInput in the uploader's threads)
-            fatal = stats.fatal.removeprefix("journal write failed: BadInput: ")
+            fatal = stats.fatal.removeprefix("journal write failed: JournalFull: ")
             user = fatal != stats.fatal or fatal.startswith("target refused")
             raise (BadInput if user else LongmemETLError)(
                 f"{fatal}; the journal is consistent — resume with: {result.resume_command}"

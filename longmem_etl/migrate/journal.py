@@ -632,15 +632,18 @@ class _Tx:
                 raise full from None
 
 
-def _full(path: Path, exc: BaseException) -> Exception | None:
-    """BadInput naming the journal when SQLite says the disk (or the file size limit) is full."""
-    from longmem_etl.errors import BadInput
+class JournalFull(BadInput):
+    """The journal's disk (or file size limit) is full. SQLite rolled the write back, so the
+    journal is consistent: the engine adds the resume command wherever in the run it surfaced."""
 
+
+def _full(path: Path, exc: BaseException) -> JournalFull | None:
+    """JournalFull naming the journal when SQLite says the disk (or the file size limit) is full."""
     text = str(exc).lower()
     if "full" in text or "too large" in text:
-        return BadInput(f"{path}: no space left on device while writing the journal ({exc})")
+        return JournalFull(f"{path}: no space left on device while writing the journal ({exc})")
     if "disk i/o" in text:  # SQLite's word for a failed write (a file size limit, a dying disk)
-        return BadInput(
+        return JournalFull(
             f"{path}: cannot write the journal: no space left or the disk failed ({exc})"
         )
     return None
