@@ -247,16 +247,16 @@ def test_a_part_that_gives_up_kills_the_same_items_however_the_parts_are_schedul
     (what a descheduled thread on a loaded machine does): the outcome does not change."""
     from longmem_etl.migrate import uploader
 
-    real_get = uploader.WorkQueue.get
+    real_take = uploader.WorkQueue.take
 
-    def slow_get(self, timeout):
-        unit = real_get(self, timeout)
+    def slow_take(self):
+        unit = real_take(self)
         items = unit.items if unit is not None else None
         if items is not None and not any(p.get("text") == "memory number 140" for _, p in items):
             threading.Event().wait(0.05)
         return unit
 
-    monkeypatch.setattr(uploader.WorkQueue, "get", slow_get)
+    monkeypatch.setattr(uploader.WorkQueue, "take", slow_take)
     _gives_up_case(tmp_path)
 
 

@@ -503,8 +503,18 @@ def _run_locked(
                         foreign_copies=opts.copy is None,
                         max_retries=opts.max_attempts - 1,
                         give_up_after=opts.give_up_after,
+                        prepared=ctx.prepared,
+                        # the upload's last read of the target, when nothing was sent after it
+                        # (not on resume, nor after --update-changed's calls: see
+                        # `Uploader.settled_keys`)
+                        target_keys=(
+                            None if result.resumed or opts.update_changed else uploader.settled_keys
+                        ),
                     )
                     closing = Closing(target)  # its last answer is in: close beside the outputs
+                    result.timings["verify_target_read_reused"] = int(
+                        report.target_read == "settled"
+                    )
                 except Interrupted:
                     pass
                 except APIError as exc:  # the target cannot be read within the budget: exit 3
@@ -561,6 +571,8 @@ class _Run:
     result: MigrationResult
     existed: bool
     t_plan: float
+    prepared: Any = None
+    """`verifyprep.PreparedVerification`, once the plan is finished (`prepare_verification`)."""
 
     @property
     def work_dir(self) -> Path:
@@ -570,6 +582,15 @@ class _Run:
     def plan_binding(self) -> dict[str, Any]:
         """`plan_binding_of` (waits for its hashing thread)."""
         return self._plan_binding.result()
+
+    def prepare_verification(self) -> None:
+        """The plan is finished and calls are out: prepare verification now (`verifyprep`: a warm
+        DuckDB connection, the plan's fixed columns), in a thread, so that only the target read
+        and the comparison are left after the last answer. Imports its stack (DuckDB) too."""
+        if self.prepared is None and self.journal.planned and not self.stop.is_set():
+            from longmem_etl.migrate.verifying import PreparedVerification
+
+            self.prepared = PreparedVerification(self.journal_path)
 
     def refused(self) -> None:
         """A first run refused while freezing (bad input): nothing half-made stays behind."""
@@ -658,6 +679,8 @@ def _freeze_then_upload(
     if bar is not None:
         bar.update(counts["items_done"] + counts["items_dead"])
     uploader = ctx.uploader(target, bar)
+    if not streamed:
+        ctx.prepare_verification()  # the plan is whole already (a resumed or written one)
     t_upload = time.monotonic()
     result.timings["freeze_plan"] = round(t_upload - ctx.t_plan, 3)
     try:
@@ -913,6 +936,7 @@ def _plan_feed(
             stop=stop,
             report=report,
         )
+        ctx.prepare_verification()  # the plan is finished; its last calls are out
 
     return feed, report
 

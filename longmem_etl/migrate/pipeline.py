@@ -206,7 +206,7 @@ def freeze_plan_upload(ctx: Any, holdings_read: Any) -> tuple:
                 raise
             if bar is not None:
                 bar.total = planner.report.items
-            warm_up_verification()  # this thread is free now: the calls are still out
+            ctx.prepare_verification()  # this thread is free now: the calls are still out
         result.timings["holdings"] = round(holdings_read.seconds, 3)
         stats = pipe.close()
     finally:
@@ -217,8 +217,3 @@ def freeze_plan_upload(ctx: Any, holdings_read: Any) -> tuple:
     if not opened:  # nothing was ever sent (an empty source, or every item held)
         opened.append(sources.open_target(opts.target, key_env=opts.target_key_env))
     return opened[0], pipe.uploader, stats, planner.report, t_upload
-
-
-def warm_up_verification() -> None:
-    """Import what verification needs (DuckDB) while the upload still runs, not after it."""
-    import longmem_etl.migrate.verifying  # noqa: F401

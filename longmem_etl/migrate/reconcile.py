@@ -89,6 +89,8 @@ class TargetIndex:
         self.by_source: dict[str, list[str]] = defaultdict(list)
         self.by_fp: dict[str, list[str]] = defaultdict(list)
         self.size = 0
+        self.keys: Any = None
+        """The whole read's key table (`targetread.read_target_keys`), None for listed pages."""
         seen: set[str] = set()
         for m in memories:
             tid = None if m.get("id") is None else str(m["id"])
@@ -131,10 +133,12 @@ class TargetIndex:
         stop: threading.Event | None = None,
         max_retries: int = 30,
         give_up_after: float | None = None,
+        verifiable: bool = False,
     ) -> TargetIndex:
         """One paged read of the account (`targetread`); or, when the backend cannot export (or
         ``paged``), the listed pages of ``collections`` (default: all of the account's
-        collections)."""
+        collections). ``verifiable``: read the keys exactly as verification does (content
+        fingerprints where it reads them), so `keys` can stand for verification's read."""
         if not paged:
             from longmem_etl.migrate.targetread import read_target_keys
 
@@ -142,12 +146,15 @@ class TargetIndex:
                 keys = read_target_keys(
                     target,
                     own_key=migration_id,
-                    fingerprints="all" if fingerprints else False,
+                    fingerprints="all" if fingerprints else verifiable,
                     stop=stop,
                     max_retries=max_retries,
                     give_up_after=give_up_after,
+                    detail=False,  # neither the index nor verification reads them
                 )
-                return cls.from_keys(keys, migration_id)
+                index = cls.from_keys(keys, migration_id)
+                index.keys = keys
+                return index
             except Unsupported:
                 pass
             except APIError as exc:

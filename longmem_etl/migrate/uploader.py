@@ -121,38 +121,90 @@ class WorkQueue:
     """The workers' shared queue: new chunks at the back, halves of refused parts at the front.
 
     ``closed=False`` means more chunks may still come (the planner is writing them); workers wait
-    instead of leaving while it is open."""
+    instead of leaving while it is open.
+
+    Waiting is event-driven, not polled: every change a waiting worker may care about (a unit
+    queued, the queue closed, a chunk finished: `wake`) bumps ``epoch``. A worker reads the epoch
+    BEFORE looking at the uploader's state and then waits only while it is unchanged
+    (`wait_change`), so a change made between its look and its wait is never slept through, and
+    the pass ends the moment the last outstanding call is answered."""
 
     def __init__(self, *, closed: bool = True) -> None:
         self._items: deque[Unit] = deque()
         self._cond = threading.Condition()
         self._closed = closed
+        self._epoch = 0
+        self._active = 0  # units taken by `take` whose worker has not said `done` yet
+        self.timeouts = 0
+        """Waits that ended on their safety timeout instead of an event (0 when nothing is missed)."""
+
+    @property
+    def epoch(self) -> int:
+        with self._cond:
+            return self._epoch
+
+    def _changed(self, *, everyone: bool) -> None:
+        self._epoch += 1
+        if everyone:
+            self._cond.notify_all()
+        else:
+            self._cond.notify()
 
     def put(self, unit: Unit | int) -> None:
         with self._cond:
             self._items.append(unit if isinstance(unit, Unit) else Unit(unit))
-            self._cond.notify()
+            self._changed(everyone=False)
 
     def put_front(self, unit: Unit) -> None:
         with self._cond:
             self._items.appendleft(unit)
-            self._cond.notify()
+            self._changed(everyone=False)
+
+    def take(self) -> Unit | None:
+        """The next unit, or None at once when nothing is queued. A unit taken counts as
+        `active` until its worker calls `done`: halves or a retry may still come from it."""
+        with self._cond:
+            if not self._items:
+                return None
+            self._active += 1
+            return self._items.popleft()
+
+    def done(self) -> None:
+        """The worker of a `take`n unit is through with it (what it queued is queued)."""
+        with self._cond:
+            self._active -= 1
+            if not self._active:
+                self._changed(everyone=True)
+
+    @property
+    def active(self) -> int:
+        with self._cond:
+            return self._active
 
     def get(self, timeout: float) -> Unit | None:
+        """The next unit, waiting at most ``timeout`` for one (tests and simple callers)."""
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
             return self._items.popleft() if self._items else None
 
+    def wait_change(self, epoch: int, timeout: float = 1.0) -> None:
+        """Block until something changed since ``epoch`` (see the class docstring). ``timeout``
+        is only a safety net against a missed `wake` (counted in ``timeouts``), not a poll."""
+        with self._cond:
+            unchanged = self._epoch == epoch and not self._items
+            if unchanged and not self._cond.wait_for(lambda: self._epoch != epoch, timeout):
+                self.timeouts += 1
+
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
+            self._changed(everyone=True)
 
     def wake(self) -> None:
         """Wake every waiting worker to look again (a chunk finished: the pass may be over)."""
         with self._cond:
-            self._cond.notify_all()
+            self._changed(everyone=True)
 
     def drained(self) -> bool:
         """Nothing queued and nothing more coming."""
@@ -251,6 +303,9 @@ class Uploader:
         self._finishing = 0
         self._feed_error: BaseException | None = None
         self.refuses = refuses
+        self._sends = 0  # calls started (every try)
+        self._answers = 0  # calls answered (or failed)
+        self._settled: Any = None  # the last whole read made with no call out, until a call
 
     # -- top level ---------------------------------------------------------------------------
     def run(
@@ -309,8 +364,21 @@ class Uploader:
                 self._reconcile(ambiguous, skipped=skipped)
         return self.stats
 
+    @property
+    def settled_keys(self) -> Any:
+        """The keys of the last whole read of the target (`targetread.read_target_keys`, as
+        verification reads them) if it was settled: started with no call out and no call sent
+        since. Such a read shows everything this run's calls did, so verification may use it
+        instead of reading the target again. None otherwise (voided by any later call), after a
+        stop, and without provenance markers."""
+        with self._lock:
+            return None if self.stop.is_set() else self._settled
+
     def _reconcile(self, chunk_nos: list[int], *, skipped: set[int] = frozenset()) -> list[int]:
         """Reconcile ``chunk_nos`` with one export; returns the chunks put back to ``planned``."""
+        with self._lock:
+            sends = self._sends
+            quiet = sends == self._answers and self.provenance
         index = TargetIndex.from_target(
             self.target,
             self.migration_id,
@@ -320,7 +388,11 @@ class Uploader:
             stop=self.stop,
             max_retries=self.max_attempts - 1,  # the same retry budget as the writes
             give_up_after=self.give_up_after,
+            verifiable=quiet,  # fingerprints of unmarked memories too: it may be settled
         )
+        with self._lock:
+            if quiet and index.keys is not None and self._sends == sends:
+                self._settled = index.keys
         missing, found = reconcile_chunks(
             self.journal, index, chunk_nos, provenance=self.provenance
         )
@@ -390,39 +462,56 @@ class Uploader:
             threading.Thread(target=self._worker, name=f"upload-{i}", daemon=True)
             for i in range(2 * self.concurrency)
         ]
+        self._workers_done = threading.Event()
+        self._alive = len(workers)
         for w in workers:
             w.start()
-        while any(w.is_alive() for w in workers):
+        # The last worker to leave sets `_workers_done`: the pass ends on that event. The short
+        # timeout only watches for a stop (Ctrl-C, a fatal answer), which must end calls promptly.
+        while not self._workers_done.wait(0.01):
             if self.stop.is_set():
                 # Let calls in progress settle (bounded); whatever is still out stays in_flight
                 # in the journal and is reconciled by the next run.
                 self._queue.close()
                 wait_settle(workers, self.settle_timeout)
                 return
-            self.stop.wait(0.01)  # the pass ends within 10 ms of its last worker
+        wait_settle(workers, self.settle_timeout)  # they are leaving: a join, not a wait
 
     # -- workers -----------------------------------------------------------------------------
     def _worker(self) -> None:
+        try:
+            self._work()
+        finally:
+            with self._lock:
+                self._alive -= 1
+                last = self._alive == 0
+            if last:
+                self._workers_done.set()  # the pass is over: `_run_workers` returns at once
+
+    def _work(self) -> None:
         while not self.stop.is_set():
-            unit = self._queue.get(timeout=0.05)
+            epoch = self._queue.epoch  # read BEFORE looking, so no change is slept through
+            unit = self._queue.take()
             if unit is None:
                 with self._lock:
-                    busy = bool(self._runs) or self._finishing > 0
+                    busy = bool(self._runs) or self._finishing > 0 or self._reconciling
+                busy = busy or self._queue.active > 0
                 drained = self._queue.drained()
                 if busy or not drained:
                     # a chunk still has calls out (its halves may come back), or the planner is
                     # still writing chunks: stay, so the pipe stays full when they arrive. Only
                     # the last calls of the pass overlap a reconciliation (one export each).
-                    if not drained:
-                        continue
-                    try:
-                        self._reconcile_early()
-                    except Interrupted:
-                        return
-                    except Exception as exc:  # the export keeps failing: stop, state is kept
-                        self.stats.fatal = f"reconciliation failed: {type(exc).__name__}: {exc}"
-                        self.stop.set()
-                        return
+                    if drained:
+                        try:
+                            if self._reconcile_early():
+                                continue
+                        except Interrupted:
+                            return
+                        except Exception as exc:  # the export keeps failing: stop, state is kept
+                            self.stats.fatal = f"reconciliation failed: {type(exc).__name__}: {exc}"
+                            self.stop.set()
+                            return
+                    self._queue.wait_change(epoch)
                     continue
                 try:
                     if self._reconcile_early():
@@ -440,6 +529,8 @@ class Uploader:
             except Exception as exc:  # a bug or a journal failure: stop everything, keep state
                 self.stats.fatal = f"{type(exc).__name__}: {exc}"
                 self.stop.set()
+            finally:
+                self._queue.done()
 
     def _reconcile_early(self) -> bool:
         """When the queue has drained, one idle worker reconciles the ambiguous chunks so far
@@ -461,6 +552,7 @@ class Uploader:
         finally:
             with self._lock:
                 self._reconciling = False
+            self._queue.wake()  # workers waiting for this round look again (or leave)
         return True
 
     def _start_chunk(self, chunk_no: int) -> list[Unit]:
@@ -518,9 +610,10 @@ class Uploader:
                 finally:
                     with self._lock:
                         self._finishing -= 1
-                        last = not self._runs and not self._finishing
-                    if last and self._queue.drained():
-                        self._queue.wake()  # idle workers leave (or reconcile) now
+                    if self._queue.drained():
+                        # idle workers look again: leave if this was the last call out, or
+                        # reconcile what came back ambiguous while the last calls are out
+                        self._queue.wake()
 
     def _send_unit(self, unit: Unit, run: _ChunkRun) -> None:
         items = unit.items or []
@@ -608,7 +701,13 @@ class Uploader:
             try:
                 with self._lock:
                     self.stats.calls += 1
-                ids = self.send(collection, payloads)
+                    self._sends += 1
+                    self._settled = None  # a read made before this call no longer shows it all
+                try:
+                    ids = self.send(collection, payloads)
+                finally:
+                    with self._lock:
+                        self._answers += 1
             except APIError as exc:
                 self.limit.release()
                 if exc.status in FATAL_STATUSES:

@@ -108,6 +108,9 @@ class VerificationReport:
     id_pairs: pa.Table | None = None  # source_id -> target_id found through markers
     id_map: pa.Table | None = None  # after a migration: the plan's items, target ids filled in
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step (benchmarks)
+    target_read: str = "read"
+    """``read``: the target was read for this check; ``settled``: the upload's last read of it
+    was reused (`uploader.Uploader.settled_keys`: nothing was sent after it)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"exact": self.exact, "totals": self.totals, "groups": self.groups}
@@ -207,10 +210,12 @@ def compare(
     migration_id: str | None = None,
     foreign_copies: bool = False,
     con: duckdb.DuckDBPyConnection | None = None,
+    pairs: bool = True,
 ) -> VerificationReport:
     """Compare key tables (see `source_keys`/`target_keys`). Exact = nothing missing, duplicated or
     extra. ``migration_id`` is the source key whose markers count; see the module docstring.
-    ``con``: a DuckDB connection to use (and leave open) instead of a new one."""
+    ``con``: a DuckDB connection to use (and leave open) instead of a new one. ``pairs=False``:
+    no ``id_pairs`` (a caller that knows every target id already need not materialise them)."""
     own = con is None
     if con is None:
         con = duckdb.connect()
@@ -222,7 +227,9 @@ def compare(
         cur = con.execute(_SQL, {"mig": migration_id, "foreign": foreign_copies})
         names = [d[0] for d in cur.description]
         groups = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        pairs = con.sql("SELECT sid AS source_id, target_id FROM marker_n").to_arrow_table()
+        id_pairs = None
+        if pairs:
+            id_pairs = con.sql("SELECT sid AS source_id, target_id FROM marker_n").to_arrow_table()
     finally:
         if own:
             con.close()
@@ -235,4 +242,4 @@ def compare(
     totals["source"] = source.num_rows
     totals["target"] = target.num_rows
     exact = totals["missing"] == 0 and totals["duplicated"] == 0 and totals["extra"] == 0
-    return VerificationReport(exact=exact, totals=totals, groups=groups, id_pairs=pairs)
+    return VerificationReport(exact=exact, totals=totals, groups=groups, id_pairs=id_pairs)

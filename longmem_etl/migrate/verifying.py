@@ -18,19 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
-from longmem_etl.arrays import int64s, strings
+from longmem_etl.arrays import strings
 from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint
 from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.verify import SOURCE_KEYS, VerificationReport, compare
+from longmem_etl.migrate.verifyprep import (
+    PreparedVerification,
+    int64s_with_nulls,
+    narrow_columns,
+)
 
 ID_MAP = pa.schema(
     [
@@ -122,12 +126,42 @@ def _items_of(rows: list[tuple]) -> pa.Table:
             strings(tid),
             strings(coll),
             strings(tag),
-            _int64s(chunk),
+            int64s_with_nulls(chunk),
             strings(state),
             strings(fp),
         ],
         schema=_ITEMS,
     )
+
+
+def _items_from(fixed: pa.Table, narrow: pa.Table) -> pa.Table | None:
+    """`_ITEMS` from the prepared fixed columns and the narrow read made at the end, or None
+    when they do not describe the same rows (the plan grew after the preparation)."""
+    if fixed.num_rows != narrow.num_rows:
+        return None
+    return pa.Table.from_arrays(
+        [
+            fixed.column("source_id"),
+            narrow.column("target_id"),
+            fixed.column("collection"),
+            fixed.column("container_tag"),
+            fixed.column("chunk"),
+            narrow.column("state"),
+            fixed.column("fp"),
+        ],
+        schema=_ITEMS,
+    )
+
+
+def _prepared_items(journal: Journal, prep: PreparedVerification) -> pa.Table:
+    """`_ITEMS`: the prepared fixed columns + the narrow read; the journal read whole when the
+    preparation failed or was made before the plan was finished."""
+    try:
+        fixed = prep.fixed_columns()
+    except Exception:  # noqa: BLE001 - e.g. the journal was busy: the whole read still works
+        return plan_items(journal)
+    items = _items_from(fixed, narrow_columns(journal.path))
+    return plan_items(journal) if items is None else items
 
 
 def verify_journal(
@@ -139,40 +173,34 @@ def verify_journal(
     foreign_copies: bool = True,
     max_retries: int = 30,
     give_up_after: float | None = None,
+    prepared: PreparedVerification | None = None,
+    target_keys: pa.Table | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one read of the WHOLE target (copies made under
     another key or by an older version count as duplicates with ``foreign_copies``); record the
     target ids found through markers that the journal did not know yet. ``migration_id`` is the
-    source key. The report's ``id_map`` is the plan's items with those ids filled in."""
+    source key. The report's ``id_map`` is the plan's items with those ids filled in.
+
+    ``prepared``: what was made while the upload ran (`verifyprep`; made here otherwise, in a
+    thread, while the target is read). ``target_keys``: a whole read of the target that nothing
+    was sent after (`uploader.Uploader.settled_keys`), used instead of reading it again."""
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
     t0 = time.monotonic()
-    timings: dict[str, float] = {}
-    con: duckdb.DuckDBPyConnection | None = None
+    prep = prepared if prepared is not None else PreparedVerification(journal.path)
     try:
-        # the target's pages are read (mostly waiting on the API) while the journal is read here
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
-            reading = pool.submit(
-                read_target_keys,
-                target,
-                own_key=mig,
-                stop=stop,
-                max_retries=max_retries,
-                give_up_after=give_up_after,
-                detail=False,
-            )
-            try:
-                con = duckdb.connect()  # for the comparison, while the first page is on its way
-                items = plan_items(journal)
-                timings["journal"] = time.monotonic() - t0
-            finally:
-                keys = reading.result()
+        con = prep.connection()
+        keys, items, timings = _read_both(
+            journal, target, prep, con, target_keys, mig, stop, max_retries, give_up_after
+        )
         timings["target_read"] = time.monotonic() - t0
         t1 = time.monotonic()
-        report = compare(items, keys, migration_id=mig, foreign_copies=foreign_copies, con=con)
+        need_pairs = items.column("target_id").null_count > 0
+        report = compare(
+            items, keys, migration_id=mig, foreign_copies=foreign_copies, con=con, pairs=need_pairs
+        )
     finally:
-        if con is not None:
-            con.close()
+        prep.close()
     del keys
     t2 = time.monotonic()
     id_map, found = _fill_ids(items, report.id_pairs)
@@ -183,7 +211,44 @@ def verify_journal(
         )
     report.id_map = id_map
     report.timings = {**timings, "compare": t2 - t1, "ids": time.monotonic() - t2}
+    report.timings["prepared"] = prep.seconds
+    report.target_read = "settled" if target_keys is not None else "read"
     return report
+
+
+def _read_both(
+    journal: Journal,
+    target: Any,
+    prep: PreparedVerification,
+    con: duckdb.DuckDBPyConnection,
+    settled: pa.Table | None,
+    mig: str | None,
+    stop: threading.Event | None,
+    max_retries: int,
+    give_up_after: float | None,
+) -> tuple[pa.Table, pa.Table, dict[str, float]]:
+    """``(target keys, plan items, timings)``: the target read (mostly waiting on the API) in a
+    thread while the journal's changed columns are read here; the settled read when given."""
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
+        reading = None
+        if settled is None:
+            reading = pool.submit(
+                read_target_keys,
+                target,
+                own_key=mig,
+                stop=stop,
+                max_retries=max_retries,
+                give_up_after=give_up_after,
+                detail=False,
+                con=con,
+            )
+        try:
+            items = _prepared_items(journal, prep)
+            timings = {"journal": time.monotonic() - t0}
+        finally:
+            keys = settled if reading is None else reading.result()
+    return keys, items, timings
 
 
 def _fill_ids(items: pa.Table, pairs: pa.Table | None) -> tuple[pa.Table, pa.Table]:
@@ -204,19 +269,6 @@ def _fill_ids(items: pa.Table, pairs: pa.Table | None) -> tuple[pa.Table, pa.Tab
     return filled, found
 
 
-def _int64s(values: tuple) -> pa.Array:
-    """An int64 column with nulls, from NumPy (``pa.array(list)`` would import pandas)."""
-    n = len(values)
-    if not values.count(None):
-        return int64s(np.fromiter(values, dtype=np.int64, count=n))
-    is_null = np.fromiter((v is None for v in values), dtype=bool, count=n)
-    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
-    validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
-    return pa.Array.from_buffers(
-        pa.int64(), n, [validity, pa.py_buffer(data)], null_count=int(is_null.sum())
-    )
-
-
 _PAIRS = pa.schema([("source_id", pa.string()), ("target_id", pa.string())])
 
 
@@ -227,29 +279,44 @@ def write_outputs(
     *,
     id_map: pa.Table | None = None,
 ) -> dict[str, str]:
-    """id map, dead letters and (when known) the verification report — each written atomically.
-    ``id_map`` is the one verification made (`verify_journal`); without it the journal is read."""
+    """id map, dead letters and (when known) the verification report — each written atomically,
+    each by its own function. ``id_map`` is the one verification made (`verify_journal`);
+    without it the journal is read."""
     work_dir.mkdir(parents=True, exist_ok=True)
+    out = {
+        "id_map": write_id_map(journal, work_dir, id_map),
+        "dead_letter": write_dead_letters(journal, work_dir),
+    }
+    if verification is not None:
+        out["verification"] = write_report(work_dir, verification)
+    return out
+
+
+def write_id_map(journal: Journal, work_dir: Path, id_map: pa.Table | None = None) -> str:
+    """``id_map.parquet`` from the Arrow table in hand (one Parquet write, no row loop)."""
     if id_map is None:
         id_map = plan_items(journal).select(ID_MAP.names)
-    out = {}
     path = work_dir / "id_map.parquet"
     _atomic(path, lambda p: pq.write_table(id_map, p))
-    out["id_map"] = str(path)
+    return str(path)
+
+
+def write_dead_letters(journal: Journal, work_dir: Path) -> str:
+    """``dead_letter.jsonl``: one line per dead item (the only per-row step of the outputs, and
+    only over the dead ones: each item is parsed and masked, which no column kernel can do)."""
     dead = journal.dead_letters()
     path = work_dir / "dead_letter.jsonl"
-    _atomic(
-        path,
-        lambda p: Path(p).write_text(
-            "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dead)
-        ),
-    )
-    out["dead_letter"] = str(path)
-    if verification is not None:
-        path = work_dir / "verification.json"
-        _atomic(path, lambda p: Path(p).write_text(json.dumps(verification, indent=2, default=str)))
-        out["verification"] = str(path)
-    return out
+    text = "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in dead)
+    _atomic(path, lambda p: Path(p).write_text(text))
+    return str(path)
+
+
+def write_report(work_dir: Path, verification: dict[str, Any]) -> str:
+    """``verification.json`` (totals and per-group counts: small)."""
+    path = work_dir / "verification.json"
+    text = json.dumps(verification, indent=2, default=str)
+    _atomic(path, lambda p: Path(p).write_text(text))
+    return str(path)
 
 
 def _atomic(path: Path, write) -> None:
