@@ -415,7 +415,8 @@ def _run_locked(
         resume_command=resume_command(opts, journal_path),
     )
     existed = journal_path.exists()
-    with Journal(journal_path) as journal:
+    # `cleanup` ends before the journal closes: whatever the run started beside it is over first
+    with Journal(journal_path) as journal, contextlib.ExitStack() as cleanup:
         old = journal.get("binding")
         if old is not None and "key" not in (old.get("source") or {}):
             journal.reset()  # an older version's journal: its markers carry no source key
@@ -446,6 +447,7 @@ def _run_locked(
         ctx = _Run(
             opts, journal, journal_path, mid, key, plan_binding, stop, result, existed, t_plan
         )
+        cleanup.callback(ctx.close_prepared)
         if overlap:
             assert holdings_read is not None
             from longmem_etl.migrate.pipeline import freeze_plan_upload
@@ -591,6 +593,14 @@ class _Run:
             from longmem_etl.migrate.verifying import PreparedVerification
 
             self.prepared = PreparedVerification(self.journal_path)
+
+    def close_prepared(self) -> None:
+        """End the verification's preparation however the run ends (verification closes it
+        when it runs): a run stopped by an error must not exit with its thread still in DuckDB
+        or Arrow, where interpreter shutdown ends a daemon thread by unwinding it through C++
+        (seen as SIGABRT, "FATAL: exception not rethrown", instead of exit 2)."""
+        if self.prepared is not None:
+            self.prepared.close()
 
     def refused(self) -> None:
         """A first run refused while freezing (bad input): nothing half-made stays behind."""
