@@ -76,6 +76,20 @@ def _instrument() -> None:
                 OUTCOMES.append((t0, time.perf_counter(), outcome, len(a[0]) if a else 0))
 
         setattr(local_mod.LocalStore, name, wrapped)
+    page = local_mod.LocalStore.export_page
+
+    def timed_page(self, *a, **kw):
+        t0 = time.perf_counter()
+        outcome = "ok"
+        try:
+            return page(self, *a, **kw)
+        except Exception as exc:
+            outcome = type(exc).__name__ + str(getattr(exc, "status", ""))
+            raise
+        finally:
+            EVENTS.append((t0, f"export_page {outcome} -> {time.perf_counter() - t0:.3f} s"))
+
+    local_mod.LocalStore.export_page = timed_page  # type: ignore[method-assign]
     from longmem_etl.api import localdb
 
     write = localdb.StoreFile._write
@@ -126,13 +140,14 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--chunk", type=int, default=100)
     ap.add_argument("--faults", action="store_true", help="fail_rate=0.1&ambiguous_rate=0.02")
+    ap.add_argument("--seed", type=int, default=1, help="the faults' seed (with --faults)")
     ap.add_argument("--cprofile", action="store_true")
     ap.add_argument("--timeline", action="store_true", help="calls in flight per 100 ms")
     args = ap.parse_args()
     _instrument()
     query = f"latency_ms={args.latency_ms}"
     if args.faults:
-        query += "&fail_rate=0.1&ambiguous_rate=0.02&seed=1"
+        query += f"&fail_rate=0.1&ambiguous_rate=0.02&seed={args.seed}"
     with tempfile.TemporaryDirectory(prefix="profile-upload-") as d:
         tmp = Path(d)
         dump = tmp / "dump.json"
