@@ -741,11 +741,7 @@ class Uploader:
                     )
                     self.stop.set()
                     raise _Stopped from exc
-                delay = backoff(
-                    self.health.exponent(transient),  # steep only while most calls fail
-                    base=self.backoff_base,
-                    retry_after=exc.retry_after,
-                )
+                delay = self._retry_delay(exc, transient)
                 if self.give_up_after is not None:  # never sleep past the budget
                     delay = min(delay, max(0.0, failed_at + self.give_up_after - now))
                 transient += 1
@@ -771,6 +767,19 @@ class Uploader:
             if len(ids) != len(items):
                 return "ambiguous"
             return ids
+
+    def _retry_delay(self, exc: APIError, transient: int) -> float:
+        """The wait before retry ``transient`` of a call: a 429 backs off as it always did (at
+        least its Retry-After; steep while most calls fail), a 5xx/408 only briefly while
+        failures are sparse (`FailureWindow.retry_delay`: at the end of a run every ms of a
+        retry chain is the whole command's)."""
+        if exc.status == 429:
+            return backoff(
+                self.health.exponent(transient), base=self.backoff_base, retry_after=exc.retry_after
+            )
+        return self.health.retry_delay(
+            transient, base=self.backoff_base, retry_after=exc.retry_after
+        )
 
 
 def _decode_payload(payload: str) -> dict[str, Any]:
