@@ -379,6 +379,12 @@ class Uploader:
         with self._lock:
             sends = self._sends
             quiet = sends == self._answers and self.provenance
+        # None of these chunks has a call out and what landed is committed (the committer was
+        # flushed or closed), so their planned items are read once, before the target is.
+        pending = self.journal.pending_items_by_chunk(set(chunk_nos))
+        wanted = None
+        if self.provenance:  # only these markers are looked up: not the whole account's rows
+            wanted = [sid for rows in pending.values() for sid, _fp in rows]
         index = TargetIndex.from_target(
             self.target,
             self.migration_id,
@@ -389,12 +395,13 @@ class Uploader:
             max_retries=self.max_attempts - 1,  # the same retry budget as the writes
             give_up_after=self.give_up_after,
             verifiable=quiet,  # fingerprints of unmarked memories too: it may be settled
+            source_ids=wanted,
         )
         with self._lock:
             if quiet and index.keys is not None and self._sends == sends:
                 self._settled = index.keys
         missing, found = reconcile_chunks(
-            self.journal, index, chunk_nos, provenance=self.provenance
+            self.journal, index, chunk_nos, provenance=self.provenance, pending=pending
         )
         again: list[int] = []
         self.stats.reconcile_rounds += 1
