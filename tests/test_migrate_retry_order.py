@@ -176,3 +176,69 @@ def test_429s_never_spend_the_attempt_budget(tmp_path: Path) -> None:
         j2, target, send, migration_id=MID, concurrency=1, max_attempts=3, backoff_base=0.001
     ).run()
     assert stats2.dead_items == 20 and fates == []
+
+
+def test_a_5xx_retry_waits_briefly_only_while_failures_are_sparse() -> None:
+    w = FailureWindow(8)
+    for _ in range(7):
+        w.record(True)
+    w.record(False)
+    sparse = [w.retry_delay(3, base=1.0) for _ in range(50)]
+    assert all(0.1 <= d <= 0.2 for d in sparse)  # SPARSE_FRACTION of the base, jittered
+    assert w.retry_delay(3, base=1.0, retry_after=2.5) == 2.5  # the server's word still holds
+    for _ in range(5):
+        w.record(False)
+    assert w.failing()
+    steep = [w.retry_delay(3, base=1.0) for _ in range(50)]
+    assert all(4.0 <= d <= 8.0 for d in steep)  # base x 2^3, jittered
+
+
+class _RecordingStop(threading.Event):
+    """A stop event whose timed waits are recorded and return at once (never set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None:
+            return super().wait()
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_a_sparse_503_is_retried_at_once_and_a_429_still_backs_off(tmp_path: Path) -> None:
+    """Among successes, a 503's retry waits a fifth of the base at most; a 429's retry still
+    waits the full back-off and at least its Retry-After, and halves the concurrency. (Delays are
+    read off the uploader's stop event, which does not sleep.)"""
+    mems = [
+        {"id": f"m{i}", "collection": "c", "text": f"memory {i}", "metadata": {"k": i}}
+        for i in range(200)
+    ]
+    j = Journal(tmp_path / "j.sqlite")
+    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
+    j.write_plan(plan_items(mems, mode="add", source_key=MID), chunk_size=20)
+    target = open_endpoint(f"local:{tmp_path / 't.db'}")
+    real = make_sender(target, "add")
+    fates = ["ok"] * 6 + ["503"] + ["ok"] * 2 + ["429"]
+    calls: list[str] = []
+
+    def send(collection, items):
+        fate = fates.pop(0) if fates else "ok"
+        calls.append(fate)
+        if fate == "429":
+            raise APIError(429, "slow down", retry_after=0.7)
+        if fate == "503":
+            raise APIError(503, "unavailable")
+        return real(collection, items)
+
+    stop = _RecordingStop()
+    up = Uploader(j, target, send, migration_id=MID, concurrency=1, backoff_base=1.0, stop=stop)
+    stats = up.run()
+    assert stats.transient_errors == 1 and stats.rate_limited == 1 and stats.dead_items == 0
+    assert calls.count("ok") == 10 and j.counts()["items_done"] == 200
+    assert len(stop.waits) == 2, stop.waits  # one wait per retry, nothing else timed on stop
+    after_503, after_429 = stop.waits
+    assert 0.1 <= after_503 <= 0.2  # was the base delay, 0.5-1.0 s here
+    assert 0.7 <= after_429 <= 1.0  # at least Retry-After; the base back-off, jittered
+    assert up.limit.cuts == 1  # the 429 cut the concurrency; the 503 did not

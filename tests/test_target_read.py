@@ -251,3 +251,21 @@ def test_keys_without_detail_leave_only_content_and_time_out(target) -> None:
     for a, b in zip(full, slim, strict=True):
         assert b["prov_content"] is None and b["created_at"] is None
         assert {**a, "prov_content": None, "created_at": None} == b
+
+
+def test_a_reconciliation_looks_up_only_the_markers_it_asks_for(target) -> None:
+    """``source_ids``: the index holds exactly those of this source's markers (the same target
+    ids as the whole index), none of another source's with the same source id, no fingerprints."""
+    from longmem_etl.migrate.reconcile import TargetIndex
+
+    whole = TargetIndex.from_target(target, K, fingerprints=False)
+    asked = ["s1", "s4", "absent"]
+    some = TargetIndex.from_target(target, K, fingerprints=False, source_ids=asked)
+    assert some.size == whole.size and some.keys is not None
+    assert {k: sorted(v) for k, v in some.by_source.items()} == {
+        k: sorted(whole.by_source[k]) for k in ("s1", "s4")
+    }
+    assert not some.by_fp
+    # fingerprint reconciliation (no markers) still indexes everything
+    fps = TargetIndex.from_target(target, K, fingerprints=True, source_ids=asked)
+    assert len(fps.by_source) == len(whole.by_source) and fps.by_fp
