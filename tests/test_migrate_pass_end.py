@@ -342,3 +342,46 @@ def test_journal_columns_read_in_windows_equal_the_row_by_row_read(
     fixed, narrow = fixed_columns(j.path), narrow_columns(j.path)
     assert _items_from(fixed, narrow).equals(whole)
     assert narrow.column("target_id").null_count == 39
+
+
+def test_a_settled_round_starts_at_the_last_answer_while_an_early_one_is_still_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk's call is ambiguous, so an early round starts while the last chunk's call
+    is out; that one is ambiguous too. The second round starts on the last answer, not after the
+    early round ends (its read is held until the second one starts, for 30 s at most): its read
+    is settled, kept for verification, and every item is in the target once."""
+    j = _journal(tmp_path, _mems(40))
+    target = open_endpoint(f"local:{tmp_path / 't.db'}")
+    real = make_sender(target, "add")
+    first_read, second_read = threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    def send(collection, items):
+        sids = {marker_of(i["metadata"])[0] for i in items}
+        if "m039" in sids:  # the last answer: only once the early round is reading
+            assert first_read.wait(30)
+        ids = real(collection, items)
+        if sids & {"m000", "m039"}:
+            raise AmbiguousError("timed out after the write")
+        return ids
+
+    real_from_target = uploader_mod.TargetIndex.from_target.__func__
+
+    def held_read(cls, target, migration_id, **kw):
+        if not first_read.is_set():
+            first_read.set()
+            seen.append(second_read.wait(30))  # the early round, held until the second starts
+        else:
+            second_read.set()
+        return real_from_target(cls, target, migration_id, **kw)
+
+    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
+    up = Uploader(j, target, send, migration_id=KEY, concurrency=2)
+    stats = up.run()
+    assert seen == [True]  # the settled round did not wait for the early one
+    assert stats.ambiguous == 2 and stats.reconcile_rounds == 2 and stats.reconciled_items == 20
+    assert up.settled_keys is not None and up.settled_keys.num_rows == 40
+    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
+    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
+    assert j.counts()["items_done"] == 40

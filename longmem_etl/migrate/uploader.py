@@ -297,7 +297,7 @@ class Uploader:
         self._lock = threading.Lock()
         self._ambiguous: set[int] = set()
         self._skipped: set[int] = set()
-        self._reconciling = False
+        self._reconciling = 0  # reconciliation rounds in progress (a settled one may overlap)
         self._queue = WorkQueue()
         self._runs: dict[int, _ChunkRun] = {}
         self._finishing = 0
@@ -404,8 +404,9 @@ class Uploader:
             self.journal, index, chunk_nos, provenance=self.provenance, pending=pending
         )
         again: list[int] = []
-        self.stats.reconcile_rounds += 1
-        self.stats.reconciled_items += found
+        with self._lock:  # two rounds may overlap (`_reconcile_early`)
+            self.stats.reconcile_rounds += 1
+            self.stats.reconciled_items += found
         self.on_items(found)
         for chunk_no, n in missing.items():
             if n and chunk_no in skipped:
@@ -501,7 +502,7 @@ class Uploader:
             unit = self._queue.take()
             if unit is None:
                 with self._lock:
-                    busy = bool(self._runs) or self._finishing > 0 or self._reconciling
+                    busy = bool(self._runs) or self._finishing > 0 or self._reconciling > 0
                 busy = busy or self._queue.active > 0
                 drained = self._queue.drained()
                 if busy or not drained:
@@ -543,13 +544,20 @@ class Uploader:
         """When the queue has drained, one idle worker reconciles the ambiguous chunks so far
         while the last calls are still out, and queues what is missing — instead of leaving the
         whole reconciliation to after the pass. Provenance mode only: content counting needs no
-        call in flight. (A chunk is only listed as ambiguous once none of its calls is out.)"""
+        call in flight. (A chunk is only listed as ambiguous once none of its calls is out.)
+
+        One round at a time, except a settled one: when the last call is answered (ambiguous)
+        while an early round is still reading, the new round starts at once instead of after
+        it. Its read begins with no call out, so verification may reuse it; waiting for the
+        early round (a whole read, ~0.3-0.8 s at 20k) only delayed the end of the upload."""
         if not self.provenance:
             return False
         with self._lock:
-            if self._reconciling or not self._ambiguous:
+            if not self._ambiguous:
                 return False
-            self._reconciling = True
+            if self._reconciling and not self._nothing_out():
+                return False
+            self._reconciling += 1
             ambiguous, self._ambiguous = sorted(self._ambiguous), set()
             skipped, self._skipped = set(self._skipped), set()
         try:
@@ -558,9 +566,14 @@ class Uploader:
                 self._queue.put(Unit(chunk_no))
         finally:
             with self._lock:
-                self._reconciling = False
+                self._reconciling -= 1
             self._queue.wake()  # workers waiting for this round look again (or leave)
         return True
+
+    def _nothing_out(self) -> bool:
+        """No call is out and none can start but from a reconciliation's requeue (under
+        ``_lock``): a read started now shows everything this run sent so far."""
+        return self._sends == self._answers and not self._runs and self._finishing == 0
 
     def _start_chunk(self, chunk_no: int) -> list[Unit]:
         """A chunk taken from the queue: its pending items, cut around items the target is known
