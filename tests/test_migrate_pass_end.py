@@ -385,3 +385,47 @@ def test_a_settled_round_starts_at_the_last_answer_while_an_early_one_is_still_r
     marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
     assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
     assert j.counts()["items_done"] == 40
+
+
+def test_a_settled_read_is_made_at_the_last_answer_while_an_early_round_is_reading(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first chunk's call is ambiguous, the last one is not. The early round's read is held
+    until another read starts (30 s at most): a settled read (a round with no chunks, not counted
+    as one) is made at the last answer, kept for verification, made once; every item lands once."""
+    j = _journal(tmp_path, _mems(40))
+    target = open_endpoint(f"local:{tmp_path / 't.db'}")
+    real = make_sender(target, "add")
+    first_read, second_read = threading.Event(), threading.Event()
+    seen: list[bool] = []
+    reads: list[int] = []
+
+    def send(collection, items):
+        sids = {marker_of(i["metadata"])[0] for i in items}
+        if "m039" in sids:  # the last answer: only once the early round is reading
+            assert first_read.wait(30)
+        ids = real(collection, items)
+        if "m000" in sids:
+            raise AmbiguousError("timed out after the write")
+        return ids
+
+    real_from_target = uploader_mod.TargetIndex.from_target.__func__
+
+    def held_read(cls, target, migration_id, **kw):
+        reads.append(len(list(kw.get("source_ids") or [])))
+        if not first_read.is_set():
+            first_read.set()
+            seen.append(second_read.wait(30))  # the early round, held until the second starts
+        else:
+            second_read.set()
+        return real_from_target(cls, target, migration_id, **kw)
+
+    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
+    up = Uploader(j, target, send, migration_id=KEY, concurrency=2)
+    stats = up.run()
+    assert seen == [True] and reads == [10, 0]  # the early round's 10 markers, then the whole
+    assert stats.ambiguous == 1 and stats.reconcile_rounds == 1 and stats.reconciled_items == 10
+    assert up.settled_keys is not None and up.settled_keys.num_rows == 40
+    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
+    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
+    assert j.counts()["items_done"] == 40

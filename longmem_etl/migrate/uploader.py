@@ -298,6 +298,7 @@ class Uploader:
         self._ambiguous: set[int] = set()
         self._skipped: set[int] = set()
         self._reconciling = 0  # reconciliation rounds in progress (a settled one may overlap)
+        self._quiet_at = -1  # ``_sends`` when the last round with no call out started
         self._queue = WorkQueue()
         self._runs: dict[int, _ChunkRun] = {}
         self._finishing = 0
@@ -405,7 +406,7 @@ class Uploader:
         )
         again: list[int] = []
         with self._lock:  # two rounds may overlap (`_reconcile_early`)
-            self.stats.reconcile_rounds += 1
+            self.stats.reconcile_rounds += bool(chunk_nos)  # not a settled read alone
             self.stats.reconciled_items += found
         self.on_items(found)
         for chunk_no, n in missing.items():
@@ -549,15 +550,27 @@ class Uploader:
         One round at a time, except a settled one: when the last call is answered (ambiguous)
         while an early round is still reading, the new round starts at once instead of after
         it. Its read begins with no call out, so verification may reuse it; waiting for the
-        early round (a whole read, ~0.3-0.8 s at 20k) only delayed the end of the upload."""
+        early round (a whole read, ~0.3-0.8 s at 20k) only delayed the end of the upload.
+
+        The same holds when the last answer was not ambiguous: an early round still reading
+        then keeps the pass open, and verification would read the target again after it; a
+        settled round with no chunks reads it now instead (`settled_keys`), once per quiet spell.
+        If the early round finds items missing, their calls void that read, as any call does."""
         if not self.provenance:
             return False
         with self._lock:
-            if not self._ambiguous:
+            quiet = self._nothing_out()
+            if self._reconciling and not quiet:
                 return False
-            if self._reconciling and not self._nothing_out():
+            if not self._ambiguous and not (
+                # only the settled read verification would otherwise make after the pass, and
+                # once: none was started since the last call (``_quiet_at``)
+                self._reconciling and quiet and self._quiet_at != self._sends
+            ):
                 return False
             self._reconciling += 1
+            if self._sends == self._answers:  # this round's read may be settled (`_reconcile`)
+                self._quiet_at = self._sends
             ambiguous, self._ambiguous = sorted(self._ambiguous), set()
             skipped, self._skipped = set(self._skipped), set()
         try:
