@@ -151,6 +151,8 @@ class _WatchImport:
     """A meta path finder that finds nothing: it only stamps when DuckDB's import starts."""
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "duckdb._relation" and "duckdb._relation" not in sys.modules:
+            EVENTS.append((time.perf_counter(), "duckdb._relation import starts"))
         if name == "duckdb" and "duckdb" not in sys.modules:
             EVENTS.append(
                 (time.perf_counter(), f"duckdb import starts ({threading.current_thread().name})")
@@ -254,6 +256,8 @@ def main() -> int:
                 f"then, work after the sleep median "
                 f"{statistics.median(inside or [0]) * ms:.1f} ms p90 {_pct(inside, 0.9) * ms:.1f}"
             )
+    slow = [f"{s[2] - first:.2f}s:{(s[3] - s[2]) * ms:.0f}" for s in calls if s[3] - s[2] > 0.05]
+    print(f"  calls whose work after the sleep took > 50 ms (woke at: ms): {' '.join(slow)}")
     for at, what in marks:
         if what.startswith("duckdb"):
             print(f"  {what} at {at - first:.3f} s")
