@@ -393,6 +393,17 @@ def test_killing_convert_leaves_no_worker_behind_and_the_next_run_sweeps(dump, t
         "    time.sleep(0.5)\n"
         "    return real(self)\n"
         "parallel.Worker.result = slow\n"
+        # each span takes the workers 0.2 s more: they cannot answer the whole file and exit
+        # (a zombie with an empty cmdline) before they are looked at, however busy the machine
+        "real_command = parallel.worker_command\n"
+        "def slow_worker(path):\n"
+        "    cmd = real_command(path)\n"
+        "    cmd[2] = cmd[2].replace('worker_main(sys.argv[2])', "
+        '\'worker_main(sys.argv[2], do=lambda *a: (__import__("time").sleep(0.2), '
+        '__import__("longmem_etl.snapshots.parallel").snapshots.parallel.work(*a))[1])\')\n'
+        "    assert 'do=' in cmd[2], cmd\n"
+        "    return cmd\n"
+        "parallel.worker_command = slow_worker\n"
         "convert.convert_dump(sys.argv[1], sys.argv[2], progress=False)\n"
     )
     env = {**os.environ, parallel.WORKERS_ENV: "2"}
