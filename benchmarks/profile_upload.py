@@ -126,6 +126,52 @@ def _instrument() -> None:
             EVENTS.append((time.perf_counter(), "uploader end"))
 
     up_mod.Uploader.run = timed_run  # type: ignore[method-assign]
+    from longmem_etl.migrate import engine
+
+    prepare = engine._Run.prepare_verification
+
+    def timed_prepare(self):
+        """Stamps the preparation's thread from start to end (imports verifyprep, hence DuckDB,
+        only when the run does)."""
+        prepare(self)
+        if self.prepared is not None:
+            EVENTS.append((time.perf_counter(), "verify-prep start"))
+            thread = self.prepared._thread
+            threading.Thread(target=_stamp_end, args=(thread,), daemon=True).start()
+
+    engine._Run.prepare_verification = timed_prepare  # type: ignore[method-assign]
+    from longmem_etl.migrate import planstream
+
+    finish = planstream.BatchPlanner.finish
+
+    def timed_finish(self, *a, **kw):
+        EVENTS.append((time.perf_counter(), "plan finish start"))
+        try:
+            return finish(self, *a, **kw)
+        finally:
+            EVENTS.append((time.perf_counter(), "plan finish end"))
+
+    planstream.BatchPlanner.finish = timed_finish  # type: ignore[method-assign]
+
+    sys.meta_path.insert(0, _WatchImport())  # type: ignore[arg-type]
+
+
+def _stamp_end(thread: threading.Thread) -> None:
+    thread.join()
+    EVENTS.append((time.perf_counter(), "verify-prep end"))
+
+
+class _WatchImport:
+    """A meta path finder that finds nothing: it only stamps when DuckDB's import starts."""
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "duckdb._relation" and "duckdb._relation" not in sys.modules:
+            EVENTS.append((time.perf_counter(), "duckdb._relation import starts"))
+        if name == "duckdb" and "duckdb" not in sys.modules:
+            EVENTS.append(
+                (time.perf_counter(), f"duckdb import starts ({threading.current_thread().name})")
+            )
+        return None
 
 
 def _pct(xs: list[float], q: float) -> float:
@@ -211,6 +257,25 @@ def main() -> int:
             f"p90 {_pct(early, 0.9) * ms:.1f}; later: median {statistics.median(late) * ms:.1f} "
             f"p90 {_pct(late, 0.9) * ms:.1f}"
         )
+    marks = sorted(EVENTS)
+    for name, a_ev, b_ev in (
+        ("verify-prep", "verify-prep start", "verify-prep end"),
+        ("plan finish", "plan finish start", "plan finish end"),
+    ):
+        a_ = [at for at, what in marks if what == a_ev]
+        b_ = [at for at, what in marks if what == b_ev]
+        if a_ and b_:
+            inside = [s[3] - s[2] for s in calls if a_[0] - 0.2 <= s[2] <= b_[0] + 0.05]
+            print(
+                f"  {name} {a_[0] - first:.3f} -> {b_[0] - first:.3f} s: {len(inside)} calls woke "
+                f"then, work after the sleep median "
+                f"{statistics.median(inside or [0]) * ms:.1f} ms p90 {_pct(inside, 0.9) * ms:.1f}"
+            )
+    slow = [f"{s[2] - first:.2f}s:{(s[3] - s[2]) * ms:.0f}" for s in calls if s[3] - s[2] > 0.05]
+    print(f"  calls whose work after the sleep took > 50 ms (woke at: ms): {' '.join(slow)}")
+    for at, what in marks:
+        if what.startswith("duckdb"):
+            print(f"  {what} at {at - first:.3f} s")
     print(
         f"first call -> last call end {span:.2f} s; lower bound {rounds} rounds x {lat:.3f} s = "
         f"{rounds * lat:.2f} s; slot occupancy {100 * busy / (args.concurrency * span):.1f}%; "

@@ -317,3 +317,30 @@ def test_the_migrate_process_never_imports_pandas_yet_to_pandas_still_works(
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split()[-2:] == ["False", "DataFrame"]
+
+
+def test_duckdb_is_imported_early_only_once_the_first_round_of_calls_is_out() -> None:
+    """The freeze's DuckDB import is moved to where no call can be waiting for the GIL: after a
+    full round of calls went out, not before (it would hold back the first calls)."""
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys, time, types
+        from longmem_etl.migrate import pipeline
+        pipeline._FIRST_ROUND_WAIT = 60.0  # only the calls may release it, however slow this is
+        up = types.SimpleNamespace(stats=types.SimpleNamespace(calls=0), concurrency=2)
+        warm = pipeline._import_duckdb_now(up)
+        time.sleep(0.05)
+        before = "duckdb" in sys.modules
+        up.stats.calls = 2
+        warm.join()
+        print(before, "duckdb" in sys.modules, warm.daemon,
+              pipeline._import_duckdb_now(up) is None)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True", "False", "True"]

@@ -309,3 +309,26 @@ def _gives_up_case(tmp_path: Path) -> None:
 def _ids(j: Journal, chunk_no: int) -> list[str]:
     """The chunk's pending source ids, in the order the uploader sends them."""
     return [r.source_id for r in j.pending_items(chunk_no)]
+
+
+def test_calls_run_under_the_short_switch_interval_which_is_restored(tmp_path: Path) -> None:
+    """Every call of an upload sees the lowered GIL switch interval (calls re-take the GIL many
+    times while the freeze runs beside them), and the caller's interval comes back afterwards."""
+    import sys
+
+    from longmem_etl.migrate import uploader as uploader_mod
+
+    j, target = _setup(tmp_path, _mems(120), "add", chunk_size=20)
+    send = make_sender(target, "add")
+    seen: list[float] = []
+
+    def spying_send(collection: str, items: list[dict]) -> list[str | None]:
+        seen.append(sys.getswitchinterval())
+        return send(collection, items)
+
+    before = sys.getswitchinterval()
+    up = Uploader(j, target, spying_send, migration_id=MID, concurrency=3)
+    up.run()
+    assert sys.getswitchinterval() == before
+    assert len(seen) == j.counts()["chunks_total"] > 1
+    assert max(seen) <= uploader_mod._SWITCH_INTERVAL < before

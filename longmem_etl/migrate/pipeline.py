@@ -14,6 +14,7 @@ the next run plans afresh and learns from the markers what already landed.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -49,6 +50,7 @@ class UploadInBackground:
         self.stats: Any = None
         self._error: BaseException | None = None
         self.first_chunk_at: float | None = None
+        self._warm: threading.Thread | None = None
 
     @property
     def started(self) -> bool:
@@ -65,6 +67,12 @@ class UploadInBackground:
         self.uploader = self._start()
         self._thread = threading.Thread(target=self._run, name="upload", daemon=True)
         self._thread.start()
+        self._warm = _import_duckdb_now(self.uploader)
+
+    def _join_warm(self) -> None:
+        """The early import is over (it never outlives the pipeline: see `_import_duckdb_now`)."""
+        if self._warm is not None:
+            self._warm.join()
 
     def _run(self) -> None:
         try:
@@ -93,6 +101,7 @@ class UploadInBackground:
         assert self._thread is not None
         self._chunks.put(None)
         self._thread.join()
+        self._join_warm()
         if self._error is not None:
             raise self._error
         return self.stats
@@ -104,6 +113,38 @@ class UploadInBackground:
         self._stop.set()
         self._chunks.put(None)
         self._thread.join()
+        self._join_warm()
+
+
+def _import_duckdb_now(uploader: Any) -> threading.Thread | None:
+    """Import DuckDB in a thread of its own once the first round of calls waits on the target.
+
+    The freeze needs DuckDB at its first Parquet flush (the writer's row digests), which comes a
+    second or more into the upload; its import holds the GIL for tens of milliseconds at a time
+    (the extension's init), and every call whose wait ended meanwhile came back that much late.
+    Once a full round of calls is out, none of them can end for a whole latency: the same import
+    there costs the calls nothing. (Started before that, it delayed the first calls.) Not a
+    daemon: a run that ends early waits for it (`close`/`abandon`) instead of leaving a thread
+    inside DuckDB's init at interpreter exit."""
+    import sys
+
+    if "duckdb" in sys.modules:
+        return None
+
+    def run() -> None:
+        deadline = time.monotonic() + _FIRST_ROUND_WAIT
+        while uploader.stats.calls < uploader.concurrency and time.monotonic() < deadline:
+            time.sleep(0.002)
+        with contextlib.suppress(ImportError):  # the freeze's own import reports it
+            import duckdb  # noqa: F401
+
+    thread = threading.Thread(target=run, name="import-duckdb", daemon=False)
+    thread.start()
+    return thread
+
+
+_FIRST_ROUND_WAIT = 0.25
+"""How long the early DuckDB import waits for the first round of calls to be out (seconds)."""
 
 
 def freeze_plan_upload(ctx: Any, holdings_read: Any) -> tuple:

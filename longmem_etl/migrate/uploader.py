@@ -50,6 +50,9 @@ Sender = Callable[[str, list[dict[str, Any]]], list[str | None]]
 Refuses = Callable[[dict[str, Any], "int | None"], "str | None"]
 """``refuses(item, payload_chars)`` -> why the target is known to refuse the item, or None."""
 
+_SWITCH_INTERVAL = 0.0001
+"""The GIL switch interval during an upload (seconds; see `Uploader.run`)."""
+
 FATAL_STATUSES = frozenset({401, 403, 507})  # 507: the target cannot store (disk full)
 TRANSIENT_STATUSES = frozenset({408})
 
@@ -325,7 +328,11 @@ class Uploader:
         previous = sys.getswitchinterval()
         # Many threads that mostly wait on the network: a short GIL switch interval lets a thread
         # whose call just returned get back to work without queueing 5 ms behind CPU-bound peers.
-        sys.setswitchinterval(min(previous, 0.0005))
+        # 0.1 ms, not 0.5: a call re-takes the GIL many times after its wait (each SQLite step of
+        # the target, each journal write releases it), and while the freeze and the plan run in
+        # the main thread (`pipeline`) every re-take waited up to a whole interval behind them;
+        # the freeze has slack (it runs ahead of the upload), the calls do not.
+        sys.setswitchinterval(min(previous, _SWITCH_INTERVAL))
         try:
             return self._run(resumed=resumed, max_rounds=max_rounds, feed=feed)
         except Interrupted:
