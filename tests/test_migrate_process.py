@@ -88,11 +88,13 @@ def _assert_exactly_once(source: list[dict], target: list[dict], mode: str) -> N
 
 @pytest.mark.parametrize("mode", ["add", "import"])
 def test_sigkill_at_random_moments_then_resume_is_exactly_once(tmp_path: Path, mode: str) -> None:
-    source = _dump(tmp_path / "dump.json", 500)
+    # big enough, and the calls slow enough (<= ~1,300 items/s), that a run started on a fast,
+    # idle machine cannot finish before its fifth kill (the first one may come 1.5 s in)
+    source = _dump(tmp_path / "dump.json", 3000)
     db = tmp_path / "target.db"
     journal = tmp_path / "work" / "journal.sqlite"
     target = (
-        f"local:{db}?latency_ms=15&fail_rate=0.1&ambiguous_rate=0.05&rate_limit_rps=250&seed=11"
+        f"local:{db}?latency_ms=30&fail_rate=0.1&ambiguous_rate=0.05&rate_limit_rps=250&seed=11"
     )
     args = [
         "migrate",
