@@ -5,7 +5,9 @@ Orders and counts, never wall-clock times."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.errors import APIError
@@ -15,6 +17,30 @@ from longmem_etl.migrate.plan import plan_items
 from longmem_etl.migrate.uploader import Uploader, make_sender
 
 MID = "test-migration"
+
+
+def _scripted(
+    tmp_path: Path, mems: list[dict], fates: list[str], *, retry_after: float
+) -> tuple[Journal, Any, Callable[..., Any], list[str]]:
+    """A planned journal, a real target, and a sender whose calls meet ``fates`` in order ("429",
+    "503", then "ok" for every call after): the fates each call met are appended to ``calls``."""
+    j = Journal(tmp_path / "j.sqlite")
+    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
+    j.write_plan(plan_items(mems, mode="add", source_key=MID), chunk_size=20)
+    target = open_endpoint(f"local:{tmp_path / 't.db'}")
+    real = make_sender(target, "add")
+    calls: list[str] = []
+
+    def send(collection, items):
+        fate = fates.pop(0) if fates else "ok"
+        calls.append(fate)
+        if fate == "429":
+            raise APIError(429, "slow down", retry_after=retry_after)
+        if fate == "503":
+            raise APIError(503, "unavailable")
+        return real(collection, items)
+
+    return j, target, send, calls
 
 
 def _waiting_until(cond: threading.Condition, n: int) -> None:
@@ -143,22 +169,8 @@ def test_429s_never_spend_the_attempt_budget(tmp_path: Path) -> None:
         {"id": f"m{i}", "collection": "c", "text": f"memory {i}", "metadata": {"k": i}}
         for i in range(40)
     ]
-    j = Journal(tmp_path / "j.sqlite")
-    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
-    j.write_plan(plan_items(mems, mode="add", source_key=MID), chunk_size=20)
-    target = open_endpoint(f"local:{tmp_path / 't.db'}")
-    real = make_sender(target, "add")
     fates = ["429"] * 7 + ["503"] + ["429"] * 5 + ["503"]  # the first call's tries, then real
-    calls: list[str] = []
-
-    def send(collection, items):
-        fate = fates.pop(0) if fates else "ok"
-        calls.append(fate)
-        if fate == "429":
-            raise APIError(429, "slow down", retry_after=0.001)
-        if fate == "503":
-            raise APIError(503, "unavailable")
-        return real(collection, items)
+    j, target, send, calls = _scripted(tmp_path, mems, fates, retry_after=0.001)
 
     up = Uploader(
         j, target, send, migration_id=MID, concurrency=1, max_attempts=3, backoff_base=0.001
@@ -215,22 +227,8 @@ def test_a_sparse_503_is_retried_at_once_and_a_429_still_backs_off(tmp_path: Pat
         {"id": f"m{i}", "collection": "c", "text": f"memory {i}", "metadata": {"k": i}}
         for i in range(200)
     ]
-    j = Journal(tmp_path / "j.sqlite")
-    j.bind({"source": 1, "spec": None, "target": 2, "mode": "add"})
-    j.write_plan(plan_items(mems, mode="add", source_key=MID), chunk_size=20)
-    target = open_endpoint(f"local:{tmp_path / 't.db'}")
-    real = make_sender(target, "add")
     fates = ["ok"] * 6 + ["503"] + ["ok"] * 2 + ["429"]
-    calls: list[str] = []
-
-    def send(collection, items):
-        fate = fates.pop(0) if fates else "ok"
-        calls.append(fate)
-        if fate == "429":
-            raise APIError(429, "slow down", retry_after=0.7)
-        if fate == "503":
-            raise APIError(503, "unavailable")
-        return real(collection, items)
+    j, target, send, calls = _scripted(tmp_path, mems, fates, retry_after=0.7)
 
     stop = _RecordingStop()
     up = Uploader(j, target, send, migration_id=MID, concurrency=1, backoff_base=1.0, stop=stop)
