@@ -386,8 +386,6 @@ def _run_migration(opts: MigrationOptions, stop: threading.Event | None) -> Migr
         try:
             return _run_locked(opts, stop, binding, mid, journal_path)
         except JournalFull as exc:  # from whichever write hit the limit: the user's to fix
-            if "resume with" in str(exc):
-                raise
             raise JournalFull(
                 f"{exc}; the journal is consistent — free space, then resume with: "
                 f"{resume_command(opts, journal_path)}"

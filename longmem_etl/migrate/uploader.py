@@ -184,13 +184,6 @@ class WorkQueue:
         with self._cond:
             return self._active
 
-    def get(self, timeout: float) -> Unit | None:
-        """The next unit, waiting at most ``timeout`` for one (tests and simple callers)."""
-        with self._cond:
-            if not self._items:
-                self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
-
     def wait_change(self, epoch: int, timeout: float = 1.0) -> None:
         """Block until something changed since ``epoch`` (see the class docstring). ``timeout``
         is only a safety net against a missed `wake` (counted in ``timeouts``), not a poll."""
