@@ -98,3 +98,22 @@ def stored_memories(db: Path) -> list[dict]:
         return store.export_account()["memories"]
     finally:
         store.close()
+
+
+def journal_planned(journal: Path | None) -> bool:
+    """The journal holds a finished plan (the freeze of a dump may still be running while the
+    first calls go out)."""
+    if journal is None or not journal.exists():
+        return False
+    import json
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            row = con.execute("SELECT v FROM migration WHERE k = 'planned'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return bool(row and json.loads(row[0]))

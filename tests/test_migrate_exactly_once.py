@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import run_cli, start_cli
+from cli_support import journal_planned, run_cli, start_cli
 
 from longmem_etl.api.endpoints import open_endpoint
 from longmem_etl.migrate import (
@@ -94,22 +94,6 @@ def _run(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
     return run_cli(*args, cwd=cwd, **kw)
 
 
-def _planned(journal: Path | None) -> bool:
-    """The journal holds a finished plan (the freeze of a dump may still be running while the
-    first calls go out)."""
-    if journal is None or not journal.exists():
-        return False
-    try:
-        con = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
-        try:
-            row = con.execute("SELECT v FROM migration WHERE k = 'planned'").fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
-    return bool(row and json.loads(row[0]))
-
-
 def _kill_partway(args: list[str], cwd: Path, journal_of, at_least: int) -> None:
     """Start the migration, SIGKILL it once its plan is finished and ``at_least`` items are
     journaled as done (what these tests change between runs is a planned migration; a kill
@@ -118,7 +102,7 @@ def _kill_partway(args: list[str], cwd: Path, journal_of, at_least: int) -> None
     deadline = time.monotonic() + 120
     while (
         proc.poll() is None
-        and (_done(journal_of()) < at_least or not _planned(journal_of()))
+        and (_done(journal_of()) < at_least or not journal_planned(journal_of()))
         and time.monotonic() < deadline
     ):
         time.sleep(0.01)
