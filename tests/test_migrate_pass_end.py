@@ -429,3 +429,54 @@ def test_a_settled_read_is_made_at_the_last_answer_while_an_early_round_is_readi
     marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
     assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
     assert j.counts()["items_done"] == 40
+
+
+def test_a_chunk_taken_but_not_yet_sent_keeps_the_settled_read_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last chunk is taken from the queue but slow to start (its pending rows read late)
+    while an early round reads: with no call out, the target still lacks that chunk, so a
+    "settled" read then would be voided by its call and wasted (seen as a third read under load).
+    The settled read waits for the chunk's answer and is the one verification reuses."""
+    j = _journal(tmp_path, _mems(40))
+    target = open_endpoint(f"local:{tmp_path / 't.db'}")
+    real = make_sender(target, "add")
+    first_read = threading.Event()
+    reads: list[int] = []
+    real_pending = j.pending_items
+
+    def slow_start(chunk_no):
+        if chunk_no == 3:  # taken; its call starts only well after the early round began
+            assert first_read.wait(30)
+            threading.Event().wait(0.4)
+        return real_pending(chunk_no)
+
+    def send(collection, items):
+        sids = {marker_of(i["metadata"])[0] for i in items}
+        if "m029" in sids:  # out when the early round starts: that round is not quiet
+            assert first_read.wait(30)
+        ids = real(collection, items)
+        if "m000" in sids:
+            raise AmbiguousError("timed out after the write")
+        return ids
+
+    real_from_target = uploader_mod.TargetIndex.from_target.__func__
+    released = threading.Event()
+
+    def held_read(cls, target, migration_id, **kw):
+        reads.append(len(list(kw.get("source_ids") or [])))
+        if not first_read.is_set():
+            first_read.set()
+            released.wait(30)  # the early round reads until the settled one starts
+        else:
+            released.set()
+        return real_from_target(cls, target, migration_id, **kw)
+
+    monkeypatch.setattr(j, "pending_items", slow_start)
+    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
+    up = Uploader(j, target, send, migration_id=KEY, concurrency=2)
+    up.run()
+    assert reads == [10, 0]
+    assert up.settled_keys is not None and up.settled_keys.num_rows == 40
+    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
+    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))

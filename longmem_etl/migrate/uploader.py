@@ -585,8 +585,16 @@ class Uploader:
 
     def _nothing_out(self) -> bool:
         """No call is out and none can start but from a reconciliation's requeue (under
-        ``_lock``): a read started now shows everything this run sent so far."""
-        return self._sends == self._answers and not self._runs and self._finishing == 0
+        ``_lock``): a read started now shows everything this run sent so far. A chunk a worker
+        has taken from the queue but not yet started (`_start_chunk` reads its rows first) is
+        not in ``_runs``: the queue's ``active`` count covers it, else a "settled" read began
+        before its call and was voided by it (a wasted whole read of the target)."""
+        return (
+            self._sends == self._answers
+            and not self._runs
+            and self._finishing == 0
+            and self._queue.active == 0
+        )
 
     def _start_chunk(self, chunk_no: int) -> list[Unit]:
         """A chunk taken from the queue: its pending items, cut around items the target is known
