@@ -39,9 +39,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
@@ -152,7 +152,9 @@ class MigrationResult:
         return EXIT_OK if exact and self.dead_letters == 0 else EXIT_INCOMPLETE
 
     def as_dict(self) -> dict[str, Any]:
-        out = mask_obj(asdict(self))  # error texts in `upload` may echo a server's words
+        # error texts in `upload` may echo a server's words; `mask_obj` builds new dicts and
+        # lists, so `asdict`'s deep copy first would only copy everything twice
+        out = cast(dict, mask_obj({f.name: getattr(self, f.name) for f in fields(self)}))
         out["exit_code"] = self.exit_code
         return out
 
@@ -495,6 +497,7 @@ def _run_locked(
                 try:
                     from longmem_etl.migrate.verifying import verify_journal
 
+                    aside = _Aside(journal, work_dir)
                     report = verify_journal(
                         journal,
                         target,
@@ -510,6 +513,7 @@ def _run_locked(
                         target_keys=(
                             None if result.resumed or opts.update_changed else uploader.settled_keys
                         ),
+                        meanwhile=aside,
                     )
                     closing = Closing(target)  # its last answer is in: close beside the outputs
                     result.timings["verify_target_read_reused"] = int(
@@ -534,7 +538,7 @@ def _run_locked(
                 result.dead_letters = result.counts["items_dead"]
                 result.seconds = time.monotonic() - started
                 return result
-            _finish_verified(result, journal, work_dir, report, t_verify)
+            _finish_verified(result, aside, report, t_verify)
         finally:
             if closing is not None:
                 closing.join()
@@ -542,15 +546,44 @@ def _run_locked(
     return result
 
 
-def _finish_verified(
-    result: MigrationResult, journal: Journal, work_dir: Path, report: Any, t_verify: float
-) -> None:
+class _Aside:
+    """What a verified run writes that depends on neither the target nor the comparison: the
+    journal's counts and the dead letters, made while verification waits for the target read
+    (`verifying.verify_journal`'s ``meanwhile``), not after the comparison. Verification changes
+    no item's state (only target ids the journal did not know), so both stay true."""
+
+    def __init__(self, journal: Journal, work_dir: Path) -> None:
+        self.journal, self.work_dir = journal, work_dir
+        self._made: tuple[dict[str, Any], str] | None = None
+
+    def __call__(self) -> None:
+        from longmem_etl.migrate.verifying import write_dead_letters
+
+        counts = self.journal.counts()
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._made = counts, write_dead_letters(self.journal, self.work_dir)
+
+    def made(self) -> tuple[dict[str, Any], str]:
+        """``(counts, dead letter path)``, made now if verification did not run them."""
+        if self._made is None:
+            self()
+        return cast(tuple, self._made)
+
+
+def _finish_verified(result: MigrationResult, aside: _Aside, report: Any, t_verify: float) -> None:
     """A verified run's counts, outputs and timings."""
-    result.verification = {**report.as_dict(), "dead_lettered": journal.counts()["items_dead"]}
-    result.counts = journal.counts()
-    result.dead_letters = result.counts["items_dead"]
+    from longmem_etl.migrate.verifying import write_id_map, write_report
+
+    counts, dead_letter = aside.made()
+    result.verification = {**report.as_dict(), "dead_lettered": counts["items_dead"]}
+    result.counts = counts
+    result.dead_letters = counts["items_dead"]
     t_outputs = time.monotonic()
-    result.outputs = _write_outputs(journal, work_dir, result.verification, id_map=report.id_map)
+    result.outputs = {
+        "id_map": write_id_map(aside.journal, aside.work_dir, report.id_map),
+        "dead_letter": dead_letter,
+        "verification": write_report(aside.work_dir, result.verification),
+    }
     done = time.monotonic()
     result.timings["verify"] = round(t_outputs - t_verify, 3)
     result.timings["outputs"] = round(done - t_outputs, 3)
@@ -702,13 +735,13 @@ def _freeze_then_upload(
 
 
 def _write_outputs(
-    journal: Journal, work_dir: Path, verification: dict[str, Any] | None, **kw: Any
+    journal: Journal, work_dir: Path, verification: dict[str, Any] | None
 ) -> dict[str, str]:
     """`verifying.write_outputs`, imported when needed: verification's stack (DuckDB) is not on
     the way to the first call."""
     from longmem_etl.migrate.verifying import write_outputs
 
-    return write_outputs(journal, work_dir, verification, **kw)
+    return write_outputs(journal, work_dir, verification)
 
 
 class _Background:

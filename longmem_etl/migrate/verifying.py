@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -175,6 +176,7 @@ def verify_journal(
     give_up_after: float | None = None,
     prepared: PreparedVerification | None = None,
     target_keys: pa.Table | None = None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one read of the WHOLE target (copies made under
     another key or by an older version count as duplicates with ``foreign_copies``); record the
@@ -183,7 +185,9 @@ def verify_journal(
 
     ``prepared``: what was made while the upload ran (`verifyprep`; made here otherwise, in a
     thread, while the target is read). ``target_keys``: a whole read of the target that nothing
-    was sent after (`uploader.Uploader.settled_keys`), used instead of reading it again."""
+    was sent after (`uploader.Uploader.settled_keys`), used instead of reading it again.
+    ``meanwhile``: the caller's own work that needs neither the target nor the comparison (e.g.
+    writing the dead letters), run here while the target read is out."""
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
     t0 = time.monotonic()
@@ -191,7 +195,16 @@ def verify_journal(
     try:
         con = prep.connection()
         keys, items, timings = _read_both(
-            journal, target, prep, con, target_keys, mig, stop, max_retries, give_up_after
+            journal,
+            target,
+            prep,
+            con,
+            target_keys,
+            mig,
+            stop,
+            max_retries,
+            give_up_after,
+            meanwhile,
         )
         timings["target_read"] = time.monotonic() - t0
         t1 = time.monotonic()
@@ -226,9 +239,11 @@ def _read_both(
     stop: threading.Event | None,
     max_retries: int,
     give_up_after: float | None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
-    """``(target keys, plan items, timings)``: the target read (mostly waiting on the API) in a
-    thread while the journal's changed columns are read here; the settled read when given."""
+    """``(target keys, plan items, timings)``: the target read (mostly waiting on
+    the API) in a thread while the journal's changed columns are read here, then ``meanwhile``
+    is run here; the settled read when given."""
     t0 = time.monotonic()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="verify-read") as pool:
         reading = None
@@ -246,6 +261,8 @@ def _read_both(
         try:
             items = _prepared_items(journal, prep)
             timings = {"journal": time.monotonic() - t0}
+            if meanwhile is not None:
+                meanwhile()
         finally:
             keys = settled if reading is None else reading.result()
     return keys, items, timings
