@@ -85,6 +85,24 @@ def _memories() -> list[dict[str, Any]]:
             "metadata": {"_longmem_etl": {"source_id": 'a"b\\c é', "source": K}},
         },
         {"id": "not-obj", "collection": "e", "text": "q", "metadata": {"_longmem_etl": "s5"}},
+        {  # escapes elsewhere in the marker: its own fields are still read as they are
+            "id": "esc-other",
+            "collection": "e",
+            "text": "q",
+            "metadata": {"_longmem_etl": {"note": 'a"b\\', "source_id": "s7", "source": K}},
+        },
+        {  # a marker that is a list holding what looks like one: no marker
+            "id": "list-marker",
+            "collection": "e",
+            "text": "q",
+            "metadata": {"_longmem_etl": [{"source_id": "s8", "source": K}]},
+        },
+        {  # a marker value that is an object: not a string
+            "id": "obj-value",
+            "collection": "e",
+            "text": "q",
+            "metadata": {"_longmem_etl": {"source_id": {"s": 9}, "source": K}},
+        },
         {"id": "big", "collection": "e", "text": "q", "metadata": {"big": 2**80, "f": 1e300}},
         {
             "id": 7,
