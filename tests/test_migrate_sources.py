@@ -72,6 +72,24 @@ def test_snapshot_source_with_spec_uploads_the_cleaned_rows(tmp_path: Path) -> N
     assert {r["target_id"] for r in idmap} == {m["id"] for m in _export(tmp_path / "b.db")}
 
 
+@pytest.mark.parametrize("mode", ["add", "import"])
+def test_the_id_map_holds_every_target_id_whoever_learnt_it(tmp_path: Path, mode: str) -> None:
+    """The id map is written while verification reads the target, from the journal's ids: an
+    add learns every id from its calls; an import learns none (``import_memories`` answers
+    counts), so verification finds them through the markers and the map is written again."""
+    import pyarrow.parquet as pq
+
+    res = run_migration(_opts(tmp_path, str(SAMPLE), tmp_path / "b.db", mode=mode))
+    assert res.exit_code == 0
+    idmap = pq.read_table(res.outputs["id_map"]).to_pylist()
+    source = json.loads(SAMPLE.read_text())["memories"]
+    assert sorted(r["source_id"] for r in idmap) == sorted(m["id"] for m in source)
+    by_marker = {
+        m["metadata"][PROVENANCE_KEY]["source_id"]: m["id"] for m in _export(tmp_path / "b.db")
+    }
+    assert {r["source_id"]: r["target_id"] for r in idmap} == by_marker
+
+
 def test_no_provenance_adds_no_marker_and_still_verifies(tmp_path: Path) -> None:
     dump = json.loads(SAMPLE.read_text())
     objects = [

@@ -548,39 +548,50 @@ def _run_locked(
 
 class _Aside:
     """What a verified run writes that depends on neither the target nor the comparison: the
-    journal's counts and the dead letters, made while verification waits for the target read
-    (`verifying.verify_journal`'s ``meanwhile``), not after the comparison. Verification changes
-    no item's state (only target ids the journal did not know), so both stay true."""
+    journal's counts, the dead letters and the id map as the journal has it, made while
+    verification waits for the target read (`verifying.verify_journal`'s ``meanwhile``), not
+    after the comparison. Verification changes no item's state, so the counts and the dead
+    letters stay true; the id map is written again only if verification found ids it lacked."""
 
     def __init__(self, journal: Journal, work_dir: Path) -> None:
         self.journal, self.work_dir = journal, work_dir
-        self._made: tuple[dict[str, Any], str] | None = None
+        self._made: tuple[dict[str, Any], str, str] | None = None
 
-    def __call__(self) -> None:
-        from longmem_etl.migrate.verifying import write_dead_letters
+    def __call__(self, id_map: Any) -> None:
+        from longmem_etl.migrate.verifying import write_dead_letters, write_id_map
 
         counts = self.journal.counts()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._made = counts, write_dead_letters(self.journal, self.work_dir)
+        self._made = (
+            counts,
+            write_dead_letters(self.journal, self.work_dir),
+            write_id_map(self.journal, self.work_dir, id_map),
+        )
 
-    def made(self) -> tuple[dict[str, Any], str]:
-        """``(counts, dead letter path)``, made now if verification did not run them."""
-        if self._made is None:
-            self()
-        return cast(tuple, self._made)
+    def made(self, report: Any) -> tuple[dict[str, Any], str, str]:
+        """``(counts, dead letter path, id map path)``, the id map with what ``report`` found."""
+        from longmem_etl.migrate.verifying import write_id_map
+
+        if self._made is None:  # not made during verification: made now, with its ids
+            self(report.id_map)
+            return cast(tuple, self._made)
+        counts, dead_letter, id_map = self._made
+        if report.ids_found:
+            id_map = write_id_map(self.journal, self.work_dir, report.id_map)
+        return counts, dead_letter, id_map
 
 
 def _finish_verified(result: MigrationResult, aside: _Aside, report: Any, t_verify: float) -> None:
     """A verified run's counts, outputs and timings."""
-    from longmem_etl.migrate.verifying import write_id_map, write_report
+    from longmem_etl.migrate.verifying import write_report
 
-    counts, dead_letter = aside.made()
+    counts, dead_letter, id_map = aside.made(report)
     result.verification = {**report.as_dict(), "dead_lettered": counts["items_dead"]}
     result.counts = counts
     result.dead_letters = counts["items_dead"]
     t_outputs = time.monotonic()
     result.outputs = {
-        "id_map": write_id_map(aside.journal, aside.work_dir, report.id_map),
+        "id_map": id_map,
         "dead_letter": dead_letter,
         "verification": write_report(aside.work_dir, result.verification),
     }

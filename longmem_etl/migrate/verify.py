@@ -107,6 +107,7 @@ class VerificationReport:
     groups: list[dict[str, Any]] = field(default_factory=list)
     id_pairs: pa.Table | None = None  # source_id -> target_id found through markers
     id_map: pa.Table | None = None  # after a migration: the plan's items, target ids filled in
+    ids_found: int = 0  # of those, the target ids verification found that the journal lacked
     timings: dict[str, float] = field(default_factory=dict)  # seconds per step (benchmarks)
     target_read: str = "read"
     """``read``: the target was read for this check; ``settled``: the upload's last read of it

@@ -176,7 +176,7 @@ def verify_journal(
     give_up_after: float | None = None,
     prepared: PreparedVerification | None = None,
     target_keys: pa.Table | None = None,
-    meanwhile: Callable[[], None] | None = None,
+    meanwhile: Callable[[pa.Table], None] | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one read of the WHOLE target (copies made under
     another key or by an older version count as duplicates with ``foreign_copies``); record the
@@ -186,8 +186,10 @@ def verify_journal(
     ``prepared``: what was made while the upload ran (`verifyprep`; made here otherwise, in a
     thread, while the target is read). ``target_keys``: a whole read of the target that nothing
     was sent after (`uploader.Uploader.settled_keys`), used instead of reading it again.
-    ``meanwhile``: the caller's own work that needs neither the target nor the comparison (e.g.
-    writing the dead letters), run here while the target read is out."""
+    ``meanwhile(id_map)``: the caller's own work that needs neither the target nor the
+    comparison (e.g. writing the dead letters, or the id map as the journal has it: `ID_MAP`),
+    run here while the target read is out. ``report.ids_found`` says whether verification then
+    filled in ids that map did not have."""
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
     t0 = time.monotonic()
@@ -223,6 +225,7 @@ def verify_journal(
             zip(found["source_id"].to_pylist(), found["target_id"].to_pylist(), strict=True)
         )
     report.id_map = id_map
+    report.ids_found = found.num_rows
     report.timings = {**timings, "compare": t2 - t1, "ids": time.monotonic() - t2}
     report.timings["prepared"] = prep.seconds
     report.target_read = "settled" if target_keys is not None else "read"
@@ -239,7 +242,7 @@ def _read_both(
     stop: threading.Event | None,
     max_retries: int,
     give_up_after: float | None,
-    meanwhile: Callable[[], None] | None = None,
+    meanwhile: Callable[[pa.Table], None] | None = None,
 ) -> tuple[pa.Table, pa.Table, dict[str, float]]:
     """``(target keys, plan items, timings)``: the target read (mostly waiting on
     the API) in a thread while the journal's changed columns are read here, then ``meanwhile``
@@ -262,7 +265,7 @@ def _read_both(
             items = _prepared_items(journal, prep)
             timings = {"journal": time.monotonic() - t0}
             if meanwhile is not None:
-                meanwhile()
+                meanwhile(items.select(ID_MAP.names))
         finally:
             keys = settled if reading is None else reading.result()
     return keys, items, timings
