@@ -1,7 +1,7 @@
 """The WHOLE `migrate` command, end to end, on held-out-like data (not a test; prints a table).
 
     .venv/bin/python benchmarks/bench_migrate_e2e.py [--items 20000 200000] [--latency-ms 200]
-        [--no-faults] [--sequential]
+        [--repeat 3] [--no-faults] [--sequential]
 
 What a user waits for: `longmem-etl migrate --source dump.json --target local:...?latency_ms=200
 --concurrency 8 --chunk-size 100 --json` run as a real process, timed from start to exit, with its
@@ -18,9 +18,10 @@ from the first chunk to the last call's answer; verify; outputs), end-to-end rat
 its goal, calls vs chunks, bisections, peak RSS, exact. The machine's load average is printed
 before and after: on shared cores every phase stretches, so compare ratios taken in one
 invocation.
-Goals: 20k >= 80 %, 200k >= 85 %, with ``fail_rate=0.1&ambiguous_rate=0.02`` >= 70 % and exact
-(the median over ``--fault-seeds``: each seed fixes where the failures fall; the worst is printed);
-peak RSS at 200k <= 500 MB.
+Goals: 20k >= 80 % (the median of ``--repeat`` runs, 3 by default, each printed: one run moves by
++-0.15 s on a shared machine, 2-3 % of the ideal), 200k >= 85 % (one run), with
+``fail_rate=0.1&ambiguous_rate=0.02`` >= 70 % and exact (the median over ``--fault-seeds``: each
+seed fixes where the failures fall; the worst is printed); peak RSS at 200k <= 500 MB.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,6 +205,14 @@ def main() -> int:
         "checkout's environment) instead of sharing compiled bytecode as an install does",
     )
     ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs of each size below 100k without faults (each is printed; the goal is judged "
+        "on their median, as the faults goal is on its seeds': one run on a shared machine "
+        "moves by +-0.15 s, 2-3 %% of the ideal at 20k); 100k and more run once",
+    )
+    ap.add_argument(
         "--sequential",
         action="store_true",
         help="also run the first size with the freeze done before the upload "
@@ -218,6 +228,7 @@ def main() -> int:
         runs = [
             (n, f"latency_ms={args.latency_ms}", 0.80 if n < 100_000 else 0.85, {})
             for n in args.items
+            for _ in range(max(1, args.repeat) if n < 100_000 else 1)
         ]
         if not args.no_faults:
             runs.extend(
@@ -292,8 +303,9 @@ def main() -> int:
     ok = True
     for r in rows:
         met = r["ratio"] >= r["goal"] and r["exact"]
-        # the sequential row is a comparison; fault rows are judged together, on their median
-        ok &= met or r["sequential"] or r["faults"]
+        # the sequential row is a comparison; fault rows and the runs of one size are judged
+        # together, on their median (below)
+        ok &= met or r["sequential"] or r["faults"] or r["n"] < 100_000
         rate = r["n"] / r["plan_overlapped"] if r["plan_overlapped"] else 0.0
         kind = f"s{r['seed']}" if r["faults"] else "no/seq" if r["sequential"] else "no"
         print(
@@ -308,14 +320,24 @@ def main() -> int:
         "goals: whole command >= 80 % of ideal at 20k, >= 85 % at 200k, >= 70 % with faults "
         "(and exact); peak RSS at 200k <= 500 MB"
     )
+    for n in sorted({r["n"] for r in rows if r["n"] < 100_000}):
+        runs_n = [r for r in rows if r["n"] == n and not r["faults"] and not r["sequential"]]
+        if not runs_n:
+            continue
+        mid = statistics.median([r["ratio"] for r in runs_n])
+        exact = all(r["exact"] for r in runs_n)
+        met = mid >= runs_n[0]["goal"] and exact
+        each = ", ".join(f"{100 * r['ratio']:.1f}" for r in runs_n)
+        print(
+            f"{n} without faults, {len(runs_n)} runs: median {100 * mid:.1f} % of ideal "
+            f"({each}), "
+            f"{'all exact' if exact else 'NOT EXACT'} ({'met' if met else 'NO'})"
+        )
+        ok &= met
     faulty = [r for r in rows if r["faults"]]
     if faulty:
         ratios = sorted(r["ratio"] for r in faulty)
-        median = (
-            ratios[len(ratios) // 2]
-            if len(ratios) % 2
-            else sum(ratios[len(ratios) // 2 - 1 : len(ratios) // 2 + 1]) / 2
-        )
+        median = statistics.median(ratios)
         exact = all(r["exact"] for r in faulty)
         met = median >= faulty[0]["goal"] and exact
         print(
