@@ -179,6 +179,65 @@ def test_403_stops_the_run_without_dead_letters(tmp_path: Path) -> None:
     assert j.counts()["items_dead"] == 0 and j.counts()["items_pending"] == 100
 
 
+def test_a_full_journal_in_a_worker_is_the_users_to_fix_and_named_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The journal fills while a worker notes a 503 (a write in the worker's own thread, not
+    the committer's): the failure carried to the engine is the journal's own line, the user's
+    to fix (exit 2, `Failure.user`), not a bug; nothing is lost: every item is still pending or
+    done. A 403 is the user's too; the first failure is the one reported."""
+    from longmem_etl.migrate.journal import JournalFull
+
+    j, _ = _setup(tmp_path, _mems(100), "add")
+    t = open_endpoint(f"local:{tmp_path / 't.db'}?fail_rate=1&seed=1")
+
+    def full(*a, **kw):
+        raise JournalFull(f"{j.path}: no space left on device while writing the journal")
+
+    monkeypatch.setattr(j, "note_error", full)
+    up = Uploader(j, t, make_sender(t, "add"), migration_id=MID, backoff_base=0.001)
+    stats = up.run()
+    assert up.failure is not None and up.failure.user
+    assert up.failure.message.startswith(str(j.path)) and "no space left" in up.failure.message
+    assert stats.fatal and "JournalFull" in stats.fatal
+    c = j.counts()
+    assert c["items_dead"] == 0 and c["items_done"] + c["items_pending"] == 100
+
+    j2, _ = _setup(tmp_path / "b", _mems(10), "add")
+    refusing = Uploader(j2, _Refusing(), make_sender(_Refusing(), "add"), migration_id=MID)
+    refusing.run()
+    assert refusing.failure is not None and refusing.failure.user
+    assert (
+        refusing.failure.message.startswith("target refused") and "403" in refusing.failure.message
+    )
+
+
+def test_a_full_journal_in_a_worker_ends_the_migration_with_exit_2_and_the_resume_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from longmem_etl.errors import BadInput
+    from longmem_etl.migrate import MigrationOptions, run_migration
+    from longmem_etl.migrate.journal import JournalFull
+
+    dump = tmp_path / "dump.json"
+    dump.write_text(json.dumps({"memories": _mems(30)}))
+
+    def full(self, *a, **kw):
+        raise JournalFull(f"{self.path}: no space left on device while writing the journal")
+
+    monkeypatch.setattr(Journal, "note_error", full)
+    opts = MigrationOptions(
+        source=str(dump),
+        target=f"local:{tmp_path / 't.db'}?fail_rate=1&seed=1",
+        work_root=str(tmp_path / "work"),
+        show_progress=False,
+    )
+    with pytest.raises(BadInput) as err:  # exit 2, not 1: the user's disk, not a bug
+        run_migration(opts)
+    assert "no space left on device" in str(err.value) and "resume with:" in str(err.value)
+    assert "JournalFull" not in str(err.value)
+
+
 def test_other_errors_count_attempts_then_dead(tmp_path: Path) -> None:
     j, _ = _setup(tmp_path, _mems(60), "add")
     t = _Broken()

@@ -477,13 +477,12 @@ def _run_locked(
             "concurrency_lowest": uploader.limit.lowest,
             "concurrency_cuts": uploader.limit.cuts,
         }
-        if stats.fatal and not _interrupted_by_user(stop, stats):
+        failure = uploader.failure
+        if failure is not None:  # not a Ctrl-C: that stops with no failure
             _write_outputs(journal, work_dir, None)
-            # the journal's disk full is the user's too (a BadInput in the uploader's threads)
-            fatal = stats.fatal.removeprefix("journal write failed: JournalFull: ")
-            user = fatal != stats.fatal or fatal.startswith("target refused")
-            raise (BadInput if user else LongmemETLError)(
-                f"{fatal}; the journal is consistent — resume with: {result.resume_command}"
+            raise (BadInput if failure.user else LongmemETLError)(
+                f"{failure.message}; the journal is consistent — resume with: "
+                f"{result.resume_command}"
             )
         if opts.update_changed and not stop.is_set():
             _update_changed(journal, target, stop)
@@ -826,10 +825,6 @@ def _report_changed(journal: Journal, result: MigrationResult) -> None:
     result.holdings["changed_items"] = [
         {k: r[k] for k in ("source_id", "target_id", "collection", "state")} for r in rows
     ]
-
-
-def _interrupted_by_user(stop: threading.Event, stats: Any) -> bool:
-    return stop.is_set() and stats.fatal is None
 
 
 def _memories_file(journal: Journal) -> Path:

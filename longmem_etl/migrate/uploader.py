@@ -35,12 +35,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
 from longmem_etl.errors import AmbiguousError, APIError
-from longmem_etl.migrate.journal import Journal
+from longmem_etl.migrate.journal import Journal, JournalFull
 from longmem_etl.migrate.limiter import AdaptiveLimit, FailureWindow, backoff
 from longmem_etl.migrate.reconcile import Interrupted, TargetIndex, reconcile_chunks
 
@@ -97,6 +97,14 @@ class UploadStats:
 
 class _Stopped(Exception):
     pass
+
+
+class Failure(NamedTuple):
+    """What stopped an upload (`Uploader.failure`): the one line for the user, and whether it is
+    theirs to fix (a full journal disk, a target refusing the key: exit 2) or not (exit 1)."""
+
+    message: str
+    user: bool
 
 
 @dataclass
@@ -303,6 +311,7 @@ class Uploader:
         self._sends = 0  # calls started (every try)
         self._answers = 0  # calls answered (or failed)
         self._settled: Any = None  # the last whole read made with no call out, until a call
+        self.failure: Failure | None = None  # what stopped the run (``stats.fatal`` says it)
 
     # -- top level ---------------------------------------------------------------------------
     def run(
@@ -460,7 +469,20 @@ class Uploader:
             self._queue.close()
 
     def _journal_failed(self, exc: Exception) -> None:
-        self.stats.fatal = f"journal write failed: {type(exc).__name__}: {exc}"
+        self._fail(f"journal write failed: {type(exc).__name__}: {exc}", exc)
+
+    def _fail(self, message: str, exc: BaseException | None, *, user: bool = False) -> None:
+        """Stop the run for ``exc``: ``stats.fatal`` says it (in the result's upload stats) and
+        `failure` carries it to the engine. The first failure wins: the ones it causes in other
+        threads (stopped calls, a closed queue) are not what the user must fix. A full journal
+        (`journal.JournalFull`) is the user's to fix wherever it surfaced, as is ``user``."""
+        with self._lock:
+            if self.failure is None:
+                full = exc if isinstance(exc, JournalFull) else None
+                self.failure = Failure(
+                    str(full) if full is not None else message, user or full is not None
+                )
+                self.stats.fatal = message
         self.stop.set()
 
     def _run_workers(self) -> None:
@@ -517,8 +539,7 @@ class Uploader:
                         except Interrupted:
                             return
                         except Exception as exc:  # the export keeps failing: stop, state is kept
-                            self.stats.fatal = f"reconciliation failed: {type(exc).__name__}: {exc}"
-                            self.stop.set()
+                            self._fail(f"reconciliation failed: {type(exc).__name__}: {exc}", exc)
                             return
                     self._queue.wait_change(epoch)
                     continue
@@ -528,16 +549,14 @@ class Uploader:
                 except Interrupted:
                     return
                 except Exception as exc:  # e.g. the export keeps failing: stop, state is kept
-                    self.stats.fatal = f"reconciliation failed: {type(exc).__name__}: {exc}"
-                    self.stop.set()
+                    self._fail(f"reconciliation failed: {type(exc).__name__}: {exc}", exc)
                 return
             try:
                 self._unit(unit)
             except Interrupted:
                 return
             except Exception as exc:  # a bug or a journal failure: stop everything, keep state
-                self.stats.fatal = f"{type(exc).__name__}: {exc}"
-                self.stop.set()
+                self._fail(f"{type(exc).__name__}: {exc}", exc)
             finally:
                 self._queue.done()
 
@@ -752,8 +771,7 @@ class Uploader:
             except APIError as exc:
                 self.limit.release()
                 if exc.status in FATAL_STATUSES:
-                    self.stats.fatal = f"target refused: {exc}"
-                    self.stop.set()
+                    self._fail(f"target refused: {exc}", exc, user=True)
                     raise _Stopped from exc
                 if not (exc.retryable or exc.status in TRANSIENT_STATUSES):
                     return exc
@@ -777,10 +795,10 @@ class Uploader:
                 if out_of_tries or out_of_time:
                     return GaveUp(exc, transient + 1, now - failed_at)  # every try, 429s too
                 if transient >= self.max_transient:
-                    self.stats.fatal = (
-                        f"chunk {chunk_no}: target still failing after {transient} retries: {exc}"
+                    self._fail(
+                        f"chunk {chunk_no}: target still failing after {transient} retries: {exc}",
+                        exc,
                     )
-                    self.stop.set()
                     raise _Stopped from exc
                 delay = self._retry_delay(exc, transient)
                 if self.give_up_after is not None:  # never sleep past the budget
