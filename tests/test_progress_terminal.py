@@ -1,0 +1,65 @@
+"""Progress on a real terminal: a child process whose stderr is a pseudo-terminal (the bar's only
+condition), so what a user at a shell sees is what is asserted."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import struct
+import subprocess
+import termios
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
+
+CONVERT = """
+import sys
+from longmem_etl.snapshots import convert_dump
+convert_dump(sys.argv[1], sys.argv[2], progress=sys.argv[3] == "on")
+print("converted")
+"""
+
+
+def _stderr_on_a_terminal(args: list[str]) -> tuple[str, str]:
+    """(stdout, what the child wrote to its terminal stderr)."""
+    master, slave = pty.openpty()
+    # a terminal 100 columns wide: a pty starts at 0 x 0, where tqdm draws an empty bar
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", CONVERT, *args],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        os.close(slave)
+        slave = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the child's end is closed and everything was read
+                break
+            if not chunk:
+                break
+            seen += chunk
+        return proc.stdout, seen.decode("utf-8", "replace")
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+
+
+def test_convert_with_progress_off_draws_nothing_on_a_terminal(tmp_path: Path) -> None:
+    out, seen = _stderr_on_a_terminal([str(SAMPLE), str(tmp_path / "off"), "off"])
+    assert out.strip() == "converted" and seen == ""
+
+
+def test_convert_with_progress_on_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
+    out, seen = _stderr_on_a_terminal([str(SAMPLE), str(tmp_path / "on"), "on"])
+    assert out.strip() == "converted" and "100%" in seen
