@@ -8,8 +8,8 @@ import os
 import pty
 import struct
 import subprocess
-import termios
 import sys
+import termios
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
