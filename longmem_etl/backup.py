@@ -171,9 +171,7 @@ def _backup_writer(
     snapshot is named after ``named_at``, the moment the export was taken."""
     from longmem_etl.snapshots import SnapshotWriter
 
-    bar = progress_bar(total, desc=f"backup {name}", unit="mem")
-    if not show:
-        bar.disable = True
+    bar = progress_bar(total, desc=f"backup {name}", unit="mem", show=show)
     with (
         bar,
         SnapshotWriter(

@@ -111,10 +111,14 @@ def progress(
     desc: str,
     unit: str = "it",
     heartbeat: bool = False,
+    show: bool = True,
     **kwargs: Any,
 ) -> Any:
     """A tqdm bar on stderr when stderr is a terminal. Otherwise silent (`Quiet`), or with
-    ``heartbeat`` a plain line every few seconds (see the module docstring)."""
+    ``heartbeat`` a plain line every few seconds (see the module docstring). ``show=False``:
+    silent wherever stderr goes (a bar made and then disabled has already drawn a line)."""
+    if not show:
+        return Quiet(total)
     if not sys.stderr.isatty():
         return Heartbeat(total, desc=desc, unit=unit) if heartbeat else Quiet(total)
     from tqdm import tqdm

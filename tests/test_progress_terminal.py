@@ -15,11 +15,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "longmem_etl" / "sample_data" / "acme-small.json"
 
-CONVERT = """
+CHILD = """
 import sys
+from longmem_etl.api.local_seed import seed_from_file
+from longmem_etl.backup import backup
 from longmem_etl.snapshots import convert_dump
-convert_dump(sys.argv[1], sys.argv[2], progress=sys.argv[3] == "on")
-print("converted")
+from longmem_etl.snapshots.dump import write_dump
+
+sample, tmp, on = sys.argv[1], sys.argv[2], sys.argv[3] == "on"
+snap = convert_dump(sample, tmp + "/snaps", progress=on).path
+write_dump(snap, tmp + "/dump.jsonl", progress=on)
+seed_from_file("local:" + tmp + "/a.db", sample, progress=on)
+backup("local:" + tmp + "/a.db", tmp + "/backups", progress=on)
+print("done")
 """
 
 
@@ -30,7 +38,7 @@ def _stderr_on_a_terminal(args: list[str]) -> tuple[str, str]:
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     try:
         proc = subprocess.run(
-            [sys.executable, "-c", CONVERT, *args],
+            [sys.executable, "-c", CHILD, *args],
             stdout=subprocess.PIPE,
             stderr=slave,
             text=True,
@@ -55,11 +63,15 @@ def _stderr_on_a_terminal(args: list[str]) -> tuple[str, str]:
             os.close(slave)
 
 
-def test_convert_with_progress_off_draws_nothing_on_a_terminal(tmp_path: Path) -> None:
-    out, seen = _stderr_on_a_terminal([str(SAMPLE), str(tmp_path / "off"), "off"])
-    assert out.strip() == "converted" and seen == ""
+def test_progress_off_draws_nothing_on_a_terminal(tmp_path: Path) -> None:
+    """convert, dump, seed and backup asked for no progress, from Python: not one character
+    (each used to make a bar and then disable it, after it had drawn its first line)."""
+    out, seen = _stderr_on_a_terminal([str(SAMPLE), str(tmp_path), "off"])
+    assert out.strip() == "done" and seen == ""
 
 
-def test_convert_with_progress_on_draws_a_bar_on_a_terminal(tmp_path: Path) -> None:
-    out, seen = _stderr_on_a_terminal([str(SAMPLE), str(tmp_path / "on"), "on"])
-    assert out.strip() == "converted" and "100%" in seen
+def test_progress_on_draws_each_bar_on_a_terminal(tmp_path: Path) -> None:
+    out, seen = _stderr_on_a_terminal([str(SAMPLE), str(tmp_path), "on"])
+    assert out.strip() == "done"
+    for bar in ("convert acme", "dump", "seed", "backup"):
+        assert bar in seen, bar

@@ -25,9 +25,7 @@ def seed_from_file(
     if not Path(dump_path).is_file():
         raise BadInput(f"{dump_path}: no such file")
     src = open_dump(dump_path)  # whole-file problems -> BadInput before the store is touched
-    bar = progress_bar(src.total, desc="seed", unit="mem")
-    if not progress:
-        bar.disable = True
+    bar = progress_bar(src.total, desc="seed", unit="mem", show=progress)
 
     def batches():
         for start, raws in src.batches():

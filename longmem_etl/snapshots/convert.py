@@ -41,7 +41,6 @@ from longmem_etl.dumps.read import (
     reads_whole,
 )
 from longmem_etl.errors import BadInput
-from longmem_etl.progress import Quiet
 from longmem_etl.progress import progress as progress_bar
 from longmem_etl.schema import MEMORIES_SCHEMA
 from longmem_etl.snapshots.layout import (
@@ -179,13 +178,11 @@ def _run(
     chunks = normalized(src, norm, workers or [])
     try:
         by_bytes = not src.exact  # guessed spans: rows unknown until read, so bytes (with an ETA)
-        total = src.size_hint if by_bytes else src.total
-        # no bar at all when progress is off: a tqdm made and then disabled has already drawn
-        # its first line on a terminal (a Python caller's progress=False still printed one)
-        bar = (
-            progress_bar(total, desc=f"{desc} {tenant}", unit="B" if by_bytes else "mem")
-            if show_progress
-            else Quiet(total)
+        bar = progress_bar(
+            src.size_hint if by_bytes else src.total,
+            desc=f"{desc} {tenant}",
+            unit="B" if by_bytes else "mem",
+            show=show_progress,
         )
         with (
             bar,

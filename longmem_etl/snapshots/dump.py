@@ -116,9 +116,7 @@ def write_dump(
     tmp = Path(tmp_name)
     claim = _lock(tmp)  # held until the file is in place: a concurrent sweep leaves it alone
     count = 0
-    bar = progress_bar(snap.counts.get("memories"), desc="dump", unit="mem")
-    if not progress:
-        bar.disable = True
+    bar = progress_bar(snap.counts.get("memories"), desc="dump", unit="mem", show=progress)
     try:
         f = _open_out(out, compression, fd)
         with f, bar:
