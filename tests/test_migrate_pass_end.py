@@ -59,6 +59,22 @@ def _journal(tmp_path: Path, mems: list[dict], chunk_size: int = 10) -> Journal:
     return j
 
 
+def _held_sender(real, first_read: threading.Event, *, held: str, ambiguous: set[str]):
+    """A sender: the call holding ``held`` goes out only once the early round reads; calls
+    holding any of ``ambiguous`` write, then answer as timed out."""
+
+    def send(collection, items):
+        sids = {marker_of(i["metadata"])[0] for i in items}
+        if held in sids:
+            assert first_read.wait(30)
+        ids = real(collection, items)
+        if sids & ambiguous:
+            raise AmbiguousError("timed out after the write")
+        return ids
+
+    return send
+
+
 @pytest.fixture
 def no_poll(monkeypatch: pytest.MonkeyPatch) -> list[uploader_mod.WorkQueue]:
     """Every work queue made, with its waits' safety timeout far beyond the test's length: a pass
@@ -357,14 +373,8 @@ def test_a_settled_round_starts_at_the_last_answer_while_an_early_one_is_still_r
     first_read, second_read = threading.Event(), threading.Event()
     seen: list[bool] = []
 
-    def send(collection, items):
-        sids = {marker_of(i["metadata"])[0] for i in items}
-        if "m039" in sids:  # the last answer: only once the early round is reading
-            assert first_read.wait(30)
-        ids = real(collection, items)
-        if sids & {"m000", "m039"}:
-            raise AmbiguousError("timed out after the write")
-        return ids
+    # the last answer only once the early round is reading
+    send = _held_sender(real, first_read, held="m039", ambiguous={"m000", "m039"})
 
     real_from_target = uploader_mod.TargetIndex.from_target.__func__
 
@@ -400,14 +410,8 @@ def test_a_settled_read_is_made_at_the_last_answer_while_an_early_round_is_readi
     seen: list[bool] = []
     reads: list[int] = []
 
-    def send(collection, items):
-        sids = {marker_of(i["metadata"])[0] for i in items}
-        if "m039" in sids:  # the last answer: only once the early round is reading
-            assert first_read.wait(30)
-        ids = real(collection, items)
-        if "m000" in sids:
-            raise AmbiguousError("timed out after the write")
-        return ids
+    # the last answer only once the early round is reading
+    send = _held_sender(real, first_read, held="m039", ambiguous={"m000"})
 
     real_from_target = uploader_mod.TargetIndex.from_target.__func__
 
@@ -451,14 +455,8 @@ def test_a_chunk_taken_but_not_yet_sent_keeps_the_settled_read_waiting(
             threading.Event().wait(0.4)
         return real_pending(chunk_no)
 
-    def send(collection, items):
-        sids = {marker_of(i["metadata"])[0] for i in items}
-        if "m029" in sids:  # out when the early round starts: that round is not quiet
-            assert first_read.wait(30)
-        ids = real(collection, items)
-        if "m000" in sids:
-            raise AmbiguousError("timed out after the write")
-        return ids
+    # chunk 2 is out when the early round starts: that round is not quiet
+    send = _held_sender(real, first_read, held="m029", ambiguous={"m000"})
 
     real_from_target = uploader_mod.TargetIndex.from_target.__func__
     released = threading.Event()
