@@ -6,7 +6,7 @@
 Nothing in ``longmem_etl`` knows about it: a finder on ``sys.meta_path`` wraps
 ``migrate.uploader.make_sender`` as that module is loaded (before the engine imports the name),
 so the first call any sender makes stamps ``first_call`` (``time.time()``) and ``modules``
-(``sorted(sys.modules)`` at that moment; OUT is written at once, then again with ``returned``
+(``sorted(sys.modules)`` at that moment), ``frozen`` (``gc.get_freeze_count()`` then; OUT is written at once, then again with ``returned``
 when ``main`` returns; ``verb_returned`` when the ``migrate`` verb's ``run`` returned). The
 same script measures any revision of the package (put it first on ``PYTHONPATH``).
 """
@@ -33,6 +33,7 @@ def _wrap_senders(module) -> None:
             if "first_call" not in RECORD:
                 RECORD["first_call"] = time.time()
                 RECORD["modules"] = sorted(sys.modules)
+                RECORD["frozen"] = __import__("gc").get_freeze_count()
                 _write()  # now: a test may kill -9 this process as soon as it sees the file
             return send(*a, **kw)
 

@@ -76,8 +76,11 @@ def test_migrate_to_a_new_local_target_imports_no_duckdb_tqdm_or_other_verbs_bef
     )
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr
-    modules = set(json.loads(out.read_text())["modules"])
+    stamps = json.loads(out.read_text())
+    modules = set(stamps["modules"])
     assert "longmem_etl.migrate.uploader" in modules  # the probe saw the real first call
+    # the command froze its imports' objects before the run (`cli.main.freeze_imports`)
+    assert stamps["frozen"] > 10_000
     assert not {m for m in modules if m.split(".")[0] in ("duckdb", "tqdm", "pandas")}
     assert "longmem_etl.migrate.targetread" not in modules  # no target to read yet
     assert {m for m in modules if m.startswith("longmem_etl.cli.")} == {

@@ -117,6 +117,20 @@ def lean_exit(func: Any) -> None:
     gc.freeze()
 
 
+def freeze_imports(args: argparse.Namespace) -> None:
+    """Called by a verb once its stack is imported, when its process ends with it (the command,
+    not a Python caller: `main` sets ``args.whole_process``): freeze the objects the imports
+    made (pyarrow's, numpy's, the toolkit's), which live as long as the process anyway, so no
+    collection walks them again. A migration saw a full collection ~0.6 s in, during its first
+    rounds of calls (20 ms holding the GIL), and the one `lean_exit` makes took 18 ms instead of
+    5. Nothing is collected first: import-time garbage is small, and collecting it would delay
+    the first call. Objects freed by reference counting are freed as ever."""
+    if getattr(args, "whole_process", False):
+        import gc
+
+        gc.freeze()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``longmem-etl`` command. ``argv`` None: this process's command line, and the process
     ends when this returns (`lean_exit` applies); a list: a call from Python, nothing frozen."""
@@ -127,6 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.whole_process = whole_process  # see `freeze_imports`
     try:
         return _run_verb(args)
     finally:
