@@ -497,6 +497,11 @@ def _run_locked(
                     from longmem_etl.migrate.verifying import verify_journal
 
                     aside = _Aside(journal, work_dir)
+
+                    def close_target() -> None:  # its last answer is in: close beside the rest
+                        nonlocal closing
+                        closing = Closing(target)
+
                     report = verify_journal(
                         journal,
                         target,
@@ -513,8 +518,8 @@ def _run_locked(
                             None if result.resumed or opts.update_changed else uploader.settled_keys
                         ),
                         meanwhile=aside,
+                        target_done=close_target,
                     )
-                    closing = Closing(target)  # its last answer is in: close beside the outputs
                     result.timings["verify_target_read_reused"] = int(
                         report.target_read == "settled"
                     )
@@ -566,6 +571,7 @@ class _Aside:
             write_dead_letters(self.journal, self.work_dir),
             write_id_map(self.journal, self.work_dir, id_map),
         )
+        self.journal.checkpoint()  # the journal's close at the end then has little left to copy
 
     def made(self, report: Any) -> tuple[dict[str, Any], str, str]:
         """``(counts, dead letter path, id map path)``, the id map with what ``report`` found."""
@@ -918,9 +924,9 @@ def _close(target: Any) -> None:
 
 
 class Closing:
-    """``target.close()`` in a thread, started as soon as the last call is answered (a local
-    store's final WAL checkpoint overlaps writing the outputs); `join` before the run returns,
-    so nothing is left for interpreter shutdown to do."""
+    """``target.close()`` in a thread, started as soon as verification has read the target (a
+    local store's final WAL checkpoint overlaps the comparison and the outputs); `join` before
+    the run returns, so nothing is left for interpreter shutdown to do."""
 
     def __init__(self, target: Any) -> None:
         self._thread = threading.Thread(target=_close, args=(target,), name="close-target")

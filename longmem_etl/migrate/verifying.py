@@ -177,6 +177,7 @@ def verify_journal(
     prepared: PreparedVerification | None = None,
     target_keys: pa.Table | None = None,
     meanwhile: Callable[[pa.Table], None] | None = None,
+    target_done: Callable[[], None] | None = None,
 ) -> VerificationReport:
     """Compare everything the plan holds with one read of the WHOLE target (copies made under
     another key or by an older version count as duplicates with ``foreign_copies``); record the
@@ -189,7 +190,8 @@ def verify_journal(
     ``meanwhile(id_map)``: the caller's own work that needs neither the target nor the
     comparison (e.g. writing the dead letters, or the id map as the journal has it: `ID_MAP`),
     run here while the target read is out. ``report.ids_found`` says whether verification then
-    filled in ids that map did not have."""
+    filled in ids that map did not have. ``target_done()``: called once the target is no longer
+    needed (its keys are read), before the comparison, e.g. to close it meanwhile."""
     provenance = (journal.get("options") or {}).get("provenance", True)
     mig = migration_id if provenance else None
     t0 = time.monotonic()
@@ -208,6 +210,8 @@ def verify_journal(
             give_up_after,
             meanwhile,
         )
+        if target_done is not None:
+            target_done()
         timings["target_read"] = time.monotonic() - t0
         t1 = time.monotonic()
         need_pairs = items.column("target_id").null_count > 0
