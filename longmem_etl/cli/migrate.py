@@ -262,12 +262,11 @@ def command_for(opts: MigrationOptions, journal_path: Path | None = None) -> str
 def run(args: argparse.Namespace) -> int:
     from longmem_etl.arrays import arrow_without_pandas
     from longmem_etl.cli.main import freeze_imports
-    from longmem_etl.migrate import engine as _engine  # noqa: F401 - its stack, before the freeze
     from longmem_etl.migrate import run_migration, stop_on_signals
     from longmem_etl.storage.staging import staged
 
     arrow_without_pandas()  # this process never uses pandas: not on the way to the first call
-    freeze_imports(args)
+    freeze_imports(args)  # run_migration's import above brought the engine and its data stack
 
     opts = options_from_args(args)
     stop = threading.Event()
