@@ -92,6 +92,53 @@ def test_streamed_plan_is_the_plan_written_whole(
     assert sorted(fed) == [c[0] for c in b_chunks] and len(set(fed)) == len(fed)
 
 
+@pytest.mark.parametrize(("mode", "key"), [("add", "K"), ("add", None), ("import", "K")])
+def test_the_dry_runs_plan_is_the_reference_plan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, key: str | None
+) -> None:
+    """`--dry-run` plans column-wise (`planstream.planned_items`, the real run's way): the same
+    items, in the same order, with the same payloads and sizes as `plan.plan_items` over the
+    dump-form memories, duplicate ids and odd values included, across batch boundaries."""
+    _odd_dump(tmp_path / "d.json", 300)
+    snap = open_snapshot(convert_dump(tmp_path / "d.json", tmp_path / "root").path)
+    mems = [m for b in snap.iter_dump_memories() for m in b]
+    reference = list(plan_items(mems, mode=mode, source_key=key, provenance=key is not None))
+    monkeypatch.setattr(planstream, "BATCH", 13)
+    planned = list(planstream.planned_items(snap.memories_path, mode=mode, source_key=key))
+    fields = ("source_id", "collection", "container_tag", "sort_key", "fp", "payload", "content")
+    assert [tuple(getattr(p, f) for f in fields) + (p.nbytes,) for p in planned] == [
+        tuple(getattr(p, f) for f in fields) + (p.nbytes,) for p in reference
+    ]
+    assert len({p.source_id for p in planned}) == 300  # duplicate ids got their suffix
+
+
+def test_dry_run_counts_what_the_real_run_plans(tmp_path: Path) -> None:
+    """The dry run's summary (items, chunks, bytes per collection, refusals) is what the real
+    run then writes into its journal."""
+    from longmem_etl.migrate.engine import dry_run
+
+    _odd_dump(tmp_path / "d.json", 300)
+    opts = MigrationOptions(
+        source=str(tmp_path / "d.json"),
+        target=f"local:{tmp_path / 't.db'}?max_text_chars=12",
+        work_root=str(tmp_path / "work"),
+        show_progress=False,
+        chunk_size=7,
+    )
+    plan = dry_run(opts).plan
+    res = run_migration(opts)
+    j = Journal(Path(res.journal))
+    per = dict(
+        (c, (n, k, b))
+        for c, n, k, b in j._q(
+            "SELECT collection, count(*), count(DISTINCT chunk_no), sum(nbytes) FROM items"
+            " GROUP BY collection"
+        )
+    )
+    assert {c: (v["items"], v["chunks"], v["bytes"]) for c, v in plan["collections"].items()} == per
+    assert plan["refused"]["count"] == res.dead_letters > 0
+
+
 def test_held_items_are_written_done_and_changed_ones_listed(tmp_path: Path) -> None:
     _odd_dump(tmp_path / "d.json", 40)
     snap = open_snapshot(convert_dump(tmp_path / "d.json", tmp_path / "root").path)

@@ -328,12 +328,16 @@ def dry_run(opts: MigrationOptions) -> MigrationResult:
     with sources.frozen_temporarily(
         opts.source, spec=opts.spec, key_env=opts.source_key_env
     ) as frozen:
+        from longmem_etl.migrate.planstream import planned_items
+        from longmem_etl.snapshots.reader import open_snapshot
+
+        # the plan the real run streams (column-wise, `planstream`), not the per-memory one
+        memories = open_snapshot(frozen.path, verify=False).memories_path
+        planned = planned_items(
+            memories, mode=opts.mode, source_key=key if opts.provenance else None
+        )
         summary = summarise(
-            scan.watch(
-                plan_items(
-                    frozen.memories(), mode=opts.mode, source_key=key, provenance=opts.provenance
-                )
-            ),
+            scan.watch(planned),
             mode=opts.mode,
             chunk_size=opts.chunk_size,
             max_bytes=opts.max_bytes,

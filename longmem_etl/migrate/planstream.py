@@ -30,7 +30,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,13 @@ from longmem_etl import jsonio
 from longmem_etl.arrays import strings
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint
-from longmem_etl.migrate.plan import ADD_FIELDS, Chunker, build_planned, fast_add_row
+from longmem_etl.migrate.plan import (
+    ADD_FIELDS,
+    Chunker,
+    PlannedItem,
+    build_planned,
+    fast_add_row,
+)
 
 BATCH = int(os.environ.get("LONGMEM_ETL_PLAN_BATCH", "5000"))
 """Items per durable plan transaction (tests lower it to see a plan that is still being written)."""
@@ -296,6 +302,30 @@ def stream_plan(
     pa.default_memory_pool().release_unused()
     out.seconds = time.monotonic() - t0
     return out
+
+
+def planned_items(
+    memories_path: Path, *, mode: str, source_key: str | None
+) -> Iterator[PlannedItem]:
+    """The plan of a frozen snapshot (``memories_path``) in plan order, with no journal: the rows
+    `stream_plan` would write, made the same column-wise way (`_plan_rows`), for `--dry-run`."""
+    ids = SourceIds()
+    for batch in pq.ParquetFile(memories_path).iter_batches(batch_size=BATCH):
+        rows = pa.Table.from_batches([batch])
+        sids = ids.of(rows.column("id"))
+        for sid, coll, tag, sort_key, fp, nbytes, payload, content in _plan_rows(
+            rows, row_keys(rows), sids, mode, source_key
+        ):
+            yield PlannedItem(
+                source_id=sid,
+                collection=coll,
+                container_tag=tag,
+                sort_key=sort_key,
+                fp=fp,
+                payload=payload,
+                content=content,
+                size=nbytes,
+            )
 
 
 _ADD_VALUES = frozenset(ADD_FIELDS)
