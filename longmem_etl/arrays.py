@@ -62,6 +62,46 @@ def int64s(values: Sequence[int] | np.ndarray) -> pa.Array:
     return pa.Array.from_buffers(pa.int64(), len(data), [None, pa.py_buffer(data)])
 
 
+def int64s_with_nulls(values: Sequence[int | None]) -> pa.Array:
+    """An int64 column with nulls, from NumPy (``pa.array(list)`` would import pandas)."""
+    n = len(values)
+    if None not in values:
+        return int64s(np.fromiter(values, dtype=np.int64, count=n))
+    is_null = np.fromiter((v is None for v in values), dtype=bool, count=n)
+    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
+    validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
+    return pa.Array.from_buffers(
+        pa.int64(), n, [validity, pa.py_buffer(data)], null_count=int(is_null.sum())
+    )
+
+
+def sqlite_ints(text: bytes | None, n: int) -> np.ndarray | None:
+    """SQLite's comma-separated integers (a ``group_concat``) as int64, or None unless there
+    are exactly ``n``."""
+    if text is None:
+        return None
+    values = np.fromstring(text, dtype=np.int64, sep=",")
+    return values if len(values) == n else None
+
+
+def concatenated_strings(data: bytes | None, lengths: bytes | None, n: int) -> pa.Array | None:
+    """A string column of ``n`` values from SQLite's ``group_concat(col, '')`` (the UTF-8 bytes)
+    and ``group_concat(coalesce(length(CAST(col AS BLOB)), -1), ',')`` (byte lengths, -1 for
+    NULL): no Python object per value. None when the two do not agree (the caller reads the rows
+    the plain way). The bytes are not checked to be UTF-8 here (see `api.localpages`)."""
+    sizes = sqlite_ints(lengths, n)
+    if sizes is None:
+        return None
+    is_null = sizes < 0
+    sizes[is_null] = 0
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    data = data or b""
+    if offsets[-1] != len(data):
+        return None
+    return string_array(n, offsets, data, is_null if is_null.any() else None)
+
+
 def arrow_without_pandas() -> None:
     """Tell pyarrow, once per process, that pandas is not there to ask about, so its first
     ``pa.array(list)`` does not import pandas (~0.25-0.5 s, on the critical path of a command

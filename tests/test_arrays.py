@@ -10,7 +10,7 @@ import sys
 _PROBE = r"""
 import sys
 from longmem_etl.arrays import strings
-from longmem_etl.migrate.verifyprep import int64s_with_nulls as _int64s
+from longmem_etl.arrays import int64s_with_nulls as _int64s
 cases = [
     ("a", None, "é✓", "", "日本語", "x" * 70000),
     tuple(f"{i:064x}" for i in range(5000)),

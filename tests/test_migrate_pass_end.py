@@ -348,7 +348,7 @@ def test_journal_columns_read_in_windows_equal_the_row_by_row_read(
 
     monkeypatch.setattr(verifyprep, "_BATCH", 7)
     if not windows:
-        monkeypatch.setattr(verifyprep, "_concatenated", lambda *a: None)
+        monkeypatch.setattr(verifyprep, "concatenated_strings", lambda *a: None)
     mems = _mems(40)
     for m in mems[::5]:
         m["collection"], m["container_tag"] = "çà 日本", "tag ✓"

@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from longmem_etl.api import localrows
 from longmem_etl.api.pages import EXPORT_PAGE, FIELDS
-from longmem_etl.arrays import string_array
+from longmem_etl.arrays import concatenated_strings, sqlite_ints, string_array
 from longmem_etl.errors import APIError
 
 _COLUMNS = (*FIELDS, "metadata")
@@ -97,7 +97,7 @@ def _window(conn: sqlite3.Connection, after: int, want: int) -> tuple[pa.Table |
     n = row[0]
     if not n:
         return None, after
-    seqs = _numbers(row[1], n)
+    seqs = sqlite_ints(row[1], n)
     table = None
     if (
         n <= want
@@ -123,31 +123,12 @@ def _window(conn: sqlite3.Connection, after: int, want: int) -> tuple[pa.Table |
     return table, int(seqs[-1])
 
 
-def _numbers(text: bytes | None, n: int) -> np.ndarray | None:
-    """SQLite's comma-separated integers as int64, or None unless there are exactly ``n``."""
-    if text is None:
-        return None
-    values = np.fromstring(text, dtype=np.int64, sep=",")
-    return values if len(values) == n else None
-
-
 def _concatenated(data: bytes | None, lengths: bytes | None, n: int, name: str) -> pa.Array | None:
-    """One column from its concatenated UTF-8 bytes and byte lengths (-1: NULL); None when the
-    two do not agree (the caller reads the window the plain way)."""
-    sizes = _numbers(lengths, n)
-    if sizes is None:
-        return None
-    is_null = sizes < 0
-    if is_null.any():
-        sizes[is_null] = 0
-    else:
-        is_null = None
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    data = data or b""
-    if offsets[-1] != len(data):
-        return None
-    return _valid(string_array(n, offsets, data, is_null), name)
+    """One column from its concatenated UTF-8 bytes and byte lengths (`arrays.concatenated_strings`),
+    its bytes proven UTF-8 (`_valid`); None when the two do not agree (the caller reads the
+    window the plain way)."""
+    array = concatenated_strings(data, lengths, n)
+    return None if array is None else _valid(array, name)
 
 
 @contextmanager

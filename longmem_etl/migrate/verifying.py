@@ -24,18 +24,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from longmem_etl.api.keys import DEFAULT_KEY_ENV
-from longmem_etl.arrays import strings
+from longmem_etl.arrays import int64s_with_nulls, strings
 from longmem_etl.memory import use_lean_arrow_pool
 from longmem_etl.migrate import source as sources
 from longmem_etl.migrate.journal import Journal
 from longmem_etl.migrate.keys import fingerprint
 from longmem_etl.migrate.targetread import read_target_keys
 from longmem_etl.migrate.verify import SOURCE_KEYS, VerificationReport, compare
-from longmem_etl.migrate.verifyprep import (
-    PreparedVerification,
-    int64s_with_nulls,
-    narrow_columns,
-)
+from longmem_etl.migrate.verifyprep import PreparedVerification, narrow_columns
 
 ID_MAP = pa.schema(
     [

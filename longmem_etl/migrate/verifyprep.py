@@ -26,7 +26,12 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from longmem_etl.arrays import int64s, string_array, strings
+from longmem_etl.arrays import (
+    concatenated_strings,
+    int64s_with_nulls,
+    sqlite_ints,
+    strings,
+)
 
 FIXED = pa.schema(
     [
@@ -109,7 +114,7 @@ def _connect(journal_path: Path) -> sqlite3.Connection:
 def _read(journal_path: Path, schema: pa.Schema, columns: list[str]) -> pa.Table:
     """``columns`` of every item in rowid (plan) order as ``schema``: windows of rowids, each
     ONE aggregate query whose columns come back as one UTF-8 byte string plus byte lengths
-    (the embedded store's `api.localpages` way: no Python object per row). A window whose rowid
+    (`arrays.concatenated_strings`, as the embedded store reads its pages: no Python object per row). A window whose rowid
     list does not prove its order, or whose lengths do not add up, is read as tuples instead."""
     db = _connect(journal_path)
     try:
@@ -141,11 +146,11 @@ def _window(
     n = row[0]
     if not n:
         return None
-    rowids = _numbers(row[1], n)
+    rowids = sqlite_ints(row[1], n)
     arrays: list[pa.Array] = []
     if rowids is not None and bool(np.all(rowids[1:] > rowids[:-1])):
         for k, field in enumerate(schema):
-            array = _concatenated(row[2 + 2 * k], row[3 + 2 * k], n)
+            array = concatenated_strings(row[2 + 2 * k], row[3 + 2 * k], n)
             if array is None:
                 break
             arrays.append(array if field.type == pa.string() else _as_ints(array))
@@ -156,30 +161,6 @@ def _window(
         ).fetchall()
         return _tuples(rows, schema)
     return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _numbers(text: bytes | None, n: int) -> np.ndarray | None:
-    """Comma-separated integers as int64, or None unless there are exactly ``n``."""
-    if text is None:
-        return None
-    values = np.fromstring(text, dtype=np.int64, sep=",")  # as `api.localpages` parses them
-    return values if len(values) == n else None
-
-
-def _concatenated(data: bytes | None, lengths: bytes | None, n: int) -> pa.Array | None:
-    """A string column from its concatenated UTF-8 bytes and byte lengths (-1: NULL); None when
-    the two do not agree."""
-    sizes = _numbers(lengths, n)
-    if sizes is None:
-        return None
-    is_null = sizes < 0
-    sizes[is_null] = 0
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(sizes, out=offsets[1:])
-    data = data or b""
-    if offsets[-1] != len(data):
-        return None
-    return string_array(n, offsets, data, is_null if is_null.any() else None)
 
 
 def _as_ints(array: pa.Array) -> pa.Array:
@@ -212,16 +193,3 @@ def narrow_columns(journal_path: Path) -> pa.Table:
     """``(target_id, state)`` of every item in the same order as `fixed_columns`: what the
     upload changed, read at the end."""
     return _read(journal_path, _NARROW, ["target_id", "state"])
-
-
-def int64s_with_nulls(values: tuple) -> pa.Array:
-    """An int64 column with nulls, from NumPy (``pa.array(list)`` would import pandas)."""
-    n = len(values)
-    if not values.count(None):
-        return int64s(np.fromiter(values, dtype=np.int64, count=n))
-    is_null = np.fromiter((v is None for v in values), dtype=bool, count=n)
-    data = np.fromiter((0 if v is None else v for v in values), dtype=np.int64, count=n)
-    validity = pa.py_buffer(np.packbits(~is_null, bitorder="little"))
-    return pa.Array.from_buffers(
-        pa.int64(), n, [validity, pa.py_buffer(data)], null_count=int(is_null.sum())
-    )
