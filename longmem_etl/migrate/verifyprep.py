@@ -114,8 +114,9 @@ def _connect(journal_path: Path) -> sqlite3.Connection:
 def _read(journal_path: Path, schema: pa.Schema, columns: list[str]) -> pa.Table:
     """``columns`` of every item in rowid (plan) order as ``schema``: windows of rowids, each
     ONE aggregate query whose columns come back as one UTF-8 byte string plus byte lengths
-    (`arrays.concatenated_strings`, as the embedded store reads its pages: no Python object per row). A window whose rowid
-    list does not prove its order, or whose lengths do not add up, is read as tuples instead."""
+    (`arrays.concatenated_strings`, as the embedded store reads its pages: no Python object
+    per row). A window whose rowid list does not prove its order, or whose lengths do not add
+    up, is read as tuples instead."""
     db = _connect(journal_path)
     try:
         low, high = db.execute("SELECT min(rowid), max(rowid) FROM items").fetchone()
