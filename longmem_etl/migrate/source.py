@@ -70,29 +70,33 @@ def _open_for_freeze(path: Path, *, keep: bool) -> Any:
 def take_opened(path: Path) -> Any:
     """The dump `stable_source_identity` opened at ``path``, once, if the file is unchanged
     since (else None: the caller opens it). Each opened dump is read by one freeze only."""
-    with _LOCK:
-        opened = _OPENED[:]
-        _OPENED.clear()
-    try:
-        key = _file_key(path)
-    except OSError:
-        return None
-    return opened[0].dump if opened and opened[0].key == key else None
+    return _kept(path, take=True)
 
 
 def opened_total(source: str) -> int | None:
     """Memories in the dump kept for the freeze at ``source`` (`take_opened` still to come),
     else None: the progress total a pipelined run shows until its plan's count is known (rows
     the freeze rejects are in it; the plan's own count replaces it when the freeze ends)."""
+    if classify_source(source) != "dump":
+        return None
+    dump = _kept(Path(source), take=False)
+    return None if dump is None else dump.total
+
+
+def _kept(path: Path, *, take: bool) -> Any:
+    """The dump kept by `_open_for_freeze` if it was opened at ``path`` and the file is unchanged
+    since, else None; ``take``: and no longer kept, whatever the answer."""
     with _LOCK:
         opened = _OPENED[:]
-    if not opened or classify_source(source) != "dump":
+        if take:
+            _OPENED.clear()
+    if not opened:
         return None
     try:
-        key = _file_key(Path(source))
+        key = _file_key(path)
     except OSError:
         return None
-    return opened[0].dump.total if opened[0].key == key else None
+    return opened[0].dump if opened[0].key == key else None
 
 
 def forget_opened() -> None:
