@@ -75,6 +75,36 @@ def _held_sender(real, first_read: threading.Event, *, held: str, ambiguous: set
     return send
 
 
+def _held_reads(
+    monkeypatch: pytest.MonkeyPatch, first_read: threading.Event
+) -> tuple[list[int], list[bool]]:
+    """Hold the uploader's first target read (an early round) until another read starts, 30 s
+    at most. Returns ``(reads, seen)``: each read's number of looked-up markers (0 for a whole
+    read), and whether the held read was released by a second one."""
+    real_from_target = uploader_mod.TargetIndex.from_target.__func__
+    second_read = threading.Event()
+    reads: list[int] = []
+    seen: list[bool] = []
+
+    def held_read(cls, target, migration_id, **kw):
+        reads.append(len(list(kw.get("source_ids") or [])))
+        if not first_read.is_set():
+            first_read.set()
+            seen.append(second_read.wait(30))
+        else:
+            second_read.set()
+        return real_from_target(cls, target, migration_id, **kw)
+
+    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
+    return reads, seen
+
+
+def _landed_once(target, n: int) -> None:
+    """Every one of the ``n`` items is in the target, once."""
+    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
+    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(n))
+
+
 @pytest.fixture
 def no_poll(monkeypatch: pytest.MonkeyPatch) -> list[uploader_mod.WorkQueue]:
     """Every work queue made, with its waits' safety timeout far beyond the test's length: a pass
@@ -178,7 +208,9 @@ def _count_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return reads
 
 
-def _migrate(tmp_path: Path, n: int, **kw) -> engine.MigrationResult:
+def _migrate(
+    tmp_path: Path, n: int, *, stop: threading.Event | None = None, **kw
+) -> engine.MigrationResult:
     mems = _mems(n)
     dump = tmp_path / "d.json"
     if not dump.exists():
@@ -192,7 +224,7 @@ def _migrate(tmp_path: Path, n: int, **kw) -> engine.MigrationResult:
         show_progress=False,
     )
     opts.update(kw)
-    return run_migration(MigrationOptions(**opts))
+    return run_migration(MigrationOptions(**opts), stop=stop)
 
 
 def test_clean_run_verifies_exact_with_its_own_read(
@@ -271,17 +303,7 @@ def test_resumed_run_reads_the_target_again_and_sees_tampering(
         return wrapped
 
     monkeypatch.setattr(engine, "make_sender", make)
-    dump = tmp_path / "d.json"
-    dump.write_text(json.dumps({"tenant": "t", "memories": _mems(40)}))
-    opts = MigrationOptions(
-        source=str(dump),
-        target=f"local:{tmp_path / 't.db'}",
-        chunk_size=10,
-        concurrency=1,
-        journal=str(tmp_path / "w" / "journal.sqlite"),
-        show_progress=False,
-    )
-    first = run_migration(opts, stop=stop)
+    first = _migrate(tmp_path, 40, stop=stop)
     assert first.exit_code == 130
     monkeypatch.setattr(engine, "make_sender", real)
     other = open_endpoint(f"local:{tmp_path / 't.db'}")
@@ -289,7 +311,7 @@ def test_resumed_run_reads_the_target_again_and_sees_tampering(
     landed = sorted(s for s in mine if s)
     other.delete(mine[landed[0]]["id"], collection=mine[landed[0]]["collection"])
     reads = _count_reads(monkeypatch)
-    second = run_migration(opts)
+    second = _migrate(tmp_path, 40)  # the same command again
     assert second.resumed and second.timings["verify_target_read_reused"] == 0
     assert reads[0] == 2  # the resume's reconciliation, then verification's own read
     t = second.verification["totals"]
@@ -360,78 +382,41 @@ def test_journal_columns_read_in_windows_equal_the_row_by_row_read(
     assert narrow.column("target_id").null_count == 39
 
 
-def test_a_settled_round_starts_at_the_last_answer_while_an_early_one_is_still_reading(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("ambiguous", "reads_made", "rounds"),
+    [
+        # the last call is ambiguous too: a settled ROUND (its 10 markers) starts at its answer
+        ({"m000", "m039"}, [10, 10], 2),
+        # it is not: a settled read alone (the whole target, not counted as a round), made once
+        ({"m000"}, [10, 0], 1),
+    ],
+)
+def test_a_settled_read_starts_at_the_last_answer_while_an_early_round_is_still_reading(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    ambiguous: set[str],
+    reads_made: list[int],
+    rounds: int,
 ) -> None:
     """The first chunk's call is ambiguous, so an early round starts while the last chunk's call
-    is out; that one is ambiguous too. The second round starts on the last answer, not after the
-    early round ends (its read is held until the second one starts, for 30 s at most): its read
-    is settled, kept for verification, and every item is in the target once."""
+    is out. The early round's read is held until another read starts (30 s at most): the settled
+    read starts at the last answer, not after the early round ends; it is kept for verification,
+    and every item lands once."""
     j = _journal(tmp_path, _mems(40))
     target = open_endpoint(f"local:{tmp_path / 't.db'}")
     real = make_sender(target, "add")
-    first_read, second_read = threading.Event(), threading.Event()
-    seen: list[bool] = []
-
+    first_read = threading.Event()
     # the last answer only once the early round is reading
-    send = _held_sender(real, first_read, held="m039", ambiguous={"m000", "m039"})
-
-    real_from_target = uploader_mod.TargetIndex.from_target.__func__
-
-    def held_read(cls, target, migration_id, **kw):
-        if not first_read.is_set():
-            first_read.set()
-            seen.append(second_read.wait(30))  # the early round, held until the second starts
-        else:
-            second_read.set()
-        return real_from_target(cls, target, migration_id, **kw)
-
-    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
+    send = _held_sender(real, first_read, held="m039", ambiguous=ambiguous)
+    reads, seen = _held_reads(monkeypatch, first_read)
     up = Uploader(j, target, send, migration_id=KEY, concurrency=2)
     stats = up.run()
-    assert seen == [True]  # the settled round did not wait for the early one
-    assert stats.ambiguous == 2 and stats.reconcile_rounds == 2 and stats.reconciled_items == 20
+    assert seen == [True]  # the settled read did not wait for the early one
+    assert reads == reads_made
+    assert stats.ambiguous == rounds and stats.reconcile_rounds == rounds
+    assert stats.reconciled_items == 10 * rounds
     assert up.settled_keys is not None and up.settled_keys.num_rows == 40
-    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
-    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
-    assert j.counts()["items_done"] == 40
-
-
-def test_a_settled_read_is_made_at_the_last_answer_while_an_early_round_is_reading(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The first chunk's call is ambiguous, the last one is not. The early round's read is held
-    until another read starts (30 s at most): a settled read (a round with no chunks, not counted
-    as one) is made at the last answer, kept for verification, made once; every item lands once."""
-    j = _journal(tmp_path, _mems(40))
-    target = open_endpoint(f"local:{tmp_path / 't.db'}")
-    real = make_sender(target, "add")
-    first_read, second_read = threading.Event(), threading.Event()
-    seen: list[bool] = []
-    reads: list[int] = []
-
-    # the last answer only once the early round is reading
-    send = _held_sender(real, first_read, held="m039", ambiguous={"m000"})
-
-    real_from_target = uploader_mod.TargetIndex.from_target.__func__
-
-    def held_read(cls, target, migration_id, **kw):
-        reads.append(len(list(kw.get("source_ids") or [])))
-        if not first_read.is_set():
-            first_read.set()
-            seen.append(second_read.wait(30))  # the early round, held until the second starts
-        else:
-            second_read.set()
-        return real_from_target(cls, target, migration_id, **kw)
-
-    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
-    up = Uploader(j, target, send, migration_id=KEY, concurrency=2)
-    stats = up.run()
-    assert seen == [True] and reads == [10, 0]  # the early round's 10 markers, then the whole
-    assert stats.ambiguous == 1 and stats.reconcile_rounds == 1 and stats.reconciled_items == 10
-    assert up.settled_keys is not None and up.settled_keys.num_rows == 40
-    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
-    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
+    _landed_once(target, 40)
     assert j.counts()["items_done"] == 40
 
 
@@ -446,7 +431,6 @@ def test_a_chunk_taken_but_not_yet_sent_keeps_the_settled_read_waiting(
     target = open_endpoint(f"local:{tmp_path / 't.db'}")
     real = make_sender(target, "add")
     first_read = threading.Event()
-    reads: list[int] = []
     real_pending = j.pending_items
 
     def slow_start(chunk_no):
@@ -458,23 +442,10 @@ def test_a_chunk_taken_but_not_yet_sent_keeps_the_settled_read_waiting(
     # chunk 2 is out when the early round starts: that round is not quiet
     send = _held_sender(real, first_read, held="m029", ambiguous={"m000"})
 
-    real_from_target = uploader_mod.TargetIndex.from_target.__func__
-    released = threading.Event()
-
-    def held_read(cls, target, migration_id, **kw):
-        reads.append(len(list(kw.get("source_ids") or [])))
-        if not first_read.is_set():
-            first_read.set()
-            released.wait(30)  # the early round reads until the settled one starts
-        else:
-            released.set()
-        return real_from_target(cls, target, migration_id, **kw)
-
+    reads, _seen = _held_reads(monkeypatch, first_read)  # the early round, until the settled
     monkeypatch.setattr(j, "pending_items", slow_start)
-    monkeypatch.setattr(uploader_mod.TargetIndex, "from_target", classmethod(held_read))
     up = Uploader(j, target, send, migration_id=KEY, concurrency=2)
     up.run()
     assert reads == [10, 0]
     assert up.settled_keys is not None and up.settled_keys.num_rows == 40
-    marks = [marker_of(m.get("metadata"))[0] for m in target.export_account()["memories"]]
-    assert sorted(marks) == sorted(f"m{i:03d}" for i in range(40))
+    _landed_once(target, 40)
