@@ -305,7 +305,6 @@ class Uploader:
         self._quiet_at = -1  # ``_sends`` when the last round with no call out started
         self._queue = WorkQueue()
         self._runs: dict[int, _ChunkRun] = {}
-        self._finishing = 0
         self._feed_error: BaseException | None = None
         self.refuses = refuses
         self._sends = 0  # calls started (every try)
@@ -524,8 +523,10 @@ class Uploader:
             epoch = self._queue.epoch  # read BEFORE looking, so no change is slept through
             unit = self._queue.take()
             if unit is None:
+                # a unit a worker has taken (a chunk's call, its bisection, its finish) is
+                # `active` until that worker is through with it: chunk runs live inside one
                 with self._lock:
-                    busy = bool(self._runs) or self._finishing > 0 or self._reconciling > 0
+                    busy = self._reconciling > 0
                 busy = busy or self._queue.active > 0
                 drained = self._queue.drained()
                 if busy or not drained:
@@ -603,17 +604,13 @@ class Uploader:
         return True
 
     def _nothing_out(self) -> bool:
-        """No call is out and none can start but from a reconciliation's requeue (under
-        ``_lock``): a read started now shows everything this run sent so far. A chunk a worker
-        has taken from the queue but not yet started (`_start_chunk` reads its rows first) is
-        not in ``_runs``: the queue's ``active`` count covers it, else a "settled" read began
-        before its call and was voided by it (a wasted whole read of the target)."""
-        return (
-            self._sends == self._answers
-            and not self._runs
-            and self._finishing == 0
-            and self._queue.active == 0
-        )
+        """With the queue drained (`_reconcile_early`'s callers): no call is out and none can
+        start but from a reconciliation's requeue, so a read started now shows everything this
+        run sent so far. Every call, chunk run and chunk finish happens inside a unit a worker
+        has taken (`WorkQueue.active` until its `done`), so no unit taken is the whole test —
+        including a chunk taken but not yet started (`_start_chunk` reads its rows first), for
+        which a read begun earlier would be voided by its call (a wasted whole read)."""
+        return self._queue.active == 0
 
     def _start_chunk(self, chunk_no: int) -> list[Unit]:
         """A chunk taken from the queue: its pending items, cut around items the target is known
@@ -662,14 +659,12 @@ class Uploader:
                 run.outstanding -= 1
                 finished = run.outstanding == 0
                 if finished:
+                    # the unit is still active: idle workers stay, this may queue the chunk again
                     del self._runs[unit.chunk_no]
-                    self._finishing += 1  # idle workers stay: this may queue the chunk again
             if finished:
                 try:
                     self._finish_chunk(unit.chunk_no, run)
                 finally:
-                    with self._lock:
-                        self._finishing -= 1
                     if self._queue.drained():
                         # idle workers look again: leave if this was the last call out, or
                         # reconcile what came back ambiguous while the last calls are out
