@@ -578,13 +578,11 @@ class _Aside:
         self.journal.checkpoint()  # the journal's close at the end then has little left to copy
 
     def made(self, report: Any) -> tuple[dict[str, Any], str, str]:
-        """``(counts, dead letter path, id map path)``, the id map with what ``report`` found."""
+        """``(counts, dead letter path, id map path)``, the id map with what ``report`` found.
+        (`verify_journal` returns a report only after running its ``meanwhile``: made.)"""
         from longmem_etl.migrate.verifying import write_id_map
 
-        if self._made is None:  # not made during verification: made now, with its ids
-            self(report.id_map)
-            return cast(tuple, self._made)
-        counts, dead_letter, id_map = self._made
+        counts, dead_letter, id_map = cast(tuple, self._made)
         if report.ids_found:
             id_map = write_id_map(self.journal, self.work_dir, report.id_map)
         return counts, dead_letter, id_map
